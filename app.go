@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// App is one running chat server: the hub, the defences in front of it, and the HTTP
+// routes. main wires one; tests build as many as they like.
+type App struct {
+	// cfg is the live configuration. Readers load it without locking; a change swaps
+	// in a whole new value, so no reader ever sees half of one.
+	cfg atomic.Pointer[Config]
+
+	hub       *Hub
+	admission *admission
+	filter    *filter
+	sessions  *sessions
+	upgrader  websocket.Upgrader
+	metrics   *metrics
+	log       *slog.Logger
+	now       func() time.Time
+	tls       bool
+	dev       bool
+
+	// conns counts connections whose writePump has not finished, for shutdown.
+	conns    sync.WaitGroup
+	ready    atomic.Bool
+	connSeq  atomic.Uint64
+	stopOnce sync.Once
+}
+
+// newApp builds a server from a validated configuration and starts its hub.
+func newApp(cfg *Config, log *slog.Logger) (*App, error) {
+	app := &App{
+		metrics: newMetrics(),
+		log:     log,
+		now:     time.Now,
+		tls:     cfg.TLSCert != "",
+		dev:     true, // until OpenID Connect is configured
+	}
+	app.cfg.Store(cfg)
+	keyFile := cfg.SessionKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(cfg.DataDir, "session.key")
+	}
+	key, err := loadOrCreateKey(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("session key: %w", err)
+	}
+	app.sessions, err = newSessions(key, app.tls, func() time.Duration { return app.settings().SessionTTL }, app.now)
+	if err != nil {
+		return nil, err
+	}
+	app.filter = newFilter(cfg)
+	app.admission = newAdmission(app.settings, app.now)
+	app.hub = newHub(app.settings, app.metrics, log, app.now)
+	app.upgrader = websocket.Upgrader{
+		HandshakeTimeout:  handshakeTimeout,
+		ReadBufferSize:    readBufferSize,
+		WriteBufferSize:   writeBufferSize,
+		WriteBufferPool:   writeBufferPool,
+		EnableCompression: cfg.Compression,
+		// serveWs checks the origin before the session; this repeats it so the
+		// upgrader can never fall back to a weaker default.
+		CheckOrigin: app.originAllowed,
+	}
+	go app.hub.run()
+	app.ready.Store(true)
+	return app, nil
+}
+
+// settings returns the live configuration.
+func (app *App) settings() *Config { return app.cfg.Load() }
+
+// nextConnID numbers connections for logs, so a connection can be followed without
+// logging who it belongs to on every line.
+func (app *App) nextConnID() string {
+	return strconv.FormatUint(app.connSeq.Add(1), 10)
+}
+
+// routes is the server's whole HTTP surface. Methods are part of each pattern, so a
+// wrong method gets 405 and an unknown path 404 from the mux itself.
+func (app *App) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", app.handleHome)
+	mux.Handle("GET /static/", app.staticHandler())
+	mux.HandleFunc("GET /ws", app.serveWs)
+	mux.HandleFunc("GET /login", app.handleLoginPage)
+	mux.HandleFunc("POST /login/dev", app.handleDevLogin)
+	mux.HandleFunc("POST /logout", app.handleLogout)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !app.ready.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return app.securityHeaders(mux)
+}
+
+// shutdown refuses new work, closes every connection with 1001 and waits for the
+// writePumps to deliver the closes, at most grace.
+func (app *App) shutdown(grace time.Duration) {
+	app.stopOnce.Do(func() {
+		app.ready.Store(false)
+		app.hub.shutdown()
+		done := make(chan struct{})
+		go func() { app.conns.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(grace):
+			app.log.Warn("shutdown grace ran out with connections still open")
+		}
+	})
+}

@@ -1,0 +1,387 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+)
+
+// Connection timing, as in the original example.
+const (
+	// writeWait is the time allowed to write one frame to the peer.
+	writeWait = 10 * time.Second
+	// pongWait is the time allowed to read the next pong from the peer.
+	pongWait = 60 * time.Second
+	// pingPeriod sends pings at this period. Must be less than pongWait.
+	pingPeriod = (pongWait * 9) / 10
+	// handshakeTimeout bounds the upgrade itself.
+	handshakeTimeout = 10 * time.Second
+	// replyQueue is the length of the queue of direct replies from readPump (errors);
+	// a client that lets it fill is flooding and loses some of its own error events.
+	replyQueue = 16
+)
+
+// Buffer sizes. Reads are small (chat lines), and the write buffer is taken from a
+// pool only while a frame is being written, so an idle connection holds neither.
+const (
+	readBufferSize  = 1024
+	writeBufferSize = 4096
+)
+
+// writeBufferPool is shared by all connections: idle connections hold no write buffer.
+var writeBufferPool = &sync.Pool{}
+
+// readBufferPool holds buffers for assembling one incoming frame; returned after use.
+var readBufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// identity is who is on the other end of a connection, from their session.
+type identity struct {
+	ID        string // stable: issuer + subject, or dev:<name>
+	Name      string // display name
+	Email     string
+	SessionID string
+	Dev       bool
+	Expires   time.Time
+}
+
+// Client is the middleman between one WebSocket connection and the hub.
+type Client struct {
+	hub  *Hub
+	conn *websocket.Conn
+
+	// send is the outbound queue of encoded events. Only the hub sends on it and
+	// closes it; writePump drains it.
+	send chan []byte
+	// replies carries events readPump answers itself (errors from the filter and the
+	// rate limiter). Only readPump sends on it; it is never closed.
+	replies chan []byte
+
+	user     identity
+	userJSON []byte // {"id":..,"name":..}, encoded once
+	fromTail []byte // `"from":{...},"text":` prefix for the message tail
+	limiter  *connLimiter
+	ticket   *ticket
+
+	// Fields below are owned by the hub goroutine.
+	rooms  map[string]*room
+	doomed bool // already queued for eviction
+	// closeCode and closeReason are set by the hub before it closes send; writePump
+	// reads them after seeing send closed (the close orders the two).
+	closeCode   int
+	closeReason string
+
+	app *App
+	log *slog.Logger
+}
+
+// readPump pumps messages from the WebSocket connection to the hub.
+//
+// The application runs readPump in a per-connection goroutine. It ensures that there
+// is at most one reader on a connection by executing all reads from this goroutine.
+// Every check that needs no shared state (size, frame type, UTF-8, rate, envelope,
+// text cleaning) runs here, on all cores, before anything reaches the hub.
+func (c *Client) readPump() {
+	defer func() {
+		c.hub.unregister <- c
+		c.conn.Close()
+	}()
+	cfg := c.app.settings()
+	// The library enforces the limit on the bytes of each frame as they arrive; the
+	// LimitReader below enforces it again on the message as read, which is what counts
+	// when compression is on (a small compressed frame can inflate enormously).
+	c.conn.SetReadLimit(cfg.ReadLimit)
+	c.conn.SetReadDeadline(time.Now().Add(pongWait))
+	c.conn.SetPongHandler(func(string) error {
+		c.conn.SetReadDeadline(time.Now().Add(pongWait))
+		return nil
+	})
+	for {
+		mt, r, err := c.conn.NextReader()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.app.metrics.rejected.WithLabelValues("too_big").Inc()
+			} else if websocket.IsUnexpectedCloseError(err, websocket.CloseGoingAway, websocket.CloseNormalClosure, websocket.CloseNoStatusReceived) {
+				c.log.Debug("connection ended", "err", err)
+			}
+			return
+		}
+		if mt == websocket.BinaryMessage {
+			c.app.metrics.rejected.WithLabelValues("binary").Inc()
+			c.closeWith(websocket.CloseUnsupportedData, "binary frames are not allowed")
+			return
+		}
+		cfg = c.app.settings()
+		buf := readBufferPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		n, err := buf.ReadFrom(io.LimitReader(r, cfg.ReadLimit+1))
+		if err != nil || n > cfg.ReadLimit {
+			readBufferPool.Put(buf)
+			if errors.Is(err, websocket.ErrReadLimit) || n > cfg.ReadLimit {
+				c.app.metrics.rejected.WithLabelValues("too_big").Inc()
+				c.closeWith(websocket.CloseMessageTooBig, "message too big")
+			}
+			return
+		}
+		data := buf.Bytes()
+		// The library does not validate text frames; a browser would reject what we
+		// relayed, and other clients' parsers may do worse.
+		if !utf8.Valid(data) {
+			readBufferPool.Put(buf)
+			c.app.metrics.rejected.WithLabelValues("bad_utf8").Inc()
+			c.closeWith(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
+			return
+		}
+		ok := c.handleFrame(data, cfg)
+		readBufferPool.Put(buf)
+		if !ok {
+			return
+		}
+	}
+}
+
+// handleFrame handles each newline-separated object in one text frame. It returns false
+// when the connection must end.
+func (c *Client) handleFrame(data []byte, cfg *Config) bool {
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		c.app.metrics.messagesIn.Inc()
+		if c.limiter.cfg != cfg {
+			c.limiter.setConfig(cfg)
+		}
+		ok, retry, abusive := c.limiter.allow(len(line))
+		if !ok {
+			c.app.metrics.rateLimited.Inc()
+			if abusive {
+				c.app.metrics.abuseCloses.Inc()
+				c.log.Info("closing abusive connection", "user", c.user.ID)
+				c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded repeatedly")
+				return false
+			}
+			c.reply(rateLimitedEvent(peekRef(line), retry))
+			continue
+		}
+		env, perr := c.app.filter.parseEnvelope(line)
+		if perr != nil {
+			c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
+			ref, room := "", ""
+			if env != nil {
+				ref, room = env.Ref, env.Room
+				if validRoom(room) != nil {
+					room = ""
+				}
+			}
+			c.reply(errorEvent(perr.Code, perr.Message, ref, room))
+			continue
+		}
+		cmd := command{client: c, room: env.Room, ref: env.Ref}
+		switch env.Type {
+		case "join":
+			cmd.kind = cmdJoin
+		case "leave":
+			cmd.kind = cmdLeave
+		case "say":
+			cmd.kind = cmdSay
+			body := make([]byte, 0, len(c.fromTail)+len(env.Text)+8)
+			body = append(body, c.fromTail...)
+			body = appendJSONString(body, env.Text)
+			cmd.body = append(body, '}')
+		case "rooms":
+			cmd.kind = cmdRooms
+		}
+		c.hub.inbound <- cmd
+	}
+	return true
+}
+
+// peekRef recovers a ref from a line refused before parsing, so a rate_limited error
+// can still name the message it refuses. Anything odd yields no ref.
+func peekRef(line []byte) string {
+	var v struct {
+		Ref string `json:"ref"`
+	}
+	if json.Unmarshal(line, &v) != nil || len(v.Ref) > maxRef || !isPrintable(v.Ref) {
+		return ""
+	}
+	return v.Ref
+}
+
+// reply queues an event from readPump itself. It never blocks: a client that does not
+// read its errors while flooding loses some of them.
+func (c *Client) reply(msg []byte) {
+	select {
+	case c.replies <- msg:
+	default:
+		c.app.metrics.repliesDropped.Inc()
+	}
+}
+
+// closeWith sends a close frame with code from readPump. WriteControl may run
+// concurrently with writePump's writes (the library serialises them).
+func (c *Client) closeWith(code int, reason string) {
+	c.app.metrics.closes.WithLabelValues(strconv.Itoa(code)).Inc()
+	c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(writeWait))
+}
+
+// writePump pumps messages from the hub to the WebSocket connection.
+//
+// A goroutine running writePump is started for each connection. It ensures that there
+// is at most one writer to a connection by executing all writes from this goroutine.
+// Events queued while a frame is being written are coalesced into the next frame,
+// separated by newlines, as the original example does.
+func (c *Client) writePump() {
+	ticker := time.NewTicker(pingPeriod)
+	// The session's absolute lifetime ends the connection too: a WebSocket must not
+	// outlive the login that opened it.
+	expiry := time.NewTimer(c.user.Expires.Sub(c.app.now()))
+	defer func() {
+		ticker.Stop()
+		expiry.Stop()
+		c.conn.Close()
+		c.ticket.release()
+		c.app.conns.Done()
+	}()
+	for {
+		select {
+		case msg, ok := <-c.send:
+			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			if !ok {
+				// The hub closed the queue.
+				if c.closeCode != 0 {
+					c.app.metrics.closes.WithLabelValues(strconv.Itoa(c.closeCode)).Inc()
+					c.conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeReason))
+				} else {
+					c.conn.WriteMessage(websocket.CloseMessage, []byte{})
+				}
+				return
+			}
+			if err := c.writeFrame(msg); err != nil {
+				return
+			}
+		case msg := <-c.replies:
+			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			if err := c.writeFrame(msg); err != nil {
+				return
+			}
+		case <-ticker.C:
+			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			if err := c.conn.WriteMessage(websocket.PingMessage, nil); err != nil {
+				return
+			}
+		case <-expiry.C:
+			c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.ClosePolicyViolation)).Inc()
+			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			c.conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "session expired"))
+			return
+		}
+	}
+}
+
+// writeFrame writes first and then whatever else is already queued, in one frame.
+func (c *Client) writeFrame(first []byte) error {
+	w, err := c.conn.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	w.Write(first)
+	for n := len(c.replies); n > 0; n-- {
+		w.Write(newline)
+		w.Write(<-c.replies)
+	}
+	// Only drain what is queued now; a closed queue is left for the select above.
+	for n := len(c.send); n > 0; n-- {
+		msg, ok := <-c.send
+		if !ok {
+			break
+		}
+		w.Write(newline)
+		w.Write(msg)
+	}
+	c.app.metrics.framesOut.Inc()
+	return w.Close()
+}
+
+// newline separates coalesced events in one frame.
+var newline = []byte{'\n'}
+
+// serveWs handles the WebSocket handshake: handshake rate, Origin, session, caps, in
+// that order, each refused with its own HTTP status before the upgrade.
+func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	cfg := app.settings()
+	ip := clientIP(r, cfg.TrustedProxies)
+	if ref := app.admission.checkHandshake(ip); ref != nil {
+		app.refuse(w, ref)
+		return
+	}
+	if !app.originAllowed(r) {
+		app.metrics.refused.WithLabelValues("origin").Inc()
+		http.Error(w, "cross-origin WebSocket refused", http.StatusForbidden)
+		return
+	}
+	user, err := app.sessions.fromRequest(r)
+	if err != nil {
+		app.metrics.refused.WithLabelValues("session").Inc()
+		http.Error(w, "login required", http.StatusUnauthorized)
+		return
+	}
+	tk, ref := app.admission.admit(ip, user.ID)
+	if ref != nil {
+		app.refuse(w, ref)
+		return
+	}
+	conn, err := app.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has already answered with an HTTP error.
+		tk.release()
+		app.metrics.refused.WithLabelValues("upgrade").Inc()
+		return
+	}
+	app.metrics.accepted.Inc()
+	app.metrics.handshakeSeconds.Observe(time.Since(start).Seconds())
+	c := &Client{
+		hub:      app.hub,
+		conn:     conn,
+		send:     make(chan []byte, cfg.SendQueue),
+		replies:  make(chan []byte, replyQueue),
+		user:     user,
+		userJSON: userJSON(user.ID, user.Name),
+		limiter:  newConnLimiter(cfg, tk.userMsg, app.now),
+		ticket:   tk,
+		rooms:    make(map[string]*room),
+		app:      app,
+		log:      app.log.With("conn", app.nextConnID()),
+	}
+	c.fromTail = append(append([]byte(`"from":`), c.userJSON...), `,"text":`...)
+	c.send <- welcomeEvent(c.userJSON, user.Dev, cfg)
+	app.conns.Add(1)
+	// Register before the pumps start, so the hub knows the client before its first
+	// command or its unregister can arrive.
+	app.hub.register <- c
+	go c.writePump()
+	go c.readPump()
+}
+
+// refuse answers a handshake refused by admission control.
+func (app *App) refuse(w http.ResponseWriter, ref *refusal) {
+	app.metrics.refused.WithLabelValues(ref.reason).Inc()
+	secs := int((ref.retryAfter + time.Second - 1) / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	http.Error(w, http.StatusText(ref.status), ref.status)
+}

@@ -1,0 +1,316 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config holds every tunable of the server. Each field is set by a flag and by its
+// environment twin (the flag name upper-cased, dashes to underscores, prefixed with
+// CHAT_); a flag given on the command line wins over the environment. The zero-config
+// defaults are the safe ones: loopback only, development login, small limits.
+type Config struct {
+	// Addr is the listen address. Default 127.0.0.1:8080: a laptop demo is not exposed.
+	Addr string
+	// PublicURL is the externally visible base URL (https://chat.example.org). It fixes
+	// the page's own origin for the Origin check and the CSP. Empty means "derive it
+	// from the request", which is right for a laptop and behind no proxy.
+	PublicURL string
+	// AllowedOrigins are extra origins allowed to open the WebSocket.
+	AllowedOrigins []string
+	// TLSCert and TLSKey enable HTTPS (and HSTS, and Secure __Host- cookies).
+	TLSCert, TLSKey string
+	// DataDir holds the session key and, later, the store. Created if missing.
+	DataDir string
+	// LogJSON switches the log format from text to JSON.
+	LogJSON bool
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+
+	// SessionKeyFile names a file holding the 32-byte session key (hex or raw).
+	// Empty means <DataDir>/session.key, generated on first start.
+	SessionKeyFile string
+	// SessionTTL is the absolute lifetime of a session cookie.
+	SessionTTL time.Duration
+	// DevLoginAnywhere lets the development login run on a non-loopback address.
+	DevLoginAnywhere bool
+
+	// ReadLimit caps one WebSocket frame (and its decompressed stream), in bytes.
+	ReadLimit int64
+	// TextMaxChars caps a message's text, in characters, after cleaning.
+	TextMaxChars int
+	// BlockedPatterns are regular expressions a message's text must not match.
+	BlockedPatterns []string
+	// Compression enables permessage-deflate. Off by default: see client.go.
+	Compression bool
+
+	// MsgRate and MsgBurst form the per-connection message bucket.
+	MsgRate  float64
+	MsgBurst int
+	// ByteRate and ByteBurst form the per-connection byte bucket.
+	ByteRate  float64
+	ByteBurst int
+	// UserMsgRate and UserMsgBurst form the per-user bucket shared by all of a user's
+	// connections, so opening more connections does not multiply a user's budget.
+	UserMsgRate  float64
+	UserMsgBurst int
+	// AbuseDrops rate-limited messages within AbuseWindow close the connection (1008).
+	AbuseDrops  int
+	AbuseWindow time.Duration
+
+	// IPHandshakeRate and IPHandshakeBurst limit WebSocket handshakes per client IP.
+	IPHandshakeRate  float64
+	IPHandshakeBurst int
+	// MaxConnsPerIP, MaxConnsPerUser and MaxConns cap concurrent connections.
+	MaxConnsPerIP   int
+	MaxConnsPerUser int
+	MaxConns        int
+	// MaxTrackedIPs bounds the per-IP table (DoS hardening against rotating addresses).
+	MaxTrackedIPs int
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed. None by default.
+	TrustedProxies []netip.Prefix
+
+	// MaxRoomsPerClient and MaxMembersPerRoom cap room fan-in and fan-out.
+	MaxRoomsPerClient int
+	MaxMembersPerRoom int
+	// SendQueue is the length of a client's outbound queue; a full queue evicts it.
+	SendQueue int
+	// MOTD is shown to everyone on connect.
+	MOTD string
+
+	// ShutdownGrace bounds how long shutdown waits for clients to take their 1001.
+	ShutdownGrace time.Duration
+	// MetricsAddr is the separate listener for Prometheus metrics and pprof; empty = off.
+	MetricsAddr string
+}
+
+// defaultConfig returns the zero-configuration settings.
+func defaultConfig() *Config {
+	return &Config{
+		Addr:              "127.0.0.1:8080",
+		DataDir:           "data",
+		LogLevel:          "info",
+		SessionTTL:        12 * time.Hour,
+		ReadLimit:         8 << 10,
+		TextMaxChars:      2000,
+		MsgRate:           5,
+		MsgBurst:          10,
+		ByteRate:          16 << 10,
+		ByteBurst:         64 << 10,
+		UserMsgRate:       10,
+		UserMsgBurst:      20,
+		AbuseDrops:        20,
+		AbuseWindow:       10 * time.Second,
+		IPHandshakeRate:   2,
+		IPHandshakeBurst:  40,
+		MaxConnsPerIP:     32,
+		MaxConnsPerUser:   8,
+		MaxConns:          20000,
+		MaxTrackedIPs:     100000,
+		MaxRoomsPerClient: 16,
+		MaxMembersPerRoom: 5000,
+		SendQueue:         256,
+		ShutdownGrace:     5 * time.Second,
+		MetricsAddr:       "127.0.0.1:9090",
+	}
+}
+
+// listValue is a comma-separated flag that fills a []string.
+type listValue struct{ p *[]string }
+
+func (l listValue) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l listValue) Set(s string) error {
+	*l.p = nil
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l.p = append(*l.p, part)
+		}
+	}
+	return nil
+}
+
+// prefixListValue is a comma-separated flag of addresses or CIDR prefixes.
+type prefixListValue struct{ p *[]netip.Prefix }
+
+func (l prefixListValue) String() string {
+	if l.p == nil {
+		return ""
+	}
+	var parts []string
+	for _, p := range *l.p {
+		parts = append(parts, p.String())
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l prefixListValue) Set(s string) error {
+	*l.p = nil
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if !strings.Contains(part, "/") {
+			a, err := netip.ParseAddr(part)
+			if err != nil {
+				return err
+			}
+			part = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()).String()
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return err
+		}
+		*l.p = append(*l.p, p.Masked())
+	}
+	return nil
+}
+
+// newFlagSet declares every flag on fs, bound to cfg.
+func newFlagSet(cfg *Config) *flag.FlagSet {
+	fs := flag.NewFlagSet("modified-chat", flag.ContinueOnError)
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address")
+	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "external base URL, e.g. https://chat.example.org (empty: derived from each request)")
+	fs.Var(listValue{&cfg.AllowedOrigins}, "allowed-origins", "extra origins allowed to open the WebSocket, comma-separated")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "TLS certificate file (enables HTTPS)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "TLS key file")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the session key and state")
+	fs.BoolVar(&cfg.LogJSON, "log-json", cfg.LogJSON, "log as JSON instead of text")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
+
+	fs.StringVar(&cfg.SessionKeyFile, "session-key-file", cfg.SessionKeyFile, "file with the 32-byte session key (empty: <data-dir>/session.key, generated once)")
+	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "absolute lifetime of a login session")
+	fs.BoolVar(&cfg.DevLoginAnywhere, "dev-login-anywhere", cfg.DevLoginAnywhere, "DANGEROUS: allow the development login on a non-loopback address")
+
+	fs.Int64Var(&cfg.ReadLimit, "read-limit", cfg.ReadLimit, "largest WebSocket frame accepted, in bytes (larger closes with 1009)")
+	fs.IntVar(&cfg.TextMaxChars, "text-max-chars", cfg.TextMaxChars, "longest message text, in characters")
+	fs.Var(listValue{&cfg.BlockedPatterns}, "blocked-patterns", "regular expressions refused in message text, comma-separated")
+	fs.BoolVar(&cfg.Compression, "compression", cfg.Compression, "enable permessage-deflate (the decompressed stream is capped by -read-limit too)")
+
+	fs.Float64Var(&cfg.MsgRate, "msg-rate", cfg.MsgRate, "messages per second per connection")
+	fs.IntVar(&cfg.MsgBurst, "msg-burst", cfg.MsgBurst, "message burst per connection")
+	fs.Float64Var(&cfg.ByteRate, "byte-rate", cfg.ByteRate, "bytes per second per connection")
+	fs.IntVar(&cfg.ByteBurst, "byte-burst", cfg.ByteBurst, "byte burst per connection")
+	fs.Float64Var(&cfg.UserMsgRate, "user-msg-rate", cfg.UserMsgRate, "messages per second per user, shared by all their connections")
+	fs.IntVar(&cfg.UserMsgBurst, "user-msg-burst", cfg.UserMsgBurst, "message burst per user")
+	fs.IntVar(&cfg.AbuseDrops, "abuse-drops", cfg.AbuseDrops, "rate-limited messages within -abuse-window that close the connection (1008)")
+	fs.DurationVar(&cfg.AbuseWindow, "abuse-window", cfg.AbuseWindow, "window for -abuse-drops")
+
+	fs.Float64Var(&cfg.IPHandshakeRate, "ip-handshake-rate", cfg.IPHandshakeRate, "WebSocket handshakes per second per client IP (IPv6 per /64)")
+	fs.IntVar(&cfg.IPHandshakeBurst, "ip-handshake-burst", cfg.IPHandshakeBurst, "WebSocket handshake burst per client IP")
+	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", cfg.MaxConnsPerIP, "concurrent connections per client IP")
+	fs.IntVar(&cfg.MaxConnsPerUser, "max-conns-per-user", cfg.MaxConnsPerUser, "concurrent connections per user")
+	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "concurrent connections in all")
+	fs.IntVar(&cfg.MaxTrackedIPs, "max-tracked-ips", cfg.MaxTrackedIPs, "size bound of the per-IP table")
+	fs.Var(prefixListValue{&cfg.TrustedProxies}, "trusted-proxies", "proxy addresses or CIDRs whose X-Forwarded-For is believed, comma-separated (default none)")
+
+	fs.IntVar(&cfg.MaxRoomsPerClient, "max-rooms-per-client", cfg.MaxRoomsPerClient, "rooms one connection may be in")
+	fs.IntVar(&cfg.MaxMembersPerRoom, "max-members-per-room", cfg.MaxMembersPerRoom, "connections one room may hold")
+	fs.IntVar(&cfg.SendQueue, "send-queue", cfg.SendQueue, "outbound messages queued per connection before it is evicted as too slow")
+	fs.StringVar(&cfg.MOTD, "motd", cfg.MOTD, "message of the day shown on connect")
+
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long shutdown waits for clients")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "listener for /metrics and /debug/pprof (empty: off)")
+	return fs
+}
+
+// envName is the environment twin of a flag: -max-conns is CHAT_MAX_CONNS.
+func envName(flagName string) string {
+	return "CHAT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig reads the environment twins first and then the command line, so a flag
+// given explicitly wins. getenv is injected for tests.
+func parseConfig(args []string, getenv func(string) string) (*Config, error) {
+	cfg := defaultConfig()
+	fs := newFlagSet(cfg)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: modified-chat [flags]\n\nEvery flag has an environment twin: -max-conns is CHAT_MAX_CONNS.\n\n")
+		fs.PrintDefaults()
+	}
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(envName(f.Name)); v != "" {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s: %w", envName(f.Name), err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	return cfg, cfg.validate()
+}
+
+// validate refuses settings that would disable a defence by accident (zero or negative
+// limits) or that cannot work together.
+func (c *Config) validate() error {
+	var errs []error
+	positive := map[string]float64{
+		"read-limit": float64(c.ReadLimit), "text-max-chars": float64(c.TextMaxChars),
+		"msg-rate": c.MsgRate, "msg-burst": float64(c.MsgBurst),
+		"byte-rate": c.ByteRate, "byte-burst": float64(c.ByteBurst),
+		"user-msg-rate": c.UserMsgRate, "user-msg-burst": float64(c.UserMsgBurst),
+		"abuse-drops": float64(c.AbuseDrops), "abuse-window": float64(c.AbuseWindow),
+		"ip-handshake-rate": c.IPHandshakeRate, "ip-handshake-burst": float64(c.IPHandshakeBurst),
+		"max-conns-per-ip": float64(c.MaxConnsPerIP), "max-conns-per-user": float64(c.MaxConnsPerUser),
+		"max-conns": float64(c.MaxConns), "max-tracked-ips": float64(c.MaxTrackedIPs),
+		"max-rooms-per-client": float64(c.MaxRoomsPerClient), "max-members-per-room": float64(c.MaxMembersPerRoom),
+		"send-queue": float64(c.SendQueue), "session-ttl": float64(c.SessionTTL),
+	}
+	for name, v := range positive {
+		if !(v > 0) {
+			errs = append(errs, fmt.Errorf("-%s must be positive", name))
+		}
+	}
+	if c.ReadLimit > 16<<20 {
+		errs = append(errs, errors.New("-read-limit above 16 MiB is refused"))
+	}
+	if int64(c.ByteBurst) < c.ReadLimit {
+		errs = append(errs, errors.New("-byte-burst must be at least -read-limit, or a full frame could never pass"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("-tls-cert and -tls-key go together"))
+	}
+	if _, err := compilePatterns(c.BlockedPatterns); err != nil {
+		errs = append(errs, err)
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := normaliseOrigin(o); err != nil {
+			errs = append(errs, fmt.Errorf("-allowed-origins %q: %w", o, err))
+		}
+	}
+	if c.PublicURL != "" {
+		if _, err := normaliseOrigin(c.PublicURL); err != nil {
+			errs = append(errs, fmt.Errorf("-public-url: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// readSecretFile reads a secret kept in a file (so it stays out of the environment and
+// the process list) and returns it without surrounding white space.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}

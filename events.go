@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Server-to-client events are built by appending to byte slices rather than by
+// marshalling maps: they are on the hot path, and each is encoded once and shared by
+// every recipient. Strings that come from users always go through appendJSONString.
+
+// appendJSONString appends s as a JSON string. encoding/json escapes <, > and & as
+// well, so even a client that wrongly pastes the JSON into HTML gets no markup.
+func appendJSONString(b []byte, s string) []byte {
+	enc, _ := json.Marshal(s) // a string always marshals
+	return append(b, enc...)
+}
+
+// appendObject starts {"type":typ,"room":room, lets fill append more fields, and
+// closes the object. An empty room is left out.
+func appendObject(b []byte, typ, room string, fill func([]byte) []byte) []byte {
+	b = append(b, `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, '"')
+	if room != "" {
+		b = append(b, `,"room":`...)
+		b = appendJSONString(b, room)
+	}
+	b = fill(b)
+	return append(b, '}')
+}
+
+// errorEvent encodes an `error` event. ref and room are included when set.
+func errorEvent(code, message, ref, room string) []byte {
+	return appendObject(nil, "error", room, func(b []byte) []byte {
+		b = append(b, `,"code":"`...)
+		b = append(b, code...)
+		b = append(b, `","message":`...)
+		b = appendJSONString(b, message)
+		if ref != "" {
+			b = append(b, `,"ref":`...)
+			b = appendJSONString(b, ref)
+		}
+		return b
+	})
+}
+
+// rateLimitedEvent is an `error` with code rate_limited and the time to wait.
+func rateLimitedEvent(ref string, retry time.Duration) []byte {
+	ms := retry.Milliseconds()
+	if retry < 0 || ms > 3600_000 {
+		ms = 3600_000
+	}
+	return appendObject(nil, "error", "", func(b []byte) []byte {
+		b = append(b, `,"code":"rate_limited","message":"slow down","retry_after_ms":`...)
+		b = strconv.AppendInt(b, max(ms, 1), 10)
+		if ref != "" {
+			b = append(b, `,"ref":`...)
+			b = appendJSONString(b, ref)
+		}
+		return b
+	})
+}
+
+// ackEvent confirms a say to its sender with the server's id for it.
+func ackEvent(ref, room string, id uint64) []byte {
+	return appendObject(nil, "ack", room, func(b []byte) []byte {
+		b = append(b, `,"ref":`...)
+		b = appendJSONString(b, ref)
+		b = append(b, `,"id":`...)
+		return strconv.AppendUint(b, id, 10)
+	})
+}
+
+// presenceEvent announces that a user joined or left a room.
+func presenceEvent(room, event string, user []byte) []byte {
+	return appendObject(nil, "presence", room, func(b []byte) []byte {
+		b = append(b, `,"event":"`...)
+		b = append(b, event...)
+		b = append(b, `","user":`...)
+		return append(b, user...)
+	})
+}
+
+// userJSON encodes a public identity as {"id":..,"name":..}; it is computed once per
+// connection and reused in every message and presence event.
+func userJSON(id, name string) []byte {
+	b := append([]byte(`{"id":`), appendJSONString(nil, id)...)
+	b = append(b, `,"name":`...)
+	b = appendJSONString(b, name)
+	return append(b, '}')
+}
+
+// welcomeEvent is the first event on every connection: who you are and the limits.
+func welcomeEvent(user []byte, dev bool, cfg *Config) []byte {
+	type limits struct {
+		TextMaxChars   int     `json:"text_max_chars"`
+		ReadLimitBytes int64   `json:"read_limit_bytes"`
+		MsgRate        float64 `json:"msg_rate"`
+		MsgBurst       int     `json:"msg_burst"`
+	}
+	type welcome struct {
+		Type   string          `json:"type"`
+		You    json.RawMessage `json:"you"`
+		Dev    bool            `json:"dev"`
+		Limits limits          `json:"limits"`
+		MOTD   string          `json:"motd"`
+	}
+	b, _ := json.Marshal(welcome{
+		Type: "welcome", You: user, Dev: dev, MOTD: cfg.MOTD,
+		Limits: limits{cfg.TextMaxChars, cfg.ReadLimit, cfg.MsgRate, cfg.MsgBurst},
+	})
+	return b
+}

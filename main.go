@@ -1,0 +1,150 @@
+// Command modified-chat is a security-first chat server: the gorilla/websocket chat
+// example's hub and pumps, with login, limits, filters and rooms around them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// HTTP server timeouts. A slow or silent client cannot hold a goroutine and a socket
+// for long before it has even said what it wants.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 15 * time.Second
+	writeTimeout      = 15 * time.Second
+	idleTimeout       = 60 * time.Second
+	maxHeaderBytes    = 16 << 10
+)
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "modified-chat:", err)
+		os.Exit(2)
+	}
+	log := newLogger(cfg)
+	if err := run(cfg, log); err != nil {
+		log.Error("stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// newLogger builds the structured logger the whole server uses.
+func newLogger(cfg *Config) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogJSON {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// isLoopbackAddr reports whether a listen address binds to loopback only. An empty
+// host (":8080") binds every interface, so it is not loopback.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// run serves until SIGINT or SIGTERM, then shuts down: readiness off, no new
+// connections, every client told 1001, a bounded wait, and a nil error (exit 0).
+func run(cfg *Config, log *slog.Logger) error {
+	app, err := newApp(cfg, log)
+	if err != nil {
+		return err
+	}
+	if app.dev {
+		if !isLoopbackAddr(cfg.Addr) && !cfg.DevLoginAnywhere {
+			return fmt.Errorf("the development login (no OpenID Connect client configured) refuses to listen on %q, which is not loopback; configure OpenID Connect, or pass -dev-login-anywhere if you really mean it", cfg.Addr)
+		}
+		log.Warn("DEVELOPMENT LOGIN: anyone can sign in as any name; configure OpenID Connect before exposing this server")
+		if !isLoopbackAddr(cfg.Addr) {
+			log.Warn("DEVELOPMENT LOGIN IS EXPOSED BEYOND LOOPBACK (-dev-login-anywhere)", "addr", cfg.Addr)
+		}
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           app.routes(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		msrv := &http.Server{Handler: app.metrics.handler(), ReadHeaderTimeout: readHeaderTimeout}
+		go msrv.Serve(mln)
+		defer msrv.Close()
+		log.Info("metrics listening", "addr", mln.Addr().String())
+	}
+
+	errc := make(chan error, 1)
+	go func() {
+		scheme := "http"
+		if cfg.TLSCert != "" {
+			scheme = "https"
+		}
+		log.Info("listening", "url", scheme+"://"+displayAddr(ln.Addr().String()))
+		if cfg.TLSCert != "" {
+			errc <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	// Shutdown closes the listener and idle HTTP connections; upgraded WebSockets are
+	// not tracked by net/http, so the hub closes them with 1001.
+	go srv.Shutdown(sctx)
+	app.shutdown(cfg.ShutdownGrace)
+	log.Info("stopped")
+	return nil
+}
+
+// displayAddr makes a listen address clickable in the log ("[::]:8080" stays as is).
+func displayAddr(a string) string {
+	return strings.Replace(a, "0.0.0.0", "localhost", 1)
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"net/http"
+	"net/http/pprof"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the server's Prometheus instruments. Each App has its own registry, so
+// tests can run several servers in one process. Labels carry reasons and codes only:
+// never a user, an address or any content.
+type metrics struct {
+	reg *prometheus.Registry
+
+	connections      prometheus.Gauge
+	rooms            prometheus.Gauge
+	accepted         prometheus.Counter
+	refused          *prometheus.CounterVec
+	handshakeSeconds prometheus.Histogram
+	messagesIn       prometheus.Counter
+	messages         prometheus.Counter
+	deliveries       prometheus.Counter
+	framesOut        prometheus.Counter
+	evictions        prometheus.Counter
+	rateLimited      prometheus.Counter
+	abuseCloses      prometheus.Counter
+	rejected         *prometheus.CounterVec
+	repliesDropped   prometheus.Counter
+	closes           *prometheus.CounterVec
+	auth             *prometheus.CounterVec
+}
+
+// newMetrics registers every instrument on a fresh registry.
+func newMetrics() *metrics {
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &metrics{reg: reg}
+	m.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "chat_connections", Help: "Open WebSocket connections."})
+	m.rooms = prometheus.NewGauge(prometheus.GaugeOpts{Name: "chat_rooms", Help: "Rooms in memory."})
+	m.accepted = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_connections_accepted_total", Help: "WebSocket connections accepted."})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_connections_refused_total", Help: "WebSocket handshakes refused, by reason."}, []string{"reason"})
+	m.handshakeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "chat_handshake_seconds", Help: "Time from request to upgraded connection.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12)})
+	m.messagesIn = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_client_messages_total", Help: "Protocol objects received from clients."})
+	m.messages = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_messages_total", Help: "Chat messages accepted and broadcast."})
+	m.deliveries = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_deliveries_total", Help: "Chat messages queued to recipients."})
+	m.framesOut = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_frames_out_total", Help: "WebSocket frames written (after coalescing)."})
+	m.evictions = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_slow_consumer_evictions_total", Help: "Clients closed because their send queue was full."})
+	m.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_rate_limited_total", Help: "Client messages dropped by a token bucket."})
+	m.abuseCloses = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_rate_limit_closes_total", Help: "Connections closed for sustained rate-limit abuse."})
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_rejected_total", Help: "Client input refused by the filters, by reason."}, []string{"reason"})
+	m.repliesDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_replies_dropped_total", Help: "Error replies dropped because the client did not read them."})
+	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_closes_total", Help: "Close frames sent by the server, by close code."}, []string{"code"})
+	m.auth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_auth_total", Help: "Login attempts, by result and reason."}, []string{"result", "reason"})
+	for _, c := range []prometheus.Collector{
+		m.connections, m.rooms, m.accepted, m.refused, m.handshakeSeconds, m.messagesIn,
+		m.messages, m.deliveries, m.framesOut, m.evictions, m.rateLimited, m.abuseCloses,
+		m.rejected, m.repliesDropped, m.closes, m.auth,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		f(c)
+	}
+	return m
+}
+
+// handler serves /metrics and pprof. It belongs on a separate listener (loopback by
+// default): profiles and counters are for operators, not for the internet.
+func (m *metrics) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}

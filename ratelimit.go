@@ -1,0 +1,331 @@
+package main
+
+import (
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Admission tunables that are not worth a flag.
+const (
+	// sweepEvery is how often idle per-IP entries are looked for. An entry is idle
+	// when it holds no connection and its handshake bucket has refilled, so dropping
+	// it forgets nothing an attacker could use.
+	sweepEvery = time.Minute
+	// ipv6PrefixBits groups IPv6 clients: one subscriber usually owns a whole /64, so
+	// counting single addresses would let one host take 2^64 identities.
+	ipv6PrefixBits = 64
+)
+
+// Refusal reasons, used for metrics labels and logs. They never contain identities.
+const (
+	refuseHandshakeRate = "handshake_rate"
+	refuseIPConns       = "ip_conns"
+	refuseUserConns     = "user_conns"
+	refuseGlobalConns   = "global_conns"
+	refuseIPTableFull   = "ip_table_full"
+)
+
+// refusal says why a handshake was refused, with the HTTP status to answer and how
+// long the client should wait before trying again.
+type refusal struct {
+	reason     string
+	status     int
+	retryAfter time.Duration
+}
+
+// ipEntry is the per-IP (or per-/64) admission state.
+type ipEntry struct {
+	handshakes *rate.Limiter
+	conns      int
+	lastSeen   time.Time
+}
+
+// userEntry is the per-user state shared by all of a user's connections: the count of
+// open connections and the message bucket they draw from together.
+type userEntry struct {
+	conns int
+	msgs  *rate.Limiter
+}
+
+// admission decides, before the WebSocket upgrade, whether a connection may open. It
+// is called from HTTP handler goroutines, before any Client exists, so it guards its
+// maps with a mutex instead of living in the hub: a round trip through the hub's loop
+// for every handshake would put handshake floods in front of chat traffic.
+type admission struct {
+	mu    sync.Mutex
+	ips   map[netip.Prefix]*ipEntry
+	users map[string]*userEntry
+	total int
+
+	lastSweep time.Time
+	settings  func() *Config
+	now       func() time.Time
+}
+
+// newAdmission builds the admission state. settings is read on every call so that
+// limits changed at run time apply at once.
+func newAdmission(settings func() *Config, now func() time.Time) *admission {
+	return &admission{
+		ips:      make(map[netip.Prefix]*ipEntry),
+		users:    make(map[string]*userEntry),
+		settings: settings,
+		now:      now,
+	}
+}
+
+// ticket is a granted connection slot. release gives it back exactly once.
+type ticket struct {
+	a       *admission
+	ip      netip.Prefix
+	user    string
+	userMsg *rate.Limiter
+	once    sync.Once
+}
+
+// ipKey maps an address to the unit that limits count: the address itself for IPv4,
+// its /64 for IPv6. IPv4-mapped IPv6 addresses count as IPv4.
+func ipKey(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	if a.Is4() {
+		return netip.PrefixFrom(a, 32)
+	}
+	p, _ := a.Prefix(ipv6PrefixBits)
+	return p
+}
+
+// checkHandshake spends one handshake token for ip. It is called before the session
+// is checked, so that guessing cookies or hammering /ws unauthenticated is limited too.
+func (a *admission) checkHandshake(ip netip.Addr) *refusal {
+	cfg := a.settings()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	e, ref := a.ipEntryLocked(ipKey(ip), cfg, now)
+	if ref != nil {
+		return ref
+	}
+	r := e.handshakes.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return &refusal{reason: refuseHandshakeRate, status: http.StatusTooManyRequests, retryAfter: d}
+	}
+	return nil
+}
+
+// admit takes a connection slot for (ip, user), or says why not.
+func (a *admission) admit(ip netip.Addr, user string) (*ticket, *refusal) {
+	cfg := a.settings()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	key := ipKey(ip)
+	e, ref := a.ipEntryLocked(key, cfg, now)
+	if ref != nil {
+		return nil, ref
+	}
+	if a.total >= cfg.MaxConns {
+		return nil, &refusal{reason: refuseGlobalConns, status: http.StatusServiceUnavailable, retryAfter: 30 * time.Second}
+	}
+	if e.conns >= cfg.MaxConnsPerIP {
+		return nil, &refusal{reason: refuseIPConns, status: http.StatusTooManyRequests, retryAfter: 30 * time.Second}
+	}
+	u := a.users[user]
+	if u != nil && u.conns >= cfg.MaxConnsPerUser {
+		return nil, &refusal{reason: refuseUserConns, status: http.StatusTooManyRequests, retryAfter: 30 * time.Second}
+	}
+	if u == nil {
+		u = &userEntry{msgs: rate.NewLimiter(rate.Limit(cfg.UserMsgRate), cfg.UserMsgBurst)}
+		a.users[user] = u
+	}
+	u.conns++
+	e.conns++
+	a.total++
+	return &ticket{a: a, ip: key, user: user, userMsg: u.msgs}, nil
+}
+
+// ipEntryLocked finds or creates the entry for key, sweeping idle entries first when
+// it is time or when the table is full. DoS hardening: the table never exceeds
+// MaxTrackedIPs, so rotating source addresses cannot grow memory without bound; when
+// it is full of live entries, new addresses are refused until some go idle.
+func (a *admission) ipEntryLocked(key netip.Prefix, cfg *Config, now time.Time) (*ipEntry, *refusal) {
+	if e := a.ips[key]; e != nil {
+		e.lastSeen = now
+		return e, nil
+	}
+	if now.Sub(a.lastSweep) >= sweepEvery || len(a.ips) >= cfg.MaxTrackedIPs {
+		a.sweepLocked(cfg, now)
+	}
+	if len(a.ips) >= cfg.MaxTrackedIPs {
+		return nil, &refusal{reason: refuseIPTableFull, status: http.StatusServiceUnavailable, retryAfter: sweepEvery}
+	}
+	e := &ipEntry{handshakes: rate.NewLimiter(rate.Limit(cfg.IPHandshakeRate), cfg.IPHandshakeBurst), lastSeen: now}
+	a.ips[key] = e
+	return e, nil
+}
+
+// sweepLocked drops entries with no connection whose handshake bucket is full again.
+func (a *admission) sweepLocked(cfg *Config, now time.Time) {
+	a.lastSweep = now
+	refill := time.Duration(float64(cfg.IPHandshakeBurst) / cfg.IPHandshakeRate * float64(time.Second))
+	for k, e := range a.ips {
+		if e.conns == 0 && now.Sub(e.lastSeen) >= refill {
+			delete(a.ips, k)
+		}
+	}
+}
+
+// trackedIPs reports the size of the per-IP table, for tests and metrics.
+func (a *admission) trackedIPs() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.ips)
+}
+
+// release returns the slot. Safe to call more than once.
+func (t *ticket) release() {
+	t.once.Do(func() {
+		a := t.a
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.total--
+		if e := a.ips[t.ip]; e != nil {
+			e.conns--
+			e.lastSeen = a.now()
+		}
+		if u := a.users[t.user]; u != nil {
+			if u.conns--; u.conns <= 0 {
+				delete(a.users, t.user)
+			}
+		}
+	})
+}
+
+// connLimiter holds one connection's token buckets. It is used only by that
+// connection's readPump, so it needs no lock of its own (rate.Limiter locks itself,
+// and the user bucket is shared with the user's other connections).
+type connLimiter struct {
+	msgs  *rate.Limiter
+	bytes *rate.Limiter
+	user  *rate.Limiter
+	// drops holds the times of recent rate-limited messages, oldest first, at most
+	// abuseDrops of them: enough to tell sustained abuse from a burst.
+	drops []time.Time
+	now   func() time.Time
+	cfg   *Config
+}
+
+// newConnLimiter builds the buckets for one connection.
+func newConnLimiter(cfg *Config, user *rate.Limiter, now func() time.Time) *connLimiter {
+	return &connLimiter{
+		msgs:  rate.NewLimiter(rate.Limit(cfg.MsgRate), cfg.MsgBurst),
+		bytes: rate.NewLimiter(rate.Limit(cfg.ByteRate), cfg.ByteBurst),
+		user:  user,
+		now:   now,
+		cfg:   cfg,
+	}
+}
+
+// setConfig applies changed limits to a live connection.
+func (l *connLimiter) setConfig(cfg *Config) {
+	now := l.now()
+	l.msgs.SetLimitAt(now, rate.Limit(cfg.MsgRate))
+	l.msgs.SetBurstAt(now, cfg.MsgBurst)
+	l.bytes.SetLimitAt(now, rate.Limit(cfg.ByteRate))
+	l.bytes.SetBurstAt(now, cfg.ByteBurst)
+	l.cfg = cfg
+}
+
+// allow spends one message and size bytes from the connection's buckets and one message
+// from the user's. It is all or nothing: when any bucket says no, the tokens taken from
+// the others are put back. It returns how long to wait when refused, and whether the
+// refusals have become sustained abuse.
+func (l *connLimiter) allow(size int) (ok bool, retry time.Duration, abusive bool) {
+	now := l.now()
+	rs := make([]*rate.Reservation, 0, 3)
+	take := func(lim *rate.Limiter, n int) bool {
+		if lim == nil {
+			return true
+		}
+		r := lim.ReserveN(now, n)
+		rs = append(rs, r)
+		if !r.OK() {
+			retry = time.Duration(math.MaxInt64)
+			return false
+		}
+		if d := r.DelayFrom(now); d > 0 {
+			retry = max(retry, d)
+			return false
+		}
+		return true
+	}
+	ok = take(l.msgs, 1)
+	ok = take(l.bytes, size) && ok
+	ok = take(l.user, 1) && ok
+	if ok {
+		return true, 0, false
+	}
+	for _, r := range rs {
+		r.CancelAt(now)
+	}
+	return false, retry, l.noteDrop(now)
+}
+
+// noteDrop records a refused message and reports whether AbuseDrops refusals fell
+// within AbuseWindow.
+func (l *connLimiter) noteDrop(now time.Time) bool {
+	limit := l.cfg.AbuseDrops
+	l.drops = append(l.drops, now)
+	if len(l.drops) > limit {
+		l.drops = l.drops[len(l.drops)-limit:]
+	}
+	return len(l.drops) >= limit && now.Sub(l.drops[0]) <= l.cfg.AbuseWindow
+}
+
+// clientIP finds the address that limits count against. X-Forwarded-For is believed
+// only when the direct peer is a trusted proxy, and then the rightmost address that is
+// not itself a trusted proxy is taken: entries further left are client-controlled.
+func clientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.IPv4Unspecified()
+	}
+	peer = peer.Unmap()
+	if !isTrusted(peer, trusted) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			// A garbled hop: stop believing the chain and use the last good address.
+			return peer
+		}
+		a = a.Unmap()
+		if !isTrusted(a, trusted) {
+			return a
+		}
+		peer = a
+	}
+	return peer
+}
+
+// isTrusted reports whether a is inside one of the trusted proxy prefixes.
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
