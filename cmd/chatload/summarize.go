@@ -1,0 +1,165 @@
+package main
+
+// -summarize: read the JSON reports of a benchmark and print, per workload,
+// the median of each side and the modified/original ratio. It lives in the
+// tool so that the benchmark script needs nothing beyond Go.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+)
+
+// metric is one table row: how to read it from a report and whether it
+// applies to idle or to load runs.
+type metric struct {
+	name string
+	get  func(*Report) (float64, bool)
+	idle bool // shown for idle workloads (else for load workloads)
+	both bool // shown for both kinds
+}
+
+// serverVal reads a server field, absent when the run had no -pid.
+func serverVal(f func(*ServerStats) float64) func(*Report) (float64, bool) {
+	return func(r *Report) (float64, bool) {
+		if r.Server == nil {
+			return 0, false
+		}
+		return f(r.Server), true
+	}
+}
+
+// always wraps a field that every report has.
+func always(f func(*Report) float64) func(*Report) (float64, bool) {
+	return func(r *Report) (float64, bool) { return f(r), true }
+}
+
+// summaryMetrics are the rows of the table, in order.
+var summaryMetrics = []metric{
+	{name: "connected", get: always(func(r *Report) float64 { return float64(r.Connected) }), both: true},
+	{name: "delivery ratio", get: always(func(r *Report) float64 { return r.DeliveryRatio })},
+	{name: "deliveries/s", get: always(func(r *Report) float64 { return r.DeliveriesPerS })},
+	{name: "latency p50 ms", get: always(func(r *Report) float64 { return r.Latency.P50 })},
+	{name: "latency p99 ms", get: always(func(r *Report) float64 { return r.Latency.P99 })},
+	{name: "dropped conns", get: always(func(r *Report) float64 { return float64(r.Dropped) }), both: true},
+	{name: "rss/conn kB", get: serverVal(func(s *ServerStats) float64 { return s.RSSPerConnKB }), idle: true},
+	{name: "server cpu s", get: serverVal(func(s *ServerStats) float64 { return s.CPUSeconds }), both: true},
+	{name: "server rss peak MB", get: serverVal(func(s *ServerStats) float64 { return float64(s.RSSPeakKB) / 1024 }), both: true},
+}
+
+// summarizeFiles reads report files and writes the comparison table.
+func summarizeFiles(paths []string, w io.Writer) error {
+	var reps []*Report
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		var r Report
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		reps = append(reps, &r)
+	}
+	return Summarize(reps, w)
+}
+
+// Summarize groups reports by tag (the workload) and protocol (the side) and
+// prints the medians with the modified/original ratio. Workloads keep the
+// order in which they first appear.
+func Summarize(reps []*Report, w io.Writer) error {
+	if len(reps) == 0 {
+		return fmt.Errorf("no reports to summarize")
+	}
+	var order []string
+	groups := map[string]map[string][]*Report{}
+	for _, r := range reps {
+		tag := r.Tag
+		if tag == "" {
+			tag = "(untagged)"
+		}
+		if groups[tag] == nil {
+			groups[tag] = map[string][]*Report{}
+			order = append(order, tag)
+		}
+		groups[tag][r.Proto] = append(groups[tag][r.Proto], r)
+	}
+	fmt.Fprintf(w, "%-6s %-20s %14s %14s %10s\n", "work", "metric (median)", protoOriginal, protoModified, "mod/orig")
+	for _, tag := range order {
+		g := groups[tag]
+		idle := false
+		for _, rs := range g {
+			idle = idle || rs[0].Idle
+		}
+		fmt.Fprintf(w, "%-6s %s\n", tag, describe(g))
+		for _, m := range summaryMetrics {
+			if !m.both && m.idle != idle {
+				continue
+			}
+			o, okO := medianOf(g[protoOriginal], m.get)
+			n, okN := medianOf(g[protoModified], m.get)
+			if !okO && !okN {
+				continue
+			}
+			ratio := "-"
+			if okO && okN && o != 0 {
+				ratio = fmt.Sprintf("%.2f", n/o)
+			}
+			fmt.Fprintf(w, "%-6s %-20s %14s %14s %10s\n", "", m.name, fmtNum(o, okO), fmtNum(n, okN), ratio)
+		}
+	}
+	return nil
+}
+
+// describe states a workload's shape from its first report, with the
+// number of rounds per side, so the table says what was measured.
+func describe(g map[string][]*Report) string {
+	var r *Report
+	for _, p := range []string{protoOriginal, protoModified} {
+		if len(g[p]) > 0 {
+			r = g[p][0]
+			break
+		}
+	}
+	if r == nil {
+		for _, rs := range g {
+			r = rs[0]
+		}
+	}
+	rounds := fmt.Sprintf("rounds %d/%d", len(g[protoOriginal]), len(g[protoModified]))
+	if r.Idle {
+		return fmt.Sprintf("(%d idle connections; %s)", r.Clients, rounds)
+	}
+	return fmt.Sprintf("(%d clients, %d senders x %.3g msg/s, %d B, %.0fs; %s)",
+		r.Clients, r.Senders, r.Rate, r.Size, r.DurationS, rounds)
+}
+
+// medianOf is the median of one metric over a side's rounds.
+func medianOf(rs []*Report, get func(*Report) (float64, bool)) (float64, bool) {
+	var vals []float64
+	for _, r := range rs {
+		if v, ok := get(r); ok {
+			vals = append(vals, v)
+		}
+	}
+	if len(vals) == 0 {
+		return 0, false
+	}
+	return Median(vals), true
+}
+
+// fmtNum prints a table cell with sensible precision for its size.
+func fmtNum(v float64, ok bool) string {
+	switch {
+	case !ok:
+		return "-"
+	case math.Abs(v) >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
