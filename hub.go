@@ -33,6 +33,9 @@ const (
 	cmdLeave
 	cmdSay
 	cmdRooms
+	// cmdQuery runs fn on the hub goroutine. It travels the same FIFO queue as client
+	// commands, so it sees the effect of every command queued before it.
+	cmdQuery
 )
 
 // command is one validated client request on its way to the hub. Everything that can
@@ -45,6 +48,7 @@ type command struct {
 	room   string
 	ref    string
 	body   []byte
+	fn     func()
 }
 
 // kick asks the hub to disconnect every connection matching a predicate with the
@@ -79,9 +83,6 @@ type Hub struct {
 	inbound    chan command
 	kicks      chan kick
 	quit       chan chan struct{}
-	// query runs a function on the hub goroutine; tests and metrics use it to read
-	// state without a lock.
-	query chan func()
 
 	clients map[*Client]struct{}
 	rooms   map[string]*room
@@ -107,7 +108,6 @@ func newHub(settings func() *Config, m *metrics, log *slog.Logger, now func() ti
 		inbound:    make(chan command, inboundQueue),
 		kicks:      make(chan kick),
 		quit:       make(chan chan struct{}),
-		query:      make(chan func()),
 		clients:    make(map[*Client]struct{}),
 		rooms:      make(map[string]*room),
 		settings:   settings,
@@ -126,7 +126,9 @@ func (h *Hub) run() {
 		case c := <-h.unregister:
 			h.dropClient(c, 0, "")
 		case cmd := <-h.inbound:
-			if _, ok := h.clients[cmd.client]; ok {
+			if cmd.kind == cmdQuery {
+				cmd.fn()
+			} else if _, ok := h.clients[cmd.client]; ok {
 				h.handle(cmd)
 			}
 		case k := <-h.kicks:
@@ -143,8 +145,6 @@ func (h *Hub) run() {
 				h.dropClient(c, websocket.CloseGoingAway, "server shutting down")
 			}
 			close(done)
-		case f := <-h.query:
-			f()
 		}
 		h.evictSlow()
 	}
@@ -158,10 +158,11 @@ func (h *Hub) shutdown() {
 	<-done
 }
 
-// do runs f on the hub goroutine and waits for it.
+// do runs f on the hub goroutine, after every command already queued, and waits for
+// it. Tests and metrics use it to read hub state without a lock.
 func (h *Hub) do(f func()) {
 	done := make(chan struct{})
-	h.query <- func() { f(); close(done) }
+	h.inbound <- command{kind: cmdQuery, fn: func() { f(); close(done) }}
 	<-done
 }
 

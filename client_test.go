@@ -1,0 +1,388 @@
+package main
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestChatInRoom is the happy path: two users, a room, a message stamped by the server.
+func TestChatInRoom(t *testing.T) {
+	ts := startServer(t, nil)
+	a, b := ts.user(t, "alice"), ts.user(t, "bob")
+	a.expect("presence") // bob joined the lobby
+	a.send(map[string]any{"type": "say", "room": "lobby", "text": "hello bob", "ref": "r1"})
+	msg := b.expect("message")
+	from := msg["from"].(map[string]any)
+	if msg["text"] != "hello bob" || msg["room"] != "lobby" || from["id"] != "dev:alice" || from["name"] != "alice" {
+		t.Fatalf("bob got %v", msg)
+	}
+	if _, ok := msg["id"].(float64); !ok {
+		t.Fatalf("message without numeric id: %v", msg)
+	}
+	if ts, ok := msg["ts"].(float64); !ok || time.Since(time.UnixMilli(int64(ts))) > time.Minute {
+		t.Fatalf("message ts %v", msg["ts"])
+	}
+	ack := a.expect("ack")
+	if ack["ref"] != "r1" || ack["id"] != msg["id"] {
+		t.Fatalf("ack %v for message %v", ack, msg)
+	}
+}
+
+// TestSpoofedFromIgnored: a client-chosen sender is ignored; the server stamps its own.
+func TestSpoofedFromIgnored(t *testing.T) {
+	ts := startServer(t, nil)
+	a, b := ts.user(t, "mallory"), ts.user(t, "bob")
+	a.send(map[string]any{"type": "say", "room": "lobby", "text": "trust me",
+		"from": map[string]any{"id": "dev:admin", "name": "admin"}, "id": 1, "ts": 0})
+	msg := b.expect("message")
+	if from := msg["from"].(map[string]any); from["id"] != "dev:mallory" || from["name"] != "mallory" {
+		t.Fatalf("spoofed sender went through: %v", msg)
+	}
+	if msg["id"] == float64(1) && msg["ts"] == float64(0) {
+		t.Fatalf("client-chosen id and ts went through: %v", msg)
+	}
+}
+
+// TestMalformedEnvelopes: each bad object gets an error with its code, the connection
+// stays open, and nothing reaches the other member.
+func TestMalformedEnvelopes(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.MsgBurst = 100; c.UserMsgBurst = 100 })
+	a, b := ts.user(t, "alice"), ts.user(t, "bob")
+	cases := map[string]string{
+		`not json`:                                   codeBadJSON,
+		`{"type":"say","room":"lobby","text":42}`:    codeBadEnvelope,
+		`{"type":"teleport","room":"lobby"}`:         codeUnknownType,
+		`{"type":"say","room":"Lobby","text":"x"}`:   codeBadRoom,
+		`{"type":"say","room":"lobby","text":"  "}`:  codeEmptyText,
+		`{"type":"say","room":"other","text":"hey"}`: codeNotInRoom,
+		`{"type":"leave","room":"other"}`:            codeNotInRoom,
+	}
+	before := testutil.ToFloat64(ts.App.metrics.rejected.WithLabelValues(codeBadJSON))
+	for line, code := range cases {
+		a.sendRaw(websocket.TextMessage, []byte(line))
+		a.expectError(code)
+	}
+	if got := testutil.ToFloat64(ts.App.metrics.rejected.WithLabelValues(codeBadJSON)); got != before+1 {
+		t.Fatalf("bad_json counter %v, want %v", got, before+1)
+	}
+	noneOfType(t, b.barrier(), "message")
+	// Still usable afterwards.
+	a.send(map[string]any{"type": "say", "room": "lobby", "text": "fine now"})
+	if m := b.expect("message"); m["text"] != "fine now" {
+		t.Fatalf("got %v", m)
+	}
+}
+
+// TestErrorEchoesRef: the error carries the client's ref so it can match it up.
+func TestErrorEchoesRef(t *testing.T) {
+	ts := startServer(t, nil)
+	a := ts.user(t, "alice")
+	a.send(map[string]any{"type": "say", "room": "lobby", "text": "", "ref": "abc"})
+	if ev := a.expectError(codeEmptyText); ev["ref"] != "abc" {
+		t.Fatalf("error without ref: %v", ev)
+	}
+}
+
+// TestCoalescedClientFrame: several objects in one frame, separated by newlines, are
+// each handled.
+func TestCoalescedClientFrame(t *testing.T) {
+	ts := startServer(t, nil)
+	a, b := ts.user(t, "alice"), ts.user(t, "bob")
+	a.sendRaw(websocket.TextMessage, []byte(`{"type":"say","room":"lobby","text":"one"}`+"\n"+`{"type":"say","room":"lobby","text":"two"}`))
+	if m := b.expect("message"); m["text"] != "one" {
+		t.Fatal(m)
+	}
+	if m := b.expect("message"); m["text"] != "two" {
+		t.Fatal(m)
+	}
+}
+
+// TestOversizeFrameCloses1009 sends a frame over the read limit.
+func TestOversizeFrameCloses1009(t *testing.T) {
+	ts := startServer(t, nil)
+	a := ts.user(t, "alice")
+	big := `{"type":"say","room":"lobby","text":"` + strings.Repeat("x", 9<<10) + `"}`
+	a.sendRaw(websocket.TextMessage, []byte(big))
+	a.expectClose(websocket.CloseMessageTooBig)
+	waitFor(t, "too_big counted", func() bool {
+		return testutil.ToFloat64(ts.App.metrics.rejected.WithLabelValues("too_big")) == 1
+	})
+}
+
+// TestOversizeCompressedCloses1009: with compression on, a small compressed frame that
+// inflates past the read limit is caught on the decompressed bytes.
+func TestOversizeCompressedCloses1009(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.Compression = true })
+	cookie := devLogin(t, ts.URL, "alice")
+	d := websocket.Dialer{EnableCompression: true, HandshakeTimeout: 5 * time.Second}
+	h := http.Header{"Origin": {ts.URL}, "Cookie": {cookie.Name + "=" + cookie.Value}}
+	conn, _, err := d.Dial(ts.wsURL(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &wsClient{t: t, conn: conn}
+	defer conn.Close()
+	c.expect("joined")
+	conn.EnableWriteCompression(true)
+	// 64 KiB of one letter compresses to a few hundred bytes: under the frame limit,
+	// far over it once inflated.
+	c.sendRaw(websocket.TextMessage, bytes.Repeat([]byte("a"), 64<<10))
+	c.expectClose(websocket.CloseMessageTooBig)
+}
+
+// TestInvalidUTF8Closes1007 sends a text frame that is not UTF-8.
+func TestInvalidUTF8Closes1007(t *testing.T) {
+	ts := startServer(t, nil)
+	a, b := ts.user(t, "alice"), ts.user(t, "bob")
+	a.sendRaw(websocket.TextMessage, []byte("{\"type\":\"say\",\"room\":\"lobby\",\"text\":\"\xff\xfe\"}"))
+	a.expectClose(websocket.CloseInvalidFramePayloadData)
+	noneOfType(t, b.barrier(), "message")
+}
+
+// TestBinaryCloses1003: no connection may send binary frames yet.
+func TestBinaryCloses1003(t *testing.T) {
+	ts := startServer(t, nil)
+	a, b := ts.user(t, "alice"), ts.user(t, "bob")
+	a.sendRaw(websocket.BinaryMessage, []byte("GIF89a<script>"))
+	a.expectClose(websocket.CloseUnsupportedData)
+	noneOfType(t, b.barrier(), "message")
+}
+
+// TestRateLimitBurstThenAbuse: a burst beyond the bucket is partly dropped with
+// rate_limited and a retry hint; keeping it up closes with 1008.
+func TestRateLimitBurstThenAbuse(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServer(t, func(c *Config) { c.MsgRate = 1; c.MsgBurst = 5; c.AbuseDrops = 10; c.UserMsgBurst = 100 })
+	ts.App.now = clock.Now // the limiter built at dial time reads this clock
+	a, b := ts.user(t, "alice"), ts.user(t, "bob")
+	for i := 0; i < 6; i++ {
+		a.send(map[string]any{"type": "say", "room": "lobby", "text": "spam", "ref": "x"})
+	}
+	ev := a.expectError(codeRateLimited)
+	if ms, ok := ev["retry_after_ms"].(float64); !ok || ms <= 0 {
+		t.Fatalf("rate_limited without retry hint: %v", ev)
+	}
+	got := 0
+	for _, e := range b.barrier() {
+		if e["type"] == "message" {
+			got++
+		}
+	}
+	if got != 5 {
+		t.Fatalf("bob received %d of the burst, want exactly the bucket's 5", got)
+	}
+	// The clock stands still, so every further message is dropped: abuse.
+	for i := 0; i < 9; i++ {
+		a.send(map[string]any{"type": "say", "room": "lobby", "text": "spam"})
+	}
+	a.expectClose(websocket.ClosePolicyViolation)
+	if n := testutil.ToFloat64(ts.App.metrics.abuseCloses); n != 1 {
+		t.Fatalf("abuse closes %v", n)
+	}
+	if n := testutil.ToFloat64(ts.App.metrics.rateLimited); n != 10 {
+		t.Fatalf("rate-limited drops %v, want 10", n)
+	}
+}
+
+// TestUserBudgetShared: a second connection of the same user draws from the same
+// per-user bucket instead of doubling it.
+func TestUserBudgetShared(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServer(t, func(c *Config) { c.MsgBurst = 10; c.UserMsgRate = 1; c.UserMsgBurst = 4 })
+	ts.App.now = clock.Now
+	cookie := devLogin(t, ts.URL, "alice")
+	a1, a2 := ts.dial(t, cookie), ts.dial(t, cookie)
+	b := ts.user(t, "bob")
+	for i := 0; i < 3; i++ {
+		a1.send(map[string]any{"type": "say", "room": "lobby", "text": "one", "ref": "r"})
+		a2.send(map[string]any{"type": "say", "room": "lobby", "text": "two", "ref": "r"})
+	}
+	// Each say is answered by an ack (delivered) or a rate_limited error.
+	acks := 0
+	for _, c := range []*wsClient{a1, a2} {
+		for answered := 0; answered < 3; {
+			ev, err := c.next(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case ev["type"] == "ack":
+				acks++
+				answered++
+			case ev["type"] == "error" && ev["code"] == codeRateLimited:
+				answered++
+			}
+		}
+	}
+	if acks != 4 {
+		t.Fatalf("two connections of one user got %d messages through, want the user's burst of 4", acks)
+	}
+	got := 0
+	for _, e := range b.barrier() {
+		if e["type"] == "message" {
+			got++
+		}
+	}
+	if got != 4 {
+		t.Fatalf("two connections of one user delivered %d messages, want the user's burst of 4", got)
+	}
+}
+
+// TestForeignOriginRefused: cross-site WebSocket hijacking gets 403, even with a
+// valid cookie; an allow-listed origin passes.
+func TestForeignOriginRefused(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.AllowedOrigins = []string{"https://chat.example.org"} })
+	cookie := devLogin(t, ts.URL, "alice")
+	for _, origin := range []string{"https://evil.example", "http://127.0.0.1:1", "null", strings.Replace(ts.URL, "http:", "https:", 1)} {
+		_, resp, err := ts.tryDial(cookie, http.Header{"Origin": {origin}})
+		if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("origin %s: err %v, resp %v", origin, err, resp)
+		}
+	}
+	conn, _, err := ts.tryDial(cookie, http.Header{"Origin": {"https://CHAT.example.org:443"}})
+	if err != nil {
+		t.Fatalf("allow-listed origin refused: %v", err)
+	}
+	conn.Close()
+	// No Origin at all (not a browser): allowed on to the session check.
+	conn, _, err = ts.tryDial(cookie, http.Header{"Origin": nil})
+	if err != nil {
+		t.Fatalf("no-origin client with session refused: %v", err)
+	}
+	conn.Close()
+}
+
+// TestNoOrTamperedCookie401: the handshake needs a genuine session.
+func TestNoOrTamperedCookie401(t *testing.T) {
+	ts := startServer(t, nil)
+	cookie := devLogin(t, ts.URL, "alice")
+	tampered := *cookie
+	v := []byte(tampered.Value)
+	v[len(v)/2] ^= 1
+	tampered.Value = string(v)
+	forged := &http.Cookie{Name: sessionCookie, Value: "eyJ1aWQiOiJkZXY6YWRtaW4ifQ"}
+	for name, c := range map[string]*http.Cookie{"none": nil, "tampered": &tampered, "forged": forged} {
+		_, resp, err := ts.tryDial(c, http.Header{"Origin": nil})
+		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%s cookie: err %v resp %v", name, err, resp)
+		}
+	}
+}
+
+// TestHandshakeRateLimit429: too many handshakes from one address get 429 with
+// Retry-After before any upgrade, even unauthenticated ones.
+func TestHandshakeRateLimit429(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.IPHandshakeRate = 0.01; c.IPHandshakeBurst = 3 })
+	for i := 0; i < 3; i++ {
+		_, resp, _ := ts.tryDial(nil, nil)
+		if resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: %v", i, resp)
+		}
+	}
+	_, resp, err := ts.tryDial(nil, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("4th handshake: err %v resp %v", err, resp)
+	}
+	if n := testutil.ToFloat64(ts.App.metrics.refused.WithLabelValues(refuseHandshakeRate)); n != 1 {
+		t.Fatalf("refused counter %v", n)
+	}
+}
+
+// TestConnectionCaps: per-IP, per-user and global caps refuse before the upgrade.
+// Distinct client addresses come from a trusted proxy's X-Forwarded-For.
+func TestConnectionCaps(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.MaxConnsPerIP = 2
+		c.MaxConnsPerUser = 3
+		c.MaxConns = 5
+		c.TrustedProxies = mustPrefixes(t, "127.0.0.1")
+	})
+	from := func(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip}} }
+	open := func(c *http.Cookie, ip string) *http.Response {
+		t.Helper()
+		conn, resp, err := ts.tryDial(c, from(ip))
+		if err == nil {
+			t.Cleanup(func() { conn.Close() })
+			return nil
+		}
+		if resp == nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	alice := devLogin(t, ts.URL, "alice")
+	if r := open(alice, "10.0.0.1"); r != nil {
+		t.Fatal(r.Status)
+	}
+	if r := open(alice, "10.0.0.1"); r != nil {
+		t.Fatal(r.Status)
+	}
+	if r := open(alice, "10.0.0.1"); r == nil || r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("per-IP cap: %v", r)
+	}
+	if r := open(alice, "10.0.0.2"); r != nil {
+		t.Fatal(r.Status)
+	}
+	if r := open(alice, "10.0.0.3"); r == nil || r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("per-user cap: %v", r)
+	}
+	bob, carol := devLogin(t, ts.URL, "bob"), devLogin(t, ts.URL, "carol")
+	if r := open(bob, "10.0.0.4"); r != nil {
+		t.Fatal(r.Status)
+	}
+	if r := open(bob, "10.0.0.5"); r != nil {
+		t.Fatal(r.Status)
+	}
+	r := open(carol, "10.0.0.6")
+	if r == nil || r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("global cap: %v", r)
+	}
+	for _, reason := range []string{refuseIPConns, refuseUserConns, refuseGlobalConns} {
+		if n := testutil.ToFloat64(ts.App.metrics.refused.WithLabelValues(reason)); n != 1 {
+			t.Fatalf("%s counted %v times", reason, n)
+		}
+	}
+}
+
+// TestShutdownSends1001: shutting down tells every client "going away".
+func TestShutdownSends1001(t *testing.T) {
+	ts := startServer(t, nil)
+	a, b := ts.user(t, "alice"), ts.user(t, "bob")
+	go ts.App.shutdown(5 * time.Second)
+	a.expectClose(websocket.CloseGoingAway)
+	b.expectClose(websocket.CloseGoingAway)
+	waitFor(t, "readyz false", func() bool { return !ts.App.ready.Load() })
+	resp, err := http.Get(ts.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz during shutdown: %d", resp.StatusCode)
+	}
+}
+
+// TestRoomIsolationOverWire: a message to room A never reaches a member of only room B.
+func TestRoomIsolationOverWire(t *testing.T) {
+	ts := startServer(t, nil)
+	a, b := ts.user(t, "alice"), ts.user(t, "bob")
+	a.send(map[string]any{"type": "join", "room": "alpha"})
+	a.expect("joined")
+	b.send(map[string]any{"type": "join", "room": "beta"})
+	b.expect("joined")
+	b.send(map[string]any{"type": "leave", "room": "lobby"})
+	b.expect("left")
+	a.send(map[string]any{"type": "say", "room": "alpha", "text": "secret", "ref": "1"})
+	a.expect("ack")
+	for _, ev := range b.barrier() {
+		if ev["type"] == "message" {
+			t.Fatalf("bob, in beta only, got %v", ev)
+		}
+	}
+}

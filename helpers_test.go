@@ -1,0 +1,274 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// testServer is a real App behind an httptest server on loopback.
+type testServer struct {
+	URL string
+	App *App
+	srv *httptest.Server
+}
+
+// testConfig is the default configuration with a private data directory and no
+// metrics listener.
+func testConfig(t *testing.T) *Config {
+	cfg := defaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.MetricsAddr = ""
+	return cfg
+}
+
+// startServer starts a server, after letting mutate adjust its configuration, and
+// stops it when the test ends.
+func startServer(t *testing.T, mutate func(*Config)) *testServer {
+	t.Helper()
+	cfg := testConfig(t)
+	if mutate != nil {
+		mutate(cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	app, err := newApp(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(app.routes())
+	t.Cleanup(func() {
+		app.shutdown(2 * time.Second)
+		srv.Close()
+	})
+	return &testServer{URL: srv.URL, App: app, srv: srv}
+}
+
+// testWriter sends server logs to the test log in verbose runs.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// noRedirect is an HTTP client that shows redirects instead of following them.
+var noRedirect = &http.Client{
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	Timeout:       10 * time.Second,
+}
+
+// devLogin signs in through the development login and returns the session cookie.
+func devLogin(t *testing.T, baseURL, name string) *http.Cookie {
+	t.Helper()
+	resp, err := noRedirect.PostForm(baseURL+"/login/dev", url.Values{"name": {name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Fatalf("dev login: status %d, location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	for _, c := range resp.Cookies() {
+		if strings.HasSuffix(c.Name, sessionCookie) {
+			return c
+		}
+	}
+	t.Fatal("dev login set no session cookie")
+	return nil
+}
+
+// wsURL turns the server's http:// URL into its ws:// endpoint.
+func (ts *testServer) wsURL() string {
+	return "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws"
+}
+
+// wsClient is a test WebSocket client that understands coalesced frames.
+type wsClient struct {
+	t       *testing.T
+	conn    *websocket.Conn
+	pending []map[string]any
+}
+
+// tryDial opens a WebSocket with the given cookie (nil for none) and extra headers;
+// it returns the HTTP response for refused handshakes.
+func (ts *testServer) tryDial(cookie *http.Cookie, hdr http.Header) (*websocket.Conn, *http.Response, error) {
+	h := http.Header{}
+	h.Set("Origin", ts.URL)
+	for k, v := range hdr {
+		h[k] = v
+	}
+	if cookie != nil {
+		h.Add("Cookie", cookie.Name+"="+cookie.Value)
+	}
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	return d.Dial(ts.wsURL(), h)
+}
+
+// dial opens a WebSocket for a user and reads the welcome and the lobby join.
+func (ts *testServer) dial(t *testing.T, cookie *http.Cookie) *wsClient {
+	t.Helper()
+	conn, resp, err := ts.tryDial(cookie, nil)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial: %v (status %d)", err, status)
+	}
+	c := &wsClient{t: t, conn: conn}
+	t.Cleanup(func() { conn.Close() })
+	c.expect("welcome")
+	if j := c.expect("joined"); j["room"] != lobby {
+		t.Fatalf("first join was %v, want lobby", j["room"])
+	}
+	return c
+}
+
+// login and dial in one step.
+func (ts *testServer) user(t *testing.T, name string) *wsClient {
+	t.Helper()
+	return ts.dial(t, devLogin(t, ts.URL, name))
+}
+
+// send writes one JSON object as a text frame.
+func (c *wsClient) send(v any) {
+	c.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.sendRaw(websocket.TextMessage, b)
+}
+
+// sendRaw writes a frame as given.
+func (c *wsClient) sendRaw(mt int, b []byte) {
+	c.t.Helper()
+	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := c.conn.WriteMessage(mt, b); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// next returns the next event, waiting at most d.
+func (c *wsClient) next(d time.Duration) (map[string]any, error) {
+	for len(c.pending) == 0 {
+		c.conn.SetReadDeadline(time.Now().Add(d))
+		_, data, err := c.conn.ReadMessage()
+		if err != nil {
+			return nil, err
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			var ev map[string]any
+			if err := json.Unmarshal([]byte(line), &ev); err != nil {
+				return nil, errors.New("server sent a line that is not JSON: " + line)
+			}
+			c.pending = append(c.pending, ev)
+		}
+	}
+	ev := c.pending[0]
+	c.pending = c.pending[1:]
+	return ev, nil
+}
+
+// expect skips events until one of type typ arrives, failing after 5 s.
+func (c *wsClient) expect(typ string) map[string]any {
+	c.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ev, err := c.next(time.Until(deadline))
+		if err != nil {
+			c.t.Fatalf("waiting for %q: %v", typ, err)
+		}
+		if ev["type"] == typ {
+			return ev
+		}
+	}
+}
+
+// expectError waits for an error event and checks its code.
+func (c *wsClient) expectError(code string) map[string]any {
+	c.t.Helper()
+	ev := c.expect("error")
+	if ev["code"] != code {
+		c.t.Fatalf("error code %v (%v), want %s", ev["code"], ev["message"], code)
+	}
+	return ev
+}
+
+// expectClose reads until the server closes and checks the close code.
+func (c *wsClient) expectClose(code int) {
+	c.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := c.next(time.Until(deadline))
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) {
+			c.t.Fatalf("want close %d, got %v", code, err)
+		}
+		if ce.Code != code {
+			c.t.Fatalf("close code %d (%q), want %d", ce.Code, ce.Text, code)
+		}
+		return
+	}
+}
+
+// barrier returns every event that arrives before the answer to a `rooms` command.
+// The hub handles commands in order, so anything it queued for this connection before
+// the barrier shows up here: a test can assert that something was NOT delivered
+// without sleeping.
+func (c *wsClient) barrier() []map[string]any {
+	c.t.Helper()
+	c.send(map[string]any{"type": "rooms"})
+	var seen []map[string]any
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ev, err := c.next(time.Until(deadline))
+		if err != nil {
+			c.t.Fatalf("waiting for the barrier: %v", err)
+		}
+		if ev["type"] == "rooms" {
+			return seen
+		}
+		seen = append(seen, ev)
+	}
+}
+
+// noneOfType fails if any event in evs has type typ.
+func noneOfType(t *testing.T, evs []map[string]any, typ string) {
+	t.Helper()
+	for _, ev := range evs {
+		if ev["type"] == typ {
+			t.Fatalf("unexpected %s event: %v", typ, ev)
+		}
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// newTestHub starts a hub with no network around it.
+func newTestHub(tb testing.TB, mutate func(*Config)) *Hub {
+	cfg := defaultConfig()
+	if mutate != nil {
+		mutate(cfg)
+	}
+	h := newHub(func() *Config { return cfg }, newMetrics(), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+	go h.run()
+	return h
+}
+
+// fakeClient is a Client with a queue but no connection: the hub only ever touches
+// the queue, so its behaviour can be observed directly.
+func fakeClient(name string, queue int) *Client {
+	c := &Client{
+		send:  make(chan []byte, queue),
+		user:  identity{ID: "dev:" + name, Name: name},
+		rooms: make(map[string]*room),
+	}
+	c.userJSON = userJSON(c.user.ID, c.user.Name)
+	c.fromTail = append(append([]byte(`"from":`), c.userJSON...), `,"text":`...)
+	return c
+}
+
+// sayCmd builds the command readPump would send for a say.
+func sayCmd(c *Client, room, text string) command {
+	body := appendJSONString(append([]byte(nil), c.fromTail...), text)
+	return command{client: c, kind: cmdSay, room: room, body: append(body, '}')}
+}
+
+// drain returns the events queued for c so far, decoded. It synchronises with the hub
+// first, so everything the hub did before is visible.
+func drain(t testing.TB, h *Hub, c *Client) []map[string]any {
+	h.do(func() {})
+	var out []map[string]any
+	for {
+		select {
+		case b, ok := <-c.send:
+			if !ok {
+				return append(out, map[string]any{"type": "closed"})
+			}
+			var ev map[string]any
+			if err := json.Unmarshal(b, &ev); err != nil {
+				t.Fatalf("hub queued invalid JSON %q", b)
+			}
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
+// types lists the event types in evs, for compact assertions.
+func types(evs []map[string]any) string {
+	var s []string
+	for _, e := range evs {
+		s = append(s, fmt.Sprint(e["type"]))
+	}
+	return strings.Join(s, ",")
+}
+
+// TestHubRoomIsolation: a message to room A never reaches a member of only room B.
+func TestHubRoomIsolation(t *testing.T) {
+	h := newTestHub(t, nil)
+	a, b := fakeClient("a", 64), fakeClient("b", 64)
+	h.register <- a
+	h.register <- b
+	h.inbound <- command{client: a, kind: cmdJoin, room: "alpha"}
+	h.inbound <- command{client: b, kind: cmdJoin, room: "beta"}
+	h.inbound <- command{client: b, kind: cmdLeave, room: lobby}
+	drain(t, h, a)
+	drain(t, h, b)
+	h.inbound <- sayCmd(a, "alpha", "for alpha only")
+	if evs := drain(t, h, b); len(evs) != 0 {
+		t.Fatalf("b received %v", evs)
+	}
+	if evs := drain(t, h, a); types(evs) != "message" || evs[0]["room"] != "alpha" {
+		t.Fatalf("a received %v", evs)
+	}
+}
+
+// TestHubPresence: joining announces to the others and gives the joiner the member
+// list; leaving announces too; a second connection of the same user is not a new
+// member.
+func TestHubPresence(t *testing.T) {
+	h := newTestHub(t, nil)
+	a, b, b2 := fakeClient("a", 64), fakeClient("b", 64), fakeClient("b", 64)
+	h.register <- a
+	drain(t, h, a)
+	h.register <- b
+	evs := drain(t, h, b)
+	if types(evs) != "joined" || len(evs[0]["members"].([]any)) != 2 {
+		t.Fatalf("joiner got %v", evs)
+	}
+	evs = drain(t, h, a)
+	if types(evs) != "presence" || evs[0]["event"] != "join" || evs[0]["user"].(map[string]any)["id"] != "dev:b" {
+		t.Fatalf("member got %v", evs)
+	}
+	h.register <- b2
+	if evs := drain(t, h, a); len(evs) != 0 {
+		t.Fatalf("second connection of b announced again: %v", evs)
+	}
+	h.unregister <- b
+	if evs := drain(t, h, a); len(evs) != 0 {
+		t.Fatalf("b left while b2 still there: %v", evs)
+	}
+	h.unregister <- b2
+	if evs := drain(t, h, a); types(evs) != "presence" || evs[0]["event"] != "leave" {
+		t.Fatalf("leave not announced: %v", evs)
+	}
+}
+
+// TestHubEmptyRoomDropped: a room whose last member leaves is gone from memory.
+func TestHubEmptyRoomDropped(t *testing.T) {
+	h := newTestHub(t, nil)
+	a := fakeClient("a", 64)
+	h.register <- a
+	h.inbound <- command{client: a, kind: cmdJoin, room: "temp"}
+	rooms := func() (n int, has bool) {
+		h.do(func() { n = len(h.rooms); _, has = h.rooms["temp"] })
+		return
+	}
+	if n, has := rooms(); n != 2 || !has {
+		t.Fatalf("rooms %d, temp %v", n, has)
+	}
+	h.inbound <- command{client: a, kind: cmdLeave, room: "temp"}
+	if n, has := rooms(); n != 1 || has {
+		t.Fatalf("after leave: rooms %d, temp %v", n, has)
+	}
+	h.unregister <- a
+	if n, _ := rooms(); n != 0 {
+		t.Fatalf("after disconnect: %d rooms", n)
+	}
+}
+
+// TestHubRoomCaps: rooms per client and members per room are capped with errors.
+func TestHubRoomCaps(t *testing.T) {
+	h := newTestHub(t, func(c *Config) { c.MaxRoomsPerClient = 2; c.MaxMembersPerRoom = 1 })
+	a, b := fakeClient("a", 64), fakeClient("b", 64)
+	h.register <- a
+	h.inbound <- command{client: a, kind: cmdJoin, room: "two"}
+	h.inbound <- command{client: a, kind: cmdJoin, room: "three"}
+	evs := drain(t, h, a)
+	if last := evs[len(evs)-1]; last["code"] != codeTooManyRooms {
+		t.Fatalf("third room: %v", evs)
+	}
+	h.register <- b // lobby already holds its one member
+	evs = drain(t, h, b)
+	if len(evs) != 1 || evs[0]["code"] != codeRoomFull {
+		t.Fatalf("full lobby: %v", evs)
+	}
+}
+
+// TestHubSlowConsumerEvicted: a client whose queue is full is evicted (queue closed,
+// counted) and the others keep receiving every message, with no delay from it.
+func TestHubSlowConsumerEvicted(t *testing.T) {
+	h := newTestHub(t, nil)
+	fast, slow, sender := fakeClient("fast", 1024), fakeClient("slow", 4), fakeClient("sender", 1024)
+	for _, c := range []*Client{fast, slow, sender} {
+		h.register <- c
+	}
+	drain(t, h, fast)
+	drain(t, h, sender)
+	// slow never reads. Fill it up.
+	for i := 0; i < 20; i++ {
+		h.inbound <- sayCmd(sender, lobby, fmt.Sprint("m", i))
+	}
+	got := drain(t, h, fast)
+	msgs := 0
+	for _, e := range got {
+		if e["type"] == "message" {
+			msgs++
+		}
+	}
+	if msgs != 20 {
+		t.Fatalf("fast client got %d of 20 messages (%s)", msgs, types(got))
+	}
+	var evicted float64
+	var stillThere bool
+	h.do(func() { _, stillThere = h.clients[slow] })
+	if stillThere {
+		t.Fatal("slow client still registered")
+	}
+	evicted = testutil.ToFloat64(h.metrics.evictions)
+	if evicted != 1 {
+		t.Fatalf("evictions counted %v", evicted)
+	}
+	// Its queue is closed: the writePump would send 1008 and stop.
+	for range slow.send {
+	}
+	if slow.closeCode != 1008 {
+		t.Fatalf("close code %d", slow.closeCode)
+	}
+}
+
+// BenchmarkHubFanout measures one room of 1000 clients: ns per delivery and allocations
+// per broadcast. Each op is one message delivered to all 1000 members.
+func BenchmarkHubFanout(b *testing.B) {
+	const members = 1000
+	h := newTestHub(b, func(c *Config) { c.SendQueue = 1 << 16 })
+	clients := make([]*Client, members)
+	stop := make(chan struct{})
+	defer close(stop)
+	for i := range clients {
+		clients[i] = fakeClient(fmt.Sprint("u", i), 4096)
+		h.register <- clients[i]
+		// A reader per client, as a writePump would be.
+		go func(c *Client) {
+			for {
+				select {
+				case _, ok := <-c.send:
+					if !ok {
+						return
+					}
+				case <-stop:
+					return
+				}
+			}
+		}(clients[i])
+	}
+	cmd := sayCmd(clients[0], lobby, strings.Repeat("x", 64))
+	h.do(func() {})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.inbound <- cmd
+	}
+	h.do(func() {})
+	b.StopTimer()
+	if n := testutil.ToFloat64(h.metrics.evictions); n != 0 {
+		b.Fatalf("%v clients evicted: the readers did not keep up, so the figure is wrong", n)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*members), "ns/delivery")
+}
