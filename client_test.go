@@ -55,7 +55,7 @@ func TestMalformedEnvelopes(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.MsgBurst = 100; c.UserMsgBurst = 100 })
 	a, b := ts.user(t, "alice"), ts.user(t, "bob")
 	cases := map[string]string{
-		`not json`:                                   codeBadJSON,
+		`not json`: codeBadJSON,
 		`{"type":"say","room":"lobby","text":42}`:    codeBadEnvelope,
 		`{"type":"teleport","room":"lobby"}`:         codeUnknownType,
 		`{"type":"say","room":"Lobby","text":"x"}`:   codeBadRoom,
