@@ -40,10 +40,16 @@ type App struct {
 
 // newApp builds a server from a validated configuration and starts its hub.
 func newApp(cfg *Config, log *slog.Logger) (*App, error) {
+	return newAppWithClock(cfg, log, time.Now)
+}
+
+// newAppWithClock is newApp with an injected clock, so tests move time for rate limits
+// and session expiry instead of sleeping.
+func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App, error) {
 	app := &App{
 		metrics: newMetrics(),
 		log:     log,
-		now:     time.Now,
+		now:     now,
 		tls:     cfg.TLSCert != "",
 		dev:     true, // until OpenID Connect is configured
 	}

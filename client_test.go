@@ -158,8 +158,7 @@ func TestBinaryCloses1003(t *testing.T) {
 // rate_limited and a retry hint; keeping it up closes with 1008.
 func TestRateLimitBurstThenAbuse(t *testing.T) {
 	clock := newFakeClock()
-	ts := startServer(t, func(c *Config) { c.MsgRate = 1; c.MsgBurst = 5; c.AbuseDrops = 10; c.UserMsgBurst = 100 })
-	ts.App.now = clock.Now // the limiter built at dial time reads this clock
+	ts := startServerAt(t, clock.Now, func(c *Config) { c.MsgRate = 1; c.MsgBurst = 5; c.AbuseDrops = 10; c.UserMsgBurst = 100 })
 	a, b := ts.user(t, "alice"), ts.user(t, "bob")
 	for i := 0; i < 6; i++ {
 		a.send(map[string]any{"type": "say", "room": "lobby", "text": "spam", "ref": "x"})
@@ -194,8 +193,7 @@ func TestRateLimitBurstThenAbuse(t *testing.T) {
 // per-user bucket instead of doubling it.
 func TestUserBudgetShared(t *testing.T) {
 	clock := newFakeClock()
-	ts := startServer(t, func(c *Config) { c.MsgBurst = 10; c.UserMsgRate = 1; c.UserMsgBurst = 4 })
-	ts.App.now = clock.Now
+	ts := startServerAt(t, clock.Now, func(c *Config) { c.MsgBurst = 10; c.UserMsgRate = 1; c.UserMsgBurst = 4 })
 	cookie := devLogin(t, ts.URL, "alice")
 	a1, a2 := ts.dial(t, cookie), ts.dial(t, cookie)
 	b := ts.user(t, "bob")

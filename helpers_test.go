@@ -35,6 +35,12 @@ func testConfig(t *testing.T) *Config {
 // stops it when the test ends.
 func startServer(t *testing.T, mutate func(*Config)) *testServer {
 	t.Helper()
+	return startServerAt(t, time.Now, mutate)
+}
+
+// startServerAt is startServer with the App's clock injected.
+func startServerAt(t *testing.T, now func() time.Time, mutate func(*Config)) *testServer {
+	t.Helper()
 	cfg := testConfig(t)
 	if mutate != nil {
 		mutate(cfg)
@@ -46,7 +52,7 @@ func startServer(t *testing.T, mutate func(*Config)) *testServer {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	app, err := newApp(cfg, log)
+	app, err := newAppWithClock(cfg, log, now)
 	if err != nil {
 		t.Fatal(err)
 	}
