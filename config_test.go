@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"os"
 	"strings"
 	"testing"
 )
@@ -59,4 +60,17 @@ func TestConfigHelpListsEveryFlag(t *testing.T) {
 	if _, err := parseConfig([]string{"-h"}, func(string) string { return "" }); err != flag.ErrHelp {
 		t.Fatalf("-h: %v", err)
 	}
+}
+
+// TestReadmeListsEveryFlag keeps the README's configuration table true.
+func TestReadmeListsEveryFlag(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newFlagSet(defaultConfig()).VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(string(readme), "`-"+f.Name+"`") {
+			t.Errorf("README does not document -%s", f.Name)
+		}
+	})
 }

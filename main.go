@@ -102,14 +102,16 @@ func run(cfg *Config, log *slog.Logger) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	if cfg.MetricsAddr != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics listener: %w", err)
+		// A busy metrics port must not stop a zero-configuration start on a laptop:
+		// the chat is what matters, so this only warns.
+		if mln, err := net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			log.Warn("metrics listener not started", "addr", cfg.MetricsAddr, "err", err)
+		} else {
+			msrv := &http.Server{Handler: app.metrics.handler(), ReadHeaderTimeout: readHeaderTimeout}
+			go msrv.Serve(mln)
+			defer msrv.Close()
+			log.Info("metrics listening", "addr", mln.Addr().String())
 		}
-		msrv := &http.Server{Handler: app.metrics.handler(), ReadHeaderTimeout: readHeaderTimeout}
-		go msrv.Serve(mln)
-		defer msrv.Close()
-		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
 
 	errc := make(chan error, 1)
