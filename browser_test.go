@@ -1,0 +1,664 @@
+package main
+
+// Browser tests: the real page in a real headless Chromium against the real
+// server. They prove what only a browser can: that server-supplied text is
+// rendered as text (threat i), that the page runs under the strict CSP
+// without a single violation, and that the page's user-visible behaviour
+// (chat between two users, rate-limit notice, logout) works end to end.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+const (
+	// chromiumPath is where the test setup installs Chromium; a missing
+	// browser is a broken test environment, so the tests fail rather than skip.
+	chromiumPath = "/usr/bin/chromium"
+	// browserTestTimeout bounds a whole browser test, so a hung page or
+	// browser fails the test instead of hanging the suite.
+	browserTestTimeout = 60 * time.Second
+	// waitTimeout bounds one wait for the page to reach a state.
+	waitTimeout = 20 * time.Second
+)
+
+// newBrowser starts a fresh headless Chromium with its own profile for one
+// test and returns a context bound to it; everything is torn down by
+// t.Cleanup, and the test's deadline bounds the browser's life.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("chromium is required for the browser tests: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), browserTestTimeout)
+	t.Cleanup(cancel)
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("metrics-recording-only", true),
+		chromedp.Flag("password-store", "basic"),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancelAlloc)
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelBrowser)
+	if err := chromedp.Do(browserCtx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return browserCtx
+}
+
+// pageWatch records what a tab reports on its own (dialogs, console and
+// log entries, uncaught exceptions), so a test can assert that an attack
+// opened no dialog and that the page logged no CSP violation or error.
+type pageWatch struct {
+	mu         sync.Mutex
+	dialogs    []string
+	console    []string
+	exceptions []string
+}
+
+// watchPage starts recording a tab's events. It uses chromedp.Listen, which
+// delivers events in order before the replies that follow them, so anything
+// that happened before a later command returned is already recorded. A
+// dialog is dismissed at once so it cannot block the page.
+func watchPage(t *testing.T, ctx context.Context) *pageWatch {
+	t.Helper()
+	w := &pageWatch{}
+	err := chromedp.Listen(ctx, func(ev any) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		switch ev := ev.(type) {
+		case *page.EventJavascriptDialogOpening:
+			w.dialogs = append(w.dialogs, string(ev.Type)+": "+ev.Message)
+			go func() {
+				_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
+			}()
+		case *runtime.EventConsoleAPICalled:
+			var parts []string
+			for _, a := range ev.Args {
+				if len(a.Value) > 0 {
+					parts = append(parts, string(a.Value))
+				} else {
+					parts = append(parts, a.Description)
+				}
+			}
+			w.console = append(w.console, "console."+string(ev.Type)+": "+strings.Join(parts, " "))
+		case *log.EventEntryAdded:
+			if ev.Entry != nil {
+				w.console = append(w.console, "log "+string(ev.Entry.Level)+"/"+string(ev.Entry.Source)+": "+ev.Entry.Text)
+			}
+		case *runtime.EventExceptionThrown:
+			if d := ev.ExceptionDetails; d != nil {
+				text := d.Text
+				if d.Exception != nil {
+					text += " " + d.Exception.Description
+				}
+				w.exceptions = append(w.exceptions, fmt.Sprintf("%s:%d %s", d.URL, d.LineNumber+1, text))
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("listen to the tab: %v", err)
+	}
+	return w
+}
+
+// cspMessages returns the recorded console and log lines that report a
+// Content Security Policy violation.
+func (w *pageWatch) cspMessages() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, m := range w.console {
+		l := strings.ToLower(m)
+		if strings.Contains(l, "content security policy") || strings.Contains(l, "content-security-policy") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// assertClean fails the test if the tab opened a dialog, threw an uncaught
+// exception or logged a CSP violation: each would mean the page is broken
+// or an attack got through.
+func (w *pageWatch) assertClean(t *testing.T, who string) {
+	t.Helper()
+	w.mu.Lock()
+	dialogs := append([]string(nil), w.dialogs...)
+	exceptions := append([]string(nil), w.exceptions...)
+	w.mu.Unlock()
+	if len(dialogs) > 0 {
+		t.Errorf("%s: a JavaScript dialog opened: %q", who, dialogs)
+	}
+	if len(exceptions) > 0 {
+		t.Errorf("%s: uncaught exceptions in the page: %q", who, exceptions)
+	}
+	if csp := w.cspMessages(); len(csp) > 0 {
+		t.Errorf("%s: CSP violations logged: %q", who, csp)
+	}
+}
+
+// browserUser is one signed-in user: a tab in its own browser context, so
+// its cookie jar (and so its session) is separate from every other user's.
+type browserUser struct {
+	name  string
+	ctx   context.Context
+	watch *pageWatch
+}
+
+// openTab opens a tab in a new browser context and starts watching it,
+// before anything is loaded, so no event of the page is missed.
+func openTab(t *testing.T, browser context.Context) (context.Context, *pageWatch) {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("open a tab: %v", err)
+	}
+	return ctx, watchPage(t, ctx)
+}
+
+// loginUser opens a fresh tab, signs in through the development login form
+// exactly as a person would, and waits until the chat page is connected and
+// in lobby.
+func loginUser(t *testing.T, browser context.Context, baseURL, name string) *browserUser {
+	t.Helper()
+	ctx, w := openTab(t, browser)
+	u := &browserUser{name: name, ctx: ctx, watch: w}
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(baseURL+"/login"),
+		chromedp.WaitVisible(chromedp.ID("name")),
+		chromedp.SendKeys(chromedp.ID("name"), name),
+	); err != nil {
+		t.Fatalf("%s: development login form: %v", name, err)
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("login-submit"))); err != nil {
+		t.Fatalf("%s: submit the login form: %v", name, err)
+	}
+	u.waitJS(t, "the page to connect and join lobby",
+		`location.pathname === '/' &&
+		 document.querySelector('#status')?.dataset.state === 'connected' &&
+		 /connected/.test(document.querySelector('#status').textContent) &&
+		 !!document.querySelector('#rooms li[data-room="lobby"]')`)
+	return u
+}
+
+// waitJS polls a JavaScript expression until it is truthy; on a timeout it
+// fails with what the page showed, so a failure explains itself.
+func (u *browserUser) waitJS(t *testing.T, what, expr string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			t.Fatalf("%s: waiting for %s: timed out\npage: %s", u.name, what, u.describe())
+		}
+		opts := []chromedp.PollOption{chromedp.WithPollingInterval(50 * time.Millisecond), chromedp.WithPollingTimeout(remaining)}
+		var err error
+		if len(args) > 0 {
+			opts = append(opts, chromedp.WithPollingArgs(args...))
+			_, err = chromedp.Run(u.ctx, chromedp.PollFunction[chromedp.Void](expr, opts...))
+		} else {
+			_, err = chromedp.Run(u.ctx, chromedp.Poll[chromedp.Void](expr, opts...))
+		}
+		if err == nil {
+			return
+		}
+		if u.ctx.Err() != nil || errors.Is(err, chromedp.ErrPollingTimeout) || !navigatedAway(err) {
+			t.Fatalf("%s: waiting for %s: %v\npage: %s", u.name, what, err, u.describe())
+		}
+		// The page navigated while polling (a login redirect, a logout):
+		// wait for the new document, then poll again in it.
+		if err := chromedp.Do(u.ctx, chromedp.WaitReady(chromedp.CSS("body"))); err != nil {
+			t.Fatalf("%s: waiting for %s: %v\npage: %s", u.name, what, err, u.describe())
+		}
+	}
+}
+
+// navigatedAway reports whether a poll failed only because the document it
+// ran in went away, which a navigation the test expects can cause.
+func navigatedAway(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "navigated or closed") || strings.Contains(msg, "Execution context was destroyed") ||
+		strings.Contains(msg, "Cannot find context")
+}
+
+// describe summarises the page's visible state for failure messages.
+func (u *browserUser) describe() string {
+	ctx, cancel := context.WithTimeout(u.ctx, 3*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({
+		url: location.href,
+		body: (document.body?.innerText || '').slice(0, 200),
+		status: document.querySelector('#status')?.textContent,
+		me: document.querySelector('#me')?.textContent,
+		rooms: Array.from(document.querySelectorAll('#rooms li'), (li) => li.dataset.room),
+		notices: Array.from(document.querySelectorAll('#notices .notice'), (n) => n.dataset.code + ': ' + n.textContent),
+		messages: Array.from(document.querySelectorAll('#messages .msg-text'), (m) => m.textContent).slice(-10),
+	})`))
+	if err != nil {
+		return "(cannot read the page: " + err.Error() + ")"
+	}
+	return s
+}
+
+// eval runs JavaScript in the tab and decodes its result, failing the test
+// on any error.
+func eval[T any](t *testing.T, u *browserUser, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(u.ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("%s: evaluate %q: %v", u.name, expr, err)
+	}
+	return v
+}
+
+// say sends a message the way a user does: type it and press Enter.
+func (u *browserUser) say(t *testing.T, text string) {
+	t.Helper()
+	if err := chromedp.Do(u.ctx,
+		chromedp.Focus(chromedp.ID("input")),
+		chromedp.SendKeys(chromedp.ID("input"), text),
+		pressEnter,
+	); err != nil {
+		t.Fatalf("%s: type a message: %v", u.name, err)
+	}
+}
+
+// pressEnter sends a bare Enter key down and up to the focused element.
+// SendKeys("\n") would also send a char event that a real browser does not
+// send once keydown is cancelled, leaving a stray newline in the input.
+var pressEnter = chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+	for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+		if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, input.DispatchKeyEventParams{
+			Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13,
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+})
+
+// sayExact puts text into the input as one value and clicks Send, for text
+// that typing cannot reproduce (newlines, which Enter would send).
+func (u *browserUser) sayExact(t *testing.T, text string) {
+	t.Helper()
+	if err := chromedp.Do(u.ctx,
+		chromedp.SetValue(chromedp.ID("input"), text),
+		chromedp.Click(chromedp.ID("send")),
+	); err != nil {
+		t.Fatalf("%s: send a message: %v", u.name, err)
+	}
+}
+
+// waitMessage waits until a message whose text is exactly text is shown
+// in the open room.
+func (u *browserUser) waitMessage(t *testing.T, text string) {
+	t.Helper()
+	u.waitJS(t, fmt.Sprintf("message %q", text),
+		`(want) => Array.from(document.querySelectorAll('#messages .msg .msg-text')).some((e) => e.textContent === want)`,
+		text)
+}
+
+// TestBrowserTwoUsersChat proves the basic promise of the page: two people
+// with separate sessions see each other's messages in lobby, with sender,
+// time, own messages marked, newlines kept, members listed, and unread
+// counts on rooms that are not open.
+func TestBrowserTwoUsersChat(t *testing.T) {
+	ts := startServer(t, nil)
+	browser := newBrowser(t)
+	alice := loginUser(t, browser, ts.URL, "alice")
+	bob := loginUser(t, browser, ts.URL, "bob")
+
+	if got := eval[string](t, alice, `document.querySelector('#me').textContent`); got != "alice" {
+		t.Errorf("alice's #me = %q, want alice", got)
+	}
+	if got := eval[string](t, bob, `document.querySelector('#me').textContent`); got != "bob" {
+		t.Errorf("bob's #me = %q, want bob", got)
+	}
+	for _, u := range []*browserUser{alice, bob} {
+		u.waitJS(t, "both users in #members",
+			`(() => { const names = Array.from(document.querySelectorAll('#members li'), (li) => li.textContent);
+			  return names.some((n) => n.includes('alice')) && names.some((n) => n.includes('bob')); })()`)
+	}
+
+	alice.say(t, "hello from A")
+	bob.waitMessage(t, "hello from A")
+	alice.waitMessage(t, "hello from A")
+
+	type msgView struct {
+		From string `json:"from"`
+		Time string `json:"time"`
+		Mine bool   `json:"mine"`
+	}
+	lastMsg := `(() => { const m = Array.from(document.querySelectorAll('#messages .msg')).pop();
+		return { from: m.querySelector('.msg-from').textContent, time: m.querySelector('.msg-time').textContent,
+		         mine: m.classList.contains('msg-mine') }; })()`
+	got := eval[msgView](t, bob, lastMsg)
+	if got.From != "alice" || got.Mine {
+		t.Errorf("bob sees %+v, want from alice and not marked as his own", got)
+	}
+	if len(got.Time) != 5 || got.Time[2] != ':' {
+		t.Errorf("message time %q is not HH:MM", got.Time)
+	}
+	if got := eval[msgView](t, alice, lastMsg); !got.Mine {
+		t.Errorf("alice's own message is not marked msg-mine: %+v", got)
+	}
+	if v := eval[string](t, alice, `document.querySelector('#input').value`); v != "" {
+		t.Errorf("the input still holds %q after Enter sent it", v)
+	}
+
+	bob.say(t, "hi A, bob here")
+	alice.waitMessage(t, "hi A, bob here")
+
+	multi := "line one\nline two\n  indented"
+	alice.sayExact(t, multi)
+	bob.waitMessage(t, multi)
+	if ws := eval[string](t, bob, `getComputedStyle(document.querySelector('#messages .msg:last-child .msg-text')).whiteSpace`); ws != "pre-wrap" {
+		t.Errorf("message text white-space = %q, want pre-wrap so newlines show", ws)
+	}
+
+	// alice opens a second room; bob's next lobby message must count as
+	// unread on alice's lobby entry.
+	if err := chromedp.Do(alice.ctx,
+		chromedp.SendKeys(chromedp.ID("join-name"), "side-room"),
+		chromedp.Click(chromedp.ID("join-submit")),
+	); err != nil {
+		t.Fatalf("join form: %v", err)
+	}
+	alice.waitJS(t, "side-room to open",
+		`!!document.querySelector('#rooms li[data-room="side-room"].active') && /side-room/.test(document.querySelector('#room-title').textContent)`)
+	bob.say(t, "while you were away")
+	alice.waitJS(t, "an unread count on lobby",
+		`document.querySelector('#rooms li[data-room="lobby"] .unread')?.textContent === '1'`)
+	if n := eval[int](t, alice, `document.querySelectorAll('#messages .msg').length`); n != 0 {
+		t.Errorf("side-room shows %d messages, want 0 (lobby messages leaked into it)", n)
+	}
+	if err := chromedp.Do(alice.ctx, chromedp.Click(chromedp.CSS(`#rooms li[data-room="lobby"] .room-open`))); err != nil {
+		t.Fatalf("open lobby: %v", err)
+	}
+	alice.waitMessage(t, "while you were away")
+	if n := eval[int](t, alice, `document.querySelectorAll('#rooms li[data-room="lobby"] .unread').length`); n != 0 {
+		t.Errorf("lobby still shows an unread badge after opening it")
+	}
+
+	alice.watch.assertClean(t, "alice")
+	bob.watch.assertClean(t, "bob")
+}
+
+// TestBrowserXSSRenderedAsText attacks the page with HTML in messages and
+// proves it is shown literally: no element is created from it, no script
+// runs, and no dialog opens, for the recipient or the sender.
+func TestBrowserXSSRenderedAsText(t *testing.T) {
+	ts := startServer(t, nil)
+	browser := newBrowser(t)
+	alice := loginUser(t, browser, ts.URL, "alice")
+	bob := loginUser(t, browser, ts.URL, "bob")
+
+	payloads := []string{
+		`<img src=x onerror=alert(1)>`,
+		`<script>window.pwned=1</script>`,
+		`<svg/onload=alert(2)><iframe srcdoc="<script>parent.pwned=1</script>">`,
+	}
+	for _, p := range payloads {
+		alice.sayExact(t, p)
+	}
+	for _, u := range []*browserUser{bob, alice} {
+		for _, p := range payloads {
+			u.waitMessage(t, p)
+		}
+		type verdict struct {
+			Elements int  `json:"elements"`
+			Pwned    bool `json:"pwned"`
+		}
+		v := eval[verdict](t, u, `({
+			elements: document.querySelectorAll('#messages img, #messages script, #messages svg, #messages iframe').length,
+			pwned: window.pwned !== undefined,
+		})`)
+		if v.Elements != 0 {
+			t.Errorf("%s: %d elements were created from message text", u.name, v.Elements)
+		}
+		if v.Pwned {
+			t.Errorf("%s: a script from a message ran (window.pwned is set)", u.name)
+		}
+	}
+	alice.watch.assertClean(t, "alice")
+	bob.watch.assertClean(t, "bob")
+}
+
+// cspWatcher is injected before any page script runs (DevTools scripts are
+// exempt from the page's CSP) so it also sees violations during the load.
+const cspWatcher = `window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+	window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI);
+});`
+
+// TestBrowserCSP proves the page works under the strict policy: the header
+// forbids inline and eval'd script, and the page logs no violation while it
+// loads, connects and exchanges a message. A deliberate inline script at the
+// end proves the policy is enforced and the watcher would have seen a
+// violation.
+func TestBrowserCSP(t *testing.T) {
+	ts := startServer(t, nil)
+
+	// The header, as served with the page to a signed-in user.
+	cookie := devLogin(t, ts.URL, "header-check")
+	req, err := http.NewRequest(http.MethodGet, ts.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.AddCookie(cookie)
+	resp, err := (&http.Client{
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}).Do(req)
+	if err != nil {
+		t.Fatalf("GET /: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET / with a session: status %d, want 200", resp.StatusCode)
+	}
+	policy := resp.Header.Get("Content-Security-Policy")
+	if !strings.Contains(policy, "script-src 'self'") {
+		t.Errorf("CSP %q lacks script-src 'self'", policy)
+	}
+	for _, bad := range []string{"unsafe-inline", "unsafe-eval"} {
+		if strings.Contains(policy, bad) {
+			t.Errorf("CSP %q allows %s", policy, bad)
+		}
+	}
+
+	browser := newBrowser(t)
+	bobCtx, bobWatch := openTab(t, browser)
+	if _, err := chromedp.Call(bobCtx, page.AddScriptToEvaluateOnNewDocument,
+		page.AddScriptToEvaluateOnNewDocumentParams{Source: cspWatcher}); err != nil {
+		t.Fatalf("install the CSP watcher: %v", err)
+	}
+	bob := &browserUser{name: "bob", ctx: bobCtx, watch: bobWatch}
+	if err := chromedp.Do(bobCtx,
+		chromedp.Navigate(ts.URL+"/login"),
+		chromedp.WaitVisible(chromedp.ID("name")),
+		chromedp.SendKeys(chromedp.ID("name"), "bob"),
+	); err != nil {
+		t.Fatalf("bob: login: %v", err)
+	}
+	if _, err := chromedp.RunResponse(bobCtx, chromedp.Click(chromedp.ID("login-submit"))); err != nil {
+		t.Fatalf("bob: submit the login form: %v", err)
+	}
+	bob.waitJS(t, "the page to connect", `document.querySelector('#status')?.dataset.state === 'connected' && !!document.querySelector('#rooms li[data-room="lobby"]')`)
+	alice := loginUser(t, browser, ts.URL, "alice")
+
+	alice.say(t, "csp check")
+	bob.waitMessage(t, "csp check")
+	bob.say(t, "csp reply")
+	alice.waitMessage(t, "csp reply")
+
+	violations := eval[[]string](t, bob, `window.__cspViolations`)
+	if len(violations) > 0 {
+		t.Errorf("CSP violations in the page: %q", violations)
+	}
+	bob.watch.assertClean(t, "bob")
+	alice.watch.assertClean(t, "alice")
+
+	// The control: an inline script must be blocked and reported.
+	ran := eval[bool](t, bob, `(() => {
+		const s = document.createElement('script');
+		s.textContent = 'window.__inlineRan = true';
+		document.body.appendChild(s);
+		return window.__inlineRan === true;
+	})()`)
+	if ran {
+		t.Errorf("an inline script ran: the CSP is not enforced")
+	}
+	bob.waitJS(t, "the control violation to be reported",
+		`window.__cspViolations.some((v) => v.startsWith('script-src'))`)
+}
+
+// TestBrowserRateLimitNotice floods the server from the page and proves the
+// user is told, with a visible rate_limited notice that says when to retry.
+// The flood also trips the abuse close (1008); since the session is still
+// valid, the page must say so and reconnect rather than log the user out.
+func TestBrowserRateLimitNotice(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.MsgBurst = 10
+		c.UserMsgBurst = 20
+		c.AbuseDrops = 5
+		c.AbuseWindow = time.Minute
+	})
+	browser := newBrowser(t)
+	alice := loginUser(t, browser, ts.URL, "alice")
+
+	eval[chromedp.Void](t, alice, `(() => {
+		const input = document.querySelector('#input');
+		const send = document.querySelector('#send');
+		for (let i = 0; i < 40; i++) {
+			input.value = 'flood ' + i;
+			send.click();
+		}
+	})()`)
+	if err := chromedp.Do(alice.ctx, chromedp.WaitVisible(chromedp.CSS(`#notices .notice[data-code="rate_limited"]`))); err != nil {
+		t.Fatalf("no visible rate_limited notice: %v\npage: %s", err, alice.describe())
+	}
+	text := eval[string](t, alice, `document.querySelector('#notices .notice[data-code="rate_limited"]').textContent`)
+	if !strings.Contains(text, "Try again in") {
+		t.Errorf("rate-limit notice %q does not say when to retry", text)
+	}
+	if n := eval[int](t, alice, `document.querySelectorAll('#notices .notice[data-code="rate_limited"]').length`); n != 1 {
+		t.Errorf("%d rate_limited notices, want one (repeats update it)", n)
+	}
+	alice.waitJS(t, "the abuse close to be shown", `!!document.querySelector('#notices .notice[data-code="closed"]')`)
+	alice.waitJS(t, "the page to reconnect by itself",
+		`location.pathname === '/' && document.querySelector('#status').dataset.state === 'connected'`)
+	alice.watch.assertClean(t, "alice")
+}
+
+// TestBrowserLogout proves the logout button ends the session: the browser
+// lands on the login page, and a second tab of the same session is sent
+// there too instead of reconnecting forever.
+func TestBrowserLogout(t *testing.T) {
+	ts := startServer(t, nil)
+	browser := newBrowser(t)
+	alice := loginUser(t, browser, ts.URL, "alice")
+
+	// A second tab in the same browser context shares alice's cookie.
+	second, cancel := chromedp.NewContext(alice.ctx)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(second, chromedp.Navigate(ts.URL+"/")); err != nil {
+		t.Fatalf("open a second tab: %v", err)
+	}
+	other := &browserUser{name: "alice (second tab)", ctx: second}
+	other.waitJS(t, "the second tab to connect", `document.querySelector('#status')?.dataset.state === 'connected'`)
+
+	if err := chromedp.Do(alice.ctx, chromedp.Click(chromedp.ID("logout"))); err != nil {
+		t.Fatalf("click logout: %v", err)
+	}
+	alice.waitJS(t, "the login page after logout", `location.pathname === '/login'`)
+	other.waitJS(t, "the second tab to go to the login page", `location.pathname === '/login'`)
+}
+
+// TestBrowserScreenshots renders the login page and a chat with a few
+// messages; with CHAT_SCREENSHOTS=1 it writes them to /tmp for a person to
+// look at the design.
+func TestBrowserScreenshots(t *testing.T) {
+	ts := startServer(t, nil)
+	browser := newBrowser(t)
+	write := os.Getenv("CHAT_SCREENSHOTS") == "1"
+
+	loginCtx, _ := openTab(t, browser)
+	if err := chromedp.Do(loginCtx,
+		chromedp.Navigate(ts.URL+"/login"),
+		chromedp.WaitVisible(chromedp.ID("login-submit")),
+	); err != nil {
+		t.Fatalf("login page: %v", err)
+	}
+	shot, err := chromedp.Run(loginCtx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("login screenshot: %v", err)
+	}
+	saveScreenshot(t, write, "/tmp/login-screenshot.png", shot)
+
+	alice := loginUser(t, browser, ts.URL, "alice")
+	bob := loginUser(t, browser, ts.URL, "bob")
+	alice.say(t, "Morning! Did the deploy go out?")
+	bob.waitMessage(t, "Morning! Did the deploy go out?")
+	bob.sayExact(t, "Yes, at 9:40.\nEverything green so far.")
+	alice.waitMessage(t, "Yes, at 9:40.\nEverything green so far.")
+	alice.say(t, "<b>HTML stays text</b> and a verylongwordthatshouldwrapnicelyinsteadofoverflowingthecolumnandbreakingthelayoutofthepage")
+	bob.waitMessage(t, "<b>HTML stays text</b> and a verylongwordthatshouldwrapnicelyinsteadofoverflowingthecolumnandbreakingthelayoutofthepage")
+	alice.waitMessage(t, "<b>HTML stays text</b> and a verylongwordthatshouldwrapnicelyinsteadofoverflowingthecolumnandbreakingthelayoutofthepage")
+
+	shot, err = chromedp.Run(alice.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("chat screenshot: %v", err)
+	}
+	saveScreenshot(t, write, "/tmp/chat-screenshot.png", shot)
+	alice.watch.assertClean(t, "alice")
+}
+
+// saveScreenshot writes a screenshot only when asked to, so normal runs
+// leave nothing behind, and checks that it is a PNG either way.
+func saveScreenshot(t *testing.T, write bool, path string, png []byte) {
+	t.Helper()
+	if len(png) < 8 || string(png[1:4]) != "PNG" {
+		t.Fatalf("%s: not a PNG (%d bytes)", path, len(png))
+	}
+	if !write {
+		return
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s", path)
+}

@@ -1,0 +1,839 @@
+// The chat page. Plain JavaScript, no build step, no framework.
+//
+// Security rule for this file: every string that comes from the server (or
+// from another user through the server) is put into the page with
+// textContent, createTextNode or a dataset/attribute value, never parsed as
+// HTML. The page's Content-Security-Policy forbids inline script and style,
+// so this file sets no style attributes either; it only toggles classes.
+'use strict';
+
+(() => {
+  const LOBBY = 'lobby';
+  const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+  const BACKOFF_MIN_MS = 1000;
+  const BACKOFF_MAX_MS = 30000;
+  const MAX_MESSAGES_PER_ROOM = 500;
+  const MAX_PENDING = 200;
+  const MAX_NOTICES = 5;
+  const NOTICE_MS = 8000;
+  const HUES = 8;
+  const GROUP_MS = 5 * 60 * 1000; // messages closer than this from one sender are grouped
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    status: $('status'),
+    me: $('me'),
+    devBanner: $('dev-banner'),
+    motd: $('motd'),
+    rooms: $('rooms'),
+    browse: $('browse'),
+    browseRefresh: $('browse-refresh'),
+    joinForm: $('join-form'),
+    joinName: $('join-name'),
+    roomTitle: $('room-title'),
+    roomCount: $('room-count'),
+    messages: $('messages'),
+    jump: $('jump'),
+    compose: $('compose'),
+    input: $('input'),
+    counter: $('counter'),
+    send: $('send'),
+    members: $('members'),
+    memberCount: $('member-count'),
+    notices: $('notices'),
+    logoutForm: $('logout-form'),
+    toggleRooms: $('toggle-rooms'),
+    toggleMembers: $('toggle-members'),
+  };
+
+  const state = {
+    ws: null,
+    connected: false, // true between welcome and close
+    me: null, // {id, name} from welcome
+    limits: null,
+    rooms: new Map(), // room name -> {name, members: Map(id -> name), messages: [], seen: Set, unread}
+    wanted: new Set([LOBBY]), // rooms to be in; re-joined after a reconnect
+    current: LOBBY,
+    switchTo: '', // room the user asked to open; opened when its `joined` arrives
+    nextRef: 1,
+    pending: new Map(), // ref -> {room, text} for says not yet acked
+    attempt: 0,
+    retryTimer: 0,
+    countdownTimer: 0,
+    retryAt: 0,
+    leaving: false,
+    browse: [],
+  };
+
+  // ---------------------------------------------------------------------
+  // Small helpers
+
+  // make builds an element with a class and optional text, so that every
+  // piece of text goes through textContent and never through HTML parsing.
+  function make(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // str turns any JSON value into a display string, so a malformed server
+  // object cannot throw while rendering.
+  function str(v, fallback = '') {
+    return typeof v === 'string' ? v : fallback;
+  }
+
+  // user normalises a {id, name} object from the server.
+  function user(u) {
+    if (!u || typeof u !== 'object') return { id: '', name: '?' };
+    return { id: str(u.id), name: str(u.name, '?') || '?' };
+  }
+
+  // hueClass picks a stable colour class for a user id, so avatars are
+  // coloured without inline styles (which the CSP forbids).
+  function hueClass(id) {
+    let h = 0;
+    for (let i = 0; i < id.length; i++) h = (h * 31 + id.charCodeAt(i)) >>> 0;
+    return 'hue-' + (h % HUES);
+  }
+
+  // initial gives the first visible character of a name for its avatar.
+  function initial(name) {
+    const first = Array.from(name.trim())[0];
+    return first ? first.toUpperCase() : '?';
+  }
+
+  // avatar draws a coloured circle with the user's initial.
+  function avatar(u) {
+    const a = make('span', 'avatar ' + hueClass(u.id || u.name), initial(u.name));
+    a.setAttribute('aria-hidden', 'true');
+    return a;
+  }
+
+  // hhmm formats Unix milliseconds as local HH:MM, as the messages show it.
+  function hhmm(d) {
+    return String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0');
+  }
+
+  // isMe tells whether a user is the signed-in user, to mark own messages.
+  function isMe(u) {
+    return !!(state.me && u.id && u.id === state.me.id);
+  }
+
+  // room returns the local record of a joined room, creating it if needed.
+  function room(name) {
+    let r = state.rooms.get(name);
+    if (!r) {
+      r = { name, members: new Map(), messages: [], seen: new Set(), unread: 0 };
+      state.rooms.set(name, r);
+    }
+    return r;
+  }
+
+  // ---------------------------------------------------------------------
+  // Connection
+
+  // setStatus shows the connection state; tests and users read #status,
+  // whose text contains "connected" exactly when the socket is usable.
+  function setStatus(kind, text) {
+    ui.status.dataset.state = kind;
+    ui.status.textContent = text;
+    const usable = kind === 'connected';
+    ui.send.disabled = !usable;
+    document.body.classList.toggle('is-offline', !usable);
+  }
+
+  // wsURL derives the WebSocket address from the page's own origin, so the
+  // cookie goes along and connect-src 'self' allows it.
+  function wsURL() {
+    return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
+  }
+
+  // connect opens the WebSocket and wires its events.
+  function connect() {
+    clearRetry();
+    if (state.leaving) return;
+    if (navigator.onLine === false) {
+      setStatus('offline', 'offline');
+      return;
+    }
+    setStatus('connecting', 'connecting…');
+    let ws;
+    try {
+      ws = new WebSocket(wsURL());
+    } catch (err) {
+      scheduleReconnect();
+      return;
+    }
+    state.ws = ws;
+    let opened = false;
+    ws.addEventListener('open', () => {
+      opened = true;
+    });
+    ws.addEventListener('message', (ev) => {
+      if (state.ws === ws) onFrame(ev.data);
+    });
+    ws.addEventListener('close', (ev) => {
+      if (state.ws !== ws) return;
+      state.ws = null;
+      state.connected = false;
+      onClose(ev, opened);
+    });
+  }
+
+  // onClose decides what a closed socket means: a session that is gone sends
+  // the user to the login page, anything else reconnects with back-off.
+  function onClose(ev, opened) {
+    if (state.leaving) return;
+    setStatus('reconnecting', 'reconnecting…');
+    const policy = ev.code === 1008;
+    if (!opened || policy) {
+      // The handshake failed or the server closed for policy (logged out,
+      // session ended, banned, abuse). Only a login can fix a missing
+      // session, so ask the page endpoint whether the session still exists.
+      checkSession().then((alive) => {
+        if (alive === false) {
+          goLogin();
+          return;
+        }
+        if (policy) {
+          const why = str(ev.reason) || 'policy violation';
+          notify('closed', 'The server closed the connection: ' + why + '.');
+        }
+        scheduleReconnect();
+      });
+      return;
+    }
+    if (ev.code === 1001) notify('closed', 'The server is restarting. Reconnecting…');
+    else if (ev.code === 1013) notify('closed', 'The server is full. Trying again shortly…');
+    scheduleReconnect();
+  }
+
+  // checkSession asks for the page without following redirects: a redirect
+  // (to /login) or 401 means the session is gone. It resolves to true, false
+  // or null (unknown, e.g. the network is down).
+  function checkSession() {
+    return fetch('/', { method: 'HEAD', redirect: 'manual', cache: 'no-store', credentials: 'same-origin' })
+      .then((r) => {
+        if (r.type === 'opaqueredirect' || (r.status >= 300 && r.status < 400)) return false;
+        if (r.status === 401 || r.status === 403) return false;
+        return true;
+      })
+      .catch(() => null);
+  }
+
+  // goLogin leaves the page for the login screen.
+  function goLogin() {
+    state.leaving = true;
+    setStatus('offline', 'signed out');
+    location.assign('/login');
+  }
+
+  // clearRetry stops any pending reconnect and its countdown.
+  function clearRetry() {
+    clearTimeout(state.retryTimer);
+    clearInterval(state.countdownTimer);
+    state.retryTimer = 0;
+    state.countdownTimer = 0;
+  }
+
+  // scheduleReconnect waits an exponentially growing, jittered delay
+  // (1 s up to 30 s) so that a restarted server is not stampeded.
+  function scheduleReconnect() {
+    clearRetry();
+    if (state.leaving) return;
+    if (navigator.onLine === false) {
+      setStatus('offline', 'offline');
+      return;
+    }
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** state.attempt);
+    const delay = Math.max(BACKOFF_MIN_MS, ceiling / 2 + Math.random() * (ceiling / 2));
+    state.attempt = Math.min(state.attempt + 1, 10);
+    state.retryAt = Date.now() + delay;
+    const tick = () => {
+      const secs = Math.max(1, Math.ceil((state.retryAt - Date.now()) / 1000));
+      setStatus('reconnecting', 'reconnecting in ' + secs + 's');
+    };
+    tick();
+    state.countdownTimer = setInterval(tick, 1000);
+    state.retryTimer = setTimeout(connect, delay);
+  }
+
+  // sendJSON writes one object to the socket; it reports false when there is
+  // no open connection so callers can keep the user's input.
+  function sendJSON(obj) {
+    const ws = state.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(obj));
+    return true;
+  }
+
+  // onFrame splits a frame into its newline-separated JSON objects; one bad
+  // line must not stop the others.
+  function onFrame(data) {
+    if (typeof data !== 'string') return;
+    for (const line of data.split('\n')) {
+      if (!line.trim()) continue;
+      let obj;
+      try {
+        obj = JSON.parse(line);
+      } catch (err) {
+        continue;
+      }
+      if (!obj || typeof obj !== 'object' || Array.isArray(obj)) continue;
+      try {
+        handle(obj);
+      } catch (err) {
+        console.warn('chat: cannot handle a server event', err);
+      }
+    }
+  }
+
+  // handle dispatches one server event by its type.
+  function handle(ev) {
+    switch (ev.type) {
+      case 'welcome': return onWelcome(ev);
+      case 'joined': return onJoined(ev);
+      case 'left': return onLeft(ev);
+      case 'presence': return onPresence(ev);
+      case 'message': return onMessage(ev);
+      case 'rooms': return onRooms(ev);
+      case 'ack': return onAck(ev);
+      case 'error': return onError(ev);
+      default: return undefined; // newer servers may add events
+    }
+  }
+
+  // ---------------------------------------------------------------------
+  // Server events
+
+  // onWelcome learns who we are and re-joins the rooms we had before a
+  // reconnect (the server joins lobby by itself).
+  function onWelcome(ev) {
+    const you = user(ev.you);
+    if (state.me && state.me.id !== you.id) {
+      // A different account in the same tab: forget the old one's rooms.
+      state.rooms.clear();
+      state.wanted = new Set([LOBBY]);
+      state.current = LOBBY;
+    }
+    state.me = you;
+    state.limits = ev.limits && typeof ev.limits === 'object' ? ev.limits : null;
+    state.connected = true;
+    state.attempt = 0;
+    for (const r of state.rooms.values()) r.seen.clear();
+    ui.me.textContent = you.name;
+    ui.devBanner.hidden = ev.dev !== true;
+    const motd = str(ev.motd).trim();
+    ui.motd.textContent = motd;
+    ui.motd.hidden = motd === '';
+    setStatus('connected', 'connected');
+    // Say that the connection is back where a notice said it was lost.
+    if (hasNotice('closed')) notify('closed', 'Reconnected.', 3000);
+    clearNotice('offline');
+    for (const name of state.wanted) {
+      if (name !== LOBBY) sendJSON({ type: 'join', room: name });
+    }
+    sendJSON({ type: 'rooms' });
+    updateCounter();
+  }
+
+  // onJoined records the room and its members, and opens the room when the
+  // user asked for it.
+  function onJoined(ev) {
+    const name = str(ev.room);
+    if (!name) return;
+    const r = room(name);
+    r.members.clear();
+    if (Array.isArray(ev.members)) {
+      for (const m of ev.members) {
+        const u = user(m);
+        r.members.set(u.id || u.name, u.name);
+      }
+    }
+    state.wanted.add(name);
+    markBrowseJoined();
+    if (state.switchTo === name || !state.rooms.has(state.current)) {
+      state.switchTo = '';
+      selectRoom(name);
+      return;
+    }
+    renderRooms();
+    if (name === state.current) {
+      renderMembers();
+      renderHeader();
+    }
+  }
+
+  // onLeft forgets a room and moves to another one if it was open.
+  function onLeft(ev) {
+    const name = str(ev.room);
+    state.rooms.delete(name);
+    state.wanted.delete(name);
+    markBrowseJoined();
+    if (state.current === name) {
+      const next = state.rooms.has(LOBBY) ? LOBBY : state.rooms.keys().next().value;
+      selectRoom(next || LOBBY);
+    } else {
+      renderRooms();
+    }
+  }
+
+  // onPresence keeps a room's member list current and notes the change in
+  // the room's timeline.
+  function onPresence(ev) {
+    const name = str(ev.room);
+    const r = state.rooms.get(name);
+    if (!r) return;
+    const u = user(ev.user);
+    const key = u.id || u.name;
+    let text;
+    if (ev.event === 'join') {
+      r.members.set(key, u.name);
+      text = u.name + ' joined';
+    } else if (ev.event === 'leave') {
+      r.members.delete(key);
+      text = u.name + ' left';
+    } else {
+      return;
+    }
+    pushEntry(r, { kind: 'sys', text, ts: Date.now() });
+    if (name === state.current) {
+      renderMembers();
+      renderHeader();
+    }
+  }
+
+  // onMessage stores a chat message and shows it if its room is open, or
+  // counts it as unread otherwise.
+  function onMessage(ev) {
+    const name = str(ev.room);
+    const r = state.rooms.get(name);
+    if (!r) return;
+    if (typeof ev.id === 'number') {
+      if (r.seen.has(ev.id)) return;
+      r.seen.add(ev.id);
+    }
+    const entry = {
+      kind: 'msg',
+      id: ev.id,
+      from: user(ev.from),
+      ts: typeof ev.ts === 'number' ? ev.ts : Date.now(),
+      text: str(ev.text),
+    };
+    pushEntry(r, entry);
+    if (name !== state.current) {
+      r.unread++;
+      renderRooms();
+    }
+    updateTitle();
+  }
+
+  // onRooms fills the browse list.
+  function onRooms(ev) {
+    state.browse = Array.isArray(ev.rooms)
+      ? ev.rooms
+        .filter((x) => x && typeof x === 'object' && typeof x.name === 'string')
+        .map((x) => ({ name: x.name, members: typeof x.members === 'number' ? x.members : null }))
+      : [];
+    state.browse.sort((a, b) => a.name.localeCompare(b.name));
+    renderBrowse();
+  }
+
+  // onAck forgets a delivered message's draft.
+  function onAck(ev) {
+    state.pending.delete(str(ev.ref));
+  }
+
+  // onError shows the server's complaint and undoes what it refused.
+  function onError(ev) {
+    const code = str(ev.code, 'error') || 'error';
+    const ref = str(ev.ref);
+    const errRoom = str(ev.room);
+    let text = str(ev.message) || code.replace(/_/g, ' ');
+    let timeout = NOTICE_MS;
+    if (code === 'rate_limited') {
+      const ms = typeof ev.retry_after_ms === 'number' && ev.retry_after_ms > 0 ? ev.retry_after_ms : 1000;
+      text = 'You are sending too fast. Try again in ' + (ms / 1000).toFixed(1) + ' s.';
+      timeout = Math.max(NOTICE_MS, ms + 3000);
+    }
+    if (errRoom && (code === 'bad_room' || code === 'too_many_rooms' || code === 'room_full')) {
+      if (!state.rooms.has(errRoom)) state.wanted.delete(errRoom);
+      if (state.switchTo === errRoom) state.switchTo = '';
+      text += ' (' + errRoom + ')';
+    }
+    // Give a refused message back to the user instead of losing it.
+    const draft = ref ? state.pending.get(ref) : undefined;
+    if (draft) {
+      state.pending.delete(ref);
+      if (ui.input.value === '' && draft.room === state.current) {
+        ui.input.value = draft.text;
+        updateCounter();
+      }
+    }
+    notify(code, text, timeout);
+  }
+
+  // ---------------------------------------------------------------------
+  // Rendering
+
+  // pushEntry appends a message or system line to a room and, when the room
+  // is open, to the page, keeping the view pinned to the bottom if it was.
+  function pushEntry(r, entry) {
+    r.messages.push(entry);
+    if (r.messages.length > MAX_MESSAGES_PER_ROOM) r.messages.splice(0, r.messages.length - MAX_MESSAGES_PER_ROOM);
+    if (r.name !== state.current) return;
+    const stick = atBottom();
+    ui.messages.appendChild(entryNode(entry, r.messages[r.messages.length - 2]));
+    while (ui.messages.childElementCount > MAX_MESSAGES_PER_ROOM) {
+      ui.messages.firstElementChild.remove();
+      ui.messages.firstElementChild.classList.remove('msg-cont');
+    }
+    if (stick || (entry.kind === 'msg' && isMe(entry.from))) scrollToBottom();
+    else if (entry.kind === 'msg') ui.jump.hidden = false;
+  }
+
+  // continues tells whether a message follows one from the same sender
+  // closely enough to be shown as part of the same group.
+  function continues(entry, prev) {
+    return !!prev && prev.kind === 'msg' && entry.kind === 'msg' &&
+      prev.from.id === entry.from.id && prev.from.name === entry.from.name &&
+      entry.ts - prev.ts >= 0 && entry.ts - prev.ts < GROUP_MS;
+  }
+
+  // entryNode builds the DOM for one timeline entry, text only; prev is the
+  // entry before it, to group consecutive messages of one sender.
+  function entryNode(entry, prev) {
+    if (entry.kind === 'sys') {
+      const line = make('div', 'sys');
+      line.appendChild(make('span', 'sys-text', entry.text));
+      return line;
+    }
+    const mine = isMe(entry.from);
+    const item = make('div', mine ? 'msg msg-mine' : 'msg');
+    if (continues(entry, prev)) item.classList.add('msg-cont');
+    if (typeof entry.id === 'number') item.dataset.id = String(entry.id);
+    item.appendChild(avatar(entry.from));
+    const body = make('div', 'msg-body');
+    const head = make('div', 'msg-head');
+    head.appendChild(make('span', 'msg-from', entry.from.name));
+    const when = new Date(entry.ts);
+    const time = make('time', 'msg-time', Number.isNaN(when.getTime()) ? '' : hhmm(when));
+    if (!Number.isNaN(when.getTime())) {
+      time.dateTime = when.toISOString();
+      time.title = when.toLocaleString();
+    }
+    head.appendChild(time);
+    body.appendChild(head);
+    body.appendChild(make('div', 'msg-text', entry.text));
+    item.appendChild(body);
+    return item;
+  }
+
+  // atBottom tells whether the user is reading the newest messages, so new
+  // ones only auto-scroll then.
+  function atBottom() {
+    const m = ui.messages;
+    return m.scrollHeight - m.scrollTop - m.clientHeight < 48;
+  }
+
+  // scrollToBottom shows the newest message.
+  function scrollToBottom() {
+    ui.messages.scrollTop = ui.messages.scrollHeight;
+    ui.jump.hidden = true;
+  }
+
+  // selectRoom opens a joined room: its messages, members and header.
+  function selectRoom(name) {
+    state.current = name;
+    const r = state.rooms.get(name);
+    if (r) r.unread = 0;
+    const frag = document.createDocumentFragment();
+    if (r) r.messages.forEach((e, i) => frag.appendChild(entryNode(e, r.messages[i - 1])));
+    ui.messages.replaceChildren(frag);
+    scrollToBottom();
+    renderRooms();
+    renderMembers();
+    renderHeader();
+    updateTitle();
+    document.body.classList.remove('show-rooms');
+    ui.toggleRooms.setAttribute('aria-expanded', 'false');
+  }
+
+  // renderHeader shows the open room's name and size.
+  function renderHeader() {
+    ui.roomTitle.textContent = '#' + state.current;
+    const r = state.rooms.get(state.current);
+    const n = r ? r.members.size : 0;
+    ui.roomCount.textContent = r ? n + (n === 1 ? ' member' : ' members') : 'not joined';
+  }
+
+  // renderRooms lists the joined rooms with unread counts and leave buttons.
+  function renderRooms() {
+    const names = Array.from(state.rooms.keys()).sort((a, b) => {
+      if (a === LOBBY) return -1;
+      if (b === LOBBY) return 1;
+      return a.localeCompare(b);
+    });
+    const frag = document.createDocumentFragment();
+    for (const name of names) {
+      const r = state.rooms.get(name);
+      const li = make('li', name === state.current ? 'room active' : 'room');
+      li.dataset.room = name;
+      const open = make('button', 'room-open');
+      open.type = 'button';
+      open.appendChild(make('span', 'room-hash', '#'));
+      open.appendChild(make('span', 'room-name', name));
+      if (r.unread > 0 && name !== state.current) {
+        const badge = make('span', 'unread', r.unread > 99 ? '99+' : String(r.unread));
+        badge.title = r.unread + ' unread';
+        open.appendChild(badge);
+      }
+      if (name === state.current) open.setAttribute('aria-current', 'true');
+      open.addEventListener('click', () => selectRoom(name));
+      li.appendChild(open);
+      const leave = make('button', 'room-leave', '×');
+      leave.type = 'button';
+      leave.title = 'Leave ' + name;
+      leave.setAttribute('aria-label', 'Leave ' + name);
+      leave.addEventListener('click', () => {
+        if (!sendJSON({ type: 'leave', room: name })) notify('offline', 'Not connected.');
+      });
+      li.appendChild(leave);
+      frag.appendChild(li);
+    }
+    ui.rooms.replaceChildren(frag);
+  }
+
+  // renderBrowse lists every room the server reported, to join with a click.
+  function renderBrowse() {
+    const frag = document.createDocumentFragment();
+    if (state.browse.length === 0) {
+      frag.appendChild(make('li', 'empty', 'No rooms yet.'));
+    }
+    for (const b of state.browse) {
+      const li = make('li', state.rooms.has(b.name) ? 'browse-room joined' : 'browse-room');
+      li.dataset.room = b.name;
+      const btn = make('button', 'browse-join');
+      btn.type = 'button';
+      btn.appendChild(make('span', 'room-name', '#' + b.name));
+      if (b.members !== null) btn.appendChild(make('span', 'count', String(b.members)));
+      btn.title = state.rooms.has(b.name) ? 'Open ' + b.name : 'Join ' + b.name;
+      btn.addEventListener('click', () => joinRoom(b.name));
+      li.appendChild(btn);
+      frag.appendChild(li);
+    }
+    ui.browse.replaceChildren(frag);
+  }
+
+  // markBrowseJoined refreshes the joined marks of the browse list.
+  function markBrowseJoined() {
+    for (const li of ui.browse.children) {
+      if (li.dataset.room) li.classList.toggle('joined', state.rooms.has(li.dataset.room));
+    }
+  }
+
+  // renderMembers lists the open room's members, you first.
+  function renderMembers() {
+    const r = state.rooms.get(state.current);
+    const list = r ? Array.from(r.members, ([id, name]) => ({ id, name })) : [];
+    list.sort((a, b) => {
+      if (isMe(a) !== isMe(b)) return isMe(a) ? -1 : 1;
+      return a.name.localeCompare(b.name);
+    });
+    const frag = document.createDocumentFragment();
+    for (const u of list) {
+      const li = make('li', isMe(u) ? 'member me' : 'member');
+      li.dataset.user = u.id;
+      li.appendChild(avatar(u));
+      li.appendChild(make('span', 'member-name', u.name));
+      if (isMe(u)) li.appendChild(make('span', 'you', 'you'));
+      frag.appendChild(li);
+    }
+    ui.members.replaceChildren(frag);
+    ui.memberCount.textContent = r ? String(list.length) : '';
+  }
+
+  // updateTitle puts the unread count in the tab title.
+  function updateTitle() {
+    let n = 0;
+    for (const r of state.rooms.values()) n += r.unread;
+    document.title = (n > 0 ? '(' + n + ') ' : '') + '#' + state.current + ' · Chat';
+  }
+
+  // updateCounter shows how close the draft is to the server's length cap.
+  function updateCounter() {
+    const max = state.limits && typeof state.limits.text_max_chars === 'number' ? state.limits.text_max_chars : 0;
+    const len = Array.from(ui.input.value).length;
+    const lines = ui.input.value.split('\n').length;
+    ui.input.rows = Math.min(6, Math.max(1, lines));
+    if (!max || len < max * 0.8) {
+      ui.counter.hidden = true;
+      return;
+    }
+    ui.counter.hidden = false;
+    ui.counter.textContent = len + ' / ' + max;
+    ui.counter.classList.toggle('over', len > max);
+  }
+
+  // ---------------------------------------------------------------------
+  // Notices
+
+  // notify shows a dismissable toast for an error code; a repeated code
+  // updates the existing toast instead of stacking copies.
+  function notify(code, text, timeout = NOTICE_MS) {
+    let box = null;
+    for (const n of ui.notices.children) {
+      if (n.dataset.code === code) box = n;
+    }
+    if (!box) {
+      box = make('div', 'notice');
+      box.dataset.code = code;
+      box.setAttribute('role', 'alert');
+      box.appendChild(make('span', 'notice-text'));
+      const close = make('button', 'notice-close', '×');
+      close.type = 'button';
+      close.setAttribute('aria-label', 'Dismiss');
+      close.addEventListener('click', () => box.remove());
+      box.appendChild(close);
+      ui.notices.appendChild(box);
+      while (ui.notices.childElementCount > MAX_NOTICES) ui.notices.firstElementChild.remove();
+    }
+    box.querySelector('.notice-text').textContent = text;
+    clearTimeout(Number(box.dataset.timer || 0));
+    const target = box;
+    box.dataset.timer = String(setTimeout(() => target.remove(), timeout));
+  }
+
+  // hasNotice tells whether a toast of this code is showing.
+  function hasNotice(code) {
+    return Array.from(ui.notices.children).some((n) => n.dataset.code === code);
+  }
+
+  // clearNotice removes the toast of one code once its cause is over.
+  function clearNotice(code) {
+    for (const n of Array.from(ui.notices.children)) {
+      if (n.dataset.code === code) n.remove();
+    }
+  }
+
+  // ---------------------------------------------------------------------
+  // User actions
+
+  // joinRoom opens a room, joining it first when needed.
+  function joinRoom(raw) {
+    const name = String(raw).trim().toLowerCase();
+    if (!ROOM_RE.test(name)) {
+      notify('bad_room', 'Room names are 1–32 characters of a–z, 0–9, - and _, starting with a letter or digit.');
+      return false;
+    }
+    if (state.rooms.has(name)) {
+      selectRoom(name);
+      return true;
+    }
+    state.switchTo = name;
+    if (!sendJSON({ type: 'join', room: name })) {
+      notify('offline', 'Not connected; try again when the status says connected.');
+      return false;
+    }
+    return true;
+  }
+
+  // sendMessage sends the draft to the open room and remembers it by ref,
+  // so a refusal can give it back.
+  function sendMessage() {
+    const text = ui.input.value;
+    if (text.trim() === '') return;
+    if (!state.connected) {
+      notify('offline', 'Not connected; your message was not sent.');
+      return;
+    }
+    const ref = String(state.nextRef++);
+    const msg = { type: 'say', room: state.current, text, ref };
+    if (!sendJSON(msg)) {
+      notify('offline', 'Not connected; your message was not sent.');
+      return;
+    }
+    state.pending.set(ref, { room: state.current, text });
+    while (state.pending.size > MAX_PENDING) state.pending.delete(state.pending.keys().next().value);
+    ui.input.value = '';
+    updateCounter();
+  }
+
+  // bind attaches every event handler; the HTML has no on* attributes.
+  function bind() {
+    ui.compose.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      sendMessage();
+      ui.input.focus();
+    });
+    ui.input.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && !ev.altKey && !ev.ctrlKey && !ev.metaKey) {
+        ev.preventDefault();
+        sendMessage();
+      }
+    });
+    ui.input.addEventListener('input', updateCounter);
+    ui.joinForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      if (joinRoom(ui.joinName.value)) ui.joinName.value = '';
+    });
+    ui.joinName.addEventListener('input', () => {
+      const lower = ui.joinName.value.toLowerCase();
+      if (lower !== ui.joinName.value) ui.joinName.value = lower;
+    });
+    ui.browseRefresh.addEventListener('click', () => {
+      if (!sendJSON({ type: 'rooms' })) notify('offline', 'Not connected.');
+    });
+    ui.messages.addEventListener('scroll', () => {
+      if (atBottom()) ui.jump.hidden = true;
+    });
+    ui.jump.addEventListener('click', scrollToBottom);
+    ui.logoutForm.addEventListener('submit', () => {
+      state.leaving = true;
+      clearRetry();
+    });
+    ui.toggleRooms.addEventListener('click', () => togglePanel('show-rooms', ui.toggleRooms));
+    ui.toggleMembers.addEventListener('click', () => togglePanel('show-members', ui.toggleMembers));
+    window.addEventListener('pagehide', () => {
+      state.leaving = true;
+      clearRetry();
+    });
+    window.addEventListener('pageshow', (ev) => {
+      // Coming back from the back/forward cache: start over.
+      if (ev.persisted) {
+        state.leaving = false;
+        connect();
+      }
+    });
+    window.addEventListener('offline', () => {
+      if (!state.ws) {
+        clearRetry();
+        setStatus('offline', 'offline');
+      }
+    });
+    window.addEventListener('online', () => {
+      if (!state.ws) {
+        state.attempt = 0;
+        connect();
+      }
+    });
+  }
+
+  // togglePanel opens one side panel on narrow screens and closes the other.
+  function togglePanel(cls, button) {
+    const open = !document.body.classList.contains(cls);
+    document.body.classList.remove('show-rooms', 'show-members');
+    ui.toggleRooms.setAttribute('aria-expanded', 'false');
+    ui.toggleMembers.setAttribute('aria-expanded', 'false');
+    if (open) {
+      document.body.classList.add(cls);
+      button.setAttribute('aria-expanded', 'true');
+    }
+  }
+
+  bind();
+  renderHeader();
+  renderBrowse();
+  connect();
+})();
