@@ -111,6 +111,9 @@ func (c *Config) validate() (*target, error) {
 	if c.ConnectRate <= 0 || c.ConnectRate > maxConnectRate {
 		errs = append(errs, fmt.Sprintf("-connect-rate must be in (0, %d]", maxConnectRate))
 	}
+	if c.Clients > 0 && c.ConnectRate > 0 && float64(c.Clients)/c.ConnectRate > maxDuration.Seconds() {
+		errs = append(errs, fmt.Sprintf("-clients / -connect-rate must fit the connect phase within %s", maxDuration))
+	}
 	if c.Settle < 0 || c.Settle > maxSettle {
 		errs = append(errs, fmt.Sprintf("-settle must be 0..%s", maxSettle))
 	}

@@ -137,7 +137,7 @@ func parseCookieFlag(s string) []*http.Cookie {
 	if name, value, ok := strings.Cut(s, "="); ok && name != "" {
 		return []*http.Cookie{{Name: name, Value: value}}
 	}
-	return []*http.Cookie{{Name: "session", Value: s}}
+	return []*http.Cookie{{Name: "chat_session", Value: s}}
 }
 
 // dial opens the WebSocket; a refusal is returned as a short reason such as

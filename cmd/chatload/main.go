@@ -40,7 +40,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Size, "size", 64, "message text size in bytes (padded)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, fmt.Sprintf("how long senders send (max %s)", maxDuration))
 	fs.StringVar(&cfg.Room, "room", "lobby", "room to load (modified protocol)")
-	fs.StringVar(&cfg.Cookie, "cookie", "", "session cookie for every client instead of the dev login: name=value, or a bare value named \"session\"")
+	fs.StringVar(&cfg.Cookie, "cookie", "", "session cookie for every client instead of the dev login: name=value, or a bare value named \"chat_session\"")
 	fs.IntVar(&cfg.Pid, "pid", 0, "server process id, to report its CPU and RSS from /proc")
 	fs.IntVar(&cfg.SrcAddrs, "src-addrs", 0, "spread clients over this many source addresses 127.0.0.2, 127.0.0.3, ... (0: ceil(clients/16))")
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", 500, "new connections per second, overall")

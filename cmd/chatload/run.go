@@ -11,6 +11,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // Bounds on the run's own machinery.
@@ -253,7 +255,7 @@ func (r *runner) connectOne(ctx context.Context, i int, ep *endpoint, cookies []
 	if r.modified && r.cfg.Room != "lobby" {
 		msg := []byte(`{"type":"join","room":"` + r.cfg.Room + `"}`)
 		_ = ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if err := ws.WriteMessage(1, msg); err != nil {
+		if err := ws.WriteMessage(websocket.TextMessage, msg); err != nil {
 			r.refuse("join:" + classifyErr(err))
 			_ = ws.Close()
 			return nil

@@ -280,6 +280,7 @@ func TestConfigCaps(t *testing.T) {
 		"room quote":     func(c *Config) { c.Room = `a"b` },
 		"rate":           func(c *Config) { c.Rate = 0 },
 		"connect rate":   func(c *Config) { c.ConnectRate = 0 },
+		"slow connect":   func(c *Config) { c.Clients, c.Senders, c.ConnectRate = 20000, 1, 10 },
 		"target":         func(c *Config) { c.Target = "http://10.1.1.1:80" },
 	}
 	for name, m := range mods {
@@ -352,7 +353,7 @@ func TestSummarize(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := out.String()
-	for _, want := range []string{"deliveries/s", "200", "60.0", "0.30", "rss/conn kB", "2.50", "rounds 3/3"} {
+	for _, want := range []string{"deliveries/s", " 200 ", " 60 ", "0.30", "rss/conn kB", "2.50", "rounds 3/3"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
 		}

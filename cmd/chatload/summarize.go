@@ -155,7 +155,7 @@ func fmtNum(v float64, ok bool) string {
 	switch {
 	case !ok:
 		return "-"
-	case math.Abs(v) >= 1000:
+	case v == math.Trunc(v) || math.Abs(v) >= 1000:
 		return fmt.Sprintf("%.0f", v)
 	case math.Abs(v) >= 10:
 		return fmt.Sprintf("%.1f", v)
