@@ -30,6 +30,18 @@ type App struct {
 	now       func() time.Time
 	tls       bool
 	dev       bool
+	// oidc is the OpenID Connect login; nil under the development login.
+	oidc *oidcLogin
+
+	// store keeps rooms, roles, bans, settings and the audit log; writer batches the
+	// hub's writes to it.
+	store  Store
+	writer *storeWriter
+	// policyPtr holds the start-up role policy; SIGHUP swaps in a reloaded one.
+	policyPtr atomic.Pointer[policy]
+	// bans mirrors the hub's global bans for the HTTP side (sessions, login), which
+	// must not wait on the hub's loop.
+	bans *userSet
 
 	// conns counts connections whose writePump has not finished, for shutdown.
 	conns    sync.WaitGroup
@@ -54,6 +66,33 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 		dev:     true, // until OpenID Connect is configured
 	}
 	app.cfg.Store(cfg)
+	pol, err := loadPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	app.policyPtr.Store(pol)
+	if app.store, err = openStore(cfg); err != nil {
+		return nil, err
+	}
+	st, err := loadHubState(app.store)
+	if err != nil {
+		app.store.Close()
+		return nil, fmt.Errorf("loading state: %w", err)
+	}
+	if st.settings != nil {
+		// Settings changed by an admin at run time win over the flags.
+		merged, err := st.settings.applyTo(cfg)
+		if err != nil {
+			log.Warn("stored settings refused; using flags", "err", err)
+		} else {
+			cfg = merged
+			app.cfg.Store(cfg)
+		}
+	}
+	app.bans = newUserSet()
+	for id := range st.bans {
+		app.bans.add(id)
+	}
 	keyFile := cfg.SessionKeyFile
 	if keyFile == "" {
 		keyFile = filepath.Join(cfg.DataDir, "session.key")
@@ -66,9 +105,20 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 	if err != nil {
 		return nil, err
 	}
-	app.filter = newFilter(cfg)
+	if err := app.sessions.loadRevoked(filepath.Join(cfg.DataDir, revokedFileName)); err != nil {
+		return nil, fmt.Errorf("revoked sessions: %w", err)
+	}
+	if cfg.OIDCClientID != "" {
+		app.dev = false
+		if app.oidc, err = newOIDCLogin(cfg, app.sessions.aead, app.now, log); err != nil {
+			return nil, err
+		}
+	}
+	app.sessions.banned = app.bans.has
+	app.filter = newFilter(cfg, app.settings)
 	app.admission = newAdmission(app.settings, app.now)
-	app.hub = newHub(app.settings, app.metrics, log, app.now)
+	app.writer = newStoreWriter(app.store, storeQueue, app.metrics.observeCommit)
+	app.hub = newHub(app, st, app.writer)
 	app.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  handshakeTimeout,
 		ReadBufferSize:    readBufferSize,
@@ -87,6 +137,19 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 // settings returns the live configuration.
 func (app *App) settings() *Config { return app.cfg.Load() }
 
+// policy returns the live role policy.
+func (app *App) policy() *policy { return app.policyPtr.Load() }
+
+// reloadPolicy re-reads the policy file (SIGHUP). A broken file keeps the old policy.
+func (app *App) reloadPolicy() error {
+	pol, err := loadPolicy(app.settings())
+	if err != nil {
+		return err
+	}
+	app.policyPtr.Store(pol)
+	return nil
+}
+
 // nextConnID numbers connections for logs, so a connection can be followed without
 // logging who it belongs to on every line.
 func (app *App) nextConnID() string {
@@ -100,8 +163,13 @@ func (app *App) routes() http.Handler {
 	mux.HandleFunc("GET /{$}", app.handleHome)
 	mux.Handle("GET /static/", app.staticHandler())
 	mux.HandleFunc("GET /ws", app.serveWs)
-	mux.HandleFunc("GET /login", app.handleLoginPage)
-	mux.HandleFunc("POST /login/dev", app.handleDevLogin)
+	mux.HandleFunc("GET /login", app.handleLogin)
+	if app.oidc != nil {
+		// The development login does not exist at all beside a real one: 404.
+		mux.HandleFunc("GET /auth/callback", app.handleCallback)
+	} else {
+		mux.HandleFunc("POST /login/dev", app.handleDevLogin)
+	}
 	mux.HandleFunc("POST /logout", app.handleLogout)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -130,6 +198,11 @@ func (app *App) shutdown(grace time.Duration) {
 		case <-done:
 		case <-time.After(grace):
 			app.log.Warn("shutdown grace ran out with connections still open")
+		}
+		// Every write the hub handed over is committed before the store closes.
+		app.writer.Close()
+		if err := app.store.Close(); err != nil {
+			app.log.Error("closing the store", "err", err)
 		}
 	})
 }

@@ -29,6 +29,9 @@ const (
 	maxNameChars = 32
 	// maxLoginForm bounds the body of the development login form.
 	maxLoginForm = 4 << 10
+	// revokedFileName is the file in the data directory that keeps revoked session ids
+	// across restarts, so a copied cookie stays dead when the server comes back.
+	revokedFileName = "revoked.json"
 )
 
 // errNoSession is returned when a request carries no usable session.
@@ -57,6 +60,14 @@ type sessions struct {
 
 	mu      sync.Mutex
 	revoked map[string]time.Time // session id -> its expiry
+
+	// revokedPath is where revocations are kept across restarts (empty: memory only).
+	// persistMu orders the writes, so an older list never replaces a newer one.
+	revokedPath string
+	persistMu   sync.Mutex
+
+	// banned reports globally banned users (nil: none); set once at start-up.
+	banned func(userID string) bool
 }
 
 // newSessions builds the session manager from a 32-byte key.
@@ -178,15 +189,20 @@ func (s *sessions) open(value string) (*sessionPayload, error) {
 	if s.isRevoked(p.SID) {
 		return nil, errNoSession
 	}
+	if s.banned != nil && s.banned(p.UID) {
+		// A global ban revokes every session of the user at once.
+		return nil, errNoSession
+	}
 	return &p, nil
 }
 
-// revoke makes a session id unusable until expires, when the cookie would die anyway.
-// DoS hardening: entries past their expiry are swept here, so the map is bounded by
-// the number of sessions revoked within one session lifetime.
-func (s *sessions) revoke(sid string, expires time.Time) {
+// revoke makes a session id unusable until expires, when the cookie would die anyway,
+// and writes the list to disk so the revocation survives a restart. DoS hardening:
+// entries past their expiry are swept here, so the list is bounded by the number of
+// sessions revoked within one session lifetime. An error means the revocation holds
+// in memory but would not survive a restart.
+func (s *sessions) revoke(sid string, expires time.Time) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	now := s.now()
 	for k, exp := range s.revoked {
 		if now.After(exp) {
@@ -194,6 +210,95 @@ func (s *sessions) revoke(sid string, expires time.Time) {
 		}
 	}
 	s.revoked[sid] = expires
+	s.mu.Unlock()
+	return s.persistRevoked()
+}
+
+// loadRevoked reads the revocations kept at path, dropping those already expired, and
+// keeps future ones there. A missing file is an empty list; an unreadable one is an
+// error, because forgetting revocations would bring logged-out cookies back to life.
+func (s *sessions) loadRevoked(path string) error {
+	s.revokedPath = path
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var kept map[string]int64 // session id -> expiry, Unix seconds
+	if err := json.Unmarshal(b, &kept); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sid, exp := range kept {
+		if t := time.Unix(exp, 0); t.After(now) {
+			s.revoked[sid] = t
+		}
+	}
+	return nil
+}
+
+// persistRevoked writes the whole revocation list. The snapshot is taken under
+// persistMu, so every write holds at least what the previous one did.
+func (s *sessions) persistRevoked() error {
+	if s.revokedPath == "" {
+		return nil
+	}
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
+	s.mu.Lock()
+	kept := make(map[string]int64, len(s.revoked))
+	for sid, exp := range s.revoked {
+		kept[sid] = exp.Unix()
+	}
+	s.mu.Unlock()
+	b, err := json.Marshal(kept)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(s.revokedPath, b)
+}
+
+// writeFileAtomic replaces path with data through a synced temporary file in the same
+// directory and a rename, so a crash leaves the old file or the new one, never half of
+// one. Mode 0600: what the server keeps is nobody else's business.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // a no-op once the rename has happened
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	// Sync the directory too, so the rename itself survives a power cut.
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
 }
 
 // isRevoked reports whether sid was logged out.
@@ -233,7 +338,13 @@ func (app *App) handleDevLogin(w http.ResponseWriter, r *http.Request) {
 		app.renderLogin(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	id := app.sessions.issue(w, identity{ID: "dev:" + strings.ToLower(name), Name: name, Dev: true})
+	uid := "dev:" + strings.ToLower(name)
+	if app.bans.has(uid) {
+		app.metrics.auth.WithLabelValues("failure", "banned").Inc()
+		app.renderLogin(w, http.StatusForbidden, "This account is banned from this server.")
+		return
+	}
+	id := app.sessions.issue(w, identity{ID: uid, Name: name, Dev: true})
 	app.metrics.auth.WithLabelValues("success", "dev").Inc()
 	app.log.Info("development login", "user", id.ID)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
@@ -247,7 +358,9 @@ func (app *App) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if id, err := app.sessions.fromRequest(r); err == nil {
-		app.sessions.revoke(id.SessionID, id.Expires)
+		if err := app.sessions.revoke(id.SessionID, id.Expires); err != nil {
+			app.log.Error("revocation not saved; it holds until restart", "err", err)
+		}
 		sid := id.SessionID
 		app.hub.kicks <- kick{
 			match:  func(c *Client) bool { return c.user.SessionID == sid },
@@ -257,5 +370,8 @@ func (app *App) handleLogout(w http.ResponseWriter, r *http.Request) {
 		app.log.Info("logout", "user", id.ID)
 	}
 	app.sessions.clear(w)
+	if app.oidc != nil {
+		app.oidc.markSignedOut(w)
+	}
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }

@@ -80,6 +80,7 @@ type Client struct {
 	closeReason string
 
 	app *App
+	id  string // connection number, for logs
 	log *slog.Logger
 }
 
@@ -119,7 +120,11 @@ func (c *Client) readPump() {
 			c.closeWith(websocket.CloseUnsupportedData, "binary frames are not allowed")
 			return
 		}
-		cfg = c.app.settings()
+		if next := c.app.settings(); next != cfg {
+			// An admin changed the settings: apply them to this live connection.
+			cfg = next
+			c.conn.SetReadLimit(cfg.ReadLimit)
+		}
 		buf := readBufferPool.Get().(*bytes.Buffer)
 		buf.Reset()
 		n, err := buf.ReadFrom(io.LimitReader(r, cfg.ReadLimit+1))
@@ -190,20 +195,14 @@ func (c *Client) handleFrame(data []byte, cfg *Config) bool {
 			c.reply(errorEvent(perr.Code, perr.Message, ref, room))
 			continue
 		}
-		cmd := command{client: c, room: env.Room, ref: env.Ref}
-		switch env.Type {
-		case "join":
-			cmd.kind = cmdJoin
-		case "leave":
-			cmd.kind = cmdLeave
-		case "say":
-			cmd.kind = cmdSay
+		cmd := command{client: c, env: env}
+		if env.Type == "say" {
+			// Encode the sender and text here, on this connection's goroutine, so the
+			// hub only stamps id, room and time.
 			body := make([]byte, 0, len(c.fromTail)+len(env.Text)+8)
 			body = append(body, c.fromTail...)
 			body = appendJSONString(body, env.Text)
 			cmd.body = append(body, '}')
-		case "rooms":
-			cmd.kind = cmdRooms
 		}
 		c.hub.inbound <- cmd
 	}
@@ -366,10 +365,10 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 		ticket:   tk,
 		rooms:    make(map[string]*room),
 		app:      app,
-		log:      app.log.With("conn", app.nextConnID()),
 	}
+	c.id = app.nextConnID()
+	c.log = app.log.With("conn", c.id)
 	c.fromTail = append(append([]byte(`"from":`), c.userJSON...), `,"text":`...)
-	c.send <- welcomeEvent(c.userJSON, user.Dev, cfg)
 	app.conns.Add(1)
 	// Register before the pumps start, so the hub knows the client before its first
 	// command or its unregister can arrive.

@@ -60,7 +60,7 @@ func TestMalformedEnvelopes(t *testing.T) {
 		`{"type":"teleport","room":"lobby"}`:         codeUnknownType,
 		`{"type":"say","room":"Lobby","text":"x"}`:   codeBadRoom,
 		`{"type":"say","room":"lobby","text":"  "}`:  codeEmptyText,
-		`{"type":"say","room":"other","text":"hey"}`: codeNotInRoom,
+		`{"type":"say","room":"other","text":"hey"}`: codeNoSuchRoom,
 		`{"type":"leave","room":"other"}`:            codeNotInRoom,
 	}
 	before := testutil.ToFloat64(ts.App.metrics.rejected.WithLabelValues(codeBadJSON))

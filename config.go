@@ -40,6 +40,21 @@ type Config struct {
 	// DevLoginAnywhere lets the development login run on a non-loopback address.
 	DevLoginAnywhere bool
 
+	// OIDCIssuer is the OpenID Connect issuer discovered at start-up. Google by default.
+	OIDCIssuer string
+	// OIDCClientID turns OpenID Connect login on (and the development login off).
+	OIDCClientID string
+	// OIDCClientSecret is the client secret. OIDCClientSecretFile names a file holding
+	// it instead, so it need not sit in the environment or the process list.
+	OIDCClientSecret     string
+	OIDCClientSecretFile string
+	// OIDCProviderName is shown on the login button; empty means derived from the issuer.
+	OIDCProviderName string
+	// AllowedDomains and AllowedEmails are the login allow-lists. Both empty means any
+	// account with a verified email at the issuer may sign in.
+	AllowedDomains []string
+	AllowedEmails  []string
+
 	// ReadLimit caps one WebSocket frame (and its decompressed stream), in bytes.
 	ReadLimit int64
 	// TextMaxChars caps a message's text, in characters, after cleaning.
@@ -82,6 +97,21 @@ type Config struct {
 	SendQueue int
 	// MOTD is shown to everyone on connect.
 	MOTD string
+	// MembersCanCreateRooms lets members (not only moderators and admins) create rooms.
+	MembersCanCreateRooms bool
+	// MaxRooms bounds the number of rooms the server keeps (DoS hardening: every room
+	// has durable metadata).
+	MaxRooms int
+
+	// Admins, Moderators and ReadOnlyUsers assign global roles at start-up. Entries are
+	// emails, domains (@example.org) or user ids (dev:alice).
+	Admins, Moderators, ReadOnlyUsers []string
+	// PolicyFile is a JSON file {"admins":[],"moderators":[],"readonly":[]} adding to
+	// the three lists above, reloaded on SIGHUP.
+	PolicyFile string
+	// Store selects the durable store: "bolt" (a file in DataDir) or "memory" (lost at
+	// exit; for tests and demos).
+	Store string
 
 	// ShutdownGrace bounds how long shutdown waits for clients to take their 1001.
 	ShutdownGrace time.Duration
@@ -92,31 +122,35 @@ type Config struct {
 // defaultConfig returns the zero-configuration settings.
 func defaultConfig() *Config {
 	return &Config{
-		Addr:              "127.0.0.1:8080",
-		DataDir:           "data",
-		LogLevel:          "info",
-		SessionTTL:        12 * time.Hour,
-		ReadLimit:         8 << 10,
-		TextMaxChars:      2000,
-		MsgRate:           5,
-		MsgBurst:          10,
-		ByteRate:          16 << 10,
-		ByteBurst:         64 << 10,
-		UserMsgRate:       10,
-		UserMsgBurst:      20,
-		AbuseDrops:        20,
-		AbuseWindow:       10 * time.Second,
-		IPHandshakeRate:   2,
-		IPHandshakeBurst:  40,
-		MaxConnsPerIP:     32,
-		MaxConnsPerUser:   8,
-		MaxConns:          20000,
-		MaxTrackedIPs:     100000,
-		MaxRoomsPerClient: 16,
-		MaxMembersPerRoom: 5000,
-		SendQueue:         256,
-		ShutdownGrace:     5 * time.Second,
-		MetricsAddr:       "127.0.0.1:9090",
+		Addr:                  "127.0.0.1:8080",
+		DataDir:               "data",
+		LogLevel:              "info",
+		SessionTTL:            12 * time.Hour,
+		OIDCIssuer:            "https://accounts.google.com",
+		ReadLimit:             8 << 10,
+		TextMaxChars:          2000,
+		MsgRate:               5,
+		MsgBurst:              10,
+		ByteRate:              16 << 10,
+		ByteBurst:             64 << 10,
+		UserMsgRate:           10,
+		UserMsgBurst:          20,
+		AbuseDrops:            20,
+		AbuseWindow:           10 * time.Second,
+		IPHandshakeRate:       2,
+		IPHandshakeBurst:      40,
+		MaxConnsPerIP:         32,
+		MaxConnsPerUser:       8,
+		MaxConns:              20000,
+		MaxTrackedIPs:         100000,
+		MaxRoomsPerClient:     16,
+		MaxMembersPerRoom:     5000,
+		SendQueue:             256,
+		MembersCanCreateRooms: true,
+		MaxRooms:              10000,
+		Store:                 "bolt",
+		ShutdownGrace:         5 * time.Second,
+		MetricsAddr:           "127.0.0.1:9090",
 	}
 }
 
@@ -192,6 +226,13 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.StringVar(&cfg.SessionKeyFile, "session-key-file", cfg.SessionKeyFile, "file with the 32-byte session key (empty: <data-dir>/session.key, generated once)")
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "absolute lifetime of a login session")
 	fs.BoolVar(&cfg.DevLoginAnywhere, "dev-login-anywhere", cfg.DevLoginAnywhere, "DANGEROUS: allow the development login on a non-loopback address")
+	fs.StringVar(&cfg.OIDCIssuer, "oidc-issuer", cfg.OIDCIssuer, "OpenID Connect issuer URL, discovered at start-up")
+	fs.StringVar(&cfg.OIDCClientID, "oidc-client-id", cfg.OIDCClientID, "OpenID Connect client ID; setting it turns the development login off (needs -public-url)")
+	fs.StringVar(&cfg.OIDCClientSecret, "oidc-client-secret", cfg.OIDCClientSecret, "OpenID Connect client secret (prefer -oidc-client-secret-file)")
+	fs.StringVar(&cfg.OIDCClientSecretFile, "oidc-client-secret-file", cfg.OIDCClientSecretFile, "file holding the OpenID Connect client secret")
+	fs.StringVar(&cfg.OIDCProviderName, "oidc-provider-name", cfg.OIDCProviderName, "provider name on the login button (empty: derived from the issuer)")
+	fs.Var(listValue{&cfg.AllowedDomains}, "allowed-domains", "email domains allowed to sign in, comma-separated (Google: the Workspace domain, hd)")
+	fs.Var(listValue{&cfg.AllowedEmails}, "allowed-emails", "email addresses allowed to sign in, comma-separated")
 
 	fs.Int64Var(&cfg.ReadLimit, "read-limit", cfg.ReadLimit, "largest WebSocket frame accepted, in bytes (larger closes with 1009)")
 	fs.IntVar(&cfg.TextMaxChars, "text-max-chars", cfg.TextMaxChars, "longest message text, in characters")
@@ -219,6 +260,13 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxMembersPerRoom, "max-members-per-room", cfg.MaxMembersPerRoom, "connections one room may hold")
 	fs.IntVar(&cfg.SendQueue, "send-queue", cfg.SendQueue, "outbound messages queued per connection before it is evicted as too slow")
 	fs.StringVar(&cfg.MOTD, "motd", cfg.MOTD, "message of the day shown on connect")
+	fs.BoolVar(&cfg.MembersCanCreateRooms, "members-create-rooms", cfg.MembersCanCreateRooms, "members may create rooms (moderators and admins always may)")
+	fs.IntVar(&cfg.MaxRooms, "max-rooms", cfg.MaxRooms, "rooms the server keeps at most")
+	fs.Var(listValue{&cfg.Admins}, "admins", "global admins: emails, @domains or user ids, comma-separated")
+	fs.Var(listValue{&cfg.Moderators}, "moderators", "global moderators: emails, @domains or user ids, comma-separated")
+	fs.Var(listValue{&cfg.ReadOnlyUsers}, "readonly", "read-only users: emails, @domains or user ids, comma-separated")
+	fs.StringVar(&cfg.PolicyFile, "policy-file", cfg.PolicyFile, "JSON role policy {\"admins\":[],\"moderators\":[],\"readonly\":[]}, reloaded on SIGHUP")
+	fs.StringVar(&cfg.Store, "store", cfg.Store, "durable store: bolt (file in -data-dir) or memory")
 
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long shutdown waits for clients")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "listener for /metrics and /debug/pprof (empty: off)")
@@ -274,6 +322,7 @@ func (c *Config) validate() error {
 		"max-conns": float64(c.MaxConns), "max-tracked-ips": float64(c.MaxTrackedIPs),
 		"max-rooms-per-client": float64(c.MaxRoomsPerClient), "max-members-per-room": float64(c.MaxMembersPerRoom),
 		"send-queue": float64(c.SendQueue), "session-ttl": float64(c.SessionTTL),
+		"max-rooms": float64(c.MaxRooms),
 	}
 	for name, v := range positive {
 		if !(v > 0) {
@@ -285,6 +334,9 @@ func (c *Config) validate() error {
 	}
 	if int64(c.ByteBurst) < c.ReadLimit {
 		errs = append(errs, errors.New("-byte-burst must be at least -read-limit, or a full frame could never pass"))
+	}
+	if c.Store != "bolt" && c.Store != "memory" {
+		errs = append(errs, errors.New("-store must be bolt or memory"))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("-tls-cert and -tls-key go together"))
@@ -302,6 +354,7 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("-public-url: %w", err))
 		}
 	}
+	errs = append(errs, c.validateOIDC()...)
 	return errors.Join(errs...)
 }
 

@@ -91,25 +91,3 @@ func userJSON(id, name string) []byte {
 	b = appendJSONString(b, name)
 	return append(b, '}')
 }
-
-// welcomeEvent is the first event on every connection: who you are and the limits.
-func welcomeEvent(user []byte, dev bool, cfg *Config) []byte {
-	type limits struct {
-		TextMaxChars   int     `json:"text_max_chars"`
-		ReadLimitBytes int64   `json:"read_limit_bytes"`
-		MsgRate        float64 `json:"msg_rate"`
-		MsgBurst       int     `json:"msg_burst"`
-	}
-	type welcome struct {
-		Type   string          `json:"type"`
-		You    json.RawMessage `json:"you"`
-		Dev    bool            `json:"dev"`
-		Limits limits          `json:"limits"`
-		MOTD   string          `json:"motd"`
-	}
-	b, _ := json.Marshal(welcome{
-		Type: "welcome", You: user, Dev: dev, MOTD: cfg.MOTD,
-		Limits: limits{cfg.TextMaxChars, cfg.ReadLimit, cfg.MsgRate, cfg.MsgBurst},
-	})
-	return b
-}

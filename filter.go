@@ -49,16 +49,35 @@ func newProtoError(code, format string, args ...any) *protoError {
 // envelope is one client-to-server object as it arrives. Fields the server owns
 // (from, id, ts) are deliberately absent, so a client cannot set them.
 type envelope struct {
-	Type string `json:"type"`
-	Room string `json:"room"`
-	Text string `json:"text"`
-	Ref  string `json:"ref"`
+	Type     string          `json:"type"`
+	Room     string          `json:"room"`
+	Text     string          `json:"text"`
+	Ref      string          `json:"ref"`
+	Private  bool            `json:"private"`
+	User     string          `json:"user"`
+	Email    string          `json:"email"`
+	Role     string          `json:"role"`
+	Topic    *string         `json:"topic"`
+	Locked   *bool           `json:"locked"`
+	Reason   string          `json:"reason"`
+	Limit    int             `json:"limit"`
+	Settings json.RawMessage `json:"settings"`
 }
+
+// Field limits for commands.
+const (
+	maxUserID     = 256
+	maxEmail      = 254
+	maxReason     = 200
+	maxAuditLimit = 200
+	maxSettings   = 4 << 10
+)
 
 // filter validates and cleans what clients send. It is immutable after construction
 // and shared by every readPump, so filtering runs on all cores, not in the hub.
 type filter struct {
-	textMaxChars int
+	// textMaxChars reads the live limit, which an admin may change at run time.
+	textMaxChars func() int
 	blocked      []*regexp.Regexp
 }
 
@@ -75,15 +94,20 @@ func compilePatterns(patterns []string) ([]*regexp.Regexp, error) {
 	return out, nil
 }
 
-// newFilter builds a filter from the configuration (already validated).
-func newFilter(cfg *Config) *filter {
+// newFilter builds a filter from the configuration (already validated). settings,
+// when not nil, supplies the live limits.
+func newFilter(cfg *Config, settings func() *Config) *filter {
 	blocked, _ := compilePatterns(cfg.BlockedPatterns)
-	return &filter{textMaxChars: cfg.TextMaxChars, blocked: blocked}
+	if settings == nil {
+		settings = func() *Config { return cfg }
+	}
+	return &filter{textMaxChars: func() int { return settings().TextMaxChars }, blocked: blocked}
 }
 
 // parseEnvelope decodes and validates one line from a client. The line is known to be
 // valid UTF-8 (readPump checks the whole frame first). On success the envelope's text,
-// when present, is already cleaned.
+// when present, is already cleaned. Permissions are not checked here: that needs the
+// hub's state and happens in its command table.
 func (f *filter) parseEnvelope(line []byte) (*envelope, *protoError) {
 	line = bytes.TrimSpace(line)
 	if len(line) == 0 || line[0] != '{' {
@@ -101,27 +125,121 @@ func (f *filter) parseEnvelope(line []byte) (*envelope, *protoError) {
 		env.Ref = ""
 		return &env, newProtoError(codeBadEnvelope, "ref must be at most %d printable characters", maxRef)
 	}
-	switch env.Type {
-	case "join", "leave":
-		if err := validRoom(env.Room); err != nil {
-			return &env, err
-		}
-	case "say":
-		if err := validRoom(env.Room); err != nil {
-			return &env, err
-		}
-		text, err := f.cleanText(env.Text)
-		if err != nil {
-			return &env, err
-		}
-		env.Text = text
-	case "rooms":
-	case "":
-		return &env, newProtoError(codeBadEnvelope, "missing type")
-	default:
-		return &env, newProtoError(codeUnknownType, "unknown type")
+	if err := f.checkFields(&env); err != nil {
+		return &env, err
 	}
 	return &env, nil
+}
+
+// needsRoom lists the types that name a room.
+var needsRoom = map[string]bool{
+	"join": true, "leave": true, "say": true, "create": true, "invite": true, "kick": true,
+	"ban": true, "unban": true, "set_room_role": true, "lock": true, "topic": true, "delete_room": true,
+}
+
+// needsUser lists the types that name a target user.
+var needsUser = map[string]bool{
+	"kick": true, "ban": true, "unban": true, "set_room_role": true, "set_role": true,
+	"global_ban": true, "global_unban": true,
+}
+
+// checkFields validates the fields each type needs.
+func (f *filter) checkFields(env *envelope) *protoError {
+	switch env.Type {
+	case "":
+		return newProtoError(codeBadEnvelope, "missing type")
+	case "join", "leave", "say", "rooms", "create", "invite", "kick", "ban", "unban",
+		"set_room_role", "lock", "topic", "delete_room", "set_role", "global_ban",
+		"global_unban", "get_settings", "set_settings", "audit":
+	default:
+		return newProtoError(codeUnknownType, "unknown type")
+	}
+	if needsRoom[env.Type] {
+		if err := validRoom(env.Room); err != nil {
+			return err
+		}
+	}
+	if needsUser[env.Type] {
+		if err := validUserID(env.User); err != nil {
+			return err
+		}
+	}
+	switch env.Type {
+	case "say":
+		text, err := f.cleanText(env.Text)
+		if err != nil {
+			return err
+		}
+		env.Text = text
+	case "invite":
+		if (env.User == "") == (env.Email == "") {
+			return newProtoError(codeBadEnvelope, "invite names exactly one of user or email")
+		}
+		if env.User != "" {
+			return validUserID(env.User)
+		}
+		if len(env.Email) > maxEmail || !strings.Contains(env.Email, "@") || !isPrintable(env.Email) || strings.ContainsAny(env.Email, " ,") {
+			return newProtoError(codeBadEnvelope, "email is not an address")
+		}
+	case "set_room_role":
+		if env.Role != roomModerator && env.Role != roomMember {
+			return newProtoError(codeBadEnvelope, "room role must be moderator or member")
+		}
+	case "set_role":
+		if !validGlobalRole(env.Role) {
+			return newProtoError(codeBadEnvelope, "role must be admin, moderator, member or readonly")
+		}
+	case "lock":
+		if env.Locked == nil {
+			return newProtoError(codeBadEnvelope, "lock needs locked: true or false")
+		}
+	case "topic", "create":
+		if env.Topic == nil {
+			if env.Type == "topic" {
+				return newProtoError(codeBadEnvelope, "topic needs a topic")
+			}
+			break
+		}
+		t := cleanLine(*env.Topic)
+		if utf8.RuneCountInString(t) > maxTopicChars {
+			return newProtoError(codeBadEnvelope, "topics are at most %d characters", maxTopicChars)
+		}
+		env.Topic = &t
+	case "global_ban":
+		env.Reason = cleanLine(env.Reason)
+		if utf8.RuneCountInString(env.Reason) > maxReason {
+			return newProtoError(codeBadEnvelope, "reasons are at most %d characters", maxReason)
+		}
+	case "set_settings":
+		if len(env.Settings) == 0 || len(env.Settings) > maxSettings || env.Settings[0] != '{' {
+			return newProtoError(codeBadEnvelope, "settings must be an object")
+		}
+	case "audit":
+		if env.Limit <= 0 || env.Limit > maxAuditLimit {
+			env.Limit = 50
+		}
+	}
+	return nil
+}
+
+// validUserID accepts a user id as the server hands them out: printable, bounded.
+func validUserID(id string) *protoError {
+	if id == "" || len(id) > maxUserID || !isPrintable(id) || strings.ContainsAny(id, " \n") {
+		return newProtoError(codeBadEnvelope, "user must be a user id")
+	}
+	return nil
+}
+
+// cleanLine is cleanText for one-line fields (topics, reasons): controls, bidi
+// controls and newlines removed, space trimmed.
+func cleanLine(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if !isControl(r) && !isBidiControl(r) {
+			b.WriteRune(r)
+		}
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // validRoom accepts 1-32 characters of a-z, 0-9, '-' and '_', starting with a letter or
@@ -182,8 +300,8 @@ func (f *filter) cleanText(s string) (string, *protoError) {
 	if text == "" {
 		return "", newProtoError(codeEmptyText, "message is empty")
 	}
-	if n := utf8.RuneCountInString(text); n > f.textMaxChars {
-		return "", newProtoError(codeTextTooLong, "message has %d characters; the limit is %d", n, f.textMaxChars)
+	if n, limit := utf8.RuneCountInString(text), f.textMaxChars(); n > limit {
+		return "", newProtoError(codeTextTooLong, "message has %d characters; the limit is %d", n, limit)
 	}
 	for _, re := range f.blocked {
 		if re.MatchString(text) {

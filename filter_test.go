@@ -11,7 +11,7 @@ func testFilter() *filter {
 	cfg := defaultConfig()
 	cfg.TextMaxChars = 20
 	cfg.BlockedPatterns = []string{`buy\s+cheap`}
-	return newFilter(cfg)
+	return newFilter(cfg, nil)
 }
 
 // TestParseEnvelopeRefusals attacks the parser with malformed and hostile envelopes and
@@ -122,7 +122,7 @@ func FuzzParseEnvelope(f *testing.F) {
 			return
 		}
 		if env.Type == "say" {
-			if env.Text == "" || utf8.RuneCountInString(env.Text) > flt.textMaxChars || !utf8.ValidString(env.Text) {
+			if env.Text == "" || utf8.RuneCountInString(env.Text) > flt.textMaxChars() || !utf8.ValidString(env.Text) {
 				t.Fatalf("accepted bad text %q", env.Text)
 			}
 			for _, r := range env.Text {
@@ -131,7 +131,7 @@ func FuzzParseEnvelope(f *testing.F) {
 				}
 			}
 		}
-		if env.Type != "rooms" && validRoom(env.Room) != nil {
+		if needsRoom[env.Type] && validRoom(env.Room) != nil {
 			t.Fatalf("accepted bad room %q", env.Room)
 		}
 	})

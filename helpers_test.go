@@ -28,6 +28,7 @@ func testConfig(t *testing.T) *Config {
 	cfg := defaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.MetricsAddr = ""
+	cfg.Store = "memory"
 	return cfg
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -12,7 +13,7 @@ import (
 
 // Hub tunables.
 const (
-	// lobby is the room every connection joins on connect.
+	// lobby is the public room every connection joins on connect.
 	lobby = "lobby"
 	// presenceMaxMembers: above this many users a room stops announcing each join and
 	// leave; in a crowd, presence events would outnumber the conversation.
@@ -23,30 +24,20 @@ const (
 	roomsListMax = 200
 	// inboundQueue is the length of the hub's command queue shared by all readPumps.
 	inboundQueue = 4096
+	// completionQueue is the length of the queue of store commits coming back.
+	completionQueue = 4096
+	// auditMemory is how many recent audit entries the hub keeps to answer `audit`
+	// without reading the disk.
+	auditMemory = 200
 )
 
-// cmdKind names what a command asks of the hub.
-type cmdKind uint8
-
-const (
-	cmdJoin cmdKind = iota + 1
-	cmdLeave
-	cmdSay
-	cmdRooms
-	// cmdQuery runs fn on the hub goroutine. It travels the same FIFO queue as client
-	// commands, so it sees the effect of every command queued before it.
-	cmdQuery
-)
-
-// command is one validated client request on its way to the hub. Everything that can
-// be prepared without shared state is prepared by the readPump: for a say, body holds
-// the JSON tail of the message (sender and cleaned text, already encoded) so the hub
-// only stamps the id, room and time.
+// command is one validated client request on its way to the hub, or (kind "query")
+// a function to run on the hub goroutine. Everything that can be prepared without
+// shared state is prepared by the readPump: for a say, body holds the JSON tail of
+// the message (sender and cleaned text, already encoded).
 type command struct {
 	client *Client
-	kind   cmdKind
-	room   string
-	ref    string
+	env    *envelope
 	body   []byte
 	fn     func()
 }
@@ -59,33 +50,43 @@ type kick struct {
 	reason string
 }
 
-// member is one user in a room: their public identity and how many of their
-// connections are in the room. Presence is per user, not per connection.
+// member is one user in a live room: their identity and how many of their connections
+// are in the room. Presence is per user, not per connection.
 type member struct {
-	info  []byte // pre-encoded {"id":..,"name":..}
+	user  identity
 	conns int
 }
 
-// room is the hub's view of one room.
+// room is a room with connections in it. It exists only while someone is inside; the
+// durable part (roomInfo) outlives it.
 type room struct {
-	name    string
+	info    *roomInfo
 	clients map[*Client]struct{}
 	members map[string]*member
 }
 
-// Hub owns all room state. Only the goroutine running Hub.run reads or writes rooms,
-// clients, or any Client's rooms field; everyone else talks to it over channels. The
-// loop does no blocking work: every send to a client is non-blocking, and a client
-// whose queue is full is evicted rather than waited for.
+// Hub owns all room state, role grants and bans. Only the goroutine running Hub.run
+// reads or writes them, or any Client's hub-owned fields; everyone else talks to it
+// over channels. The loop does no blocking work: sends to clients never block (a full
+// queue evicts the client), and durable writes are handed to the store writer, whose
+// commits come back on the completions channel.
 type Hub struct {
-	register   chan *Client
-	unregister chan *Client
-	inbound    chan command
-	kicks      chan kick
-	quit       chan chan struct{}
+	register    chan *Client
+	unregister  chan *Client
+	inbound     chan command
+	kicks       chan kick
+	quit        chan chan struct{}
+	completions chan func()
 
 	clients map[*Client]struct{}
-	rooms   map[string]*room
+	// rooms holds the live rooms; meta every durable room, live or not.
+	rooms  map[string]*room
+	meta   map[string]*roomInfo
+	grants map[string]string
+	bans   map[string]banInfo
+	audit  []auditEntry
+	// auditSeq is the key of the newest audit entry in the store.
+	auditSeq uint64
 	// lastID is the last message id handed out. Ids are global, so they are unique
 	// and increase within every room, even across a room being dropped and re-made.
 	lastID uint64
@@ -94,28 +95,45 @@ type Hub struct {
 	slow    []*Client
 	closing bool
 
-	settings func() *Config
-	metrics  *metrics
-	log      *slog.Logger
-	now      func() time.Time
+	app     *App
+	writer  *storeWriter
+	metrics *metrics
+	log     *slog.Logger
+	now     func() time.Time
 }
 
-// newHub builds a hub; call run in its own goroutine.
-func newHub(settings func() *Config, m *metrics, log *slog.Logger, now func() time.Time) *Hub {
-	return &Hub{
-		register:   make(chan *Client),
-		unregister: make(chan *Client),
-		inbound:    make(chan command, inboundQueue),
-		kicks:      make(chan kick),
-		quit:       make(chan chan struct{}),
-		clients:    make(map[*Client]struct{}),
-		rooms:      make(map[string]*room),
-		settings:   settings,
-		metrics:    m,
-		log:        log,
-		now:        now,
+// newHub builds a hub from the state loaded from the store; call run in its own
+// goroutine.
+func newHub(app *App, st *hubState, writer *storeWriter) *Hub {
+	h := &Hub{
+		register:    make(chan *Client),
+		unregister:  make(chan *Client),
+		inbound:     make(chan command, inboundQueue),
+		kicks:       make(chan kick),
+		quit:        make(chan chan struct{}),
+		completions: make(chan func(), completionQueue),
+		clients:     make(map[*Client]struct{}),
+		rooms:       make(map[string]*room),
+		meta:        st.rooms,
+		grants:      st.grants,
+		bans:        st.bans,
+		audit:       st.audit,
+		auditSeq:    st.auditSeq,
+		app:         app,
+		writer:      writer,
+		metrics:     app.metrics,
+		log:         app.log,
+		now:         app.now,
 	}
+	if h.meta[lobby] == nil {
+		h.meta[lobby] = newRoomInfo(lobby, "", false, h.now())
+		h.persist(nil, "", []Write{h.meta[lobby].write()}, nil)
+	}
+	return h
 }
+
+// settings returns the live configuration.
+func (h *Hub) settings() *Config { return h.app.settings() }
 
 // run is the hub's loop. It never returns; the process ends around it.
 func (h *Hub) run() {
@@ -126,19 +144,19 @@ func (h *Hub) run() {
 		case c := <-h.unregister:
 			h.dropClient(c, 0, "")
 		case cmd := <-h.inbound:
-			if cmd.kind == cmdQuery {
+			if cmd.fn != nil {
 				cmd.fn()
 			} else if _, ok := h.clients[cmd.client]; ok {
-				h.handle(cmd)
+				h.dispatch(cmd)
 			}
 		case k := <-h.kicks:
 			for c := range h.clients {
-				if k.match(c) && !c.doomed {
-					c.doomed = true
-					c.closeCode, c.closeReason = k.code, k.reason
-					h.slow = append(h.slow, c)
+				if k.match(c) {
+					h.doom(c, k.code, k.reason)
 				}
 			}
+		case f := <-h.completions:
+			f()
 		case done := <-h.quit:
 			h.closing = true
 			for c := range h.clients {
@@ -162,20 +180,71 @@ func (h *Hub) shutdown() {
 // it. Tests and metrics use it to read hub state without a lock.
 func (h *Hub) do(f func()) {
 	done := make(chan struct{})
-	h.inbound <- command{kind: cmdQuery, fn: func() { f(); close(done) }}
+	h.inbound <- command{fn: func() { f(); close(done) }}
 	<-done
 }
 
-// addClient registers a new connection and joins it to the lobby.
+// persist hands writes (and an audit entry) to the store writer. When they are durable,
+// c (if still connected) gets an ack for ref; if they fail, an error. The hub's memory
+// is already changed: it is the source of truth while the process runs.
+func (h *Hub) persist(c *Client, ref string, writes []Write, audit *auditEntry) {
+	if audit != nil {
+		h.audit = append(h.audit, *audit)
+		if len(h.audit) > auditMemory {
+			h.audit = slices.Clone(h.audit[len(h.audit)-auditMemory:])
+		}
+		b, _ := json.Marshal(audit)
+		// Keys increase even if the clock steps back, so the log stays in order.
+		h.auditSeq = max(h.auditSeq+1, uint64(h.now().UnixNano()))
+		writes = append(writes, Write{Bucket: bucketAudit, Key: seqKey(h.auditSeq), Value: b})
+	}
+	done := func(err error) {
+		// Called on the writer's goroutine: hand the result back to the hub. The hub
+		// drains completions in its loop, so this cannot deadlock.
+		h.completions <- func() {
+			if err != nil {
+				h.log.Error("store write failed", "err", err)
+			}
+			if c == nil {
+				return
+			}
+			if _, ok := h.clients[c]; !ok {
+				return
+			}
+			if err != nil {
+				h.deliver(c, errorEvent(codeStoreFailed, "the change could not be saved", ref, ""))
+			} else if ref != "" {
+				h.deliver(c, appendObject(nil, "ack", "", func(b []byte) []byte {
+					b = append(b, `,"ref":`...)
+					return appendJSONString(b, ref)
+				}))
+			}
+		}
+	}
+	if !h.writer.Submit(writes, done) {
+		h.log.Error("store queue full; change kept in memory only")
+		if c != nil {
+			h.deliver(c, errorEvent(codeBusy, "the server is busy; try again", ref, ""))
+		}
+	}
+}
+
+// addClient registers a new connection, greets it and joins it to the lobby.
 func (h *Hub) addClient(c *Client) {
 	if h.closing {
 		c.closeCode, c.closeReason = websocket.CloseGoingAway, "server shutting down"
 		close(c.send)
 		return
 	}
+	if _, banned := h.bans[c.user.ID]; banned {
+		c.closeCode, c.closeReason = websocket.ClosePolicyViolation, "banned"
+		close(c.send)
+		return
+	}
 	h.clients[c] = struct{}{}
 	h.metrics.connections.Set(float64(len(h.clients)))
-	h.join(c, lobby, "")
+	h.deliver(c, h.welcomeEvent(c))
+	h.join(c, &envelope{Type: "join", Room: lobby})
 }
 
 // dropClient removes a connection from every room and closes its queue, which tells its
@@ -186,13 +255,22 @@ func (h *Hub) dropClient(c *Client, code int, reason string) {
 	}
 	delete(h.clients, c)
 	for name := range c.rooms {
-		h.leave(c, name, false)
+		h.leaveRoom(c, name)
 	}
 	if code != 0 {
 		c.closeCode, c.closeReason = code, reason
 	}
 	close(c.send)
 	h.metrics.connections.Set(float64(len(h.clients)))
+}
+
+// doom marks c to be closed with code after the current event.
+func (h *Hub) doom(c *Client, code int, reason string) {
+	if !c.doomed {
+		c.doomed = true
+		c.closeCode, c.closeReason = code, reason
+		h.slow = append(h.slow, c)
+	}
 }
 
 // evictSlow drops the clients collected in h.slow. Dropping one may announce presence
@@ -207,7 +285,7 @@ func (h *Hub) evictSlow() {
 		if c.closeCode == 0 {
 			// A full queue: the client is dead or cannot keep up.
 			h.metrics.evictions.Inc()
-			h.log.Info("evicting slow consumer", "user", c.user.ID)
+			h.log.Info("evicting slow consumer", "conn", c.id)
 			c.closeCode, c.closeReason = websocket.ClosePolicyViolation, "too slow"
 		}
 		h.dropClient(c, c.closeCode, c.closeReason)
@@ -220,70 +298,160 @@ func (h *Hub) deliver(c *Client, msg []byte) {
 	select {
 	case c.send <- msg:
 	default:
-		if !c.doomed {
-			c.doomed = true
-			h.slow = append(h.slow, c)
+		h.doom(c, 0, "")
+	}
+}
+
+// deliverUser sends msg to every connection of a user.
+func (h *Hub) deliverUser(userID string, msg []byte) {
+	for c := range h.clients {
+		if c.user.ID == userID {
+			h.deliver(c, msg)
 		}
 	}
 }
 
-// handle carries out one command.
-func (h *Hub) handle(cmd command) {
-	switch cmd.kind {
-	case cmdJoin:
-		h.join(cmd.client, cmd.room, cmd.ref)
-	case cmdLeave:
-		if _, ok := cmd.client.rooms[cmd.room]; !ok {
-			h.deliver(cmd.client, errorEvent(codeNotInRoom, "you are not in this room", cmd.ref, cmd.room))
-			return
-		}
-		h.leave(cmd.client, cmd.room, true)
-	case cmdSay:
-		h.say(cmd)
-	case cmdRooms:
-		h.deliver(cmd.client, h.roomsEvent())
+// globalRole is a user's global role: a run-time grant, else the policy, else member.
+func (h *Hub) globalRole(id identity) string {
+	if r, ok := h.grants[id.ID]; ok {
+		return r
 	}
+	if r, ok := h.app.policy().roleFor(id); ok {
+		return r
+	}
+	return roleMember
 }
 
-// join adds c to the named room, creating it when new, answers with the member list and
-// announces the user to the others when this is their first connection in the room.
-func (h *Hub) join(c *Client, name, ref string) {
-	if _, ok := c.rooms[name]; ok {
-		h.deliver(c, h.joinedEvent(c.rooms[name], ref))
-		return
+// roomRole is a user's role in a room ("" when none).
+func (h *Hub) roomRole(ri *roomInfo, userID string) string {
+	if ri == nil {
+		return ""
 	}
+	return ri.Roles[userID]
+}
+
+// perms is what a user may do in a room (or globally, for ri nil).
+func (h *Hub) perms(id identity, ri *roomInfo) perm {
+	return effectivePerms(h.globalRole(id), h.roomRole(ri, id.ID))
+}
+
+// displayRole is the role shown beside a user's name in a room: the strongest of
+// their global and room roles.
+func (h *Hub) displayRole(id identity, ri *roomInfo) string {
+	g := h.globalRole(id)
+	switch {
+	case g == roleAdmin || g == roleReadOnly:
+		return g
+	case ri != nil && ri.Roles[id.ID] == roomOwner:
+		return roomOwner
+	case g == roleModerator || (ri != nil && ri.Roles[id.ID] == roomModerator):
+		return roleModerator
+	}
+	return roleMember
+}
+
+// rank orders users for expel decisions: one may only expel a user of lower rank.
+func (h *Hub) rank(id identity, ri *roomInfo) int {
+	p := h.perms(id, ri)
+	switch {
+	case p&permAdmin != 0:
+		return 3
+	case p&permManage != 0:
+		return 2
+	case p&permExpel != 0:
+		return 1
+	}
+	return 0
+}
+
+// visible returns a room's record if the user may know it exists: public rooms, and
+// private rooms they belong to, are invited to, or administer. Anything else looks
+// exactly like a room that does not exist.
+func (h *Hub) visible(id identity, name string) *roomInfo {
+	ri := h.meta[name]
+	if ri == nil {
+		return nil
+	}
+	if !ri.Private || ri.isMember(id.ID) || h.globalRole(id) == roleAdmin {
+		return ri
+	}
+	if _, ok := ri.invitation(id, h.now()); ok {
+		return ri
+	}
+	return nil
+}
+
+// memberJSON encodes a member as {"id","name","role"} for a room.
+func (h *Hub) memberJSON(id identity, ri *roomInfo) []byte {
+	b := userJSON(id.ID, id.Name)
+	b = b[:len(b)-1]
+	b = append(b, `,"role":"`...)
+	b = append(b, h.displayRole(id, ri)...)
+	return append(b, `"}`...)
+}
+
+// welcomeEvent is the first event on every connection: who you are, your role and
+// permissions, and the limits.
+func (h *Hub) welcomeEvent(c *Client) []byte {
 	cfg := h.settings()
-	if len(c.rooms) >= cfg.MaxRoomsPerClient {
-		h.deliver(c, errorEvent(codeTooManyRooms, "you are in too many rooms; leave one first", ref, name))
-		return
+	type limits struct {
+		TextMaxChars   int     `json:"text_max_chars"`
+		ReadLimitBytes int64   `json:"read_limit_bytes"`
+		MsgRate        float64 `json:"msg_rate"`
+		MsgBurst       int     `json:"msg_burst"`
 	}
-	r := h.rooms[name]
+	role := h.globalRole(c.user)
+	b, _ := json.Marshal(struct {
+		Type   string          `json:"type"`
+		You    json.RawMessage `json:"you"`
+		Role   string          `json:"role"`
+		Perms  []string        `json:"perms"`
+		Dev    bool            `json:"dev"`
+		Limits limits          `json:"limits"`
+		MOTD   string          `json:"motd"`
+	}{"welcome", c.userJSON, role, effectivePerms(role, "").names(), c.user.Dev,
+		limits{cfg.TextMaxChars, cfg.ReadLimit, cfg.MsgRate, cfg.MsgBurst}, cfg.MOTD})
+	return b
+}
+
+// youEvent tells a user's connections their global role changed.
+func (h *Hub) youEvent(id identity) []byte {
+	role := h.globalRole(id)
+	b, _ := json.Marshal(struct {
+		Type  string   `json:"type"`
+		Role  string   `json:"role"`
+		Perms []string `json:"perms"`
+	}{"you", role, effectivePerms(role, "").names()})
+	return b
+}
+
+// enter adds c to the live room for ri, creating it when nobody is inside, answers
+// with the member list and announces the user to the others when this is their first
+// connection in the room.
+func (h *Hub) enter(c *Client, ri *roomInfo, ref string) {
+	r := h.rooms[ri.Name]
 	if r == nil {
-		r = &room{name: name, clients: make(map[*Client]struct{}), members: make(map[string]*member)}
-		h.rooms[name] = r
+		r = &room{info: ri, clients: make(map[*Client]struct{}), members: make(map[string]*member)}
+		h.rooms[ri.Name] = r
 		h.metrics.rooms.Set(float64(len(h.rooms)))
 	}
-	if len(r.clients) >= cfg.MaxMembersPerRoom {
-		h.deliver(c, errorEvent(codeRoomFull, "this room is full", ref, name))
-		return
-	}
 	r.clients[c] = struct{}{}
-	c.rooms[name] = r
+	c.rooms[ri.Name] = r
 	m := r.members[c.user.ID]
 	if m == nil {
-		m = &member{info: c.userJSON}
+		m = &member{user: c.user}
 		r.members[c.user.ID] = m
 		if len(r.members) <= presenceMaxMembers {
-			h.broadcastExcept(r, c.user.ID, presenceEvent(name, "join", c.userJSON))
+			h.broadcastExcept(r, c.user.ID, presenceEvent(ri.Name, "join", h.memberJSON(c.user, ri)))
 		}
 	}
 	m.conns++
-	h.deliver(c, h.joinedEvent(r, ref))
+	h.deliver(c, h.joinedEvent(c, r, ref))
 }
 
-// leave removes c from the named room; answer says whether to confirm to c. The room
-// is dropped from memory when its last connection leaves.
-func (h *Hub) leave(c *Client, name string, answer bool) {
+// leaveRoom removes c from a live room. The live room is dropped from memory when its
+// last connection leaves; its durable record stays.
+func (h *Hub) leaveRoom(c *Client, name string) {
 	r := c.rooms[name]
 	if r == nil {
 		return
@@ -294,7 +462,7 @@ func (h *Hub) leave(c *Client, name string, answer bool) {
 		if m.conns--; m.conns <= 0 {
 			delete(r.members, c.user.ID)
 			if len(r.members) < presenceMaxMembers {
-				h.broadcastExcept(r, c.user.ID, presenceEvent(name, "leave", c.userJSON))
+				h.broadcastExcept(r, c.user.ID, presenceEvent(name, "leave", h.memberJSON(c.user, r.info)))
 			}
 		}
 	}
@@ -302,37 +470,23 @@ func (h *Hub) leave(c *Client, name string, answer bool) {
 		delete(h.rooms, name)
 		h.metrics.rooms.Set(float64(len(h.rooms)))
 	}
-	if answer {
-		h.deliver(c, appendObject(nil, "left", name, func(b []byte) []byte { return b }))
+}
+
+// removeUser takes every connection of a user out of a room, telling them why with
+// event (for example a `kicked` event).
+func (h *Hub) removeUser(r *room, userID string, event []byte) {
+	for c := range r.clients {
+		if c.user.ID == userID {
+			h.deliver(c, event)
+			h.leaveRoom(c, r.info.Name)
+		}
 	}
 }
 
-// say stamps a message and delivers it to the room's members only.
-func (h *Hub) say(cmd command) {
-	c := cmd.client
-	r := c.rooms[cmd.room]
-	if r == nil {
-		h.deliver(c, errorEvent(codeNotInRoom, "join the room before speaking in it", cmd.ref, cmd.room))
-		return
-	}
-	h.lastID++
-	id := h.lastID
-	msg := make([]byte, 0, 64+len(cmd.room)+len(cmd.body))
-	msg = append(msg, `{"type":"message","room":"`...)
-	msg = append(msg, cmd.room...)
-	msg = append(msg, `","id":`...)
-	msg = strconv.AppendUint(msg, id, 10)
-	msg = append(msg, `,"ts":`...)
-	msg = strconv.AppendInt(msg, h.now().UnixMilli(), 10)
-	msg = append(msg, ',')
-	msg = append(msg, cmd.body...)
+// broadcast sends msg to every connection in r.
+func (h *Hub) broadcast(r *room, msg []byte) {
 	for m := range r.clients {
 		h.deliver(m, msg)
-	}
-	h.metrics.messages.Inc()
-	h.metrics.deliveries.Add(float64(len(r.clients)))
-	if cmd.ref != "" {
-		h.deliver(c, ackEvent(cmd.ref, cmd.room, id))
 	}
 }
 
@@ -345,17 +499,25 @@ func (h *Hub) broadcastExcept(r *room, userID string, msg []byte) {
 	}
 }
 
-// joinedEvent encodes the answer to a join: the room and up to membersListMax members.
-func (h *Hub) joinedEvent(r *room, ref string) []byte {
-	ids := make([]string, 0, len(r.members))
+// joinedEvent encodes the answer to a join: the room, c's role and permissions in it,
+// and up to membersListMax members with their roles.
+func (h *Hub) joinedEvent(c *Client, r *room, ref string) []byte {
+	// In a crowd, list any membersListMax members rather than sort them all: this runs
+	// on the hub's loop for every join.
+	ids := make([]string, 0, min(len(r.members), membersListMax))
 	for id := range r.members {
+		if len(ids) == membersListMax {
+			break
+		}
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	if len(ids) > membersListMax {
-		ids = ids[:membersListMax]
-	}
-	return appendObject(nil, "joined", r.name, func(b []byte) []byte {
+	return roomEvent("joined", r.info, len(r.members), func(b []byte) []byte {
+		b = append(b, `,"my_role":"`...)
+		b = append(b, h.displayRole(c.user, r.info)...)
+		b = append(b, `","my_perms":`...)
+		perms, _ := json.Marshal(h.perms(c.user, r.info).names())
+		b = append(b, perms...)
 		b = append(b, `,"member_count":`...)
 		b = strconv.AppendInt(b, int64(len(r.members)), 10)
 		b = append(b, `,"members":[`...)
@@ -363,7 +525,7 @@ func (h *Hub) joinedEvent(r *room, ref string) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = append(b, r.members[id].info...)
+			b = append(b, h.memberJSON(r.members[id].user, r.info)...)
 		}
 		b = append(b, ']')
 		if ref != "" {
@@ -374,31 +536,49 @@ func (h *Hub) joinedEvent(r *room, ref string) []byte {
 	})
 }
 
-// roomsEvent lists the rooms in memory, busiest first.
-func (h *Hub) roomsEvent() []byte {
-	rs := make([]*room, 0, len(h.rooms))
-	for _, r := range h.rooms {
-		rs = append(rs, r)
+// roomsEvent lists the rooms c may see: public ones and the private ones it belongs
+// to or is invited to, busiest first.
+func (h *Hub) roomsEvent(c *Client) []byte {
+	var infos []*roomInfo
+	for name := range h.meta {
+		if ri := h.visible(c.user, name); ri != nil {
+			infos = append(infos, ri)
+		}
 	}
-	slices.SortFunc(rs, func(a, b *room) int {
-		if d := len(b.members) - len(a.members); d != 0 {
+	online := func(ri *roomInfo) int {
+		if r := h.rooms[ri.Name]; r != nil {
+			return len(r.members)
+		}
+		return 0
+	}
+	slices.SortFunc(infos, func(a, b *roomInfo) int {
+		if d := online(b) - online(a); d != 0 {
 			return d
 		}
-		return strings.Compare(a.name, b.name)
+		return strings.Compare(a.Name, b.Name)
 	})
-	if len(rs) > roomsListMax {
-		rs = rs[:roomsListMax]
+	if len(infos) > roomsListMax {
+		infos = infos[:roomsListMax]
 	}
 	b := []byte(`{"type":"rooms","rooms":[`)
-	for i, r := range rs {
+	for i, ri := range infos {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, `{"name":"`...)
-		b = append(b, r.name...)
-		b = append(b, `","members":`...)
-		b = strconv.AppendInt(b, int64(len(r.members)), 10)
-		b = append(b, '}')
+		ev := roomEvent("room", ri, online(ri), func(b []byte) []byte {
+			b = append(b, `,"name":`...)
+			b = appendJSONString(b, ri.Name)
+			b = append(b, `,"members":`...)
+			return strconv.AppendInt(b, int64(online(ri)), 10)
+		})
+		b = append(b, ev...)
 	}
 	return append(b, "]}"...)
+}
+
+// notifyRoom sends the current description of a room to everyone inside it.
+func (h *Hub) notifyRoom(ri *roomInfo) {
+	if r := h.rooms[ri.Name]; r != nil {
+		h.broadcast(r, roomEvent("room", ri, len(r.members), nil))
+	}
 }

@@ -12,15 +12,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// newTestHub starts a hub with no network around it.
+// newTestHub starts an App (memory store, no listener) and returns its hub, to be
+// driven directly with fake clients.
 func newTestHub(tb testing.TB, mutate func(*Config)) *Hub {
 	cfg := defaultConfig()
+	cfg.DataDir = tb.TempDir()
+	cfg.Store = "memory"
 	if mutate != nil {
 		mutate(cfg)
 	}
-	h := newHub(func() *Config { return cfg }, newMetrics(), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
-	go h.run()
-	return h
+	app, err := newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { app.shutdown(time.Second) })
+	return app.hub
 }
 
 // fakeClient is a Client with a queue but no connection: the hub only ever touches
@@ -39,7 +45,7 @@ func fakeClient(name string, queue int) *Client {
 // sayCmd builds the command readPump would send for a say.
 func sayCmd(c *Client, room, text string) command {
 	body := appendJSONString(append([]byte(nil), c.fromTail...), text)
-	return command{client: c, kind: cmdSay, room: room, body: append(body, '}')}
+	return command{client: c, env: &envelope{Type: "say", Room: room}, body: append(body, '}')}
 }
 
 // drain returns the events queued for c so far, decoded. It synchronises with the hub
@@ -79,9 +85,9 @@ func TestHubRoomIsolation(t *testing.T) {
 	a, b := fakeClient("a", 64), fakeClient("b", 64)
 	h.register <- a
 	h.register <- b
-	h.inbound <- command{client: a, kind: cmdJoin, room: "alpha"}
-	h.inbound <- command{client: b, kind: cmdJoin, room: "beta"}
-	h.inbound <- command{client: b, kind: cmdLeave, room: lobby}
+	h.inbound <- command{client: a, env: &envelope{Type: "join", Room: "alpha"}}
+	h.inbound <- command{client: b, env: &envelope{Type: "join", Room: "beta"}}
+	h.inbound <- command{client: b, env: &envelope{Type: "leave", Room: lobby}}
 	drain(t, h, a)
 	drain(t, h, b)
 	h.inbound <- sayCmd(a, "alpha", "for alpha only")
@@ -103,7 +109,7 @@ func TestHubPresence(t *testing.T) {
 	drain(t, h, a)
 	h.register <- b
 	evs := drain(t, h, b)
-	if types(evs) != "joined" || len(evs[0]["members"].([]any)) != 2 {
+	if types(evs) != "welcome,joined" || len(evs[1]["members"].([]any)) != 2 {
 		t.Fatalf("joiner got %v", evs)
 	}
 	evs = drain(t, h, a)
@@ -129,7 +135,7 @@ func TestHubEmptyRoomDropped(t *testing.T) {
 	h := newTestHub(t, nil)
 	a := fakeClient("a", 64)
 	h.register <- a
-	h.inbound <- command{client: a, kind: cmdJoin, room: "temp"}
+	h.inbound <- command{client: a, env: &envelope{Type: "join", Room: "temp"}}
 	rooms := func() (n int, has bool) {
 		h.do(func() { n = len(h.rooms); _, has = h.rooms["temp"] })
 		return
@@ -137,7 +143,7 @@ func TestHubEmptyRoomDropped(t *testing.T) {
 	if n, has := rooms(); n != 2 || !has {
 		t.Fatalf("rooms %d, temp %v", n, has)
 	}
-	h.inbound <- command{client: a, kind: cmdLeave, room: "temp"}
+	h.inbound <- command{client: a, env: &envelope{Type: "leave", Room: "temp"}}
 	if n, has := rooms(); n != 1 || has {
 		t.Fatalf("after leave: rooms %d, temp %v", n, has)
 	}
@@ -152,15 +158,15 @@ func TestHubRoomCaps(t *testing.T) {
 	h := newTestHub(t, func(c *Config) { c.MaxRoomsPerClient = 2; c.MaxMembersPerRoom = 1 })
 	a, b := fakeClient("a", 64), fakeClient("b", 64)
 	h.register <- a
-	h.inbound <- command{client: a, kind: cmdJoin, room: "two"}
-	h.inbound <- command{client: a, kind: cmdJoin, room: "three"}
+	h.inbound <- command{client: a, env: &envelope{Type: "join", Room: "two"}}
+	h.inbound <- command{client: a, env: &envelope{Type: "join", Room: "three"}}
 	evs := drain(t, h, a)
 	if last := evs[len(evs)-1]; last["code"] != codeTooManyRooms {
 		t.Fatalf("third room: %v", evs)
 	}
 	h.register <- b // lobby already holds its one member
 	evs = drain(t, h, b)
-	if len(evs) != 1 || evs[0]["code"] != codeRoomFull {
+	if types(evs) != "welcome,error" || evs[1]["code"] != codeRoomFull {
 		t.Fatalf("full lobby: %v", evs)
 	}
 }

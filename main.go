@@ -128,6 +128,20 @@ func run(cfg *Config, log *slog.Logger) error {
 		}
 	}()
 
+	// SIGHUP re-reads the role policy file without a restart.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := app.reloadPolicy(); err != nil {
+				log.Error("policy reload failed; keeping the old policy", "err", err)
+			} else {
+				log.Info("policy reloaded")
+			}
+		}
+	}()
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	select {

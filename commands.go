@@ -1,0 +1,547 @@
+package main
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/gorilla/websocket"
+)
+
+// Error codes for refusals decided in the hub. Like those in filter.go they are part
+// of the protocol and never renamed.
+const (
+	codeForbidden   = "forbidden"
+	codeNoSuchRoom  = "no_such_room"
+	codeBanned      = "banned"
+	codeReadOnly    = "read_only"
+	codeRoomExists  = "room_exists"
+	codeRoomLimit   = "room_limit"
+	codeBadSetting  = "bad_setting"
+	codeStoreFailed = "store_failed"
+	codeBusy        = "busy"
+)
+
+// cmdSpec is one row of the command table: the permission a command needs and its
+// handler. When room is true the command names a room, which must be visible to the
+// caller (else no_such_room, exactly as for a missing room) and the permission is
+// checked in that room; otherwise it is checked globally. Authorisation lives here,
+// in one place, instead of in every handler.
+type cmdSpec struct {
+	needs perm
+	room  bool
+	run   func(h *Hub, c *Client, cmd command, ri *roomInfo)
+}
+
+// commandTable maps each client-to-server type to its spec. filter.go validates the
+// fields of each type before a command gets here.
+var commandTable = map[string]cmdSpec{
+	"join":          {run: (*Hub).cmdJoin},
+	"leave":         {run: (*Hub).cmdLeave},
+	"say":           {needs: permSend, room: true, run: (*Hub).cmdSay},
+	"rooms":         {run: (*Hub).cmdRooms},
+	"create":        {run: (*Hub).cmdCreate},
+	"invite":        {needs: permInvite, room: true, run: (*Hub).cmdInvite},
+	"kick":          {needs: permExpel, room: true, run: (*Hub).cmdKick},
+	"ban":           {needs: permExpel, room: true, run: (*Hub).cmdKick},
+	"unban":         {needs: permExpel, room: true, run: (*Hub).cmdUnban},
+	"set_room_role": {needs: permManage, room: true, run: (*Hub).cmdSetRoomRole},
+	"lock":          {needs: permManage, room: true, run: (*Hub).cmdLock},
+	"topic":         {needs: permManage, room: true, run: (*Hub).cmdTopic},
+	"delete_room":   {needs: permManage, room: true, run: (*Hub).cmdDeleteRoom},
+	"set_role":      {needs: permAdmin, run: (*Hub).cmdSetRole},
+	"global_ban":    {needs: permAdmin, run: (*Hub).cmdGlobalBan},
+	"global_unban":  {needs: permAdmin, run: (*Hub).cmdGlobalUnban},
+	"get_settings":  {needs: permAdmin, run: (*Hub).cmdGetSettings},
+	"set_settings":  {needs: permAdmin, run: (*Hub).cmdSetSettings},
+	"audit":         {needs: permAdmin, run: (*Hub).cmdAudit},
+}
+
+// dispatch checks a command against the table and runs it.
+func (h *Hub) dispatch(cmd command) {
+	c, env := cmd.client, cmd.env
+	spec, ok := commandTable[env.Type]
+	if !ok {
+		h.refuse(c, env, codeUnknownType, "unknown type")
+		return
+	}
+	var ri *roomInfo
+	if spec.room {
+		if ri = h.visible(c.user, env.Room); ri == nil {
+			h.refuse(c, env, codeNoSuchRoom, "no such room")
+			return
+		}
+	}
+	if h.perms(c.user, ri)&spec.needs != spec.needs {
+		h.refuse(c, env, codeForbidden, "you are not allowed to do that")
+		return
+	}
+	spec.run(h, c, cmd, ri)
+}
+
+// refuse answers a command with an error event and counts it.
+func (h *Hub) refuse(c *Client, env *envelope, code, msg string) {
+	h.metrics.rejected.WithLabelValues(code).Inc()
+	room := ""
+	if validRoom(env.Room) == nil {
+		room = env.Room
+	}
+	h.deliver(c, errorEvent(code, msg, env.Ref, room))
+}
+
+// mayCreate reports whether c may create rooms now.
+func (h *Hub) mayCreate(c *Client) bool {
+	p := h.perms(c.user, nil)
+	if p&permSend == 0 {
+		return false
+	}
+	return h.settings().MembersCanCreateRooms || p&(permExpel|permAdmin) != 0
+}
+
+// createRoom makes and persists a new room owned by c, or refuses.
+func (h *Hub) createRoom(c *Client, env *envelope, private bool) *roomInfo {
+	if len(h.meta) >= h.settings().MaxRooms {
+		h.refuse(c, env, codeRoomLimit, "the server has as many rooms as it may keep")
+		return nil
+	}
+	ri := newRoomInfo(env.Room, c.user.ID, private, h.now())
+	if env.Topic != nil {
+		ri.Topic = *env.Topic
+	}
+	h.meta[ri.Name] = ri
+	h.persist(c, env.Ref, []Write{ri.write()}, nil)
+	return ri
+}
+
+// cmdJoin joins a room. A public room that does not exist yet is created, with the
+// joiner as owner, when they may create rooms. A private room the joiner was not
+// invited to answers no_such_room, exactly like a missing room.
+func (h *Hub) cmdJoin(c *Client, cmd command, _ *roomInfo) { h.join(c, cmd.env) }
+
+// join is cmdJoin, also used for the lobby on connect.
+func (h *Hub) join(c *Client, env *envelope) {
+	if r, ok := c.rooms[env.Room]; ok {
+		h.deliver(c, h.joinedEvent(c, r, env.Ref))
+		return
+	}
+	if len(c.rooms) >= h.settings().MaxRoomsPerClient {
+		h.refuse(c, env, codeTooManyRooms, "you are in too many rooms; leave one first")
+		return
+	}
+	ri := h.visible(c.user, env.Room)
+	if ri == nil {
+		if h.meta[env.Room] != nil || !h.mayCreate(c) {
+			h.refuse(c, env, codeNoSuchRoom, "no such room")
+			return
+		}
+		if ri = h.createRoom(c, env, false); ri == nil {
+			return
+		}
+	}
+	if _, banned := ri.Bans[c.user.ID]; banned {
+		h.refuse(c, env, codeBanned, "you are banned from this room")
+		return
+	}
+	if r := h.rooms[ri.Name]; r != nil && len(r.clients) >= h.settings().MaxMembersPerRoom {
+		h.refuse(c, env, codeRoomFull, "this room is full")
+		return
+	}
+	if ri.Private && !ri.isMember(c.user.ID) {
+		if key, ok := ri.invitation(c.user, h.now()); ok {
+			// Accepting an invitation makes the user a member for good.
+			delete(ri.Invites, key)
+			ri.Roles[c.user.ID] = roomMember
+			h.persist(nil, "", []Write{ri.write()}, nil)
+		}
+	}
+	h.enter(c, ri, env.Ref)
+}
+
+// cmdLeave leaves a room.
+func (h *Hub) cmdLeave(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	if _, ok := c.rooms[env.Room]; !ok {
+		h.refuse(c, env, codeNotInRoom, "you are not in this room")
+		return
+	}
+	h.leaveRoom(c, env.Room)
+	h.deliver(c, appendObject(nil, "left", env.Room, func(b []byte) []byte { return b }))
+}
+
+// cmdSay stamps a message and delivers it to the room's members only.
+func (h *Hub) cmdSay(c *Client, cmd command, ri *roomInfo) {
+	env := cmd.env
+	r := c.rooms[env.Room]
+	if r == nil {
+		h.refuse(c, env, codeNotInRoom, "join the room before speaking in it")
+		return
+	}
+	if ri.Locked && h.perms(c.user, ri)&permExpel == 0 {
+		h.refuse(c, env, codeReadOnly, "this room is read-only")
+		return
+	}
+	h.lastID++
+	id := h.lastID
+	msg := make([]byte, 0, 64+len(env.Room)+len(cmd.body))
+	msg = append(msg, `{"type":"message","room":"`...)
+	msg = append(msg, env.Room...)
+	msg = append(msg, `","id":`...)
+	msg = strconv.AppendUint(msg, id, 10)
+	msg = append(msg, `,"ts":`...)
+	msg = strconv.AppendInt(msg, h.now().UnixMilli(), 10)
+	msg = append(msg, ',')
+	msg = append(msg, cmd.body...)
+	for m := range r.clients {
+		h.deliver(m, msg)
+	}
+	h.metrics.messages.Inc()
+	h.metrics.deliveries.Add(float64(len(r.clients)))
+	if env.Ref != "" {
+		h.deliver(c, ackEvent(env.Ref, env.Room, id))
+	}
+}
+
+// cmdRooms lists the rooms c may see.
+func (h *Hub) cmdRooms(c *Client, _ command, _ *roomInfo) { h.deliver(c, h.roomsEvent(c)) }
+
+// cmdCreate creates a room, public or private, and joins the creator to it.
+func (h *Hub) cmdCreate(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	if !h.mayCreate(c) {
+		h.refuse(c, env, codeForbidden, "you are not allowed to create rooms")
+		return
+	}
+	if h.meta[env.Room] != nil {
+		h.refuse(c, env, codeRoomExists, "that name is taken")
+		return
+	}
+	if len(c.rooms) >= h.settings().MaxRoomsPerClient {
+		h.refuse(c, env, codeTooManyRooms, "you are in too many rooms; leave one first")
+		return
+	}
+	if ri := h.createRoom(c, env, env.Private); ri != nil {
+		h.enter(c, ri, "")
+	}
+}
+
+// cmdInvite invites a user (by id) or an email address into a room. In a private room
+// the invitation is durable until used or expired; the invitee's open connections are
+// told at once.
+func (h *Hub) cmdInvite(c *Client, cmd command, ri *roomInfo) {
+	env := cmd.env
+	key := "user:" + env.User
+	if env.Email != "" {
+		key = "email:" + lowerEmail(env.Email)
+	}
+	if env.User != "" {
+		if _, banned := ri.Bans[env.User]; banned {
+			h.refuse(c, env, codeBanned, "that user is banned from this room; unban them first")
+			return
+		}
+	}
+	ri.pruneInvites(h.now())
+	if ri.Private {
+		if len(ri.Invites) >= maxInvitesPerRoom {
+			h.refuse(c, env, codeRoomLimit, "this room has too many open invitations")
+			return
+		}
+		ri.Invites[key] = h.now().Add(inviteTTL).Unix()
+	}
+	invited := roomEvent("invited", ri, 0, func(b []byte) []byte {
+		b = append(b, `,"by":`...)
+		return append(b, c.userJSON...)
+	})
+	for o := range h.clients {
+		if (env.User != "" && o.user.ID == env.User) || (env.Email != "" && lowerEmail(o.user.Email) == lowerEmail(env.Email)) {
+			h.deliver(o, invited)
+		}
+	}
+	audit := newAudit(h.now(), c.user.ID, "invite", ri.Name, nil, key)
+	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
+}
+
+// cmdKick removes a user from a room (their connections leave at once); with type
+// "ban" it also keeps them out until unbanned. One may only expel a user of lower rank.
+func (h *Hub) cmdKick(c *Client, cmd command, ri *roomInfo) {
+	env := cmd.env
+	target := identity{ID: env.User}
+	if m := h.findUser(env.User); m != nil {
+		target = *m
+	}
+	if env.User == c.user.ID || h.rank(target, ri) >= h.rank(c.user, ri) {
+		h.refuse(c, env, codeForbidden, "you cannot expel that user")
+		return
+	}
+	ban := env.Type == "ban"
+	old := ri.Roles[env.User]
+	if ri.Private || ban {
+		delete(ri.Roles, env.User)
+	}
+	if ban {
+		ri.Bans[env.User] = h.now().Unix()
+		delete(ri.Invites, "user:"+env.User)
+	}
+	if r := h.rooms[ri.Name]; r != nil {
+		h.removeUser(r, env.User, appendObject(nil, "kicked", ri.Name, func(b []byte) []byte {
+			b = append(b, `,"ban":`...)
+			b = strconv.AppendBool(b, ban)
+			b = append(b, `,"by":`...)
+			return append(b, c.userJSON...)
+		}))
+	}
+	audit := newAudit(h.now(), c.user.ID, env.Type, ri.Name+" "+env.User, old, nil)
+	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
+}
+
+// cmdUnban lifts a room ban.
+func (h *Hub) cmdUnban(c *Client, cmd command, ri *roomInfo) {
+	env := cmd.env
+	delete(ri.Bans, env.User)
+	audit := newAudit(h.now(), c.user.ID, "unban", ri.Name+" "+env.User, nil, nil)
+	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
+}
+
+// cmdSetRoomRole appoints or removes a room moderator. The owner's role is not
+// transferable this way.
+func (h *Hub) cmdSetRoomRole(c *Client, cmd command, ri *roomInfo) {
+	env := cmd.env
+	if env.User == ri.Owner || env.User == c.user.ID {
+		h.refuse(c, env, codeForbidden, "the owner's role cannot be changed")
+		return
+	}
+	old := ri.Roles[env.User]
+	if len(ri.Roles) >= maxRolesPerRoom && old == "" {
+		h.refuse(c, env, codeRoomLimit, "this room has too many roles")
+		return
+	}
+	switch {
+	case env.Role == roomModerator:
+		ri.Roles[env.User] = roomModerator
+	case ri.Private:
+		ri.Roles[env.User] = roomMember
+	default:
+		delete(ri.Roles, env.User)
+	}
+	audit := newAudit(h.now(), c.user.ID, "set_room_role", ri.Name+" "+env.User, old, env.Role)
+	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
+	h.refreshUser(env.User)
+}
+
+// cmdLock makes a room read-only for everyone but its owner and moderators, or undoes it.
+func (h *Hub) cmdLock(c *Client, cmd command, ri *roomInfo) {
+	env := cmd.env
+	old := ri.Locked
+	ri.Locked = *env.Locked
+	audit := newAudit(h.now(), c.user.ID, "lock", ri.Name, old, ri.Locked)
+	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
+	h.notifyRoom(ri)
+}
+
+// cmdTopic sets a room's topic.
+func (h *Hub) cmdTopic(c *Client, cmd command, ri *roomInfo) {
+	env := cmd.env
+	old := ri.Topic
+	ri.Topic = *env.Topic
+	audit := newAudit(h.now(), c.user.ID, "topic", ri.Name, old, ri.Topic)
+	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
+	h.notifyRoom(ri)
+}
+
+// cmdDeleteRoom deletes a room: everyone inside is told and removed, its record goes.
+// The lobby cannot be deleted.
+func (h *Hub) cmdDeleteRoom(c *Client, cmd command, ri *roomInfo) {
+	env := cmd.env
+	if ri.Name == lobby {
+		h.refuse(c, env, codeForbidden, "the lobby cannot be deleted")
+		return
+	}
+	if r := h.rooms[ri.Name]; r != nil {
+		ev := appendObject(nil, "room_deleted", ri.Name, func(b []byte) []byte { return b })
+		for o := range r.clients {
+			h.deliver(o, ev)
+			h.leaveRoom(o, ri.Name)
+		}
+	}
+	delete(h.meta, ri.Name)
+	audit := newAudit(h.now(), c.user.ID, "delete_room", ri.Name, ri, nil)
+	h.persist(c, env.Ref, []Write{{Bucket: bucketRooms, Key: []byte(ri.Name)}}, &audit)
+}
+
+// cmdSetRole grants a global role. It applies at once to the user's open connections.
+// Admins cannot change their own role (no accidental lock-out).
+func (h *Hub) cmdSetRole(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	if env.User == c.user.ID {
+		h.refuse(c, env, codeForbidden, "you cannot change your own role")
+		return
+	}
+	target := identity{ID: env.User}
+	if m := h.findUser(env.User); m != nil {
+		target = *m
+	}
+	old := h.globalRole(target)
+	h.grants[env.User] = env.Role
+	b, _ := json.Marshal(env.Role)
+	audit := newAudit(h.now(), c.user.ID, "set_role", env.User, old, env.Role)
+	h.persist(c, env.Ref, []Write{{Bucket: bucketGrants, Key: []byte(env.User), Value: b}}, &audit)
+	h.deliverUser(env.User, h.youEvent(target))
+	h.refreshUser(env.User)
+}
+
+// cmdGlobalBan bans a user from the server: their connections close with 1008, their
+// sessions stop working and their next login is refused. Admins cannot be banned.
+func (h *Hub) cmdGlobalBan(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	target := identity{ID: env.User}
+	if m := h.findUser(env.User); m != nil {
+		target = *m
+	}
+	if env.User == c.user.ID || h.globalRole(target) == roleAdmin {
+		h.refuse(c, env, codeForbidden, "admins cannot be banned")
+		return
+	}
+	ban := banInfo{By: c.user.ID, Reason: env.Reason, Time: h.now().Unix()}
+	h.bans[env.User] = ban
+	h.app.bans.add(env.User)
+	for o := range h.clients {
+		if o.user.ID == env.User {
+			h.doom(o, websocket.ClosePolicyViolation, "banned")
+		}
+	}
+	b, _ := json.Marshal(ban)
+	audit := newAudit(h.now(), c.user.ID, "global_ban", env.User, nil, ban)
+	h.persist(c, env.Ref, []Write{{Bucket: bucketBans, Key: []byte(env.User), Value: b}}, &audit)
+}
+
+// cmdGlobalUnban lifts a global ban.
+func (h *Hub) cmdGlobalUnban(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	old, ok := h.bans[env.User]
+	delete(h.bans, env.User)
+	h.app.bans.remove(env.User)
+	var before any
+	if ok {
+		before = old
+	}
+	audit := newAudit(h.now(), c.user.ID, "global_unban", env.User, before, nil)
+	h.persist(c, env.Ref, []Write{{Bucket: bucketBans, Key: []byte(env.User)}}, &audit)
+}
+
+// settingsEvent describes the run-time settings.
+func settingsEvent(s Settings, ref string) []byte {
+	b, _ := json.Marshal(struct {
+		Type     string   `json:"type"`
+		Settings Settings `json:"settings"`
+		Ref      string   `json:"ref,omitempty"`
+	}{"settings", s, ref})
+	return b
+}
+
+// cmdGetSettings answers with the current run-time settings.
+func (h *Hub) cmdGetSettings(c *Client, cmd command, _ *roomInfo) {
+	h.deliver(c, settingsEvent(settingsOf(h.settings()), cmd.env.Ref))
+}
+
+// cmdSetSettings changes run-time settings: merged over the current ones, validated as
+// a whole, swapped in atomically (live connections see them on their next message),
+// persisted and audited.
+func (h *Hub) cmdSetSettings(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	cur := h.settings()
+	old := settingsOf(cur)
+	next, err := mergeSettings(old, env.Settings)
+	if err != nil {
+		h.refuse(c, env, codeBadSetting, err.Error())
+		return
+	}
+	cfg, err := next.applyTo(cur)
+	if err != nil {
+		h.refuse(c, env, codeBadSetting, err.Error())
+		return
+	}
+	h.app.cfg.Store(cfg)
+	b, _ := json.Marshal(next)
+	audit := newAudit(h.now(), c.user.ID, "set_settings", "", old, next)
+	h.persist(c, env.Ref, []Write{{Bucket: bucketSettings, Key: []byte("current"), Value: b}}, &audit)
+	h.deliver(c, settingsEvent(next, ""))
+	if next.MOTD != old.MOTD {
+		motd := appendObject(nil, "motd", "", func(b []byte) []byte {
+			b = append(b, `,"motd":`...)
+			return appendJSONString(b, next.MOTD)
+		})
+		for o := range h.clients {
+			h.deliver(o, motd)
+		}
+	}
+}
+
+// cmdAudit answers with the newest audit entries, newest first.
+func (h *Hub) cmdAudit(c *Client, cmd command, _ *roomInfo) {
+	n := min(max(cmd.env.Limit, 1), len(h.audit))
+	entries := make([]auditEntry, 0, n)
+	for i := len(h.audit) - 1; i >= len(h.audit)-n; i-- {
+		entries = append(entries, h.audit[i])
+	}
+	b, _ := json.Marshal(struct {
+		Type    string       `json:"type"`
+		Entries []auditEntry `json:"entries"`
+		Ref     string       `json:"ref,omitempty"`
+	}{"audit", entries, cmd.env.Ref})
+	h.deliver(c, b)
+}
+
+// findUser returns the identity of a connected user, so role decisions about an online
+// target see their email (policy roles by email) too.
+func (h *Hub) findUser(userID string) *identity {
+	for c := range h.clients {
+		if c.user.ID == userID {
+			return &c.user
+		}
+	}
+	return nil
+}
+
+// refreshUser re-sends the room state to a user's connections after their role
+// changed, so the page shows the new role and controls at once, and tells the other
+// members of those rooms.
+func (h *Hub) refreshUser(userID string) {
+	for c := range h.clients {
+		if c.user.ID != userID {
+			continue
+		}
+		for _, r := range c.rooms {
+			h.deliver(c, h.joinedEvent(c, r, ""))
+		}
+	}
+	seen := map[string]bool{}
+	for c := range h.clients {
+		if c.user.ID != userID {
+			continue
+		}
+		for name, r := range c.rooms {
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			ev := appendObject(nil, "role", name, func(b []byte) []byte {
+				b = append(b, `,"user":`...)
+				return append(b, h.memberJSON(c.user, r.info)...)
+			})
+			h.broadcastExcept(r, userID, ev)
+		}
+	}
+}
+
+// lowerEmail normalises an email for comparison.
+func lowerEmail(e string) string { return toLowerASCII(e) }
+
+// toLowerASCII lower-cases ASCII letters only; emails compare case-insensitively in
+// practice, and leaving other letters alone avoids Unicode case-folding surprises.
+func toLowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}

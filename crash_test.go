@@ -1,0 +1,118 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// childEnv marks a re-executed test binary that should run the real server instead of
+// tests: the crash test kills it with SIGKILL, which it cannot do to itself.
+const childEnv = "CHAT_TEST_SERVER_CHILD"
+
+// TestMain runs the server when re-executed as a child, the tests otherwise.
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		// Configuration comes from the CHAT_ environment twins, as in production.
+		cfg, err := parseConfig(nil, os.Getenv)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if err := run(cfg, slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// freePort finds a loopback port nobody listens on.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// startChild runs the server in a child process on dir and waits until it is ready.
+// The child stops by itself after a minute in any case.
+func startChild(t *testing.T, dir, port string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=1",
+		"CHAT_ADDR=127.0.0.1:"+port, "CHAT_DATA_DIR="+dir, "CHAT_STORE=bolt",
+		"CHAT_METRICS_ADDR=127.0.0.1:0", "CHAT_ADMINS=dev:root",
+		"CHAT_MSG_BURST=1000", "CHAT_USER_MSG_BURST=1000", "CHAT_MSG_RATE=1000", "CHAT_USER_MSG_RATE=1000")
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if testing.Verbose() {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
+	t.Cleanup(func() { timer.Stop(); cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, "child server ready", func() bool {
+		resp, err := http.Get("http://127.0.0.1:" + port + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return cmd
+}
+
+// TestKill9KeepsAcknowledgedState: state changes acknowledged by a server process are
+// all there after it is killed with SIGKILL in the middle of a stream of writes and
+// restarted, and the store opens cleanly.
+func TestKill9KeepsAcknowledgedState(t *testing.T) {
+	dir, port := t.TempDir(), freePort(t)
+	child := startChild(t, dir, port)
+	ts := &testServer{URL: "http://127.0.0.1:" + port}
+	root := ts.user(t, "root")
+	root.mustAck(map[string]any{"type": "create", "room": "vault", "private": true})
+	root.mustAck(map[string]any{"type": "set_role", "user": "dev:mod", "role": "moderator"})
+
+	// A stream of invitations; kill the server after 20 acks while more are in flight.
+	const sent = 60
+	for i := 0; i < sent; i++ {
+		root.send(map[string]any{"type": "invite", "room": "vault", "user": fmt.Sprintf("dev:guest%d", i), "ref": strconv.Itoa(i)})
+	}
+	var acked []int
+	for len(acked) < 20 {
+		ev, err := root.next(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev["type"] == "ack" {
+			n, _ := strconv.Atoi(ev["ref"].(string))
+			acked = append(acked, n)
+		}
+	}
+	if err := child.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	child.Wait()
+
+	startChild(t, dir, port)
+	ts.user(t, "mod").mustAck(map[string]any{"type": "kick", "room": "lobby", "user": "dev:nobody"})
+	for _, n := range acked {
+		guest := ts.user(t, fmt.Sprintf("guest%d", n))
+		guest.mustAck(map[string]any{"type": "join", "room": "vault"})
+		guest.conn.Close()
+	}
+	ts.user(t, "stranger").mustRefuse(map[string]any{"type": "join", "room": "vault"}, codeNoSuchRoom)
+}
