@@ -296,6 +296,22 @@ func (u *browserUser) say(t *testing.T, text string) {
 	}
 }
 
+// pressShiftEnter sends Shift+Enter the way a keyboard does (a keydown
+// that carries the text "\r"), which the page must turn into a newline in
+// the draft instead of sending it.
+var pressShiftEnter = chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+	const shift = 8
+	for _, p := range []input.DispatchKeyEventParams{
+		{Type: input.DispatchKeyEventTypeKeyDown, Modifiers: shift, Text: "\r", UnmodifiedText: "\r", Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13},
+		{Type: input.DispatchKeyEventTypeKeyUp, Modifiers: shift, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13},
+	} {
+		if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, p); err != nil {
+			return err
+		}
+	}
+	return nil
+})
+
 // pressEnter sends a bare Enter key down and up to the focused element.
 // SendKeys("\n") would also send a char event that a real browser does not
 // send once keydown is cancelled, leaving a stray newline in the input.
@@ -347,6 +363,8 @@ func TestBrowserTwoUsersChat(t *testing.T) {
 	if got := eval[string](t, bob, `document.querySelector('#me').textContent`); got != "bob" {
 		t.Errorf("bob's #me = %q, want bob", got)
 	}
+	// The test server runs the development login, so the warning must show.
+	alice.waitJS(t, "the development-login banner", `!!document.querySelector('#dev-banner')?.checkVisibility()`)
 	for _, u := range []*browserUser{alice, bob} {
 		u.waitJS(t, "both users in #members",
 			`(() => { const names = Array.from(document.querySelectorAll('#members li'), (li) => li.textContent);
@@ -381,6 +399,18 @@ func TestBrowserTwoUsersChat(t *testing.T) {
 
 	bob.say(t, "hi A, bob here")
 	alice.waitMessage(t, "hi A, bob here")
+
+	// Shift+Enter starts a new line in the draft; Enter alone sends it.
+	if err := chromedp.Do(alice.ctx,
+		chromedp.Focus(chromedp.ID("input")),
+		chromedp.SendKeys(chromedp.ID("input"), "first line"),
+		pressShiftEnter,
+		chromedp.SendKeys(chromedp.ID("input"), "second line"),
+		pressEnter,
+	); err != nil {
+		t.Fatalf("type a two-line message: %v", err)
+	}
+	bob.waitMessage(t, "first line\nsecond line")
 
 	multi := "line one\nline two\n  indented"
 	alice.sayExact(t, multi)
@@ -546,11 +576,61 @@ func TestBrowserCSP(t *testing.T) {
 		`window.__cspViolations.some((v) => v.startsWith('script-src'))`)
 }
 
+// floodJS sends 40 messages from the page as fast as a script can click,
+// through the page's own send path.
+const floodJS = `(() => {
+	const input = document.querySelector('#input');
+	const send = document.querySelector('#send');
+	for (let i = 0; i < 40; i++) {
+		input.value = 'flood ' + i;
+		send.click();
+	}
+})()`
+
+// noticeRecorderJS records every notice the page shows (code and text, on
+// every change), so a test can assert on a toast that has already gone.
+const noticeRecorderJS = `(() => {
+	window.__notices = [];
+	const box = document.querySelector('#notices');
+	new MutationObserver(() => {
+		for (const n of box.querySelectorAll('.notice')) window.__notices.push(n.dataset.code + ': ' + n.textContent);
+	}).observe(box, { childList: true, subtree: true, characterData: true });
+})()`
+
 // TestBrowserRateLimitNotice floods the server from the page and proves the
-// user is told, with a visible rate_limited notice that says when to retry.
-// The flood also trips the abuse close (1008); since the session is still
-// valid, the page must say so and reconnect rather than log the user out.
+// user is told, with one visible rate_limited notice that says when to
+// retry. The abuse close is set out of reach so the flood only meets the
+// rate limit.
 func TestBrowserRateLimitNotice(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.MsgBurst = 10
+		c.UserMsgBurst = 20
+		c.AbuseDrops = 1000
+	})
+	browser := newBrowser(t)
+	alice := loginUser(t, browser, ts.URL, "alice")
+
+	eval[chromedp.Void](t, alice, floodJS)
+	alice.waitJS(t, "a visible rate_limited notice",
+		`!!document.querySelector('#notices .notice[data-code="rate_limited"]')?.checkVisibility()`)
+	text := eval[string](t, alice, `document.querySelector('#notices .notice[data-code="rate_limited"]').textContent`)
+	if !strings.Contains(text, "Try again in") {
+		t.Errorf("rate-limit notice %q does not say when to retry", text)
+	}
+	if n := eval[int](t, alice, `document.querySelectorAll('#notices .notice[data-code="rate_limited"]').length`); n != 1 {
+		t.Errorf("%d rate_limited notices, want one (repeats update it)", n)
+	}
+	if state := eval[string](t, alice, `document.querySelector('#status').dataset.state`); state != "connected" {
+		t.Errorf("status %q after a rate-limited burst, want connected", state)
+	}
+	alice.watch.assertClean(t, "alice")
+}
+
+// TestBrowserAbuseCloseReconnects floods until the server closes the
+// connection for abuse (1008). The session is still valid, so the page must
+// not log the user out: it says what happened, reconnects by itself and
+// re-joins the rooms it was in.
+func TestBrowserAbuseCloseReconnects(t *testing.T) {
 	ts := startServer(t, func(c *Config) {
 		c.MsgBurst = 10
 		c.UserMsgBurst = 20
@@ -559,29 +639,46 @@ func TestBrowserRateLimitNotice(t *testing.T) {
 	})
 	browser := newBrowser(t)
 	alice := loginUser(t, browser, ts.URL, "alice")
+	bob := loginUser(t, browser, ts.URL, "bob")
 
-	eval[chromedp.Void](t, alice, `(() => {
-		const input = document.querySelector('#input');
-		const send = document.querySelector('#send');
-		for (let i = 0; i < 40; i++) {
-			input.value = 'flood ' + i;
-			send.click();
-		}
-	})()`)
-	if err := chromedp.Do(alice.ctx, chromedp.WaitVisible(chromedp.CSS(`#notices .notice[data-code="rate_limited"]`))); err != nil {
-		t.Fatalf("no visible rate_limited notice: %v\npage: %s", err, alice.describe())
+	// alice is also in side-room, and must be back in it after the
+	// reconnect without doing anything.
+	if err := chromedp.Do(alice.ctx,
+		chromedp.SendKeys(chromedp.ID("join-name"), "side-room"),
+		chromedp.Click(chromedp.ID("join-submit")),
+	); err != nil {
+		t.Fatalf("join form: %v", err)
 	}
-	text := eval[string](t, alice, `document.querySelector('#notices .notice[data-code="rate_limited"]').textContent`)
-	if !strings.Contains(text, "Try again in") {
-		t.Errorf("rate-limit notice %q does not say when to retry", text)
+	alice.waitJS(t, "side-room to open", `!!document.querySelector('#rooms li[data-room="side-room"].active')`)
+	if err := chromedp.Do(alice.ctx, chromedp.Click(chromedp.CSS(`#rooms li[data-room="lobby"] .room-open`))); err != nil {
+		t.Fatalf("open lobby: %v", err)
 	}
-	if n := eval[int](t, alice, `document.querySelectorAll('#notices .notice[data-code="rate_limited"]').length`); n != 1 {
-		t.Errorf("%d rate_limited notices, want one (repeats update it)", n)
+
+	eval[chromedp.Void](t, alice, noticeRecorderJS)
+	eval[chromedp.Void](t, alice, floodJS)
+	alice.waitJS(t, "the abuse close to be shown and the page to reconnect",
+		`window.__notices.some((n) => n.startsWith('closed: The server closed the connection')) &&
+		 window.__notices.some((n) => n.startsWith('closed: Reconnected')) &&
+		 document.querySelector('#status').dataset.state === 'connected'`)
+	if path := eval[string](t, alice, `location.pathname`); path != "/" {
+		t.Fatalf("the page left for %s after an abuse close with a valid session", path)
 	}
-	alice.waitJS(t, "the abuse close to be shown", `!!document.querySelector('#notices .notice[data-code="closed"]')`)
-	alice.waitJS(t, "the page to reconnect by itself",
-		`location.pathname === '/' && document.querySelector('#status').dataset.state === 'connected'`)
+
+	// The server only has alice in side-room if the page re-joined it.
+	if err := chromedp.Do(bob.ctx,
+		chromedp.SendKeys(chromedp.ID("join-name"), "side-room"),
+		chromedp.Click(chromedp.ID("join-submit")),
+	); err != nil {
+		t.Fatalf("bob: join form: %v", err)
+	}
+	bob.waitJS(t, "alice listed in side-room",
+		`!!document.querySelector('#rooms li[data-room="side-room"].active') &&
+		 Array.from(document.querySelectorAll('#members li'), (li) => li.textContent).some((n) => n.includes('alice'))`)
+	bob.say(t, "are you back?")
+	alice.waitJS(t, "an unread message in side-room",
+		`document.querySelector('#rooms li[data-room="side-room"] .unread')?.textContent === '1'`)
 	alice.watch.assertClean(t, "alice")
+	bob.watch.assertClean(t, "bob")
 }
 
 // TestBrowserLogout proves the logout button ends the session: the browser
