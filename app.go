@@ -110,7 +110,7 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 	}
 	if cfg.OIDCClientID != "" {
 		app.dev = false
-		if app.oidc, err = newOIDCLogin(cfg, app.sessions.aead, app.now, log); err != nil {
+		if app.oidc, err = newOIDCLogin(cfg, app.sessions.aead, app.now, app.settings, log); err != nil {
 			return nil, err
 		}
 	}
