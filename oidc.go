@@ -89,6 +89,7 @@ const (
 	refuseHD            = "hd"
 	refuseDomain        = "domain"
 	refuseEmail         = "email"
+	refuseBanned        = "banned"
 )
 
 // oidcLogin is the OpenID Connect side of the server, set up once at start-up from a
@@ -454,8 +455,13 @@ func (app *App) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The identity is issuer and subject: an email can change owner, a subject cannot.
+	uid := o.issuer + "|" + idt.Subject
+	if app.bans.has(uid) {
+		app.refuseLogin(w, http.StatusForbidden, refuseBanned, "This account is banned from this server.", nil, "user", uid)
+		return
+	}
 	id := app.sessions.issue(w, identity{
-		ID:    o.issuer + "|" + idt.Subject,
+		ID:    uid,
 		Name:  oidcDisplayName(claims.Name, claims.Email),
 		Email: strings.ToLower(strings.TrimSpace(claims.Email)),
 	})

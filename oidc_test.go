@@ -1365,3 +1365,14 @@ func TestOIDCAllowListLive(t *testing.T) {
 	res := get(t, c, beginLogin(t, ts, p, c, "").String())
 	assertRefused(t, ts, c, res, http.StatusForbidden, refuseDomain)
 }
+
+// TestOIDCBannedRefused: a globally banned account gets no session, however valid its
+// token.
+func TestOIDCBannedRefused(t *testing.T) {
+	p := newTestProvider(t)
+	ts := startOIDCServer(t, p, nil)
+	ts.App.bans.add(p.issuer + "|" + alice.Sub)
+	c := newJarClient(t)
+	res := get(t, c, beginLogin(t, ts, p, c, "").String())
+	assertRefused(t, ts, c, res, http.StatusForbidden, refuseBanned)
+}
