@@ -681,6 +681,43 @@ func TestBrowserAbuseCloseReconnects(t *testing.T) {
 	bob.watch.assertClean(t, "bob")
 }
 
+// TestBrowserRoomEvents drives the page with the room events of the
+// protocol that only other users cause: an admin (a plain WebSocket
+// client) invites the user into a private room, changes its topic and
+// kicks the user out. The page must offer the invitation, show the room as
+// private with its topic, and drop the room with a notice when kicked.
+func TestBrowserRoomEvents(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.Admins = []string{"dev:boss"} })
+	boss := ts.user(t, "boss")
+	browser := newBrowser(t)
+	bob := loginUser(t, browser, ts.URL, "bob")
+
+	boss.send(map[string]any{"type": "create", "room": "secret", "private": true, "topic": "launch plans", "ref": "c1"})
+	boss.expect("joined")
+	boss.send(map[string]any{"type": "invite", "room": "secret", "user": "dev:bob", "ref": "i1"})
+	bob.waitJS(t, "the invitation with a Join button",
+		`!!document.querySelector('#notices .notice[data-code="invited"] .notice-action')?.checkVisibility() &&
+		 document.querySelector('#notices .notice[data-code="invited"]').textContent.includes('#secret')`)
+	if err := chromedp.Do(bob.ctx, chromedp.Click(chromedp.CSS(`#notices .notice[data-code="invited"] .notice-action`))); err != nil {
+		t.Fatalf("accept the invitation: %v", err)
+	}
+	bob.waitJS(t, "the private room to open with its topic",
+		`!!document.querySelector('#rooms li[data-room="secret"].active') &&
+		 !document.querySelector('#room-private').hidden &&
+		 document.querySelector('#room-topic').textContent === 'launch plans'`)
+
+	boss.send(map[string]any{"type": "topic", "room": "secret", "topic": "<i>new</i> plans"})
+	bob.waitJS(t, "the new topic, as text",
+		`document.querySelector('#room-topic').textContent === '<i>new</i> plans' && !document.querySelector('#room-topic i')`)
+
+	boss.send(map[string]any{"type": "kick", "room": "secret", "user": "dev:bob"})
+	bob.waitJS(t, "the room to be dropped with a notice",
+		`!document.querySelector('#rooms li[data-room="secret"]') &&
+		 !!document.querySelector('#notices .notice[data-code="kicked"]')?.checkVisibility() &&
+		 /#lobby/.test(document.querySelector('#room-title').textContent)`)
+	bob.watch.assertClean(t, "bob")
+}
+
 // TestBrowserLogout proves the logout button ends the session: the browser
 // lands on the login page, and a second tab of the same session is sent
 // there too instead of reconnecting forever.

@@ -17,6 +17,7 @@
   const MAX_NOTICES = 5;
   const NOTICE_MS = 8000;
   const HUES = 8;
+  const ROLES = new Set(['admin', 'owner', 'moderator', 'readonly']);
   const GROUP_MS = 5 * 60 * 1000; // messages closer than this from one sender are grouped
 
   const $ = (id) => document.getElementById(id);
@@ -32,6 +33,10 @@
     joinName: $('join-name'),
     roomTitle: $('room-title'),
     roomCount: $('room-count'),
+    roomTopic: $('room-topic'),
+    roomPrivate: $('room-private'),
+    roomLocked: $('room-locked'),
+    myRole: $('my-role'),
     messages: $('messages'),
     jump: $('jump'),
     compose: $('compose'),
@@ -51,7 +56,7 @@
     connected: false, // true between welcome and close
     me: null, // {id, name} from welcome
     limits: null,
-    rooms: new Map(), // room name -> {name, members: Map(id -> name), messages: [], seen: Set, unread}
+    rooms: new Map(), // room name -> record made by room()
     wanted: new Set([LOBBY]), // rooms to be in; re-joined after a reconnect
     current: LOBBY,
     switchTo: '', // room the user asked to open; opened when its `joined` arrives
@@ -83,10 +88,21 @@
     return typeof v === 'string' ? v : fallback;
   }
 
-  // user normalises a {id, name} object from the server.
+  // user normalises a {id, name, role} object from the server.
   function user(u) {
-    if (!u || typeof u !== 'object') return { id: '', name: '?' };
-    return { id: str(u.id), name: str(u.name, '?') || '?' };
+    if (!u || typeof u !== 'object') return { id: '', name: '?', role: '' };
+    return { id: str(u.id), name: str(u.name, '?') || '?', role: str(u.role) };
+  }
+
+  // roomInfo copies the description fields of joined/room/rooms events
+  // that are present, so a partial event does not erase the others.
+  function roomInfo(info, ev) {
+    if (typeof ev.private === 'boolean') info.private = ev.private;
+    if (typeof ev.locked === 'boolean') info.locked = ev.locked;
+    if (typeof ev.topic === 'string') info.topic = ev.topic;
+    if (typeof ev.member_count === 'number') info.count = ev.member_count;
+    else if (typeof ev.online === 'number') info.count = ev.online;
+    return info;
   }
 
   // hueClass picks a stable colour class for a user id, so avatars are
@@ -124,7 +140,14 @@
   function room(name) {
     let r = state.rooms.get(name);
     if (!r) {
-      r = { name, members: new Map(), messages: [], seen: new Set(), unread: 0 };
+      r = {
+        name,
+        members: new Map(), // user id -> {name, role}
+        messages: [],
+        seen: new Set(),
+        unread: 0,
+        info: { private: false, locked: false, topic: '', count: null },
+      };
       state.rooms.set(name, r);
     }
     return r;
@@ -300,6 +323,13 @@
       case 'rooms': return onRooms(ev);
       case 'ack': return onAck(ev);
       case 'error': return onError(ev);
+      case 'room': return onRoomChanged(ev);
+      case 'role': return onRole(ev);
+      case 'you': return onYou(ev);
+      case 'invited': return onInvited(ev);
+      case 'kicked': return onKicked(ev);
+      case 'room_deleted': return onRoomDeleted(ev);
+      case 'motd': return showMotd(ev.motd);
       default: return undefined; // newer servers may add events
     }
   }
@@ -324,9 +354,8 @@
     for (const r of state.rooms.values()) r.seen.clear();
     ui.me.textContent = you.name;
     ui.devBanner.hidden = ev.dev !== true;
-    const motd = str(ev.motd).trim();
-    ui.motd.textContent = motd;
-    ui.motd.hidden = motd === '';
+    showMotd(ev.motd);
+    showRole(ev.role);
     setStatus('connected', 'connected');
     // Say that the connection is back where a notice said it was lost.
     if (hasNotice('closed')) notify('closed', 'Reconnected.', 3000);
@@ -344,11 +373,12 @@
     const name = str(ev.room);
     if (!name) return;
     const r = room(name);
+    roomInfo(r.info, ev);
     r.members.clear();
     if (Array.isArray(ev.members)) {
       for (const m of ev.members) {
         const u = user(m);
-        r.members.set(u.id || u.name, u.name);
+        r.members.set(u.id || u.name, { name: u.name, role: u.role });
       }
     }
     state.wanted.add(name);
@@ -365,9 +395,14 @@
     }
   }
 
-  // onLeft forgets a room and moves to another one if it was open.
+  // onLeft forgets a room the user left.
   function onLeft(ev) {
-    const name = str(ev.room);
+    forgetRoom(str(ev.room));
+  }
+
+  // forgetRoom drops a room the connection is no longer in (left, kicked or
+  // deleted), and moves to another one if it was open.
+  function forgetRoom(name) {
     state.rooms.delete(name);
     state.wanted.delete(name);
     markBrowseJoined();
@@ -387,9 +422,10 @@
     if (!r) return;
     const u = user(ev.user);
     const key = u.id || u.name;
+    const before = r.members.size;
     let text;
     if (ev.event === 'join') {
-      r.members.set(key, u.name);
+      r.members.set(key, { name: u.name, role: u.role });
       text = u.name + ' joined';
     } else if (ev.event === 'leave') {
       r.members.delete(key);
@@ -397,6 +433,7 @@
     } else {
       return;
     }
+    if (r.info.count !== null) r.info.count = Math.max(0, r.info.count + r.members.size - before);
     pushEntry(r, { kind: 'sys', text, ts: Date.now() });
     if (name === state.current) {
       renderMembers();
@@ -429,12 +466,83 @@
     updateTitle();
   }
 
+  // onRoomChanged shows a joined room's new topic, lock or privacy.
+  function onRoomChanged(ev) {
+    const r = state.rooms.get(str(ev.room));
+    if (!r) return;
+    roomInfo(r.info, ev);
+    renderRooms();
+    if (r.name === state.current) renderHeader();
+  }
+
+  // onRole shows a member's new role in a room.
+  function onRole(ev) {
+    const r = state.rooms.get(str(ev.room));
+    if (!r) return;
+    const u = user(ev.user);
+    const m = r.members.get(u.id);
+    if (m) m.role = u.role;
+    if (r.name === state.current) renderMembers();
+  }
+
+  // onYou shows the user's new global role.
+  function onYou(ev) {
+    showRole(ev.role);
+    notify('you', 'Your role is now ' + (str(ev.role) || 'member') + '.');
+  }
+
+  // onInvited offers to join a private room the user was invited to.
+  function onInvited(ev) {
+    const name = str(ev.room);
+    if (!name) return;
+    const by = user(ev.by);
+    notify('invited', by.name + ' invited you to #' + name + '.', 30000, {
+      label: 'Join',
+      run: () => joinRoom(name),
+    });
+  }
+
+  // onKicked drops a room the user was removed from, and says by whom.
+  function onKicked(ev) {
+    const name = str(ev.room);
+    const by = user(ev.by);
+    forgetRoom(name);
+    notify('kicked', by.name + (ev.ban === true ? ' banned you from #' : ' removed you from #') + name + '.');
+  }
+
+  // onRoomDeleted drops a room that no longer exists.
+  function onRoomDeleted(ev) {
+    const name = str(ev.room);
+    if (!state.rooms.has(name)) return;
+    forgetRoom(name);
+    notify('room_deleted', '#' + name + ' was deleted.');
+  }
+
+  // showMotd shows the message of the day, or hides its bar when empty.
+  function showMotd(v) {
+    const motd = str(v).trim();
+    ui.motd.textContent = motd;
+    ui.motd.hidden = motd === '';
+  }
+
+  // showRole marks a global role other than the default next to the name.
+  function showRole(v) {
+    const role = str(v);
+    ui.myRole.textContent = role;
+    ui.myRole.hidden = role === '' || role === 'member';
+  }
+
   // onRooms fills the browse list.
   function onRooms(ev) {
     state.browse = Array.isArray(ev.rooms)
       ? ev.rooms
         .filter((x) => x && typeof x === 'object' && typeof x.name === 'string')
-        .map((x) => ({ name: x.name, members: typeof x.members === 'number' ? x.members : null }))
+        .map((x) => ({
+          name: x.name,
+          members: typeof x.members === 'number' ? x.members : null,
+          private: x.private === true,
+          topic: str(x.topic),
+        }))
       : [];
     state.browse.sort((a, b) => a.name.localeCompare(b.name));
     renderBrowse();
@@ -457,11 +565,13 @@
       text = 'You are sending too fast. Try again in ' + (ms / 1000).toFixed(1) + ' s.';
       timeout = Math.max(NOTICE_MS, ms + 3000);
     }
-    if (errRoom && (code === 'bad_room' || code === 'too_many_rooms' || code === 'room_full')) {
-      if (!state.rooms.has(errRoom)) state.wanted.delete(errRoom);
+    if (errRoom && !state.rooms.has(errRoom)) {
+      // A join that failed (bad name, full, banned, private...): stop
+      // trying to re-join it after reconnects.
+      state.wanted.delete(errRoom);
       if (state.switchTo === errRoom) state.switchTo = '';
-      text += ' (' + errRoom + ')';
     }
+    if (errRoom && !text.includes(errRoom)) text += ' (#' + errRoom + ')';
     // Give a refused message back to the user instead of losing it.
     const draft = ref ? state.pending.get(ref) : undefined;
     if (draft) {
@@ -564,8 +674,13 @@
   function renderHeader() {
     ui.roomTitle.textContent = '#' + state.current;
     const r = state.rooms.get(state.current);
-    const n = r ? r.members.size : 0;
-    ui.roomCount.textContent = r ? n + (n === 1 ? ' member' : ' members') : 'not joined';
+    const n = r ? (r.info.count !== null ? r.info.count : r.members.size) : 0;
+    ui.roomCount.textContent = r ? n + ' online' : 'not joined';
+    ui.roomPrivate.hidden = !(r && r.info.private);
+    ui.roomLocked.hidden = !(r && r.info.locked);
+    const topic = r ? r.info.topic.trim() : '';
+    ui.roomTopic.textContent = topic;
+    ui.roomTopic.hidden = topic === '';
   }
 
   // renderRooms lists the joined rooms with unread counts and leave buttons.
@@ -582,7 +697,8 @@
       li.dataset.room = name;
       const open = make('button', 'room-open');
       open.type = 'button';
-      open.appendChild(make('span', 'room-hash', '#'));
+      open.appendChild(make('span', 'room-hash', r.info.private ? '●' : '#'));
+      if (r.info.private) open.title = 'Private room';
       open.appendChild(make('span', 'room-name', name));
       if (r.unread > 0 && name !== state.current) {
         const badge = make('span', 'unread', r.unread > 99 ? '99+' : String(r.unread));
@@ -617,8 +733,9 @@
       const btn = make('button', 'browse-join');
       btn.type = 'button';
       btn.appendChild(make('span', 'room-name', '#' + b.name));
+      if (b.private) btn.appendChild(make('span', 'tag', 'private'));
       if (b.members !== null) btn.appendChild(make('span', 'count', String(b.members)));
-      btn.title = state.rooms.has(b.name) ? 'Open ' + b.name : 'Join ' + b.name;
+      btn.title = (state.rooms.has(b.name) ? 'Open ' : 'Join ') + b.name + (b.topic ? ': ' + b.topic : '');
       btn.addEventListener('click', () => joinRoom(b.name));
       li.appendChild(btn);
       frag.appendChild(li);
@@ -636,7 +753,7 @@
   // renderMembers lists the open room's members, you first.
   function renderMembers() {
     const r = state.rooms.get(state.current);
-    const list = r ? Array.from(r.members, ([id, name]) => ({ id, name })) : [];
+    const list = r ? Array.from(r.members, ([id, m]) => ({ id, name: m.name, role: m.role })) : [];
     list.sort((a, b) => {
       if (isMe(a) !== isMe(b)) return isMe(a) ? -1 : 1;
       return a.name.localeCompare(b.name);
@@ -647,6 +764,7 @@
       li.dataset.user = u.id;
       li.appendChild(avatar(u));
       li.appendChild(make('span', 'member-name', u.name));
+      if (u.role && u.role !== 'member') li.appendChild(make('span', 'tag role-' + (ROLES.has(u.role) ? u.role : 'other'), u.role));
       if (isMe(u)) li.appendChild(make('span', 'you', 'you'));
       frag.appendChild(li);
     }
@@ -681,7 +799,7 @@
 
   // notify shows a dismissable toast for an error code; a repeated code
   // updates the existing toast instead of stacking copies.
-  function notify(code, text, timeout = NOTICE_MS) {
+  function notify(code, text, timeout = NOTICE_MS, action = null) {
     let box = null;
     for (const n of ui.notices.children) {
       if (n.dataset.code === code) box = n;
@@ -700,6 +818,17 @@
       while (ui.notices.childElementCount > MAX_NOTICES) ui.notices.firstElementChild.remove();
     }
     box.querySelector('.notice-text').textContent = text;
+    const old = box.querySelector('.notice-action');
+    if (old) old.remove();
+    if (action) {
+      const btn = make('button', 'button small notice-action', action.label);
+      btn.type = 'button';
+      btn.addEventListener('click', () => {
+        box.remove();
+        action.run();
+      });
+      box.insertBefore(btn, box.querySelector('.notice-close'));
+    }
     clearTimeout(Number(box.dataset.timer || 0));
     const target = box;
     box.dataset.timer = String(setTimeout(() => target.remove(), timeout));
