@@ -365,10 +365,11 @@ func TestBrowserTwoUsersChat(t *testing.T) {
 	}
 	// The test server runs the development login, so the warning must show.
 	alice.waitJS(t, "the development-login banner", `!!document.querySelector('#dev-banner')?.checkVisibility()`)
+	// Each member's li reads exactly the name: avatars and badges add no text.
 	for _, u := range []*browserUser{alice, bob} {
 		u.waitJS(t, "both users in #members",
-			`(() => { const names = Array.from(document.querySelectorAll('#members li'), (li) => li.textContent);
-			  return names.some((n) => n.includes('alice')) && names.some((n) => n.includes('bob')); })()`)
+			`(() => { const names = Array.from(document.querySelectorAll('#members li'), (li) => li.textContent).sort();
+			  return names.length === 2 && names[0] === 'alice' && names[1] === 'bob'; })()`)
 	}
 
 	alice.say(t, "hello from A")

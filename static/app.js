@@ -119,11 +119,22 @@
     return first ? first.toUpperCase() : '?';
   }
 
-  // avatar draws a coloured circle with the user's initial.
+  // avatar draws a coloured circle with the user's initial. The letter is
+  // CSS generated content from data-initial, so the element adds no text to
+  // its list item or message (a member's li reads exactly the name).
   function avatar(u) {
-    const a = make('span', 'avatar ' + hueClass(u.id || u.name), initial(u.name));
+    const a = make('span', 'avatar ' + hueClass(u.id || u.name));
+    a.dataset.initial = initial(u.name);
     a.setAttribute('aria-hidden', 'true');
     return a;
+  }
+
+  // badge makes a small label whose text is CSS generated content from
+  // data-label, for the same reason as avatar.
+  function badge(className, label) {
+    const b = make('span', className);
+    b.dataset.label = label;
+    return b;
   }
 
   // hhmm formats Unix milliseconds as local HH:MM, as the messages show it.
@@ -764,8 +775,8 @@
       li.dataset.user = u.id;
       li.appendChild(avatar(u));
       li.appendChild(make('span', 'member-name', u.name));
-      if (u.role && u.role !== 'member') li.appendChild(make('span', 'tag role-' + (ROLES.has(u.role) ? u.role : 'other'), u.role));
-      if (isMe(u)) li.appendChild(make('span', 'you', 'you'));
+      if (u.role && u.role !== 'member') li.appendChild(badge('tag role-' + (ROLES.has(u.role) ? u.role : 'other'), u.role));
+      if (isMe(u)) li.appendChild(badge('tag you', 'you'));
       frag.appendChild(li);
     }
     ui.members.replaceChildren(frag);
