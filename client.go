@@ -71,6 +71,12 @@ type Client struct {
 	limiter  *connLimiter
 	ticket   *ticket
 
+	// pendingFile is the accepted announcement whose bytes the next binary frame
+	// carries; discardBinary says the next binary frame belongs to a refused one.
+	// Both are used by readPump only.
+	pendingFile   *envelope
+	discardBinary bool
+
 	// Fields below are owned by the hub goroutine.
 	rooms  map[string]*room
 	doomed bool // already queued for eviction
@@ -115,15 +121,16 @@ func (c *Client) readPump() {
 			}
 			return
 		}
-		if mt == websocket.BinaryMessage {
-			c.app.metrics.rejected.WithLabelValues("binary").Inc()
-			c.closeWith(websocket.CloseUnsupportedData, "binary frames are not allowed")
-			return
-		}
 		if next := c.app.settings(); next != cfg {
 			// An admin changed the settings: apply them to this live connection.
 			cfg = next
 			c.conn.SetReadLimit(cfg.ReadLimit)
+		}
+		if mt == websocket.BinaryMessage {
+			if !c.handleBinary(r, cfg) {
+				return
+			}
+			continue
 		}
 		buf := readBufferPool.Get().(*bytes.Buffer)
 		buf.Reset()
@@ -193,6 +200,15 @@ func (c *Client) handleFrame(data []byte, cfg *Config) bool {
 				}
 			}
 			c.reply(errorEvent(perr.Code, perr.Message, ref, room))
+			if env != nil && env.Type == "file" {
+				// The bytes of a refused file may already be on their way: drop them.
+				c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
+				c.pendingFile, c.discardBinary = nil, true
+			}
+			continue
+		}
+		if env.Type == "file" {
+			c.announceFile(env, cfg)
 			continue
 		}
 		cmd := command{client: c, env: env}
@@ -206,6 +222,79 @@ func (c *Client) handleFrame(data []byte, cfg *Config) bool {
 		}
 		c.hub.inbound <- cmd
 	}
+	return true
+}
+
+// fileAnswerWait bounds how long readPump waits for the hub's verdict on a file.
+const fileAnswerWait = 5 * time.Second
+
+// announceFile asks the hub whether this connection may send the announced file to
+// the room now (the permission lives in the hub's state) and prepares for the binary
+// frame that follows: its bytes are read if accepted, discarded if refused. Either way
+// the read limit is raised for that one frame only.
+func (c *Client) announceFile(env *envelope, cfg *Config) {
+	reply := make(chan *protoError, 1)
+	c.hub.inbound <- command{client: c, env: env, reply: reply}
+	var perr *protoError
+	select {
+	case perr = <-reply:
+	case <-time.After(fileAnswerWait):
+		perr = newProtoError(codeBusy, "the server is busy; try again")
+	}
+	c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
+	if perr != nil {
+		c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
+		c.reply(errorEvent(perr.Code, perr.Message, env.Ref, env.Room))
+		c.pendingFile, c.discardBinary = nil, true
+		return
+	}
+	c.pendingFile, c.discardBinary = env, false
+}
+
+// handleBinary reads one binary frame. Without an announcement it is refused with 1003
+// (binary data only ever follows an accepted or refused `file`); otherwise the bytes
+// must match the announced size, fit the file bucket, and sniff as an allowed type
+// equal to the declared one. It returns false when the connection must end.
+func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
+	env, discard := c.pendingFile, c.discardBinary
+	c.pendingFile, c.discardBinary = nil, false
+	if env == nil && !discard {
+		c.app.metrics.rejected.WithLabelValues("binary").Inc()
+		c.closeWith(websocket.CloseUnsupportedData, "binary frames must follow a file announcement")
+		return false
+	}
+	defer c.conn.SetReadLimit(cfg.ReadLimit)
+	data, err := io.ReadAll(io.LimitReader(r, cfg.FileMaxBytes+1))
+	if err != nil || int64(len(data)) > cfg.FileMaxBytes {
+		if errors.Is(err, websocket.ErrReadLimit) || int64(len(data)) > cfg.FileMaxBytes {
+			c.app.metrics.rejected.WithLabelValues("too_big").Inc()
+			c.closeWith(websocket.CloseMessageTooBig, "file too big")
+		}
+		return false
+	}
+	if discard {
+		return true
+	}
+	refuse := func(perr *protoError) bool {
+		c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
+		c.reply(errorEvent(perr.Code, perr.Message, env.Ref, env.Room))
+		return true
+	}
+	if int64(len(data)) != env.Size {
+		return refuse(newProtoError(codeBadFile, "the file has %d bytes, not the %d announced", len(data), env.Size))
+	}
+	if ok, retry := c.limiter.allowFile(len(data)); !ok {
+		c.app.metrics.rateLimited.Inc()
+		c.reply(rateLimitedEvent(env.Ref, retry))
+		return true
+	}
+	sniffed, perr := sniffFile(data, env.Mime, cfg.FileTypes)
+	if perr != nil {
+		return refuse(perr)
+	}
+	file := *env
+	file.Type, file.Mime = "file_data", sniffed
+	c.hub.inbound <- command{client: c, env: &file, body: fileBody(c.fromTail, env.Name, sniffed, data)}
 	return true
 }
 

@@ -54,6 +54,8 @@ var commandTable = map[string]cmdSpec{
 	"get_settings":  {needs: permAdmin, run: (*Hub).cmdGetSettings},
 	"set_settings":  {needs: permAdmin, run: (*Hub).cmdSetSettings},
 	"audit":         {needs: permAdmin, run: (*Hub).cmdAudit},
+	"file":          {run: (*Hub).cmdFileAnnounce},
+	"file_data":     {needs: permSendBinary, room: true, run: (*Hub).cmdFileData},
 }
 
 // dispatch checks a command against the table and runs it.
@@ -104,6 +106,7 @@ func (h *Hub) createRoom(c *Client, env *envelope, private bool) *roomInfo {
 		return nil
 	}
 	ri := newRoomInfo(env.Room, c.user.ID, private, h.now())
+	ri.FirstID = h.lastID
 	if env.Topic != nil {
 		ri.Topic = *env.Topic
 	}
@@ -120,7 +123,12 @@ func (h *Hub) cmdJoin(c *Client, cmd command, _ *roomInfo) { h.join(c, cmd.env) 
 // join is cmdJoin, also used for the lobby on connect.
 func (h *Hub) join(c *Client, env *envelope) {
 	if r, ok := c.rooms[env.Room]; ok {
+		// Already in: a reconnecting client's join of the lobby (joined on connect)
+		// still asks for what it missed.
 		h.deliver(c, h.joinedEvent(c, r, env.Ref))
+		if env.After != nil {
+			h.sendHistory(c, r.info, env.After)
+		}
 		return
 	}
 	if len(c.rooms) >= h.settings().MaxRoomsPerClient {
@@ -154,6 +162,7 @@ func (h *Hub) join(c *Client, env *envelope) {
 		}
 	}
 	h.enter(c, ri, env.Ref)
+	h.sendHistory(c, ri, env.After)
 }
 
 // cmdLeave leaves a room.
@@ -179,10 +188,24 @@ func (h *Hub) cmdSay(c *Client, cmd command, ri *roomInfo) {
 		h.refuse(c, env, codeReadOnly, "this room is read-only")
 		return
 	}
+	h.stamp(c, r, cmd, true)
+}
+
+// stamp gives a message (text or file) its id and time, delivers it to the room's
+// members, and stores it in the room's history when keep is set; the sender's ack
+// waits for the store.
+func (h *Hub) stamp(c *Client, r *room, cmd command, keep bool) {
+	env := cmd.env
 	h.lastID++
 	id := h.lastID
+	typ := "message"
+	if env.Type == "file_data" {
+		typ = "file"
+	}
 	msg := make([]byte, 0, 64+len(env.Room)+len(cmd.body))
-	msg = append(msg, `{"type":"message","room":"`...)
+	msg = append(msg, `{"type":"`...)
+	msg = append(msg, typ...)
+	msg = append(msg, `","room":"`...)
 	msg = append(msg, env.Room...)
 	msg = append(msg, `","id":`...)
 	msg = strconv.AppendUint(msg, id, 10)
@@ -195,9 +218,15 @@ func (h *Hub) cmdSay(c *Client, cmd command, ri *roomInfo) {
 	}
 	h.metrics.messages.Inc()
 	h.metrics.deliveries.Add(float64(len(r.clients)))
+	var ack []byte
 	if env.Ref != "" {
-		h.deliver(c, ackEvent(env.Ref, env.Room, id))
+		ack = ackEvent(env.Ref, env.Room, id)
 	}
+	writes := []Write{{Bucket: bucketMeta, Key: []byte(keyLastID), Value: seqKey(id)}}
+	if keep {
+		writes = historyWrites(env.Room, id, msg)
+	}
+	h.persistAck(c, env.Ref, ack, writes, nil)
 }
 
 // cmdRooms lists the rooms c may see.
@@ -363,7 +392,12 @@ func (h *Hub) cmdDeleteRoom(c *Client, cmd command, ri *roomInfo) {
 	}
 	delete(h.meta, ri.Name)
 	audit := newAudit(h.now(), c.user.ID, "delete_room", ri.Name, ri, nil)
-	h.persist(c, env.Ref, []Write{{Bucket: bucketRooms, Key: []byte(ri.Name)}}, &audit)
+	// The history goes too: the janitor deletes it, and until then a new room of the
+	// same name cannot see it (its FirstID starts after).
+	h.persist(c, env.Ref, []Write{
+		{Bucket: bucketRooms, Key: []byte(ri.Name)},
+		{Bucket: bucketPurge, Key: []byte(ri.Name), Value: seqKey(h.lastID)},
+	}, &audit)
 }
 
 // cmdSetRole grants a global role. It applies at once to the user's open connections.
@@ -544,4 +578,47 @@ func toLowerASCII(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// fileCheck decides whether c may send a file to a room now: the room is visible, c is
+// in it, holds send_binary there, and the room is not locked against it.
+func (h *Hub) fileCheck(c *Client, room string) *protoError {
+	ri := h.visible(c.user, room)
+	if ri == nil {
+		return newProtoError(codeNoSuchRoom, "no such room")
+	}
+	if c.rooms[room] == nil {
+		return newProtoError(codeNotInRoom, "join the room before sending to it")
+	}
+	p := h.perms(c.user, ri)
+	if p&permSendBinary == 0 {
+		return newProtoError(codeForbidden, "you are not allowed to send files here")
+	}
+	if ri.Locked && p&permExpel == 0 {
+		return newProtoError(codeReadOnly, "this room is read-only")
+	}
+	return nil
+}
+
+// cmdFileAnnounce answers a file announcement on the readPump's reply channel, which
+// then reads the file's binary frame, or discards it when refused.
+func (h *Hub) cmdFileAnnounce(c *Client, cmd command, _ *roomInfo) {
+	perr := h.fileCheck(c, cmd.env.Room)
+	if perr != nil {
+		h.metrics.rejected.WithLabelValues(perr.Code).Inc()
+	}
+	if cmd.reply != nil {
+		cmd.reply <- perr // buffered; the readPump waits for exactly one answer
+	}
+}
+
+// cmdFileData delivers a checked file to the room. The permission is checked again
+// here (a role may have changed while the bytes arrived). Files up to HistoryFileMax
+// are kept in history; larger ones are delivered live only.
+func (h *Hub) cmdFileData(c *Client, cmd command, ri *roomInfo) {
+	if perr := h.fileCheck(c, cmd.env.Room); perr != nil {
+		h.refuse(c, cmd.env, perr.Code, perr.Message)
+		return
+	}
+	h.stamp(c, c.rooms[cmd.env.Room], cmd, cmd.env.Size <= h.settings().HistoryFileMax)
 }

@@ -109,6 +109,23 @@ type Config struct {
 	// PolicyFile is a JSON file {"admins":[],"moderators":[],"readonly":[]} adding to
 	// the three lists above, reloaded on SIGHUP.
 	PolicyFile string
+	// FileMaxBytes caps one file (a binary frame). FileRate and FileBurst form the
+	// per-connection bucket for file bytes, separate from the text buckets.
+	FileMaxBytes int64
+	FileRate     float64
+	FileBurst    int
+	// FileTypes is the allow-list of sniffed content types.
+	FileTypes []string
+
+	// HistoryMax and HistoryMaxAge bound each room's stored history; HistoryOnJoin is
+	// how many recent messages a joiner gets; HistoryResumeMax how many a reconnecting
+	// client may catch up on; HistoryFileMax the largest file kept in history.
+	HistoryMax       int
+	HistoryMaxAge    time.Duration
+	HistoryOnJoin    int
+	HistoryResumeMax int
+	HistoryFileMax   int64
+
 	// Store selects the durable store: "bolt" (a file in DataDir) or "memory" (lost at
 	// exit; for tests and demos).
 	Store string
@@ -147,6 +164,15 @@ func defaultConfig() *Config {
 		MaxMembersPerRoom:     5000,
 		SendQueue:             256,
 		MembersCanCreateRooms: true,
+		FileMaxBytes:          1 << 20,
+		FileRate:              256 << 10,
+		FileBurst:             2 << 20,
+		FileTypes:             []string{"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"},
+		HistoryMax:            1000,
+		HistoryMaxAge:         30 * 24 * time.Hour,
+		HistoryOnJoin:         50,
+		HistoryResumeMax:      500,
+		HistoryFileMax:        256 << 10,
 		MaxRooms:              10000,
 		Store:                 "bolt",
 		ShutdownGrace:         5 * time.Second,
@@ -267,6 +293,15 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.Var(listValue{&cfg.ReadOnlyUsers}, "readonly", "read-only users: emails, @domains or user ids, comma-separated")
 	fs.StringVar(&cfg.PolicyFile, "policy-file", cfg.PolicyFile, "JSON role policy {\"admins\":[],\"moderators\":[],\"readonly\":[]}, reloaded on SIGHUP")
 	fs.StringVar(&cfg.Store, "store", cfg.Store, "durable store: bolt (file in -data-dir) or memory")
+	fs.Int64Var(&cfg.FileMaxBytes, "file-max-bytes", cfg.FileMaxBytes, "largest file accepted, in bytes")
+	fs.Float64Var(&cfg.FileRate, "file-rate", cfg.FileRate, "file bytes per second per connection")
+	fs.IntVar(&cfg.FileBurst, "file-burst", cfg.FileBurst, "file byte burst per connection (at least -file-max-bytes)")
+	fs.Var(listValue{&cfg.FileTypes}, "file-types", "allowed file types, as sniffed from the content, comma-separated")
+	fs.IntVar(&cfg.HistoryMax, "history-max", cfg.HistoryMax, "messages kept per room")
+	fs.DurationVar(&cfg.HistoryMaxAge, "history-max-age", cfg.HistoryMaxAge, "oldest message kept")
+	fs.IntVar(&cfg.HistoryOnJoin, "history-on-join", cfg.HistoryOnJoin, "recent messages sent to a joiner")
+	fs.IntVar(&cfg.HistoryResumeMax, "history-resume-max", cfg.HistoryResumeMax, "messages a reconnecting client may catch up on per room")
+	fs.Int64Var(&cfg.HistoryFileMax, "history-file-max", cfg.HistoryFileMax, "largest file kept in history, in bytes (larger ones are delivered live only)")
 
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long shutdown waits for clients")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "listener for /metrics and /debug/pprof (empty: off)")
@@ -322,7 +357,10 @@ func (c *Config) validate() error {
 		"max-conns": float64(c.MaxConns), "max-tracked-ips": float64(c.MaxTrackedIPs),
 		"max-rooms-per-client": float64(c.MaxRoomsPerClient), "max-members-per-room": float64(c.MaxMembersPerRoom),
 		"send-queue": float64(c.SendQueue), "session-ttl": float64(c.SessionTTL),
-		"max-rooms": float64(c.MaxRooms),
+		"max-rooms":      float64(c.MaxRooms),
+		"file-max-bytes": float64(c.FileMaxBytes), "file-rate": c.FileRate, "file-burst": float64(c.FileBurst),
+		"history-max": float64(c.HistoryMax), "history-max-age": float64(c.HistoryMaxAge),
+		"history-on-join": float64(c.HistoryOnJoin), "history-resume-max": float64(c.HistoryResumeMax),
 	}
 	for name, v := range positive {
 		if !(v > 0) {
@@ -334,6 +372,17 @@ func (c *Config) validate() error {
 	}
 	if int64(c.ByteBurst) < c.ReadLimit {
 		errs = append(errs, errors.New("-byte-burst must be at least -read-limit, or a full frame could never pass"))
+	}
+	if int64(c.FileBurst) < c.FileMaxBytes {
+		errs = append(errs, errors.New("-file-burst must be at least -file-max-bytes, or no full-size file could pass"))
+	}
+	if c.FileMaxBytes > 16<<20 {
+		errs = append(errs, errors.New("-file-max-bytes above 16 MiB is refused"))
+	}
+	for _, ft := range c.FileTypes {
+		if !knownFileType(ft) {
+			errs = append(errs, fmt.Errorf("-file-types: %q is not a type the sniffer recognises", ft))
+		}
 	}
 	if c.Store != "bolt" && c.Store != "memory" {
 		errs = append(errs, errors.New("-store must be bolt or memory"))

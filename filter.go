@@ -62,6 +62,12 @@ type envelope struct {
 	Reason   string          `json:"reason"`
 	Limit    int             `json:"limit"`
 	Settings json.RawMessage `json:"settings"`
+	// After, on a join, asks for the messages after this id (a reconnecting client).
+	After *uint64 `json:"after"`
+	// Name, Mime and Size announce a file whose bytes follow in one binary frame.
+	Name string `json:"name"`
+	Mime string `json:"mime"`
+	Size int64  `json:"size"`
 }
 
 // Field limits for commands.
@@ -78,6 +84,7 @@ const (
 type filter struct {
 	// textMaxChars reads the live limit, which an admin may change at run time.
 	textMaxChars func() int
+	fileMaxBytes func() int64
 	blocked      []*regexp.Regexp
 }
 
@@ -101,7 +108,11 @@ func newFilter(cfg *Config, settings func() *Config) *filter {
 	if settings == nil {
 		settings = func() *Config { return cfg }
 	}
-	return &filter{textMaxChars: func() int { return settings().TextMaxChars }, blocked: blocked}
+	return &filter{
+		textMaxChars: func() int { return settings().TextMaxChars },
+		fileMaxBytes: func() int64 { return settings().FileMaxBytes },
+		blocked:      blocked,
+	}
 }
 
 // parseEnvelope decodes and validates one line from a client. The line is known to be
@@ -135,6 +146,7 @@ func (f *filter) parseEnvelope(line []byte) (*envelope, *protoError) {
 var needsRoom = map[string]bool{
 	"join": true, "leave": true, "say": true, "create": true, "invite": true, "kick": true,
 	"ban": true, "unban": true, "set_room_role": true, "lock": true, "topic": true, "delete_room": true,
+	"file": true,
 }
 
 // needsUser lists the types that name a target user.
@@ -150,7 +162,7 @@ func (f *filter) checkFields(env *envelope) *protoError {
 		return newProtoError(codeBadEnvelope, "missing type")
 	case "join", "leave", "say", "rooms", "create", "invite", "kick", "ban", "unban",
 		"set_room_role", "lock", "topic", "delete_room", "set_role", "global_ban",
-		"global_unban", "get_settings", "set_settings", "audit":
+		"global_unban", "get_settings", "set_settings", "audit", "file":
 	default:
 		return newProtoError(codeUnknownType, "unknown type")
 	}
@@ -217,6 +229,19 @@ func (f *filter) checkFields(env *envelope) *protoError {
 	case "audit":
 		if env.Limit <= 0 || env.Limit > maxAuditLimit {
 			env.Limit = 50
+		}
+	case "file":
+		if err := validFileName(env.Name); err != nil {
+			return err
+		}
+		if env.Size <= 0 {
+			return newProtoError(codeBadFile, "size must be the file's length in bytes")
+		}
+		if limit := f.fileMaxBytes(); env.Size > limit {
+			return newProtoError(codeFileTooBig, "files are at most %d bytes", limit)
+		}
+		if !sniffableTypes[env.Mime] {
+			return newProtoError(codeFileType, "files of type %q are not accepted", env.Mime)
 		}
 	}
 	return nil

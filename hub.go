@@ -40,6 +40,9 @@ type command struct {
 	env    *envelope
 	body   []byte
 	fn     func()
+	// reply, when set, receives the hub's verdict on a file announcement; the
+	// readPump waits for it before it reads the file's bytes.
+	reply chan *protoError
 }
 
 // kick asks the hub to disconnect every connection matching a predicate with the
@@ -119,6 +122,7 @@ func newHub(app *App, st *hubState, writer *storeWriter) *Hub {
 		bans:        st.bans,
 		audit:       st.audit,
 		auditSeq:    st.auditSeq,
+		lastID:      st.lastID,
 		app:         app,
 		writer:      writer,
 		metrics:     app.metrics,
@@ -188,6 +192,18 @@ func (h *Hub) do(f func()) {
 // c (if still connected) gets an ack for ref; if they fail, an error. The hub's memory
 // is already changed: it is the source of truth while the process runs.
 func (h *Hub) persist(c *Client, ref string, writes []Write, audit *auditEntry) {
+	var ack []byte
+	if ref != "" {
+		ack = appendObject(nil, "ack", "", func(b []byte) []byte {
+			b = append(b, `,"ref":`...)
+			return appendJSONString(b, ref)
+		})
+	}
+	h.persistAck(c, ref, ack, writes, audit)
+}
+
+// persistAck is persist with a prepared ack (nil for none).
+func (h *Hub) persistAck(c *Client, ref string, ack []byte, writes []Write, audit *auditEntry) {
 	if audit != nil {
 		h.audit = append(h.audit, *audit)
 		if len(h.audit) > auditMemory {
@@ -213,11 +229,8 @@ func (h *Hub) persist(c *Client, ref string, writes []Write, audit *auditEntry) 
 			}
 			if err != nil {
 				h.deliver(c, errorEvent(codeStoreFailed, "the change could not be saved", ref, ""))
-			} else if ref != "" {
-				h.deliver(c, appendObject(nil, "ack", "", func(b []byte) []byte {
-					b = append(b, `,"ref":`...)
-					return appendJSONString(b, ref)
-				}))
+			} else if ack != nil {
+				h.deliver(c, ack)
 			}
 		}
 	}

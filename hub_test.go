@@ -48,7 +48,7 @@ func sayCmd(c *Client, room, text string) command {
 	return command{client: c, env: &envelope{Type: "say", Room: room}, body: append(body, '}')}
 }
 
-// drain returns the events queued for c so far, decoded. It synchronises with the hub
+// drain returns the events queued for c so far, decoded, history events left out. It synchronises with the hub
 // first, so everything the hub did before is visible.
 func drain(t testing.TB, h *Hub, c *Client) []map[string]any {
 	h.do(func() {})
@@ -63,7 +63,11 @@ func drain(t testing.TB, h *Hub, c *Client) []map[string]any {
 			if err := json.Unmarshal(b, &ev); err != nil {
 				t.Fatalf("hub queued invalid JSON %q", b)
 			}
-			out = append(out, ev)
+			// History arrives asynchronously, after a store round trip; the
+			// history tests look at it, these do not.
+			if ev["type"] != "history" {
+				out = append(out, ev)
+			}
 		default:
 			return out
 		}

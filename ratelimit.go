@@ -213,6 +213,7 @@ func (t *ticket) release() {
 type connLimiter struct {
 	msgs  *rate.Limiter
 	bytes *rate.Limiter
+	files *rate.Limiter
 	user  *rate.Limiter
 	// drops holds the times of recent rate-limited messages, oldest first, at most
 	// abuseDrops of them: enough to tell sustained abuse from a burst.
@@ -226,6 +227,7 @@ func newConnLimiter(cfg *Config, user *rate.Limiter, now func() time.Time) *conn
 	return &connLimiter{
 		msgs:  rate.NewLimiter(rate.Limit(cfg.MsgRate), cfg.MsgBurst),
 		bytes: rate.NewLimiter(rate.Limit(cfg.ByteRate), cfg.ByteBurst),
+		files: rate.NewLimiter(rate.Limit(cfg.FileRate), cfg.FileBurst),
 		user:  user,
 		now:   now,
 		cfg:   cfg,
@@ -239,6 +241,13 @@ func (l *connLimiter) setConfig(cfg *Config) {
 	l.msgs.SetBurstAt(now, cfg.MsgBurst)
 	l.bytes.SetLimitAt(now, rate.Limit(cfg.ByteRate))
 	l.bytes.SetBurstAt(now, cfg.ByteBurst)
+	l.files.SetLimitAt(now, rate.Limit(cfg.FileRate))
+	l.files.SetBurstAt(now, cfg.FileBurst)
+	if l.user != nil {
+		// Shared by the user's connections; each applies the same value.
+		l.user.SetLimitAt(now, rate.Limit(cfg.UserMsgRate))
+		l.user.SetBurstAt(now, cfg.UserMsgBurst)
+	}
 	l.cfg = cfg
 }
 
@@ -275,6 +284,21 @@ func (l *connLimiter) allow(size int) (ok bool, retry time.Duration, abusive boo
 		r.CancelAt(now)
 	}
 	return false, retry, l.noteDrop(now)
+}
+
+// allowFile spends size bytes from the file bucket, separate from the text buckets so
+// that files neither starve chat nor ride on its budget.
+func (l *connLimiter) allowFile(size int) (bool, time.Duration) {
+	now := l.now()
+	r := l.files.ReserveN(now, size)
+	if !r.OK() {
+		return false, time.Duration(math.MaxInt64)
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
 }
 
 // noteDrop records a refused message and reports whether AbuseDrops refusals fell

@@ -38,6 +38,9 @@ type roomInfo struct {
 	Topic   string `json:"topic,omitempty"`
 	Locked  bool   `json:"locked,omitempty"`
 	Created int64  `json:"created"`
+	// FirstID is the last message id when the room was made: history with ids at or
+	// below it belongs to an earlier room of the same name and is never shown.
+	FirstID uint64 `json:"first_id,omitempty"`
 	// Roles maps user id -> room role.
 	Roles map[string]string `json:"roles,omitempty"`
 	// Invites maps "user:<id>" or "email:<address>" -> expiry (Unix seconds).

@@ -24,6 +24,7 @@ type hubState struct {
 	settings *Settings
 	audit    []auditEntry
 	auditSeq uint64
+	lastID   uint64
 }
 
 // openStore opens the configured store.
@@ -95,6 +96,15 @@ func loadHubState(s Store) (*hubState, error) {
 			return fmt.Errorf("settings: %w", err)
 		}
 		st.settings = &set
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = s.Scan(bucketMeta, func(k, v []byte) error {
+		if string(k) == keyLastID {
+			st.lastID = keySeq(v)
+		}
 		return nil
 	})
 	if err != nil {

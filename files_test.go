@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+)
+
+// testPNG and testJPEG are small real images.
+func testPNG(t *testing.T) []byte {
+	img := image.NewRGBA(image.Rect(0, 0, 8, 8))
+	img.Set(1, 1, color.RGBA{255, 0, 0, 255})
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func testJPEG(t *testing.T) []byte {
+	var b bytes.Buffer
+	if err := jpeg.Encode(&b, image.NewGray(image.Rect(0, 0, 8, 8)), nil); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// sendFile announces a file and sends its bytes, as the page does.
+func (c *wsClient) sendFile(room, name, mime string, data []byte, ref string) {
+	c.t.Helper()
+	c.send(map[string]any{"type": "file", "room": room, "name": name, "mime": mime, "size": len(data), "ref": ref})
+	c.sendRaw(websocket.BinaryMessage, data)
+}
+
+// fileServer has dev:mod as a global moderator (who may send files) and a small file
+// limit.
+func fileServer(t *testing.T, mutate func(*Config)) *testServer {
+	return startServer(t, func(c *Config) {
+		c.Moderators = []string{"dev:mod"}
+		c.FileMaxBytes, c.FileBurst = 64<<10, 1<<20
+		generousLimits(c)
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+// TestFileDeliveredByteForByte: a user with send_binary sends a PNG; it arrives at the
+// other member with its sniffed type and exactly its bytes.
+func TestFileDeliveredByteForByte(t *testing.T) {
+	ts := fileServer(t, nil)
+	mod, bob := ts.user(t, "mod"), ts.user(t, "bob")
+	img := testPNG(t)
+	mod.sendFile("lobby", "red dot.png", "image/png", img, "f1")
+	f := bob.expect("file")
+	got, err := base64.StdEncoding.DecodeString(f["data"].(string))
+	if err != nil || !bytes.Equal(got, img) {
+		t.Fatalf("file bytes differ (err %v)", err)
+	}
+	if f["mime"] != "image/png" || f["name"] != "red dot.png" || f["size"] != float64(len(img)) || f["from"].(map[string]any)["id"] != "dev:mod" {
+		t.Fatalf("file event %v", f)
+	}
+	if ack := mod.expect("ack"); ack["ref"] != "f1" || ack["id"] != f["id"] {
+		t.Fatalf("ack %v", ack)
+	}
+}
+
+// TestFileRefusedWithoutPermission: a member without send_binary is refused with
+// forbidden, the bytes are discarded, nothing is delivered, the connection lives on.
+func TestFileRefusedWithoutPermission(t *testing.T) {
+	ts := fileServer(t, nil)
+	bob, carol := ts.user(t, "bob"), ts.user(t, "carol")
+	bob.sendFile("lobby", "x.png", "image/png", testPNG(t), "f")
+	bob.expectError(codeForbidden)
+	noneOfType(t, carol.barrier(), "file")
+	bob.mustAck(map[string]any{"type": "say", "room": "lobby", "text": "still connected"})
+}
+
+// TestFileRefusals attacks the sniffer and the name checks; each is refused with its
+// code and nothing reaches the other member.
+func TestFileRefusals(t *testing.T) {
+	ts := fileServer(t, nil)
+	mod, bob := ts.user(t, "mod"), ts.user(t, "bob")
+	gifScript := append([]byte("GIF89a\x01\x00\x01\x00\x00\x00\x00;"), []byte("<script>alert(1)</script>")...)
+	pngHTML := append(testPNG(t), []byte("<html><body onload=alert(1)>")...)
+	cases := []struct {
+		name, file, mime string
+		data             []byte
+		code             string
+	}{
+		{"declared png, is jpeg", "a.png", "image/png", testJPEG(t), codeFileType},
+		{"svg", "a.svg", "image/svg+xml", []byte(`<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`), codeFileType},
+		{"svg as text", "a.txt", "text/plain", []byte(`<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>`), codeFileType},
+		{"html", "a.html", "text/html", []byte("<!DOCTYPE html><script>alert(1)</script>"), codeFileType},
+		{"html as text", "a.txt", "text/plain", []byte("<html><script>alert(1)</script></html>"), codeFileType},
+		{"executable", "a.exe", "application/octet-stream", append([]byte("MZ\x90\x00\x03\x00\x00\x00"), make([]byte, 100)...), codeFileType},
+		{"executable as png", "a.png", "image/png", append([]byte("\x7fELF\x02\x01\x01"), make([]byte, 100)...), codeFileType},
+		{"gif with script", "a.gif", "image/gif", gifScript, codeFileType},
+		{"png with html", "a.png", "image/png", pngHTML, codeFileType},
+		{"pdf with javascript", "a.pdf", "application/pdf", []byte("%PDF-1.4\n1 0 obj << /OpenAction << /S /JavaScript /JS (app.alert(1)) >> >>"), codeFileType},
+		{"path name", "../../etc/passwd.png", "image/png", testPNG(t), codeBadFileName},
+		{"backslash name", `..\x.png`, "image/png", testPNG(t), codeBadFileName},
+		{"control name", "a\x00b.png", "image/png", testPNG(t), codeBadFileName},
+		{"bidi name", "evil\u202egnp.exe", "image/png", testPNG(t), codeBadFileName},
+		{"dot name", ".htaccess", "text/plain", []byte("hello"), codeBadFileName},
+		{"long name", strings.Repeat("n", 200) + ".png", "image/png", testPNG(t), codeBadFileName},
+	}
+	for _, tc := range cases {
+		mod.sendFile("lobby", tc.file, tc.mime, tc.data, "r")
+		if ev := mod.expectError(tc.code); ev["ref"] != "r" {
+			t.Fatalf("%s: error without ref %v", tc.name, ev)
+		}
+	}
+	noneOfType(t, bob.barrier(), "file")
+	// An announcement over the size limit is refused before any byte is sent.
+	mod.send(map[string]any{"type": "file", "room": "lobby", "name": "big.txt", "mime": "text/plain", "size": 65 << 10})
+	mod.expectError(codeFileTooBig)
+	// A frame of a different size than announced.
+	mod.send(map[string]any{"type": "file", "room": "lobby", "name": "a.txt", "mime": "text/plain", "size": 3})
+	mod.sendRaw(websocket.BinaryMessage, []byte("four"))
+	mod.expectError(codeBadFile)
+	// A binary frame larger than the file limit, whatever was announced, closes 1009.
+	mod.send(map[string]any{"type": "file", "room": "lobby", "name": "a.txt", "mime": "text/plain", "size": 10})
+	mod.sendRaw(websocket.BinaryMessage, bytes.Repeat([]byte("a"), 70<<10))
+	mod.expectClose(websocket.CloseMessageTooBig)
+}
+
+// TestFileNeedsRoomRole: a room owner may send files in their room but a plain member
+// may not, and a plain file in text is fine.
+func TestFileNeedsRoomRole(t *testing.T) {
+	ts := fileServer(t, nil)
+	owner, bob := ts.user(t, "olga"), ts.user(t, "bob")
+	owner.mustAck(map[string]any{"type": "create", "room": "pics"})
+	bob.mustAck(map[string]any{"type": "join", "room": "pics"})
+	owner.sendFile("pics", "notes.txt", "text/plain", []byte("plain UTF-8 text ✓\n"), "o")
+	if f := bob.expect("file"); f["mime"] != "text/plain" || f["room"] != "pics" {
+		t.Fatalf("file %v", f)
+	}
+	owner.sendFile("lobby", "notes.txt", "text/plain", []byte("hi"), "o2")
+	owner.expectError(codeForbidden)
+}
+
+// TestFileFileBucket: the separate file-bytes bucket limits how fast files may come.
+func TestFileFileBucket(t *testing.T) {
+	ts := fileServer(t, func(c *Config) { c.FileRate, c.FileBurst = 1, 64<<10 })
+	mod := ts.user(t, "mod")
+	data := bytes.Repeat([]byte("abcdefgh"), 5<<10) // 40 KiB
+	mod.sendFile("lobby", "a.txt", "text/plain", data, "1")
+	mod.expect("ack")
+	mod.sendFile("lobby", "b.txt", "text/plain", data, "2")
+	mod.expectError(codeRateLimited)
+}
