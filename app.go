@@ -42,6 +42,8 @@ type App struct {
 	// bans mirrors the hub's global bans for the HTTP side (sessions, login), which
 	// must not wait on the hub's loop.
 	bans *userSet
+	// janitorStop ends the history janitor at shutdown.
+	janitorStop chan struct{}
 
 	// conns counts connections whose writePump has not finished, for shutdown.
 	conns    sync.WaitGroup
@@ -130,6 +132,8 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 		CheckOrigin: app.originAllowed,
 	}
 	go app.hub.run()
+	app.janitorStop = make(chan struct{})
+	go app.runJanitor(app.janitorStop)
 	app.ready.Store(true)
 	return app, nil
 }
@@ -200,6 +204,7 @@ func (app *App) shutdown(grace time.Duration) {
 			app.log.Warn("shutdown grace ran out with connections still open")
 		}
 		// Every write the hub handed over is committed before the store closes.
+		close(app.janitorStop)
 		app.writer.Close()
 		if err := app.store.Close(); err != nil {
 			app.log.Error("closing the store", "err", err)
