@@ -213,8 +213,9 @@ func (h *Hub) stamp(c *Client, r *room, cmd command, keep bool) {
 	msg = strconv.AppendInt(msg, h.now().UnixMilli(), 10)
 	msg = append(msg, ',')
 	msg = append(msg, cmd.body...)
+	shared := &msg
 	for m := range r.clients {
-		h.deliver(m, msg)
+		h.enqueue(m, shared)
 	}
 	h.metrics.messages.Inc()
 	h.metrics.deliveries.Add(float64(len(r.clients)))

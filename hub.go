@@ -17,9 +17,11 @@ const (
 	lobby = "lobby"
 	// presenceMaxMembers: above this many users a room stops announcing each join and
 	// leave; in a crowd, presence events would outnumber the conversation.
-	presenceMaxMembers = 500
+	presenceMaxMembers = 200
 	// membersListMax bounds the member list sent to a joiner, for the same reason.
-	membersListMax = 500
+	// Above presenceMaxMembers no list is sent at all (only the count): it could not
+	// be kept up to date, and encoding it for every joiner of a crowd is pure garbage.
+	membersListMax = 200
 	// roomsListMax bounds the answer to a `rooms` command.
 	roomsListMax = 200
 	// inboundQueue is the length of the hub's command queue shared by all readPumps.
@@ -307,7 +309,10 @@ func (h *Hub) evictSlow() {
 }
 
 // deliver queues msg for c without blocking. A full queue marks c for eviction.
-func (h *Hub) deliver(c *Client, msg []byte) {
+func (h *Hub) deliver(c *Client, msg []byte) { h.enqueue(c, &msg) }
+
+// enqueue is deliver for an event shared by many recipients: one pointer, many queues.
+func (h *Hub) enqueue(c *Client, msg *[]byte) {
 	select {
 	case c.send <- msg:
 	default:
@@ -498,16 +503,18 @@ func (h *Hub) removeUser(r *room, userID string, event []byte) {
 
 // broadcast sends msg to every connection in r.
 func (h *Hub) broadcast(r *room, msg []byte) {
+	shared := &msg
 	for m := range r.clients {
-		h.deliver(m, msg)
+		h.enqueue(m, shared)
 	}
 }
 
 // broadcastExcept sends msg to every connection in r not belonging to userID.
 func (h *Hub) broadcastExcept(r *room, userID string, msg []byte) {
+	shared := &msg
 	for m := range r.clients {
 		if m.user.ID != userID {
-			h.deliver(m, msg)
+			h.enqueue(m, shared)
 		}
 	}
 }
@@ -519,6 +526,9 @@ func (h *Hub) joinedEvent(c *Client, r *room, ref string) []byte {
 	// on the hub's loop for every join.
 	ids := make([]string, 0, min(len(r.members), membersListMax))
 	for id := range r.members {
+		if len(r.members) > presenceMaxMembers {
+			break
+		}
 		if len(ids) == membersListMax {
 			break
 		}

@@ -33,7 +33,7 @@ func newTestHub(tb testing.TB, mutate func(*Config)) *Hub {
 // the queue, so its behaviour can be observed directly.
 func fakeClient(name string, queue int) *Client {
 	c := &Client{
-		send:  make(chan []byte, queue),
+		send:  make(chan *[]byte, queue),
 		user:  identity{ID: "dev:" + name, Name: name},
 		rooms: make(map[string]*room),
 	}
@@ -60,7 +60,7 @@ func drain(t testing.TB, h *Hub, c *Client) []map[string]any {
 				return append(out, map[string]any{"type": "closed"})
 			}
 			var ev map[string]any
-			if err := json.Unmarshal(b, &ev); err != nil {
+			if err := json.Unmarshal(*b, &ev); err != nil {
 				t.Fatalf("hub queued invalid JSON %q", b)
 			}
 			// History arrives asynchronously, after a store round trip; the
