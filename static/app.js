@@ -18,6 +18,14 @@
   const NOTICE_MS = 8000;
   const HUES = 8;
   const ROLES = new Set(['admin', 'owner', 'moderator', 'readonly']);
+  // Image types the page shows inline (as <img> from a blob: URL). Anything
+  // else is offered as a download whose blob is typed octet-stream, so the
+  // browser never renders it as a document of this origin.
+  const INLINE_IMAGES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'image/bmp']);
+  // Used when the server's welcome does not say which files it takes.
+  const DEFAULT_FILE_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'application/pdf', 'text/plain'];
+  const DEFAULT_FILE_MAX = 1 << 20;
+  const MAX_SEEN = 5000;
   const GROUP_MS = 5 * 60 * 1000; // messages closer than this from one sender are grouped
 
   const $ = (id) => document.getElementById(id);
@@ -37,6 +45,8 @@
     roomPrivate: $('room-private'),
     roomLocked: $('room-locked'),
     myRole: $('my-role'),
+    attach: $('attach'),
+    fileInput: $('file-input'),
     messages: $('messages'),
     jump: $('jump'),
     compose: $('compose'),
@@ -56,6 +66,7 @@
     connected: false, // true between welcome and close
     me: null, // {id, name} from welcome
     limits: null,
+    perms: [], // global permissions from welcome / you
     rooms: new Map(), // room name -> record made by room()
     wanted: new Set([LOBBY]), // rooms to be in; re-joined after a reconnect
     current: LOBBY,
@@ -158,6 +169,8 @@
         seen: new Set(),
         unread: 0,
         info: { private: false, locked: false, topic: '', count: null },
+        perms: [], // my_perms in this room
+        lastId: 0, // highest message id seen: where a reconnect resumes
       };
       state.rooms.set(name, r);
     }
@@ -331,6 +344,8 @@
       case 'left': return onLeft(ev);
       case 'presence': return onPresence(ev);
       case 'message': return onMessage(ev);
+      case 'file': return onMessage(ev);
+      case 'history': return onHistory(ev);
       case 'rooms': return onRooms(ev);
       case 'ack': return onAck(ev);
       case 'error': return onError(ev);
@@ -362,17 +377,22 @@
     state.limits = ev.limits && typeof ev.limits === 'object' ? ev.limits : null;
     state.connected = true;
     state.attempt = 0;
-    for (const r of state.rooms.values()) r.seen.clear();
     ui.me.textContent = you.name;
     ui.devBanner.hidden = ev.dev !== true;
     showMotd(ev.motd);
     showRole(ev.role);
+    state.perms = Array.isArray(ev.perms) ? ev.perms.filter((x) => typeof x === 'string') : [];
     setStatus('connected', 'connected');
     // Say that the connection is back where a notice said it was lost.
     if (hasNotice('closed')) notify('closed', 'Reconnected.', 3000);
     clearNotice('offline');
+    // Re-join what we were in; where we saw messages, ask for what was missed
+    // (the server joined lobby already, and answers a repeated join of it
+    // with the catch-up).
     for (const name of state.wanted) {
-      if (name !== LOBBY) sendJSON({ type: 'join', room: name });
+      const r = state.rooms.get(name);
+      if (r && r.lastId > 0) sendJSON({ type: 'join', room: name, after: r.lastId });
+      else if (name !== LOBBY) sendJSON({ type: 'join', room: name });
     }
     sendJSON({ type: 'rooms' });
     updateCounter();
@@ -385,6 +405,7 @@
     if (!name) return;
     const r = room(name);
     roomInfo(r.info, ev);
+    if (Array.isArray(ev.my_perms)) r.perms = ev.my_perms.filter((x) => typeof x === 'string');
     r.members.clear();
     if (Array.isArray(ev.members)) {
       for (const m of ev.members) {
@@ -414,6 +435,8 @@
   // forgetRoom drops a room the connection is no longer in (left, kicked or
   // deleted), and moves to another one if it was open.
   function forgetRoom(name) {
+    const gone = state.rooms.get(name);
+    if (gone) gone.messages.forEach(releaseEntry);
     state.rooms.delete(name);
     state.wanted.delete(name);
     markBrowseJoined();
@@ -458,9 +481,27 @@
     const name = str(ev.room);
     const r = state.rooms.get(name);
     if (!r) return;
+    const entry = makeEntry(r, ev);
+    if (!entry) return;
+    pushEntry(r, entry);
+    if (name !== state.current) {
+      r.unread++;
+      renderRooms();
+    }
+    updateTitle();
+  }
+
+  // makeEntry turns a message or file event into a timeline entry, or
+  // returns null for one already shown (a resume or history can repeat).
+  function makeEntry(r, ev) {
     if (typeof ev.id === 'number') {
-      if (r.seen.has(ev.id)) return;
+      if (r.seen.has(ev.id)) return null;
       r.seen.add(ev.id);
+      if (r.seen.size > MAX_SEEN) {
+        r.seen = new Set(r.messages.filter((e) => typeof e.id === 'number').map((e) => e.id));
+        r.seen.add(ev.id);
+      }
+      r.lastId = Math.max(r.lastId, ev.id);
     }
     const entry = {
       kind: 'msg',
@@ -468,13 +509,55 @@
       from: user(ev.from),
       ts: typeof ev.ts === 'number' ? ev.ts : Date.now(),
       text: str(ev.text),
+      file: null,
     };
-    pushEntry(r, entry);
-    if (name !== state.current) {
-      r.unread++;
-      renderRooms();
+    if (ev.type === 'file') {
+      entry.file = {
+        name: str(ev.name, 'file') || 'file',
+        mime: str(ev.mime),
+        size: typeof ev.size === 'number' ? ev.size : 0,
+        data: str(ev.data),
+        url: '',
+        type: '',
+      };
     }
-    updateTitle();
+    return entry;
+  }
+
+  // onHistory merges stored messages into a room: on a first join the
+  // recent past, after a reconnect what was missed. It may arrive after
+  // live messages, so each is put before the first newer message.
+  function onHistory(ev) {
+    const r = state.rooms.get(str(ev.room));
+    if (!r || !Array.isArray(ev.messages)) return;
+    const had = r.messages.some((e) => e.kind === 'msg');
+    const added = [];
+    for (const m of ev.messages) {
+      if (!m || typeof m !== 'object' || Array.isArray(m)) continue;
+      const entry = makeEntry(r, m);
+      if (entry) added.push(entry);
+    }
+    added.sort((a, b) => (a.id || 0) - (b.id || 0));
+    if (ev.gap === true && had) {
+      const first = added[0];
+      added.unshift({ kind: 'sys', text: 'Some messages from while you were away are not shown.', ts: first ? first.ts : Date.now(), id: first ? first.id : undefined });
+    }
+    if (added.length === 0) return;
+    for (const entry of added) {
+      const at = typeof entry.id === 'number'
+        ? r.messages.findIndex((e) => e.kind === 'msg' && typeof e.id === 'number' && e.id > entry.id)
+        : -1;
+      if (at < 0) r.messages.push(entry);
+      else r.messages.splice(at, 0, entry);
+    }
+    trimRoom(r);
+    if (r.name === state.current) {
+      renderMessages();
+    } else if (had) {
+      r.unread += added.filter((e) => e.kind === 'msg').length;
+      renderRooms();
+      updateTitle();
+    }
   }
 
   // onRoomChanged shows a joined room's new topic, lock or privacy.
@@ -499,6 +582,8 @@
   // onYou shows the user's new global role.
   function onYou(ev) {
     showRole(ev.role);
+    if (Array.isArray(ev.perms)) state.perms = ev.perms.filter((x) => typeof x === 'string');
+    renderHeader();
     notify('you', 'Your role is now ' + (str(ev.role) || 'member') + '.');
   }
 
@@ -602,7 +687,7 @@
   // is open, to the page, keeping the view pinned to the bottom if it was.
   function pushEntry(r, entry) {
     r.messages.push(entry);
-    if (r.messages.length > MAX_MESSAGES_PER_ROOM) r.messages.splice(0, r.messages.length - MAX_MESSAGES_PER_ROOM);
+    trimRoom(r);
     if (r.name !== state.current) return;
     const stick = atBottom();
     ui.messages.appendChild(entryNode(entry, r.messages[r.messages.length - 2]));
@@ -612,6 +697,92 @@
     }
     if (stick || (entry.kind === 'msg' && isMe(entry.from))) scrollToBottom();
     else if (entry.kind === 'msg') ui.jump.hidden = false;
+  }
+
+  // trimRoom keeps a room's timeline bounded and frees the blob URLs of
+  // files that fall off it.
+  function trimRoom(r) {
+    if (r.messages.length <= MAX_MESSAGES_PER_ROOM) return;
+    for (const e of r.messages.splice(0, r.messages.length - MAX_MESSAGES_PER_ROOM)) releaseEntry(e);
+  }
+
+  // releaseEntry frees what an entry holds outside the DOM.
+  function releaseEntry(e) {
+    if (e.file && e.file.url) {
+      URL.revokeObjectURL(e.file.url);
+      e.file.url = '';
+    }
+  }
+
+  // renderMessages redraws the open room's timeline, staying at the bottom
+  // if the reader was there.
+  function renderMessages() {
+    const r = state.rooms.get(state.current);
+    const stick = atBottom();
+    const frag = document.createDocumentFragment();
+    if (r) r.messages.forEach((e, i) => frag.appendChild(entryNode(e, r.messages[i - 1])));
+    ui.messages.replaceChildren(frag);
+    if (stick) scrollToBottom();
+  }
+
+  // fileURL decodes a file's base64 bytes once into a blob: URL. Only the
+  // inline image types keep their type; everything else becomes an opaque
+  // download.
+  function fileURL(f) {
+    if (f.url) return f.url;
+    let bytes;
+    try {
+      const bin = atob(f.data);
+      bytes = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    } catch (err) {
+      return '';
+    }
+    f.type = INLINE_IMAGES.has(f.mime) ? f.mime : 'application/octet-stream';
+    f.url = URL.createObjectURL(new Blob([bytes], { type: f.type }));
+    f.data = ''; // the blob holds the bytes now
+    return f.url;
+  }
+
+  // fileSize formats a byte count for people.
+  function fileSize(n) {
+    if (n < 1024) return n + ' B';
+    if (n < 1024 * 1024) return (n / 1024).toFixed(n < 10240 ? 1 : 0) + ' KB';
+    return (n / 1024 / 1024).toFixed(1) + ' MB';
+  }
+
+  // fileNode shows a file message: an image inline, anything else as a
+  // download link. The name is always text (caption or link text).
+  function fileNode(f) {
+    const url = fileURL(f);
+    const box = make('div', 'msg-text msg-file');
+    if (url && INLINE_IMAGES.has(f.mime)) {
+      const img = make('img', 'msg-image');
+      img.alt = f.name;
+      img.decoding = 'async';
+      img.src = url;
+      const link = make('a', 'msg-image-link');
+      link.href = url;
+      link.download = f.name;
+      link.title = 'Download ' + f.name;
+      link.appendChild(img);
+      box.appendChild(link);
+      box.appendChild(make('span', 'msg-caption', f.name + ' · ' + fileSize(f.size)));
+      return box;
+    }
+    if (!url) {
+      box.appendChild(make('span', 'msg-caption', f.name + ' (cannot be shown)'));
+      return box;
+    }
+    const link = make('a', 'file-card');
+    link.href = url;
+    link.download = f.name;
+    link.type = f.type;
+    link.appendChild(badge('file-icon', (f.mime.split('/')[1] || 'file').slice(0, 4).toUpperCase()));
+    link.appendChild(make('span', 'file-name', f.name));
+    link.appendChild(make('span', 'file-size', fileSize(f.size)));
+    box.appendChild(link);
+    return box;
   }
 
   // continues tells whether a message follows one from the same sender
@@ -646,7 +817,7 @@
     }
     head.appendChild(time);
     body.appendChild(head);
-    body.appendChild(make('div', 'msg-text', entry.text));
+    body.appendChild(entry.file ? fileNode(entry.file) : make('div', 'msg-text', entry.text));
     item.appendChild(body);
     return item;
   }
@@ -669,9 +840,7 @@
     state.current = name;
     const r = state.rooms.get(name);
     if (r) r.unread = 0;
-    const frag = document.createDocumentFragment();
-    if (r) r.messages.forEach((e, i) => frag.appendChild(entryNode(e, r.messages[i - 1])));
-    ui.messages.replaceChildren(frag);
+    renderMessages();
     scrollToBottom();
     renderRooms();
     renderMembers();
@@ -692,6 +861,59 @@
     const topic = r ? r.info.topic.trim() : '';
     ui.roomTopic.textContent = topic;
     ui.roomTopic.hidden = topic === '';
+    ui.attach.hidden = !canSendFiles();
+  }
+
+  // canSendFiles tells whether the user may send files in the open room
+  // (globally or by a role in the room); the server checks again.
+  function canSendFiles() {
+    const r = state.rooms.get(state.current);
+    return state.perms.includes('send_binary') || !!(r && r.perms.includes('send_binary'));
+  }
+
+  // fileLimits is what the server takes: from the welcome when it says so,
+  // else the server's defaults. Sending a file it would refuse for size can
+  // cost the connection, so the page checks first.
+  function fileLimits() {
+    const l = state.limits || {};
+    return {
+      max: typeof l.file_max_bytes === 'number' && l.file_max_bytes > 0 ? l.file_max_bytes : DEFAULT_FILE_MAX,
+      types: Array.isArray(l.file_types) ? l.file_types.filter((x) => typeof x === 'string') : DEFAULT_FILE_TYPES,
+    };
+  }
+
+  // sendFile announces a file and sends its bytes as the one binary frame
+  // that must follow the announcement.
+  async function sendFile(file) {
+    const { max, types } = fileLimits();
+    const mime = file.type || '';
+    if (!types.includes(mime)) {
+      notify('file_type', 'Files of this type cannot be sent' + (mime ? ' (' + mime + ')' : '') + '.');
+      return;
+    }
+    if (file.size <= 0 || file.size > max) {
+      notify('file_too_big', 'Files must be between 1 byte and ' + fileSize(max) + '.');
+      return;
+    }
+    if (Array.from(file.name).length > 128) {
+      notify('bad_filename', 'The file name is too long.');
+      return;
+    }
+    let buf;
+    try {
+      buf = await file.arrayBuffer();
+    } catch (err) {
+      notify('bad_file', 'The file cannot be read.');
+      return;
+    }
+    const ws = state.ws;
+    if (!state.connected || !ws || ws.readyState !== WebSocket.OPEN) {
+      notify('offline', 'Not connected; the file was not sent.');
+      return;
+    }
+    const ref = String(state.nextRef++);
+    ws.send(JSON.stringify({ type: 'file', room: state.current, name: file.name, mime, size: buf.byteLength, ref }));
+    ws.send(buf);
   }
 
   // renderRooms lists the joined rooms with unread counts and leave buttons.
@@ -914,6 +1136,12 @@
       }
     });
     ui.input.addEventListener('input', updateCounter);
+    ui.fileInput.addEventListener('change', () => {
+      const file = ui.fileInput.files && ui.fileInput.files[0];
+      ui.fileInput.value = '';
+      if (file) sendFile(file);
+    });
+    ui.attach.addEventListener('click', () => ui.fileInput.click());
     ui.joinForm.addEventListener('submit', (ev) => {
       ev.preventDefault();
       if (joinRoom(ui.joinName.value)) ui.joinName.value = '';
