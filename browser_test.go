@@ -690,6 +690,18 @@ func TestBrowserAbuseCloseReconnects(t *testing.T) {
 		t.Logf("the browser did not see the 1008 close frame (server closed with unread data); the page reconnected anyway")
 	}
 
+	// The reconnect brought lobby's history again: nothing may show twice.
+	alice.waitJS(t, "lobby's catch-up after the reconnect", `!!document.querySelector('#rooms li[data-room="lobby"]')`)
+	if dups := eval[[]string](t, alice, `(() => {
+		const seen = new Set(), dups = [];
+		for (const m of document.querySelectorAll('#messages .msg')) {
+			if (seen.has(m.dataset.id)) dups.push(m.querySelector('.msg-text').textContent);
+			seen.add(m.dataset.id);
+		}
+		return dups; })()`); len(dups) > 0 {
+		t.Errorf("messages shown twice after the reconnect: %q", dups)
+	}
+
 	// The server only has alice in side-room if the page re-joined it.
 	if err := chromedp.Do(bob.ctx,
 		chromedp.SendKeys(chromedp.ID("join-name"), "side-room"),
