@@ -192,3 +192,28 @@ func TestSessionExpiryClosesSocket(t *testing.T) {
 	ws := ts.user(t, "alice")
 	ws.expectClose(websocket.ClosePolicyViolation)
 }
+
+// TestDevLoginOriginNull: under Referrer-Policy: no-referrer, Chromium sends
+// "Origin: null" on same-origin form posts; Sec-Fetch-Site tells them apart from a
+// sandboxed cross-site frame, which is refused.
+func TestDevLoginOriginNull(t *testing.T) {
+	ts := startServer(t, nil)
+	post := func(site string) *http.Response {
+		req, _ := http.NewRequest("POST", ts.URL+"/login/dev", strings.NewReader("name=nully"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", "null")
+		req.Header.Set("Sec-Fetch-Site", site)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if r := post("same-origin"); r.StatusCode != http.StatusSeeOther || len(r.Cookies()) != 1 {
+		t.Fatalf("same-origin post with Origin null: %d", r.StatusCode)
+	}
+	if r := post("cross-site"); r.StatusCode != http.StatusForbidden || len(r.Cookies()) != 0 {
+		t.Fatalf("cross-site post with Origin null: %d", r.StatusCode)
+	}
+}

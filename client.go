@@ -27,6 +27,9 @@ const (
 	// replyQueue is the length of the queue of direct replies from readPump (errors);
 	// a client that lets it fill is flooding and loses some of its own error events.
 	replyQueue = 16
+	// closeGrace bounds how long a connection being closed waits for the peer's close
+	// frame, reading and discarding what it still sends.
+	closeGrace = 2 * time.Second
 )
 
 // Buffer sizes. Reads are small (chat lines), and the write buffer is taken from a
@@ -65,6 +68,10 @@ type Client struct {
 	// replies carries events readPump answers itself (errors from the filter and the
 	// rate limiter). Only readPump sends on it; it is never closed.
 	replies chan []byte
+	// closeReq carries a close readPump asks for; writePump closes closeSent once the
+	// close frame is written.
+	closeReq  chan closeFrame
+	closeSent chan struct{}
 
 	user     identity
 	userJSON []byte // {"id":..,"name":..}, encoded once
@@ -139,7 +146,7 @@ func (c *Client) readPump() {
 			readBufferPool.Put(buf)
 			if errors.Is(err, websocket.ErrReadLimit) || n > cfg.ReadLimit {
 				c.app.metrics.rejected.WithLabelValues("too_big").Inc()
-				c.closeWith(websocket.CloseMessageTooBig, "message too big")
+				c.closeWith(websocket.CloseMessageTooBig, "message too big", false)
 			}
 			return
 		}
@@ -149,7 +156,7 @@ func (c *Client) readPump() {
 		if !utf8.Valid(data) {
 			readBufferPool.Put(buf)
 			c.app.metrics.rejected.WithLabelValues("bad_utf8").Inc()
-			c.closeWith(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
+			c.closeWith(websocket.CloseInvalidFramePayloadData, "invalid UTF-8", true)
 			return
 		}
 		ok := c.handleFrame(data, cfg)
@@ -183,10 +190,16 @@ func (c *Client) handleFrame(data []byte, cfg *Config) bool {
 			if abusive {
 				c.app.metrics.abuseCloses.Inc()
 				c.app.log.Info("closing abusive connection", "conn", c.id, "user", c.user.ID)
-				c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded repeatedly")
+				c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded repeatedly", true)
 				return false
 			}
-			c.reply(rateLimitedEvent(peekRef(line), retry))
+			typ, ref := peekEnvelope(line)
+			c.reply(rateLimitedEvent(ref, retry))
+			if typ == "file" {
+				// The refused file's bytes are likely on their way: drop them.
+				c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
+				c.pendingFile, c.discardBinary = nil, true
+			}
 			continue
 		}
 		env, perr := c.app.filter.parseEnvelope(line)
@@ -260,7 +273,7 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 	c.pendingFile, c.discardBinary = nil, false
 	if env == nil && !discard {
 		c.app.metrics.rejected.WithLabelValues("binary").Inc()
-		c.closeWith(websocket.CloseUnsupportedData, "binary frames must follow a file announcement")
+		c.closeWith(websocket.CloseUnsupportedData, "binary frames must follow a file announcement", true)
 		return false
 	}
 	defer c.conn.SetReadLimit(cfg.ReadLimit)
@@ -268,7 +281,7 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 	if err != nil || int64(len(data)) > cfg.FileMaxBytes {
 		if errors.Is(err, websocket.ErrReadLimit) || int64(len(data)) > cfg.FileMaxBytes {
 			c.app.metrics.rejected.WithLabelValues("too_big").Inc()
-			c.closeWith(websocket.CloseMessageTooBig, "file too big")
+			c.closeWith(websocket.CloseMessageTooBig, "file too big", false)
 		}
 		return false
 	}
@@ -298,16 +311,21 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 	return true
 }
 
-// peekRef recovers a ref from a line refused before parsing, so a rate_limited error
-// can still name the message it refuses. Anything odd yields no ref.
-func peekRef(line []byte) string {
+// peekEnvelope recovers the type and ref of a line refused before parsing, so a
+// rate_limited error can still name the message it refuses, and a refused file's
+// bytes can be discarded. Anything odd yields empty strings.
+func peekEnvelope(line []byte) (typ, ref string) {
 	var v struct {
-		Ref string `json:"ref"`
+		Type string `json:"type"`
+		Ref  string `json:"ref"`
 	}
-	if json.Unmarshal(line, &v) != nil || len(v.Ref) > maxRef || !isPrintable(v.Ref) {
-		return ""
+	if json.Unmarshal(line, &v) != nil {
+		return "", ""
 	}
-	return v.Ref
+	if len(v.Ref) > maxRef || !isPrintable(v.Ref) {
+		v.Ref = ""
+	}
+	return v.Type, v.Ref
 }
 
 // reply queues an event from readPump itself. It never blocks: a client that does not
@@ -320,11 +338,38 @@ func (c *Client) reply(msg []byte) {
 	}
 }
 
-// closeWith sends a close frame with code from readPump. WriteControl may run
-// concurrently with writePump's writes (the library serialises them).
-func (c *Client) closeWith(code int, reason string) {
+// closeFrame is a close that readPump asks writePump to send.
+type closeFrame struct {
+	code   int
+	reason string
+}
+
+// closeWith ends the connection from readPump with a close code, without losing what
+// explains it: writePump first flushes the error events already queued (the
+// rate_limited errors before an abuse close, say), then sends the close frame. readPump
+// waits for that, then keeps reading and discarding for up to closeGrace until the
+// peer answers with its own close frame: closing a socket with unread data in it makes
+// the kernel send a reset, and the peer would lose the close frame and see 1006. When
+// the unread rest may be unbounded (an oversize or inflating frame), drain is false.
+func (c *Client) closeWith(code int, reason string, drain bool) {
 	c.app.metrics.closes.WithLabelValues(strconv.Itoa(code)).Inc()
-	c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(writeWait))
+	select {
+	case c.closeReq <- closeFrame{code, reason}:
+	default:
+	}
+	select {
+	case <-c.closeSent:
+	case <-time.After(writeWait):
+	}
+	if !drain {
+		return
+	}
+	c.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	for {
+		if _, _, err := c.conn.NextReader(); err != nil {
+			return
+		}
+	}
 }
 
 // writePump pumps messages from the hub to the WebSocket connection.
@@ -372,6 +417,18 @@ func (c *Client) writePump() {
 			if err := c.conn.WriteMessage(websocket.PingMessage, nil); err != nil {
 				return
 			}
+		case cf := <-c.closeReq:
+			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			if len(c.replies) > 0 {
+				c.writeFrame(<-c.replies)
+			}
+			c.conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(cf.code, cf.reason))
+			close(c.closeSent)
+			// Nothing more is written; wait for readPump to end (it drains the
+			// peer's last frames) and the hub to close the queue.
+			for range c.send {
+			}
+			return
 		case <-expiry.C:
 			c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.ClosePolicyViolation)).Inc()
 			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
@@ -444,16 +501,18 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 	app.metrics.accepted.Inc()
 	app.metrics.handshakeSeconds.Observe(time.Since(start).Seconds())
 	c := &Client{
-		hub:      app.hub,
-		conn:     conn,
-		send:     make(chan *[]byte, cfg.SendQueue),
-		replies:  make(chan []byte, replyQueue),
-		user:     user,
-		userJSON: userJSON(user.ID, user.Name),
-		limiter:  newConnLimiter(cfg, tk.userMsg, app.now),
-		ticket:   tk,
-		rooms:    make(map[string]*room),
-		app:      app,
+		hub:       app.hub,
+		conn:      conn,
+		send:      make(chan *[]byte, cfg.SendQueue),
+		replies:   make(chan []byte, replyQueue),
+		closeReq:  make(chan closeFrame, 1),
+		closeSent: make(chan struct{}),
+		user:      user,
+		userJSON:  userJSON(user.ID, user.Name),
+		limiter:   newConnLimiter(cfg, tk.userMsg, app.now),
+		ticket:    tk,
+		rooms:     make(map[string]*room),
+		app:       app,
 	}
 	c.id = app.nextConnID()
 	c.fromTail = append(append([]byte(`"from":`), c.userJSON...), `,"text":`...)

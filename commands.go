@@ -105,6 +105,16 @@ func (h *Hub) createRoom(c *Client, env *envelope, private bool) *roomInfo {
 		h.refuse(c, env, codeRoomLimit, "the server has as many rooms as it may keep")
 		return nil
 	}
+	owned := 0
+	for _, ri := range h.meta {
+		if ri.Owner == c.user.ID {
+			owned++
+		}
+	}
+	if owned >= maxOwnedRooms && h.perms(c.user, nil)&permAdmin == 0 {
+		h.refuse(c, env, codeRoomLimit, "you own as many rooms as one user may")
+		return nil
+	}
 	ri := newRoomInfo(env.Room, c.user.ID, private, h.now())
 	ri.FirstID = h.lastID
 	if env.Topic != nil {
@@ -173,7 +183,13 @@ func (h *Hub) cmdLeave(c *Client, cmd command, _ *roomInfo) {
 		return
 	}
 	h.leaveRoom(c, env.Room)
-	h.deliver(c, appendObject(nil, "left", env.Room, func(b []byte) []byte { return b }))
+	h.deliver(c, appendObject(nil, "left", env.Room, func(b []byte) []byte {
+		if env.Ref != "" {
+			b = append(b, `,"ref":`...)
+			b = appendJSONString(b, env.Ref)
+		}
+		return b
+	}))
 }
 
 // cmdSay stamps a message and delivers it to the room's members only.
@@ -302,6 +318,10 @@ func (h *Hub) cmdKick(c *Client, cmd command, ri *roomInfo) {
 		return
 	}
 	ban := env.Type == "ban"
+	if ban && len(ri.Bans) >= maxRolesPerRoom {
+		h.refuse(c, env, codeRoomLimit, "this room has too many bans")
+		return
+	}
 	old := ri.Roles[env.User]
 	if ri.Private || ban {
 		delete(ri.Roles, env.User)

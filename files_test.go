@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"image/png"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -156,4 +158,48 @@ func TestFileFileBucket(t *testing.T) {
 	mod.expect("ack")
 	mod.sendFile("lobby", "b.txt", "text/plain", data, "2")
 	mod.expectError(codeRateLimited)
+}
+
+// TestFileRateLimitedAnnouncementDiscards: an announcement dropped by the message
+// bucket still has its binary frame discarded instead of closing the connection 1003.
+func TestFileRateLimitedAnnouncementDiscards(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServerAt(t, clock.Now, func(c *Config) {
+		c.Moderators = []string{"dev:mod"}
+		c.MsgBurst, c.MsgRate = 1, 0.001
+	})
+	mod := ts.user(t, "mod")
+	mod.mustAck(map[string]any{"type": "say", "room": "lobby", "text": "uses the burst"})
+	mod.sendFile("lobby", "a.png", "image/png", testPNG(t), "f")
+	mod.expectError(codeRateLimited)
+	clock.Advance(time.Hour)
+	mod.mustAck(map[string]any{"type": "say", "room": "lobby", "text": "still connected"})
+}
+
+// TestAbuseCloseKeepsErrors: the rate_limited errors queued before an abuse close
+// reach the client, then the 1008 close frame.
+func TestAbuseCloseKeepsErrors(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServerAt(t, clock.Now, func(c *Config) { c.MsgBurst, c.MsgRate, c.AbuseDrops = 1, 0.001, 3 })
+	a := ts.user(t, "flooder")
+	for i := 0; i < 4; i++ {
+		a.send(map[string]any{"type": "say", "room": "lobby", "text": "x"})
+	}
+	errs := 0
+	for {
+		ev, err := a.next(5 * time.Second)
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation {
+				t.Fatalf("want 1008, got %v", err)
+			}
+			break
+		}
+		if ev["type"] == "error" && ev["code"] == codeRateLimited {
+			errs++
+		}
+	}
+	if errs != 2 {
+		t.Fatalf("%d rate_limited errors before the close, want 2", errs)
+	}
 }

@@ -31,6 +31,11 @@ const (
 	// auditMemory is how many recent audit entries the hub keeps to answer `audit`
 	// without reading the disk.
 	auditMemory = 200
+	// publicListTTL is how long the sorted list of public rooms is reused.
+	publicListTTL = time.Second
+	// maxOwnedRooms bounds the rooms one user may own (DoS hardening: without it one
+	// account could take every room the server may keep).
+	maxOwnedRooms = 50
 )
 
 // command is one validated client request on its way to the hub, or (kind "query")
@@ -99,6 +104,9 @@ type Hub struct {
 	// evicted after it, so no map is changed while it is being ranged over.
 	slow    []*Client
 	closing bool
+	// publicList caches the sorted public rooms for `rooms` (see roomsEvent).
+	publicList   []*roomInfo
+	publicListAt time.Time
 
 	app     *App
 	writer  *storeWriter
@@ -413,10 +421,12 @@ func (h *Hub) memberJSON(id identity, ri *roomInfo) []byte {
 func (h *Hub) welcomeEvent(c *Client) []byte {
 	cfg := h.settings()
 	type limits struct {
-		TextMaxChars   int     `json:"text_max_chars"`
-		ReadLimitBytes int64   `json:"read_limit_bytes"`
-		MsgRate        float64 `json:"msg_rate"`
-		MsgBurst       int     `json:"msg_burst"`
+		TextMaxChars   int      `json:"text_max_chars"`
+		ReadLimitBytes int64    `json:"read_limit_bytes"`
+		MsgRate        float64  `json:"msg_rate"`
+		MsgBurst       int      `json:"msg_burst"`
+		FileMaxBytes   int64    `json:"file_max_bytes"`
+		FileTypes      []string `json:"file_types"`
 	}
 	role := h.globalRole(c.user)
 	b, _ := json.Marshal(struct {
@@ -428,7 +438,7 @@ func (h *Hub) welcomeEvent(c *Client) []byte {
 		Limits limits          `json:"limits"`
 		MOTD   string          `json:"motd"`
 	}{"welcome", c.userJSON, role, effectivePerms(role, "").names(), c.user.Dev,
-		limits{cfg.TextMaxChars, cfg.ReadLimit, cfg.MsgRate, cfg.MsgBurst}, cfg.MOTD})
+		limits{cfg.TextMaxChars, cfg.ReadLimit, cfg.MsgRate, cfg.MsgBurst, cfg.FileMaxBytes, cfg.FileTypes}, cfg.MOTD})
 	return b
 }
 
@@ -560,26 +570,40 @@ func (h *Hub) joinedEvent(c *Client, r *room, ref string) []byte {
 }
 
 // roomsEvent lists the rooms c may see: public ones and the private ones it belongs
-// to or is invited to, busiest first.
+// to or is invited to, busiest first. DoS hardening: the sorted public list is cached
+// for publicListTTL, so clients asking again and again cannot make the hub sort every
+// room each time; only private rooms are looked at per request.
 func (h *Hub) roomsEvent(c *Client) []byte {
+	now := h.now()
+	if h.publicList == nil || now.Sub(h.publicListAt) > publicListTTL {
+		h.publicList = h.publicList[:0]
+		for _, ri := range h.meta {
+			if !ri.Private {
+				h.publicList = append(h.publicList, ri)
+			}
+		}
+		h.sortRooms(h.publicList)
+		if len(h.publicList) > roomsListMax {
+			h.publicList = h.publicList[:roomsListMax]
+		}
+		h.publicListAt = now
+	}
 	var infos []*roomInfo
-	for name := range h.meta {
-		if ri := h.visible(c.user, name); ri != nil {
+	for _, ri := range h.meta {
+		if ri.Private && h.visible(c.user, ri.Name) != nil {
+			infos = append(infos, ri)
+			if len(infos) == roomsListMax {
+				break
+			}
+		}
+	}
+	for _, ri := range h.publicList {
+		if h.meta[ri.Name] == ri { // not deleted since the list was made
 			infos = append(infos, ri)
 		}
 	}
-	online := func(ri *roomInfo) int {
-		if r := h.rooms[ri.Name]; r != nil {
-			return len(r.members)
-		}
-		return 0
-	}
-	slices.SortFunc(infos, func(a, b *roomInfo) int {
-		if d := online(b) - online(a); d != 0 {
-			return d
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
+	online := h.online
+	h.sortRooms(infos)
 	if len(infos) > roomsListMax {
 		infos = infos[:roomsListMax]
 	}
@@ -597,6 +621,25 @@ func (h *Hub) roomsEvent(c *Client) []byte {
 		b = append(b, ev...)
 	}
 	return append(b, "]}"...)
+}
+
+// online counts the users in a room now.
+func (h *Hub) online(ri *roomInfo) int {
+	if r := h.rooms[ri.Name]; r != nil {
+		return len(r.members)
+	}
+	return 0
+}
+
+// sortRooms orders rooms busiest first, then by name.
+func (h *Hub) sortRooms(infos []*roomInfo) {
+	online := h.online
+	slices.SortFunc(infos, func(a, b *roomInfo) int {
+		if d := online(b) - online(a); d != 0 {
+			return d
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 }
 
 // notifyRoom sends the current description of a room to everyone inside it.

@@ -7,7 +7,6 @@ package main
 // ID token) is kept or logged: the server keeps only who signed in.
 
 import (
-	"bytes"
 	"context"
 	"crypto/cipher"
 	"crypto/rand"
@@ -529,15 +528,7 @@ func (app *App) refuseLogin(w http.ResponseWriter, status int, reason, msg strin
 // renderOIDCLogin writes the login page of the OpenID Connect login: the sign-in
 // button, and the error when there is one.
 func (app *App) renderOIDCLogin(w http.ResponseWriter, status int, msg string) {
-	var buf bytes.Buffer
-	if err := loginTemplate.Execute(&buf, loginPage{ProviderName: app.oidc.name, Error: msg}); err != nil {
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(buf.Bytes())
+	app.renderLogin(w, status, msg)
 }
 
 // exchangeError describes a failed code exchange for the log: the provider's error

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -49,7 +50,7 @@ func (c *wsClient) cmd(v map[string]any) map[string]any {
 		if err != nil {
 			c.t.Fatalf("waiting for the answer to %v: %v", v, err)
 		}
-		if ev["ref"] == ref && (ev["type"] == "ack" || ev["type"] == "error" || ev["type"] == "joined") {
+		if ev["ref"] == ref && (ev["type"] == "ack" || ev["type"] == "error" || ev["type"] == "joined" || ev["type"] == "left") {
 			return ev
 		}
 	}
@@ -58,7 +59,7 @@ func (c *wsClient) cmd(v map[string]any) map[string]any {
 // mustAck fails unless the command is acknowledged.
 func (c *wsClient) mustAck(v map[string]any) {
 	c.t.Helper()
-	if ev := c.cmd(v); ev["type"] != "ack" && ev["type"] != "joined" {
+	if ev := c.cmd(v); ev["type"] != "ack" && ev["type"] != "joined" && ev["type"] != "left" {
 		c.t.Fatalf("%v refused: %v", v, ev)
 	}
 }
@@ -344,4 +345,23 @@ func TestStateSurvivesRestart(t *testing.T) {
 	mod := ts.user(t, "mod")
 	mod.mustAck(map[string]any{"type": "kick", "room": "lobby", "user": "dev:eve"})
 	ts.user(t, "carol").mustRefuse(map[string]any{"type": "join", "room": "vault"}, codeNoSuchRoom)
+}
+
+// TestOwnedRoomsCapped: one account cannot take every room the server may keep, and
+// the server-wide room bound holds.
+func TestOwnedRoomsCapped(t *testing.T) {
+	ts := startServer(t, func(c *Config) { generousLimits(c); c.MaxRoomsPerClient = 100 })
+	a := ts.user(t, "hoarder")
+	for i := 0; i < maxOwnedRooms; i++ {
+		a.mustAck(map[string]any{"type": "create", "room": fmt.Sprint("r", i)})
+		a.mustAck(map[string]any{"type": "leave", "room": fmt.Sprint("r", i)})
+	}
+	a.mustRefuse(map[string]any{"type": "join", "room": "one-too-many"}, codeRoomLimit)
+	a.mustRefuse(map[string]any{"type": "create", "room": "one-too-many"}, codeRoomLimit)
+
+	ts2 := startServer(t, func(c *Config) { generousLimits(c); c.MaxRooms = 3 })
+	b := ts2.user(t, "bob") // lobby is one
+	b.mustAck(map[string]any{"type": "join", "room": "two"})
+	b.mustAck(map[string]any{"type": "join", "room": "three"})
+	b.mustRefuse(map[string]any{"type": "join", "room": "four"}, codeRoomLimit)
 }
