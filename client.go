@@ -30,6 +30,8 @@ const (
 	// closeGrace bounds how long a connection being closed waits for the peer's close
 	// frame, reading and discarding what it still sends.
 	closeGrace = 2 * time.Second
+	// drainBudget bounds the bytes discarded after a close for an oversize frame.
+	drainBudget = 4 << 20
 )
 
 // Buffer sizes. Reads are small (chat lines), and the write buffer is taken from a
@@ -122,7 +124,10 @@ func (c *Client) readPump() {
 		mt, r, err := c.conn.NextReader()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
+				// The library has sent 1009; let it reach the peer.
 				c.app.metrics.rejected.WithLabelValues("too_big").Inc()
+				c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.CloseMessageTooBig)).Inc()
+				c.drainRaw()
 			} else if websocket.IsUnexpectedCloseError(err, websocket.CloseGoingAway, websocket.CloseNormalClosure, websocket.CloseNoStatusReceived) {
 				c.app.log.Debug("connection ended", "conn", c.id, "err", err)
 			}
@@ -362,6 +367,7 @@ func (c *Client) closeWith(code int, reason string, drain bool) {
 	case <-time.After(writeWait):
 	}
 	if !drain {
+		c.drainRaw()
 		return
 	}
 	c.conn.SetReadDeadline(time.Now().Add(closeGrace))
@@ -370,6 +376,16 @@ func (c *Client) closeWith(code int, reason string, drain bool) {
 			return
 		}
 	}
+}
+
+// drainRaw discards what the peer still sends, below the WebSocket framing, for at
+// most closeGrace and drainBudget bytes. It follows a close caused by an oversize
+// frame, whose unread rest cannot be parsed as frames; without it, closing the socket
+// with data unread makes the kernel send a reset and the peer loses the close frame.
+func (c *Client) drainRaw() {
+	nc := c.conn.UnderlyingConn()
+	nc.SetReadDeadline(time.Now().Add(closeGrace))
+	io.CopyN(io.Discard, nc, drainBudget)
 }
 
 // writePump pumps messages from the hub to the WebSocket connection.
