@@ -183,6 +183,7 @@ func defaultConfig() *Config {
 // listValue is a comma-separated flag that fills a []string.
 type listValue struct{ p *[]string }
 
+// String shows the list as it would be given.
 func (l listValue) String() string {
 	if l.p == nil {
 		return ""
@@ -190,6 +191,7 @@ func (l listValue) String() string {
 	return strings.Join(*l.p, ",")
 }
 
+// Set replaces the list with the comma-separated items of s.
 func (l listValue) Set(s string) error {
 	*l.p = nil
 	for _, part := range strings.Split(s, ",") {
@@ -203,6 +205,7 @@ func (l listValue) Set(s string) error {
 // prefixListValue is a comma-separated flag of addresses or CIDR prefixes.
 type prefixListValue struct{ p *[]netip.Prefix }
 
+// String shows the prefixes as they would be given.
 func (l prefixListValue) String() string {
 	if l.p == nil {
 		return ""
@@ -214,6 +217,7 @@ func (l prefixListValue) String() string {
 	return strings.Join(parts, ",")
 }
 
+// Set parses comma-separated addresses (as single-address prefixes) and CIDRs.
 func (l prefixListValue) Set(s string) error {
 	*l.p = nil
 	for _, part := range strings.Split(s, ",") {

@@ -39,6 +39,7 @@ type protoError struct {
 	Message string
 }
 
+// Error makes a protoError usable as an error in logs.
 func (e *protoError) Error() string { return e.Code + ": " + e.Message }
 
 // newProtoError builds a protoError with a formatted human message.

@@ -28,6 +28,7 @@ const (
 	maxHeaderBytes    = 16 << 10
 )
 
+// main parses the configuration, then runs the server until a signal stops it.
 func main() {
 	cfg, err := parseConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
