@@ -26,6 +26,19 @@
   const DEFAULT_FILE_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'application/pdf', 'text/plain'];
   const DEFAULT_FILE_MAX = 1 << 20;
   const MAX_SEEN = 5000;
+  const MAX_OPS = 100; // commands waiting for their ack
+  const MAX_KNOWN_USERS = 300; // suggestions in the user id fields
+  const OK_MS = 4000;
+  // Rank of a member's display role, as the server orders them for kick and
+  // ban (admin > owner > moderator > others). The page only uses it to hide
+  // buttons the server would refuse.
+  const RANKS = { admin: 3, owner: 2, moderator: 1 };
+  // Run-time settings: the form field names are the protocol's names.
+  const SETTING_NUMBERS = ['msg_rate', 'msg_burst', 'user_msg_rate', 'user_msg_burst', 'byte_rate', 'byte_burst', 'read_limit', 'text_max_chars'];
+  const SETTING_INTS = new Set(['msg_burst', 'user_msg_burst', 'byte_burst', 'read_limit', 'text_max_chars']);
+  // Characters the server refuses in file names (paths, shell specials,
+  // controls and bidi overrides), checked first for a clearer message.
+  const BAD_FILE_NAME = /[\/\\:*?"<>|\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
   const GROUP_MS = 5 * 60 * 1000; // messages closer than this from one sender are grouped
 
   const $ = (id) => document.getElementById(id);
@@ -59,6 +72,39 @@
     logoutForm: $('logout-form'),
     toggleRooms: $('toggle-rooms'),
     toggleMembers: $('toggle-members'),
+    createForm: $('create-form'),
+    createName: $('create-name'),
+    createPrivate: $('create-private'),
+    inviteForm: $('invite-form'),
+    inviteUser: $('invite-user'),
+    inviteRoom: $('invite-room'),
+    knownUsers: $('known-users'),
+    manageToggle: $('room-manage-toggle'),
+    roomSettings: $('room-settings'),
+    topicForm: $('topic-form'),
+    topicInput: $('topic-input'),
+    lockToggle: $('lock-toggle'),
+    deleteRoom: $('delete-room'),
+    deleteConfirm: $('delete-confirm'),
+    deleteQuestion: $('delete-question'),
+    deleteYes: $('delete-yes'),
+    deleteNo: $('delete-no'),
+    unbanForm: $('unban-form'),
+    unbanUser: $('unban-user'),
+    adminToggle: $('admin-toggle'),
+    adminPanel: $('admin-panel'),
+    adminClose: $('admin-close'),
+    settingsForm: $('settings-form'),
+    settingsReload: $('settings-reload'),
+    settingsState: $('settings-state'),
+    roleForm: $('role-form'),
+    roleUser: $('role-user'),
+    roleSelect: $('role-select'),
+    gbanForm: $('gban-form'),
+    gbanUser: $('gban-user'),
+    gbanReason: $('gban-reason'),
+    audit: $('audit'),
+    auditRefresh: $('audit-refresh'),
   };
 
   const state = {
@@ -79,6 +125,9 @@
     retryAt: 0,
     leaving: false,
     browse: [],
+    ops: new Map(), // ref -> {ok, after} for commands waiting for their ack
+    settings: null, // the server's settings as last received (admins)
+    knownUsersKey: '',
   };
 
   // ---------------------------------------------------------------------
@@ -338,6 +387,9 @@
 
   // handle dispatches one server event by its type.
   function handle(ev) {
+    // An answer other than ack or error that carries our ref (settings,
+    // audit) ends the wait for it.
+    if (typeof ev.ref === 'string' && ev.type !== 'ack' && ev.type !== 'error') state.ops.delete(ev.ref);
     switch (ev.type) {
       case 'welcome': return onWelcome(ev);
       case 'joined': return onJoined(ev);
@@ -356,6 +408,8 @@
       case 'kicked': return onKicked(ev);
       case 'room_deleted': return onRoomDeleted(ev);
       case 'motd': return showMotd(ev.motd);
+      case 'settings': return onSettings(ev);
+      case 'audit': return onAudit(ev);
       default: return undefined; // newer servers may add events
     }
   }
@@ -382,6 +436,7 @@
     showMotd(ev.motd);
     showRole(ev.role);
     state.perms = Array.isArray(ev.perms) ? ev.perms.filter((x) => typeof x === 'string') : [];
+    renderControls();
     setStatus('connected', 'connected');
     // Say that the connection is back where a notice said it was lost.
     if (hasNotice('closed')) notify('closed', 'Reconnected.', 3000);
@@ -584,6 +639,7 @@
     showRole(ev.role);
     if (Array.isArray(ev.perms)) state.perms = ev.perms.filter((x) => typeof x === 'string');
     renderHeader();
+    renderMembers();
     notify('you', 'Your role is now ' + (str(ev.role) || 'member') + '.');
   }
 
@@ -644,9 +700,16 @@
     renderBrowse();
   }
 
-  // onAck forgets a delivered message's draft.
+  // onAck forgets a delivered message's draft, or confirms a command the
+  // server has carried out and stored.
   function onAck(ev) {
-    state.pending.delete(str(ev.ref));
+    const ref = str(ev.ref);
+    state.pending.delete(ref);
+    const op = state.ops.get(ref);
+    if (!op) return;
+    state.ops.delete(ref);
+    if (op.ok) notify('ok', op.ok, OK_MS);
+    if (op.after) op.after();
   }
 
   // onError shows the server's complaint and undoes what it refused.
@@ -654,8 +717,9 @@
     const code = str(ev.code, 'error') || 'error';
     const ref = str(ev.ref);
     const errRoom = str(ev.room);
-    let text = str(ev.message) || code.replace(/_/g, ' ');
+    let text = errorText(code, str(ev.message), errRoom);
     let timeout = NOTICE_MS;
+    if (ref) state.ops.delete(ref);
     if (code === 'rate_limited') {
       const ms = typeof ev.retry_after_ms === 'number' && ev.retry_after_ms > 0 ? ev.retry_after_ms : 1000;
       text = 'You are sending too fast. Try again in ' + (ms / 1000).toFixed(1) + ' s.';
@@ -667,7 +731,7 @@
       state.wanted.delete(errRoom);
       if (state.switchTo === errRoom) state.switchTo = '';
     }
-    if (errRoom && !text.includes(errRoom)) text += ' (#' + errRoom + ')';
+    if (errRoom && !text.includes('#' + errRoom)) text += ' (#' + errRoom + ')';
     // Give a refused message back to the user instead of losing it.
     const draft = ref ? state.pending.get(ref) : undefined;
     if (draft) {
@@ -678,6 +742,81 @@
       }
     }
     notify(code, text, timeout);
+  }
+
+  // sentence turns a server message ("no such room") into one for people.
+  function sentence(msg) {
+    const t = msg.trim();
+    if (!t) return '';
+    return t.charAt(0).toUpperCase() + t.slice(1) + (/[.!?]$/.test(t) ? '' : '.');
+  }
+
+  // clause ends a server message with a full stop, to follow a colon.
+  function clause(msg) {
+    const t = msg.trim();
+    return t && !/[.!?]$/.test(t) ? t + '.' : t;
+  }
+
+  // errorText says what a refusal means. The server's message is kept where
+  // it carries the detail (which setting, which file type); codes whose
+  // meaning does not depend on it get a fixed sentence.
+  function errorText(code, msg, errRoom) {
+    const where = errRoom ? '#' + errRoom : 'that room';
+    switch (code) {
+      case 'forbidden':
+        return sentence(msg) || 'You are not allowed to do that.';
+      case 'no_such_room':
+        return 'There is no room ' + where + ', or it is private and you were not invited.';
+      case 'banned':
+        return sentence(msg) || 'You are banned from ' + where + '.';
+      case 'room_exists':
+        return 'The name ' + where + ' is taken; pick another one or join it.';
+      case 'bad_setting':
+        return 'The settings were not saved: ' + (clause(msg) || 'a value is out of range.');
+      case 'file_type':
+        return 'The file was refused: ' + (clause(msg) || 'this type of file is not accepted.');
+      case 'file_too_big':
+        return 'The file was refused: ' + (clause(msg) || 'it is too big.');
+      case 'bad_filename':
+        return 'The file was refused: ' + (clause(msg) || 'its name has special characters.');
+      case 'bad_file':
+        return 'The file was refused: ' + (clause(msg) || 'it is not what was announced.');
+      case 'read_only':
+        return where.charAt(0).toUpperCase() + where.slice(1) + ' is read-only: only its owner and moderators can write.';
+      case 'room_limit':
+        return sentence(msg) || 'The limit of rooms, invitations or roles is reached.';
+      case 'store_failed':
+        return 'The change is in effect but could not be saved; it may be lost at a restart.';
+      case 'busy':
+        return 'The server is busy; try again in a moment.';
+      default:
+        return sentence(msg) || sentence(code.replace(/_/g, ' '));
+    }
+  }
+
+  // command sends a state-changing command with a ref; when the server acks
+  // it (the change is stored) the page says ok and runs after. A refusal
+  // comes back as an error with the same ref, shown as a notice.
+  function command(obj, ok, after) {
+    const ref = 'c' + state.nextRef++;
+    if (!sendJSON(Object.assign({}, obj, { ref }))) {
+      notify('offline', 'Not connected; try again when the status says connected.');
+      return false;
+    }
+    state.ops.set(ref, { ok, after: after || null });
+    while (state.ops.size > MAX_OPS) state.ops.delete(state.ops.keys().next().value);
+    return true;
+  }
+
+  // request sends a question whose answer (settings, audit) carries the ref
+  // back; nothing waits for an ack.
+  function request(obj) {
+    const ref = 'q' + state.nextRef++;
+    if (!sendJSON(Object.assign({}, obj, { ref }))) {
+      notify('offline', 'Not connected.');
+      return false;
+    }
+    return true;
   }
 
   // ---------------------------------------------------------------------
@@ -862,6 +1001,139 @@
     ui.roomTopic.textContent = topic;
     ui.roomTopic.hidden = topic === '';
     ui.attach.hidden = !canSendFiles();
+    renderControls();
+  }
+
+  // can tells whether the user holds a permission in a joined room (its
+  // my_perms) or globally. The server decides; this only hides controls.
+  function can(r, perm) {
+    return state.perms.includes(perm) || !!(r && r.perms.includes(perm));
+  }
+
+  // myRank is the user's rank in a room for kick and ban, as the server
+  // ranks it: admin 3, manage (owner) 2, expel (moderator) 1.
+  function myRank(r) {
+    if (can(r, 'admin')) return 3;
+    if (can(r, 'manage')) return 2;
+    if (can(r, 'expel')) return 1;
+    return 0;
+  }
+
+  // renderControls shows the room, member and admin controls the user's
+  // permissions allow, and hides the others.
+  function renderControls() {
+    const isAdmin = state.perms.includes('admin');
+    ui.adminToggle.hidden = !isAdmin;
+    if (!isAdmin && !ui.adminPanel.hidden) toggleAdmin(false);
+    ui.createForm.hidden = !state.perms.includes('send');
+
+    const r = state.rooms.get(state.current);
+    ui.inviteForm.hidden = !can(r, 'invite') || !r;
+    ui.inviteRoom.textContent = '#' + state.current;
+
+    const manage = !!r && can(r, 'manage');
+    const expel = !!r && can(r, 'expel');
+    ui.manageToggle.hidden = !(manage || expel);
+    if (ui.manageToggle.hidden && !ui.roomSettings.hidden) toggleRoomSettings(false);
+    for (const el of ui.roomSettings.querySelectorAll('.manage-only')) el.hidden = !manage;
+    ui.unbanForm.hidden = !expel;
+    const locked = !!(r && r.info.locked);
+    ui.lockToggle.textContent = locked ? 'Let everyone write' : 'Make read-only';
+    ui.lockToggle.dataset.locked = String(locked);
+    if (state.current === LOBBY || ui.deleteConfirm.dataset.room !== state.current) disarmDelete();
+    if (r && document.activeElement !== ui.topicInput && ui.topicInput.dataset.room !== r.name + '\n' + r.info.topic) {
+      ui.topicInput.value = r.info.topic;
+      ui.topicInput.dataset.room = r.name + '\n' + r.info.topic;
+    }
+  }
+
+  // toggleRoomSettings opens or closes the open room's settings.
+  function toggleRoomSettings(open) {
+    ui.roomSettings.hidden = !open;
+    ui.manageToggle.setAttribute('aria-expanded', String(open));
+    ui.manageToggle.classList.toggle('active', open);
+    if (!open) disarmDelete();
+  }
+
+  // armDelete asks, inside the page, whether the room should really go.
+  function armDelete() {
+    ui.deleteConfirm.dataset.room = state.current;
+    ui.deleteQuestion.textContent = 'Delete #' + state.current + ' and its history for everyone?';
+    ui.deleteConfirm.hidden = false;
+    ui.deleteRoom.hidden = true;
+    ui.deleteNo.focus();
+  }
+
+  // disarmDelete puts the delete button back.
+  function disarmDelete() {
+    ui.deleteConfirm.hidden = true;
+    ui.deleteConfirm.dataset.room = '';
+    ui.deleteRoom.hidden = state.current === LOBBY;
+  }
+
+  // memberButton makes one member action. Its label is CSS generated content
+  // (data-label), so the member's li still reads exactly the name.
+  function memberButton(cls, label, aria, run) {
+    const b = make('button', 'member-btn ' + cls);
+    b.type = 'button';
+    b.dataset.label = label;
+    b.title = aria;
+    b.setAttribute('aria-label', aria);
+    b.addEventListener('click', run);
+    return b;
+  }
+
+  // memberActions builds the kick, ban and moderator buttons for one member
+  // of the open room, or null when the user may do none of it to them.
+  function memberActions(r, u) {
+    if (!r || isMe(u) || !u.id) return null;
+    const room = r.name;
+    const box = make('span', 'member-actions');
+    const target = RANKS[u.role] || 0;
+    if (can(r, 'manage') && target < 2) {
+      const isMod = u.role === 'moderator';
+      const b = memberButton('member-mod' + (isMod ? ' on' : ''), isMod ? 'Unmod' : 'Mod',
+        (isMod ? 'Remove ' + u.name + ' as moderator of #' : 'Make ' + u.name + ' a moderator of #') + room,
+        () => command({ type: 'set_room_role', room, user: u.id, role: isMod ? 'member' : 'moderator' },
+          isMod ? u.name + ' is no longer a moderator of #' + room + '.' : u.name + ' is now a moderator of #' + room + '.'));
+      b.dataset.user = u.id;
+      box.appendChild(b);
+    }
+    if (can(r, 'expel') && target < myRank(r)) {
+      const kick = memberButton('member-kick', 'Kick', 'Remove ' + u.name + ' from #' + room,
+        () => command({ type: 'kick', room, user: u.id }, u.name + ' was removed from #' + room + '.'));
+      kick.dataset.user = u.id;
+      box.appendChild(kick);
+      const ban = memberButton('member-ban', 'Ban', 'Ban ' + u.name + ' from #' + room,
+        () => command({ type: 'ban', room, user: u.id }, u.name + ' is banned from #' + room + '.'));
+      ban.dataset.user = u.id;
+      box.appendChild(ban);
+    }
+    return box.childElementCount > 0 ? box : null;
+  }
+
+  // renderKnownUsers offers the ids of people in the joined rooms as
+  // suggestions in the user id fields (invite, unban, roles, bans).
+  function renderKnownUsers() {
+    const known = new Map();
+    for (const r of state.rooms.values()) {
+      for (const [id, m] of r.members) {
+        if (known.size >= MAX_KNOWN_USERS) break;
+        if (id && !known.has(id) && !(state.me && id === state.me.id)) known.set(id, m.name);
+      }
+    }
+    const ids = Array.from(known.keys()).sort();
+    const key = ids.map((id) => id + '\u0000' + known.get(id)).join('\u0001');
+    if (key === state.knownUsersKey) return;
+    state.knownUsersKey = key;
+    const frag = document.createDocumentFragment();
+    for (const id of ids) {
+      const opt = document.createElement('option');
+      opt.value = id;
+      opt.label = known.get(id);
+      frag.appendChild(opt);
+    }
+    ui.knownUsers.replaceChildren(frag);
   }
 
   // canSendFiles tells whether the user may send files in the open room
@@ -888,15 +1160,22 @@
     const { max, types } = fileLimits();
     const mime = file.type || '';
     if (!types.includes(mime)) {
-      notify('file_type', 'Files of this type cannot be sent' + (mime ? ' (' + mime + ')' : '') + '.');
+      notify('file_type', 'The file was refused: ' + (mime ? mime + ' files' : 'files of unknown type') +
+        ' cannot be sent. Accepted: ' + types.join(', ') + '.');
       return;
     }
     if (file.size <= 0 || file.size > max) {
-      notify('file_too_big', 'Files must be between 1 byte and ' + fileSize(max) + '.');
+      notify('file_too_big', 'The file was refused: files must be between 1 byte and ' + fileSize(max) +
+        (file.size > 0 ? ', and this one has ' + fileSize(file.size) : '') + '.');
       return;
     }
-    if (Array.from(file.name).length > 128) {
-      notify('bad_filename', 'The file name is too long.');
+    const name = file.name;
+    if (Array.from(name).length > 128) {
+      notify('bad_filename', 'The file was refused: its name is longer than 128 characters.');
+      return;
+    }
+    if (BAD_FILE_NAME.test(name) || name.includes('..') || name.startsWith('.') || name.trim() !== name) {
+      notify('bad_filename', 'The file was refused: its name may not contain / \\ : * ? " < > |, "..", control characters or a leading dot. Rename it and try again.');
       return;
     }
     let buf;
@@ -995,14 +1274,21 @@
     for (const u of list) {
       const li = make('li', isMe(u) ? 'member me' : 'member');
       li.dataset.user = u.id;
+      if (u.id) li.title = u.id;
       li.appendChild(avatar(u));
       li.appendChild(make('span', 'member-name', u.name));
       if (u.role && u.role !== 'member') li.appendChild(badge('tag role-' + (ROLES.has(u.role) ? u.role : 'other'), u.role));
       if (isMe(u)) li.appendChild(badge('tag you', 'you'));
+      const actions = memberActions(r, u);
+      if (actions) {
+        li.classList.add('has-actions');
+        li.appendChild(actions);
+      }
       frag.appendChild(li);
     }
     ui.members.replaceChildren(frag);
     ui.memberCount.textContent = r ? String(list.length) : '';
+    renderKnownUsers();
   }
 
   // updateTitle puts the unread count in the tab title.
@@ -1038,9 +1324,11 @@
       if (n.dataset.code === code) box = n;
     }
     if (!box) {
-      box = make('div', 'notice');
+      // ok notices confirm a change the server acked; the others are
+      // refusals and events that need attention.
+      box = make('div', code === 'ok' ? 'notice ok' : 'notice');
       box.dataset.code = code;
-      box.setAttribute('role', 'alert');
+      box.setAttribute('role', code === 'ok' ? 'status' : 'alert');
       box.appendChild(make('span', 'notice-text'));
       const close = make('button', 'notice-close', '×');
       close.type = 'button';
@@ -1122,6 +1410,185 @@
     updateCounter();
   }
 
+  // createRoom asks the server for a new room, public or private, and opens
+  // it when it is joined.
+  function createRoom() {
+    const name = ui.createName.value.trim().toLowerCase();
+    if (!ROOM_RE.test(name)) {
+      notify('bad_room', 'Room names are 1–32 characters of a–z, 0–9, - and _, starting with a letter or digit.');
+      return;
+    }
+    const priv = ui.createPrivate.checked;
+    state.switchTo = name;
+    const ok = priv
+      ? 'Private room #' + name + ' created. Invite people from the members panel.'
+      : 'Room #' + name + ' created.';
+    if (command({ type: 'create', room: name, private: priv }, ok)) {
+      ui.createName.value = '';
+      ui.createPrivate.checked = false;
+    }
+  }
+
+  // inviteUser invites a user id, or an email address, into the open room.
+  function inviteUser() {
+    const who = ui.inviteUser.value.trim();
+    if (!who) return;
+    const room = state.current;
+    const msg = { type: 'invite', room };
+    if (who.includes('@')) msg.email = who;
+    else msg.user = who;
+    if (command(msg, 'Invitation to #' + room + ' sent to ' + who + '.')) ui.inviteUser.value = '';
+  }
+
+  // ---------------------------------------------------------------------
+  // Administration (global admin permission only; the server checks)
+
+  // toggleAdmin opens or closes the admin panel; opening it loads the
+  // current settings and the audit log.
+  function toggleAdmin(open) {
+    ui.adminPanel.hidden = !open;
+    ui.adminToggle.setAttribute('aria-expanded', String(open));
+    ui.adminToggle.classList.toggle('active', open);
+    document.body.classList.toggle('show-admin', open);
+    if (open) {
+      request({ type: 'get_settings' });
+      requestAudit();
+    }
+  }
+
+  // requestAudit asks for the newest audit entries.
+  function requestAudit() {
+    if (!ui.adminPanel.hidden) request({ type: 'audit', limit: 50 });
+  }
+
+  // settingsField is the form control for one setting.
+  function settingsField(name) {
+    return ui.settingsForm.elements.namedItem(name);
+  }
+
+  // onSettings shows the server's settings in the admin form; they are
+  // also the baseline that saving compares against.
+  function onSettings(ev) {
+    const set = ev.settings;
+    if (!set || typeof set !== 'object' || Array.isArray(set)) return;
+    state.settings = set;
+    for (const name of SETTING_NUMBERS) {
+      const el = settingsField(name);
+      if (el) el.value = typeof set[name] === 'number' ? String(set[name]) : '';
+    }
+    const domains = Array.isArray(set.allowed_domains) ? set.allowed_domains.filter((d) => typeof d === 'string') : [];
+    settingsField('allowed_domains').value = domains.join(', ');
+    settingsField('motd').value = str(set.motd);
+    settingsField('members_can_create_rooms').checked = set.members_can_create_rooms === true;
+    ui.settingsState.textContent = 'Loaded at ' + hhmm(new Date());
+  }
+
+  // domainList splits the comma-separated domains field.
+  function domainList(v) {
+    return v.split(',').map((d) => d.trim()).filter((d) => d !== '');
+  }
+
+  // settingsChanges returns the settings the form changes, or an error.
+  function settingsChanges() {
+    const base = state.settings || {};
+    const out = {};
+    for (const name of SETTING_NUMBERS) {
+      const raw = settingsField(name).value.trim();
+      const v = Number(raw);
+      if (raw === '' || !Number.isFinite(v)) return { error: name + ' must be a number.' };
+      if (SETTING_INTS.has(name) && !Number.isInteger(v)) return { error: name + ' must be a whole number.' };
+      if (v !== base[name]) out[name] = v;
+    }
+    const domains = domainList(settingsField('allowed_domains').value);
+    const oldDomains = Array.isArray(base.allowed_domains) ? base.allowed_domains : [];
+    if (domains.join(',') !== oldDomains.join(',')) out.allowed_domains = domains;
+    const motd = settingsField('motd').value;
+    if (motd !== str(base.motd)) out.motd = motd;
+    const create = settingsField('members_can_create_rooms').checked;
+    if (create !== (base.members_can_create_rooms === true)) out.members_can_create_rooms = create;
+    return { changes: out };
+  }
+
+  // saveSettings sends only the changed settings; the server validates them
+  // as a whole and answers with the new settings and an ack.
+  function saveSettings() {
+    if (!state.settings) {
+      notify('bad_setting', 'The settings have not loaded yet.');
+      request({ type: 'get_settings' });
+      return;
+    }
+    const { changes, error } = settingsChanges();
+    if (error) {
+      notify('bad_setting', 'The settings were not saved: ' + error);
+      return;
+    }
+    const names = Object.keys(changes);
+    if (names.length === 0) {
+      notify('ok', 'Nothing to save: no setting was changed.', OK_MS);
+      return;
+    }
+    command({ type: 'set_settings', settings: changes }, 'Settings saved: ' + names.join(', ') + '.', requestAudit);
+  }
+
+  // shortJSON shows an audit value compactly, as text.
+  function shortJSON(v) {
+    if (v === undefined) return '—';
+    let t;
+    try {
+      t = JSON.stringify(v);
+    } catch (err) {
+      t = '?';
+    }
+    return t.length > 160 ? t.slice(0, 157) + '…' : t;
+  }
+
+  // isPlain tells whether an audit value is a JSON object (not an array).
+  function isPlain(v) {
+    return !!v && typeof v === 'object' && !Array.isArray(v);
+  }
+
+  // describeChange says what an audit entry changed: for two objects (the
+  // settings) only the fields that differ, otherwise old → new.
+  function describeChange(oldV, newV) {
+    if (isPlain(oldV) && isPlain(newV)) {
+      const parts = [];
+      for (const k of new Set([...Object.keys(oldV), ...Object.keys(newV)])) {
+        if (JSON.stringify(oldV[k]) !== JSON.stringify(newV[k])) parts.push(k + ': ' + shortJSON(oldV[k]) + ' → ' + shortJSON(newV[k]));
+      }
+      return parts.length ? parts.join('; ') : 'no change';
+    }
+    const blank = (v) => v === undefined || v === null || v === '';
+    if (blank(oldV) && blank(newV)) return '';
+    if (blank(oldV)) return '→ ' + shortJSON(newV);
+    if (blank(newV)) return 'was ' + shortJSON(oldV);
+    return shortJSON(oldV) + ' → ' + shortJSON(newV);
+  }
+
+  // onAudit lists the audit log, newest first, every field as text.
+  function onAudit(ev) {
+    const entries = Array.isArray(ev.entries) ? ev.entries : [];
+    const frag = document.createDocumentFragment();
+    if (entries.length === 0) frag.appendChild(make('li', 'empty', 'Nothing recorded yet.'));
+    for (const e of entries) {
+      if (!isPlain(e)) continue;
+      const li = make('li', 'audit-entry');
+      li.dataset.action = str(e.action);
+      const head = make('div', 'audit-head');
+      const when = new Date(typeof e.ts === 'number' ? e.ts : NaN);
+      const time = make('time', 'audit-time', Number.isNaN(when.getTime()) ? '' : when.toLocaleString());
+      if (!Number.isNaN(when.getTime())) time.dateTime = when.toISOString();
+      head.appendChild(time);
+      head.appendChild(make('span', 'audit-actor', str(e.actor)));
+      head.appendChild(make('span', 'audit-action', str(e.action)));
+      if (str(e.target)) head.appendChild(make('span', 'audit-target', str(e.target)));
+      li.appendChild(head);
+      const change = describeChange(e.old, e.new);
+      if (change) li.appendChild(make('div', 'audit-change', change));
+      frag.appendChild(li);
+    }
+    ui.audit.replaceChildren(frag);
+  }
+
   // bind attaches every event handler; the HTML has no on* attributes.
   function bind() {
     ui.compose.addEventListener('submit', (ev) => {
@@ -1160,6 +1627,78 @@
     ui.logoutForm.addEventListener('submit', () => {
       state.leaving = true;
       clearRetry();
+    });
+    ui.createForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      createRoom();
+    });
+    ui.createName.addEventListener('input', () => {
+      const lower = ui.createName.value.toLowerCase();
+      if (lower !== ui.createName.value) ui.createName.value = lower;
+    });
+    ui.inviteForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      inviteUser();
+    });
+    ui.manageToggle.addEventListener('click', () => toggleRoomSettings(ui.roomSettings.hidden));
+    ui.topicForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const room = state.current;
+      command({ type: 'topic', room, topic: ui.topicInput.value.trim() }, 'Topic of #' + room + ' saved.');
+      ui.topicInput.blur();
+    });
+    ui.lockToggle.addEventListener('click', () => {
+      const room = state.current;
+      const r = state.rooms.get(room);
+      const lock = !(r && r.info.locked);
+      command({ type: 'lock', room, locked: lock },
+        lock ? '#' + room + ' is read-only now.' : 'Everyone can write in #' + room + ' again.');
+    });
+    ui.deleteRoom.addEventListener('click', armDelete);
+    ui.deleteNo.addEventListener('click', disarmDelete);
+    ui.deleteYes.addEventListener('click', () => {
+      const room = ui.deleteConfirm.dataset.room;
+      disarmDelete();
+      if (room && room === state.current) command({ type: 'delete_room', room }, '#' + room + ' was deleted.');
+    });
+    ui.unbanForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const user = ui.unbanUser.value.trim();
+      const room = state.current;
+      if (user && command({ type: 'unban', room, user }, user + ' may join #' + room + ' again.')) ui.unbanUser.value = '';
+    });
+    ui.adminToggle.addEventListener('click', () => toggleAdmin(ui.adminPanel.hidden));
+    ui.adminClose.addEventListener('click', () => {
+      toggleAdmin(false);
+      ui.adminToggle.focus();
+    });
+    ui.settingsForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      saveSettings();
+    });
+    ui.settingsReload.addEventListener('click', () => request({ type: 'get_settings' }));
+    ui.auditRefresh.addEventListener('click', requestAudit);
+    ui.roleForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const user = ui.roleUser.value.trim();
+      const role = ui.roleSelect.value;
+      if (user) command({ type: 'set_role', user, role }, user + ' is now ' + role + '.', requestAudit);
+    });
+    ui.gbanForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const user = ui.gbanUser.value.trim();
+      if (!user) return;
+      if (ev.submitter && ev.submitter.value === 'ban') {
+        const reason = ui.gbanReason.value.trim();
+        const msg = { type: 'global_ban', user };
+        if (reason) msg.reason = reason;
+        command(msg, user + ' is banned from the server.', requestAudit);
+      } else {
+        command({ type: 'global_unban', user }, user + ' may sign in again.', requestAudit);
+      }
+    });
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && !ui.adminPanel.hidden) toggleAdmin(false);
     });
     ui.toggleRooms.addEventListener('click', () => togglePanel('show-rooms', ui.toggleRooms));
     ui.toggleMembers.addEventListener('click', () => togglePanel('show-members', ui.toggleMembers));
