@@ -265,6 +265,7 @@ func (h *Hub) cmdCreate(c *Client, cmd command, _ *roomInfo) {
 		return
 	}
 	if ri := h.createRoom(c, env, env.Private); ri != nil {
+		// The ref comes back on the ack, once the room is stored.
 		h.enter(c, ri, "")
 	}
 }
@@ -518,6 +519,11 @@ func (h *Hub) cmdSetSettings(c *Client, cmd command, _ *roomInfo) {
 	audit := newAudit(h.now(), c.user.ID, "set_settings", "", old, next)
 	h.persist(c, env.Ref, []Write{{Bucket: bucketSettings, Key: []byte("current"), Value: b}}, &audit)
 	h.deliver(c, settingsEvent(next, ""))
+	// Everyone's page learns the new limits (text length, file size) at once.
+	limits := h.limitsEvent()
+	for o := range h.clients {
+		h.deliver(o, limits)
+	}
 	if next.MOTD != old.MOTD {
 		motd := appendObject(nil, "motd", "", func(b []byte) []byte {
 			b = append(b, `,"motd":`...)

@@ -228,9 +228,10 @@ func (f *filter) checkFields(env *envelope) *protoError {
 			return newProtoError(codeBadEnvelope, "settings must be an object")
 		}
 	case "audit":
-		if env.Limit <= 0 || env.Limit > maxAuditLimit {
+		if env.Limit <= 0 {
 			env.Limit = 50
 		}
+		env.Limit = min(env.Limit, maxAuditLimit)
 	case "file":
 		if err := validFileName(env.Name); err != nil {
 			return err

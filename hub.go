@@ -416,18 +416,35 @@ func (h *Hub) memberJSON(id identity, ri *roomInfo) []byte {
 	return append(b, `"}`...)
 }
 
+// limits are the settings a client needs to check its input before sending it.
+type limits struct {
+	TextMaxChars   int      `json:"text_max_chars"`
+	ReadLimitBytes int64    `json:"read_limit_bytes"`
+	MsgRate        float64  `json:"msg_rate"`
+	MsgBurst       int      `json:"msg_burst"`
+	FileMaxBytes   int64    `json:"file_max_bytes"`
+	FileTypes      []string `json:"file_types"`
+}
+
+// currentLimits reads the limits from the live settings.
+func (h *Hub) currentLimits() limits {
+	cfg := h.settings()
+	return limits{cfg.TextMaxChars, cfg.ReadLimit, cfg.MsgRate, cfg.MsgBurst, cfg.FileMaxBytes, cfg.FileTypes}
+}
+
+// limitsEvent tells clients the limits changed (an admin's set_settings).
+func (h *Hub) limitsEvent() []byte {
+	b, _ := json.Marshal(struct {
+		Type   string `json:"type"`
+		Limits limits `json:"limits"`
+	}{"limits", h.currentLimits()})
+	return b
+}
+
 // welcomeEvent is the first event on every connection: who you are, your role and
 // permissions, and the limits.
 func (h *Hub) welcomeEvent(c *Client) []byte {
 	cfg := h.settings()
-	type limits struct {
-		TextMaxChars   int      `json:"text_max_chars"`
-		ReadLimitBytes int64    `json:"read_limit_bytes"`
-		MsgRate        float64  `json:"msg_rate"`
-		MsgBurst       int      `json:"msg_burst"`
-		FileMaxBytes   int64    `json:"file_max_bytes"`
-		FileTypes      []string `json:"file_types"`
-	}
 	role := h.globalRole(c.user)
 	b, _ := json.Marshal(struct {
 		Type   string          `json:"type"`
@@ -438,7 +455,7 @@ func (h *Hub) welcomeEvent(c *Client) []byte {
 		Limits limits          `json:"limits"`
 		MOTD   string          `json:"motd"`
 	}{"welcome", c.userJSON, role, effectivePerms(role, "").names(), c.user.Dev,
-		limits{cfg.TextMaxChars, cfg.ReadLimit, cfg.MsgRate, cfg.MsgBurst, cfg.FileMaxBytes, cfg.FileTypes}, cfg.MOTD})
+		h.currentLimits(), cfg.MOTD})
 	return b
 }
 

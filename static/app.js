@@ -408,6 +408,10 @@
       case 'kicked': return onKicked(ev);
       case 'room_deleted': return onRoomDeleted(ev);
       case 'motd': return showMotd(ev.motd);
+      case 'limits':
+        // An admin changed the limits: check input against the new ones.
+        if (ev.limits && typeof ev.limits === 'object') state.limits = ev.limits;
+        return;
       case 'settings': return onSettings(ev);
       case 'audit': return onAudit(ev);
       default: return undefined; // newer servers may add events
