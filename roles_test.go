@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,7 +53,7 @@ func (c *wsClient) cmd(v map[string]any) map[string]any {
 		if err != nil {
 			c.t.Fatalf("waiting for the answer to %v: %v", v, err)
 		}
-		if ev["ref"] == ref && (ev["type"] == "ack" || ev["type"] == "error" || ev["type"] == "joined" || ev["type"] == "left") {
+		if ev["ref"] == ref && (ev["type"] == "ack" || ev["type"] == "error" || ev["type"] == "joined" || ev["type"] == "left" || ev["type"] == "settings") {
 			return ev
 		}
 	}
@@ -364,4 +367,66 @@ func TestOwnedRoomsCapped(t *testing.T) {
 	b.mustAck(map[string]any{"type": "join", "room": "two"})
 	b.mustAck(map[string]any{"type": "join", "room": "three"})
 	b.mustRefuse(map[string]any{"type": "join", "room": "four"}, codeRoomLimit)
+}
+
+// TestPolicyRoles: start-up roles by email, by domain and by user id; an explicit
+// entry beats a domain-wide one.
+func TestPolicyRoles(t *testing.T) {
+	p := newPolicy([]string{"boss@example.org", "dev:root"}, []string{"example.org"}, []string{"@readers.example"})
+	cases := []struct {
+		id   identity
+		want string
+	}{
+		{identity{ID: "iss|1", Email: "Boss@Example.org"}, roleAdmin},
+		{identity{ID: "iss|2", Email: "someone@example.org"}, roleModerator},
+		{identity{ID: "iss|3", Email: "x@readers.example"}, roleReadOnly},
+		{identity{ID: "dev:root"}, roleAdmin},
+		{identity{ID: "iss|4", Email: "x@example.org.evil.com"}, ""},
+	}
+	for _, tc := range cases {
+		got, _ := p.roleFor(tc.id)
+		if got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.id, got, tc.want)
+		}
+	}
+}
+
+// TestRoomModeratorOnlyInTheirRoom: a room moderator may expel in that room only.
+func TestRoomModeratorOnlyInTheirRoom(t *testing.T) {
+	ts := startServer(t, generousLimits)
+	owner, bob, carol := ts.user(t, "olga"), ts.user(t, "bob"), ts.user(t, "carol")
+	owner.mustAck(map[string]any{"type": "create", "room": "pub"})
+	owner.mustAck(map[string]any{"type": "set_room_role", "room": "pub", "user": "dev:bob", "role": "moderator"})
+	carol.mustAck(map[string]any{"type": "join", "room": "pub"})
+	bob.mustAck(map[string]any{"type": "join", "room": "pub"})
+	bob.mustRefuse(map[string]any{"type": "kick", "room": "lobby", "user": "dev:carol"}, codeForbidden)
+	bob.mustAck(map[string]any{"type": "kick", "room": "pub", "user": "dev:carol"})
+	carol.expect("kicked")
+}
+
+// TestPolicyFileReloadOnSIGHUP: the policy file is re-read on SIGHUP by the running
+// server, and the new roles apply to the next command of an open connection.
+func TestPolicyFileReloadOnSIGHUP(t *testing.T) {
+	dir, port := t.TempDir(), freePort(t)
+	policyPath := filepath.Join(dir, "policy.json")
+	if err := os.WriteFile(policyPath, []byte(`{"admins":["dev:pol"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CHAT_POLICY_FILE", policyPath)
+	child := startChild(t, dir, port)
+	ts := &testServer{URL: "http://127.0.0.1:" + port}
+	root := ts.user(t, "pol")
+	if ev := root.cmd(map[string]any{"type": "get_settings"}); ev["type"] != "settings" {
+		t.Fatalf("policy-file admin refused: %v", ev)
+	}
+	if err := os.WriteFile(policyPath, []byte(`{"admins":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reloaded policy to take away admin", func() bool {
+		ev := root.cmd(map[string]any{"type": "get_settings"})
+		return ev["type"] == "error" && ev["code"] == codeForbidden
+	})
 }
