@@ -9,8 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // childEnv marks a re-executed test binary that should run the real server instead of
@@ -115,4 +118,23 @@ func TestKill9KeepsAcknowledgedState(t *testing.T) {
 		guest.conn.Close()
 	}
 	ts.user(t, "stranger").mustRefuse(map[string]any{"type": "join", "room": "vault"}, codeNoSuchRoom)
+}
+
+// TestSIGTERMGracefulShutdown: on SIGTERM the real server process tells its clients
+// 1001, reports not ready, and exits with status 0.
+func TestSIGTERMGracefulShutdown(t *testing.T) {
+	dir, port := t.TempDir(), freePort(t)
+	child := startChild(t, dir, port)
+	ts := &testServer{URL: "http://127.0.0.1:" + port}
+	a := ts.user(t, "alice")
+	if err := child.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	a.expectClose(websocket.CloseGoingAway)
+	if err := child.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	if code := child.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
 }
