@@ -46,7 +46,11 @@ type App struct {
 	janitorStop chan struct{}
 
 	// conns counts connections whose writePump has not finished, for shutdown.
+	// connMu orders conns.Add against shutdown's Wait: once stopping is set, no
+	// connection is added (a WaitGroup must not grow from zero while waited on).
 	conns    sync.WaitGroup
+	connMu   sync.Mutex
+	stopping bool
 	ready    atomic.Bool
 	connSeq  atomic.Uint64
 	stopOnce sync.Once
@@ -154,6 +158,17 @@ func (app *App) reloadPolicy() error {
 	return nil
 }
 
+// trackConn counts a new connection for shutdown, unless shutdown has begun.
+func (app *App) trackConn() bool {
+	app.connMu.Lock()
+	defer app.connMu.Unlock()
+	if app.stopping {
+		return false
+	}
+	app.conns.Add(1)
+	return true
+}
+
 // nextConnID numbers connections for logs, so a connection can be followed without
 // logging who it belongs to on every line.
 func (app *App) nextConnID() string {
@@ -195,6 +210,9 @@ func (app *App) routes() http.Handler {
 func (app *App) shutdown(grace time.Duration) {
 	app.stopOnce.Do(func() {
 		app.ready.Store(false)
+		app.connMu.Lock()
+		app.stopping = true
+		app.connMu.Unlock()
 		app.hub.shutdown()
 		done := make(chan struct{})
 		go func() { app.conns.Wait(); close(done) }()

@@ -90,6 +90,8 @@ type Client struct {
 	// Fields below are owned by the hub goroutine.
 	rooms  map[string]*room
 	doomed bool // already queued for eviction
+	// backlog holds events that did not fit in send (see Hub.enqueue).
+	backlog []*[]byte
 	// closeCode and closeReason are set by the hub before it closes send; writePump
 	// reads them after seeing send closed (the close orders the two).
 	closeCode   int
@@ -507,10 +509,18 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 		app.refuse(w, ref)
 		return
 	}
+	if !app.trackConn() {
+		tk.release()
+		app.metrics.refused.WithLabelValues("shutting_down").Inc()
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
 	conn, err := app.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has already answered with an HTTP error.
 		tk.release()
+		app.conns.Done()
 		app.metrics.refused.WithLabelValues("upgrade").Inc()
 		return
 	}
@@ -532,7 +542,6 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 	}
 	c.id = app.nextConnID()
 	c.fromTail = append(append([]byte(`"from":`), c.userJSON...), `,"text":`...)
-	app.conns.Add(1)
 	// Register before the pumps start, so the hub knows the client before its first
 	// command or its unregister can arrive.
 	app.hub.register <- c

@@ -93,8 +93,11 @@ type Config struct {
 	// MaxRoomsPerClient and MaxMembersPerRoom cap room fan-in and fan-out.
 	MaxRoomsPerClient int
 	MaxMembersPerRoom int
-	// SendQueue is the length of a client's outbound queue; a full queue evicts it.
-	SendQueue int
+	// SendQueue is the length of a client's outbound queue. SendBacklog is how many
+	// more events the hub holds for a client whose queue is full before it evicts it
+	// as dead or stuck.
+	SendQueue   int
+	SendBacklog int
 	// MOTD is shown to everyone on connect.
 	MOTD string
 	// MembersCanCreateRooms lets members (not only moderators and admins) create rooms.
@@ -163,6 +166,7 @@ func defaultConfig() *Config {
 		MaxRoomsPerClient:     16,
 		MaxMembersPerRoom:     5000,
 		SendQueue:             256,
+		SendBacklog:           4096,
 		MembersCanCreateRooms: true,
 		FileMaxBytes:          1 << 20,
 		FileRate:              256 << 10,
@@ -288,7 +292,8 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 
 	fs.IntVar(&cfg.MaxRoomsPerClient, "max-rooms-per-client", cfg.MaxRoomsPerClient, "rooms one connection may be in")
 	fs.IntVar(&cfg.MaxMembersPerRoom, "max-members-per-room", cfg.MaxMembersPerRoom, "connections one room may hold")
-	fs.IntVar(&cfg.SendQueue, "send-queue", cfg.SendQueue, "outbound messages queued per connection before it is evicted as too slow")
+	fs.IntVar(&cfg.SendQueue, "send-queue", cfg.SendQueue, "outbound events queued per connection")
+	fs.IntVar(&cfg.SendBacklog, "send-backlog", cfg.SendBacklog, "events held for a connection whose queue is full before it is evicted as too slow")
 	fs.StringVar(&cfg.MOTD, "motd", cfg.MOTD, "message of the day shown on connect")
 	fs.BoolVar(&cfg.MembersCanCreateRooms, "members-create-rooms", cfg.MembersCanCreateRooms, "members may create rooms (moderators and admins always may)")
 	fs.IntVar(&cfg.MaxRooms, "max-rooms", cfg.MaxRooms, "rooms the server keeps at most")
@@ -360,7 +365,7 @@ func (c *Config) validate() error {
 		"max-conns-per-ip": float64(c.MaxConnsPerIP), "max-conns-per-user": float64(c.MaxConnsPerUser),
 		"max-conns": float64(c.MaxConns), "max-tracked-ips": float64(c.MaxTrackedIPs),
 		"max-rooms-per-client": float64(c.MaxRoomsPerClient), "max-members-per-room": float64(c.MaxMembersPerRoom),
-		"send-queue": float64(c.SendQueue), "session-ttl": float64(c.SessionTTL),
+		"send-queue": float64(c.SendQueue), "session-ttl": float64(c.SessionTTL), "send-backlog": float64(c.SendBacklog),
 		"max-rooms":      float64(c.MaxRooms),
 		"file-max-bytes": float64(c.FileMaxBytes), "file-rate": c.FileRate, "file-burst": float64(c.FileBurst),
 		"history-max": float64(c.HistoryMax), "history-max-age": float64(c.HistoryMaxAge),

@@ -31,6 +31,8 @@ const (
 	// auditMemory is how many recent audit entries the hub keeps to answer `audit`
 	// without reading the disk.
 	auditMemory = 200
+	// backlogFlushEvery is how often backlogged clients' queues are topped up.
+	backlogFlushEvery = 20 * time.Millisecond
 	// publicListTTL is how long the sorted list of public rooms is reused.
 	publicListTTL = time.Second
 	// maxOwnedRooms bounds the rooms one user may own (DoS hardening: without it one
@@ -104,6 +106,8 @@ type Hub struct {
 	// evicted after it, so no map is changed while it is being ranged over.
 	slow    []*Client
 	closing bool
+	// backlogged holds the clients with a backlog (see enqueue).
+	backlogged map[*Client]struct{}
 	// publicList caches the sorted public rooms for `rooms` (see roomsEvent).
 	publicList   []*roomInfo
 	publicListAt time.Time
@@ -127,6 +131,7 @@ func newHub(app *App, st *hubState, writer *storeWriter) *Hub {
 		completions: make(chan func(), completionQueue),
 		clients:     make(map[*Client]struct{}),
 		rooms:       make(map[string]*room),
+		backlogged:  make(map[*Client]struct{}),
 		meta:        st.rooms,
 		grants:      st.grants,
 		bans:        st.bans,
@@ -151,8 +156,12 @@ func (h *Hub) settings() *Config { return h.app.settings() }
 
 // run is the hub's loop. It never returns; the process ends around it.
 func (h *Hub) run() {
+	tick := time.NewTicker(backlogFlushEvery)
+	defer tick.Stop()
 	for {
 		select {
+		case <-tick.C:
+			h.flushBacklogs()
 		case c := <-h.register:
 			h.addClient(c)
 		case c := <-h.unregister:
@@ -277,6 +286,8 @@ func (h *Hub) dropClient(c *Client, code int, reason string) {
 		return
 	}
 	delete(h.clients, c)
+	delete(h.backlogged, c)
+	c.backlog = nil
 	for name := range c.rooms {
 		h.leaveRoom(c, name)
 	}
@@ -320,11 +331,61 @@ func (h *Hub) evictSlow() {
 func (h *Hub) deliver(c *Client, msg []byte) { h.enqueue(c, &msg) }
 
 // enqueue is deliver for an event shared by many recipients: one pointer, many queues.
+//
+// A client whose queue is full is not evicted at once: a reader that is alive but
+// briefly behind (a busy machine, a slow link) gets a backlog, hub-owned and costing
+// nothing until used, that is moved into its queue as soon as there is room. Only a
+// backlog beyond SendBacklog events marks the client as dead or stuck, and evicts it.
+// Order is kept: while a backlog exists, new events join its end.
 func (h *Hub) enqueue(c *Client, msg *[]byte) {
-	select {
-	case c.send <- msg:
-	default:
+	if len(c.backlog) > 0 {
+		h.flushBacklog(c)
+	}
+	if len(c.backlog) == 0 {
+		select {
+		case c.send <- msg:
+			return
+		default:
+		}
+	}
+	if c.doomed {
+		return
+	}
+	if len(c.backlog) >= h.settings().SendBacklog {
 		h.doom(c, 0, "")
+		return
+	}
+	if c.backlog == nil {
+		h.backlogged[c] = struct{}{}
+	}
+	c.backlog = append(c.backlog, msg)
+}
+
+// flushBacklog moves as much of c's backlog into its queue as fits now.
+func (h *Hub) flushBacklog(c *Client) {
+	n := 0
+moving:
+	for ; n < len(c.backlog); n++ {
+		select {
+		case c.send <- c.backlog[n]:
+		default:
+			break moving
+		}
+	}
+	if n == len(c.backlog) {
+		c.backlog = nil
+		delete(h.backlogged, c)
+		return
+	}
+	c.backlog = c.backlog[n:]
+}
+
+// flushBacklogs gives every backlogged client what now fits in its queue. It runs on
+// a short tick, so a client that has caught up gets the rest without waiting for the
+// next event in its rooms.
+func (h *Hub) flushBacklogs() {
+	for c := range h.backlogged {
+		h.flushBacklog(c)
 	}
 }
 

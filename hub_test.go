@@ -178,14 +178,14 @@ func TestHubRoomCaps(t *testing.T) {
 // TestHubSlowConsumerEvicted: a client whose queue is full is evicted (queue closed,
 // counted) and the others keep receiving every message, with no delay from it.
 func TestHubSlowConsumerEvicted(t *testing.T) {
-	h := newTestHub(t, nil)
+	h := newTestHub(t, func(c *Config) { c.SendBacklog = 8 })
 	fast, slow, sender := fakeClient("fast", 1024), fakeClient("slow", 4), fakeClient("sender", 1024)
 	for _, c := range []*Client{fast, slow, sender} {
 		h.register <- c
 	}
 	drain(t, h, fast)
 	drain(t, h, sender)
-	// slow never reads. Fill it up.
+	// slow never reads. Fill its queue (4) and its backlog (8), and more.
 	for i := 0; i < 20; i++ {
 		h.inbound <- sayCmd(sender, lobby, fmt.Sprint("m", i))
 	}
@@ -255,4 +255,43 @@ func BenchmarkHubFanout(b *testing.B) {
 		b.Fatalf("%v clients evicted: the readers did not keep up, so the figure is wrong", n)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*members), "ns/delivery")
+}
+
+// TestHubBacklogKeepsOrder: a client that falls behind for a moment is not evicted;
+// what did not fit in its queue reaches it later, all of it, in order.
+func TestHubBacklogKeepsOrder(t *testing.T) {
+	h := newTestHub(t, func(c *Config) { c.SendBacklog = 100 })
+	lagging, sender := fakeClient("lagging", 4), fakeClient("sender", 1024)
+	h.register <- lagging
+	h.register <- sender
+	drain(t, h, lagging)
+	for i := 0; i < 50; i++ {
+		h.inbound <- sayCmd(sender, lobby, fmt.Sprint(i))
+	}
+	h.do(func() {})
+	var got []string
+	deadline := time.After(10 * time.Second)
+	for len(got) < 50 {
+		select {
+		case b, ok := <-lagging.send:
+			if !ok {
+				t.Fatalf("evicted after %d messages", len(got))
+			}
+			var ev map[string]any
+			json.Unmarshal(*b, &ev)
+			if ev["type"] == "message" {
+				got = append(got, ev["text"].(string))
+			}
+		case <-deadline:
+			t.Fatalf("only %d of 50 arrived", len(got))
+		}
+	}
+	for i, text := range got {
+		if text != fmt.Sprint(i) {
+			t.Fatalf("message %d is %q: order lost", i, text)
+		}
+	}
+	if n := testutil.ToFloat64(h.metrics.evictions); n != 0 {
+		t.Fatalf("%v evictions", n)
+	}
 }
