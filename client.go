@@ -72,8 +72,9 @@ type Client struct {
 	replies chan []byte
 	// closeReq carries a close readPump asks for; writePump closes closeSent once the
 	// close frame is written.
-	closeReq  chan closeFrame
-	closeSent chan struct{}
+	closeReq      chan closeFrame
+	closeSent     chan struct{}
+	closeSentOnce sync.Once
 
 	user     identity
 	userJSON []byte // {"id":..,"name":..}, encoded once
@@ -380,6 +381,11 @@ func (c *Client) closeWith(code int, reason string, drain bool) {
 	}
 }
 
+// markCloseSent tells a waiting closeWith that writePump is done writing.
+func (c *Client) markCloseSent() {
+	c.closeSentOnce.Do(func() { close(c.closeSent) })
+}
+
 // drainRaw discards what the peer still sends, below the WebSocket framing, for at
 // most closeGrace and drainBudget bytes. It follows a close caused by an oversize
 // frame, whose unread rest cannot be parsed as frames; without it, closing the socket
@@ -402,6 +408,9 @@ func (c *Client) writePump() {
 	// outlive the login that opened it.
 	expiry := time.NewTimer(c.user.Expires.Sub(c.app.now()))
 	defer func() {
+		// Whatever ended the pump, readPump must not wait for a close frame that
+		// will never be written.
+		c.markCloseSent()
 		ticker.Stop()
 		expiry.Stop()
 		c.conn.Close()
@@ -441,7 +450,7 @@ func (c *Client) writePump() {
 				c.writeFrame(<-c.replies)
 			}
 			c.conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(cf.code, cf.reason))
-			close(c.closeSent)
+			c.markCloseSent()
 			// Nothing more is written; wait for readPump to end (it drains the
 			// peer's last frames) and the hub to close the queue.
 			for range c.send {
