@@ -379,20 +379,22 @@ func (h *Hub) cmdSetRoomRole(c *Client, cmd command, ri *roomInfo) {
 
 // cmdLock makes a room read-only for everyone but its owner and moderators, or undoes it.
 func (h *Hub) cmdLock(c *Client, cmd command, ri *roomInfo) {
-	env := cmd.env
 	old := ri.Locked
-	ri.Locked = *env.Locked
-	audit := newAudit(h.now(), c.user.ID, "lock", ri.Name, old, ri.Locked)
-	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
-	h.notifyRoom(ri)
+	ri.Locked = *cmd.env.Locked
+	h.roomChanged(c, cmd.env, ri, "lock", old, ri.Locked)
 }
 
 // cmdTopic sets a room's topic.
 func (h *Hub) cmdTopic(c *Client, cmd command, ri *roomInfo) {
-	env := cmd.env
 	old := ri.Topic
-	ri.Topic = *env.Topic
-	audit := newAudit(h.now(), c.user.ID, "topic", ri.Name, old, ri.Topic)
+	ri.Topic = *cmd.env.Topic
+	h.roomChanged(c, cmd.env, ri, "topic", old, ri.Topic)
+}
+
+// roomChanged stores and audits a change to a room's description and tells the
+// members inside.
+func (h *Hub) roomChanged(c *Client, env *envelope, ri *roomInfo, action string, old, new any) {
+	audit := newAudit(h.now(), c.user.ID, action, ri.Name, old, new)
 	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
 	h.notifyRoom(ri)
 }
