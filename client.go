@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -123,10 +124,34 @@ func (c *Client) readPump() {
 		c.conn.SetReadDeadline(time.Now().Add(pongWait))
 		return nil
 	})
+	// DoS hardening: a ping costs the server a pong, so pings draw from the same
+	// buckets as messages. Over the limit a ping goes unanswered; sustained, it ends
+	// the connection like any other flood.
+	c.conn.SetPingHandler(func(data string) error {
+		ok, _, abusive := c.limiter.allow(len(data) + 2)
+		if abusive {
+			return errPingFlood
+		}
+		if !ok {
+			c.app.metrics.rateLimited.Inc()
+			return nil
+		}
+		if err := c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeWait)); err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil
+			}
+			return err
+		}
+		return nil
+	})
 	for {
 		mt, r, err := c.conn.NextReader()
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
+			if errors.Is(err, errPingFlood) {
+				c.app.metrics.abuseCloses.Inc()
+				c.closeWith(websocket.ClosePolicyViolation, "ping flood", false)
+			} else if errors.Is(err, websocket.ErrReadLimit) {
 				// The library has sent 1009; let it reach the peer.
 				c.app.metrics.rejected.WithLabelValues("too_big").Inc()
 				c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.CloseMessageTooBig)).Inc()
@@ -345,6 +370,9 @@ func (c *Client) reply(msg []byte) {
 		c.app.metrics.repliesDropped.Inc()
 	}
 }
+
+// errPingFlood ends a connection whose pings keep exceeding its buckets.
+var errPingFlood = errors.New("ping flood")
 
 // closeFrame is a close that readPump asks writePump to send.
 type closeFrame struct {

@@ -384,3 +384,23 @@ func TestRoomIsolationOverWire(t *testing.T) {
 		}
 	}
 }
+
+// TestPingFloodCloses1008: pings draw from the message buckets; a flood of them is not
+// answered past the limit and ends in 1008 like any other flood.
+func TestPingFloodCloses1008(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServerAt(t, clock.Now, func(c *Config) { c.MsgRate, c.MsgBurst, c.AbuseDrops = 0.001, 2, 3 })
+	a, b := ts.user(t, "pinger"), ts.user(t, "bob")
+	pongs := 0
+	a.conn.SetPongHandler(func(string) error { pongs++; return nil })
+	for i := 0; i < 6; i++ {
+		if err := a.conn.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second)); err != nil {
+			break
+		}
+	}
+	a.expectClose(websocket.ClosePolicyViolation)
+	if pongs != 2 {
+		t.Fatalf("%d pongs, want the burst of 2", pongs)
+	}
+	b.mustAck(map[string]any{"type": "say", "room": "lobby", "text": "unaffected"})
+}
