@@ -120,7 +120,11 @@ func (c *Client) readPump() {
 	// when compression is on (a small compressed frame can inflate enormously).
 	c.conn.SetReadLimit(cfg.ReadLimit)
 	c.conn.SetReadDeadline(time.Now().Add(pongWait))
-	c.conn.SetPongHandler(func(string) error {
+	c.conn.SetPongHandler(func(data string) error {
+		// Pongs answer our pings (one a minute); unasked-for ones count like pings.
+		if _, _, abusive := c.limiter.allow(len(data) + 2); abusive {
+			return errPingFlood
+		}
 		c.conn.SetReadDeadline(time.Now().Add(pongWait))
 		return nil
 	})
@@ -203,6 +207,11 @@ func (c *Client) readPump() {
 // handleFrame handles each newline-separated object in one text frame. It returns false
 // when the connection must end.
 func (c *Client) handleFrame(data []byte, cfg *Config) bool {
+	if len(bytes.TrimSpace(data)) == 0 {
+		// A blank frame still costs the server a read: it is a message like any
+		// other, so a flood of them meets the buckets (and gets bad_json).
+		return c.handleLine(data, cfg)
+	}
 	for len(data) > 0 {
 		line := data
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
@@ -213,61 +222,70 @@ func (c *Client) handleFrame(data []byte, cfg *Config) bool {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		c.app.metrics.messagesIn.Inc()
-		if c.limiter.cfg != cfg {
-			c.limiter.setConfig(cfg)
+		if !c.handleLine(line, cfg) {
+			return false
 		}
-		ok, retry, abusive := c.limiter.allow(len(line))
-		if !ok {
-			c.app.metrics.rateLimited.Inc()
-			if abusive {
-				c.app.metrics.abuseCloses.Inc()
-				c.app.log.Info("closing abusive connection", "conn", c.id, "user", c.user.ID)
-				c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded repeatedly", true)
-				return false
-			}
-			typ, ref := peekEnvelope(line)
-			c.reply(rateLimitedEvent(ref, retry))
-			if typ == "file" {
-				// The refused file's bytes are likely on their way: drop them.
-				c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
-				c.pendingFile, c.discardBinary = nil, true
-			}
-			continue
-		}
-		env, perr := c.app.filter.parseEnvelope(line)
-		if perr != nil {
-			c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
-			ref, room := "", ""
-			if env != nil {
-				ref, room = env.Ref, env.Room
-				if validRoom(room) != nil {
-					room = ""
-				}
-			}
-			c.reply(errorEvent(perr.Code, perr.Message, ref, room))
-			if env != nil && env.Type == "file" {
-				// The bytes of a refused file may already be on their way: drop them.
-				c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
-				c.pendingFile, c.discardBinary = nil, true
-			}
-			continue
-		}
-		if env.Type == "file" {
-			c.announceFile(env, cfg)
-			continue
-		}
-		cmd := command{client: c, env: env}
-		if env.Type == "say" {
-			// Encode the sender and text here, on this connection's goroutine, so the
-			// hub only stamps id, room and time.
-			body := make([]byte, 0, len(c.fromTail)+len(env.Text)+8)
-			body = append(body, c.fromTail...)
-			body = appendJSONString(body, env.Text)
-			cmd.body = append(body, '}')
-		}
-		c.hub.inbound <- cmd
 	}
+	return true
+}
+
+// handleLine handles one object of a frame: buckets, envelope, then the hub. It
+// returns false when the connection must end.
+func (c *Client) handleLine(line []byte, cfg *Config) bool {
+	c.app.metrics.messagesIn.Inc()
+	if c.limiter.cfg != cfg {
+		c.limiter.setConfig(cfg)
+	}
+	ok, retry, abusive := c.limiter.allow(len(line))
+	if !ok {
+		c.app.metrics.rateLimited.Inc()
+		if abusive {
+			c.app.metrics.abuseCloses.Inc()
+			c.app.log.Info("closing abusive connection", "conn", c.id, "user", c.user.ID)
+			c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded repeatedly", true)
+			return false
+		}
+		typ, ref := peekEnvelope(line)
+		c.reply(rateLimitedEvent(ref, retry))
+		if typ == "file" {
+			// The refused file's bytes are likely on their way: drop them.
+			c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
+			c.pendingFile, c.discardBinary = nil, true
+		}
+		return true
+	}
+	env, perr := c.app.filter.parseEnvelope(line)
+	if perr != nil {
+		c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
+		ref, room := "", ""
+		if env != nil {
+			ref, room = env.Ref, env.Room
+			if validRoom(room) != nil {
+				room = ""
+			}
+		}
+		c.reply(errorEvent(perr.Code, perr.Message, ref, room))
+		if env != nil && env.Type == "file" {
+			// The bytes of a refused file may already be on their way: drop them.
+			c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
+			c.pendingFile, c.discardBinary = nil, true
+		}
+		return true
+	}
+	if env.Type == "file" {
+		c.announceFile(env, cfg)
+		return true
+	}
+	cmd := command{client: c, env: env}
+	if env.Type == "say" {
+		// Encode the sender and text here, on this connection's goroutine, so the
+		// hub only stamps id, room and time.
+		body := make([]byte, 0, len(c.fromTail)+len(env.Text)+8)
+		body = append(body, c.fromTail...)
+		body = appendJSONString(body, env.Text)
+		cmd.body = append(body, '}')
+	}
+	c.hub.inbound <- cmd
 	return true
 }
 

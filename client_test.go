@@ -404,3 +404,17 @@ func TestPingFloodCloses1008(t *testing.T) {
 	}
 	b.mustAck(map[string]any{"type": "say", "room": "lobby", "text": "unaffected"})
 }
+
+// TestBlankFramesCount: empty and whitespace-only frames are messages for the
+// buckets; a flood of them ends in 1008 instead of slipping past every limit.
+func TestBlankFramesCount(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServerAt(t, clock.Now, func(c *Config) { c.MsgRate, c.MsgBurst, c.AbuseDrops = 0.001, 2, 3 })
+	a := ts.user(t, "blank")
+	a.sendRaw(websocket.TextMessage, []byte(""))
+	a.expectError(codeBadJSON)
+	for i := 0; i < 6; i++ {
+		a.sendRaw(websocket.TextMessage, []byte("\n\n  \n"))
+	}
+	a.expectClose(websocket.ClosePolicyViolation)
+}
