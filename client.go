@@ -336,6 +336,17 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 		}
 		return false
 	}
+	// Every byte read costs the file bucket, discarded ones too: a refused sender
+	// must not get free bandwidth by announcing files it may not send.
+	ok, retry := c.limiter.allowFile(len(data))
+	if !ok {
+		c.app.metrics.rateLimited.Inc()
+		if c.limiter.noteDrop(c.app.now()) {
+			c.app.metrics.abuseCloses.Inc()
+			c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded repeatedly", true)
+			return false
+		}
+	}
 	if discard {
 		return true
 	}
@@ -347,8 +358,7 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 	if int64(len(data)) != env.Size {
 		return refuse(newProtoError(codeBadFile, "the file has %d bytes, not the %d announced", len(data), env.Size))
 	}
-	if ok, retry := c.limiter.allowFile(len(data)); !ok {
-		c.app.metrics.rateLimited.Inc()
+	if !ok {
 		c.reply(rateLimitedEvent(env.Ref, retry))
 		return true
 	}

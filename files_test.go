@@ -203,3 +203,24 @@ func TestAbuseCloseKeepsErrors(t *testing.T) {
 		t.Fatalf("%d rate_limited errors before the close, want 2", errs)
 	}
 }
+
+// TestRefusedFileBytesCost: a member who may not send files cannot use refused
+// announcements for free bandwidth: the discarded bytes draw from the file bucket,
+// and keeping it up ends in 1008.
+func TestRefusedFileBytesCost(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServerAt(t, clock.Now, func(c *Config) {
+		generousLimits(c)
+		c.FileRate, c.FileBurst, c.FileMaxBytes, c.AbuseDrops = 1, 64<<10, 64<<10, 3
+	})
+	bob := ts.user(t, "bob")
+	data := bytes.Repeat([]byte("a"), 60<<10)
+	for i := 0; i < 6; i++ {
+		bob.send(map[string]any{"type": "file", "room": "lobby", "name": "a.txt", "mime": "text/plain", "size": len(data)})
+		bob.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		if bob.conn.WriteMessage(websocket.BinaryMessage, data) != nil {
+			break
+		}
+	}
+	bob.expectClose(websocket.ClosePolicyViolation)
+}
