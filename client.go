@@ -248,9 +248,7 @@ func (c *Client) handleLine(line []byte, cfg *Config) bool {
 		typ, ref := peekEnvelope(line)
 		c.reply(rateLimitedEvent(ref, retry))
 		if typ == "file" {
-			// The refused file's bytes are likely on their way: drop them.
-			c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
-			c.pendingFile, c.discardBinary = nil, true
+			c.discardNextFile(cfg)
 		}
 		return true
 	}
@@ -266,9 +264,7 @@ func (c *Client) handleLine(line []byte, cfg *Config) bool {
 		}
 		c.reply(errorEvent(perr.Code, perr.Message, ref, room))
 		if env != nil && env.Type == "file" {
-			// The bytes of a refused file may already be on their way: drop them.
-			c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
-			c.pendingFile, c.discardBinary = nil, true
+			c.discardNextFile(cfg)
 		}
 		return true
 	}
@@ -305,14 +301,21 @@ func (c *Client) announceFile(env *envelope, cfg *Config) {
 	case <-time.After(fileAnswerWait):
 		perr = newProtoError(codeBusy, "the server is busy; try again")
 	}
-	c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
 	if perr != nil {
 		c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
 		c.reply(errorEvent(perr.Code, perr.Message, env.Ref, env.Room))
-		c.pendingFile, c.discardBinary = nil, true
+		c.discardNextFile(cfg)
 		return
 	}
+	c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
 	c.pendingFile, c.discardBinary = env, false
+}
+
+// discardNextFile prepares to read and drop the binary frame of a refused file
+// announcement: its bytes are likely already on their way, and the connection stays.
+func (c *Client) discardNextFile(cfg *Config) {
+	c.conn.SetReadLimit(max(cfg.ReadLimit, cfg.FileMaxBytes))
+	c.pendingFile, c.discardBinary = nil, true
 }
 
 // handleBinary reads one binary frame. Without an announcement it is refused with 1003
@@ -368,7 +371,7 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 	}
 	file := *env
 	file.Type, file.Mime = "file_data", sniffed
-	c.hub.inbound <- command{client: c, env: &file, body: fileBody(c.fromTail, env.Name, sniffed, data)}
+	c.hub.inbound <- command{client: c, env: &file, body: fileBody(c.userJSON, env.Name, sniffed, data)}
 	return true
 }
 

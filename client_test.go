@@ -145,7 +145,7 @@ func TestInvalidUTF8Closes1007(t *testing.T) {
 	noneOfType(t, b.barrier(), "message")
 }
 
-// TestBinaryCloses1003: no connection may send binary frames yet.
+// TestBinaryCloses1003: a binary frame that no file announcement precedes closes 1003.
 func TestBinaryCloses1003(t *testing.T) {
 	ts := startServer(t, nil)
 	a, b := ts.user(t, "alice"), ts.user(t, "bob")

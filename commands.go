@@ -594,13 +594,11 @@ func (h *Hub) refreshUser(userID string) {
 	}
 }
 
-// lowerEmail normalises an email for comparison.
-func lowerEmail(e string) string { return toLowerASCII(e) }
-
-// toLowerASCII lower-cases ASCII letters only; emails compare case-insensitively in
-// practice, and leaving other letters alone avoids Unicode case-folding surprises.
-func toLowerASCII(s string) string {
-	b := []byte(s)
+// lowerEmail normalises an email for comparison. Only ASCII letters are folded:
+// emails compare case-insensitively in practice, and leaving other letters alone
+// avoids Unicode case-folding surprises.
+func lowerEmail(e string) string {
+	b := []byte(e)
 	for i, c := range b {
 		if c >= 'A' && c <= 'Z' {
 			b[i] = c + 'a' - 'A'

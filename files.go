@@ -92,11 +92,10 @@ func validFileName(name string) *protoError {
 
 // fileBody encodes the sender, name, type, size and bytes of a file message (the tail
 // after id and ts), base64 in JSON, so it travels in the same text frames as chat.
-func fileBody(fromTail []byte, name, mimeType string, data []byte) []byte {
-	// fromTail is `"from":{...},"text":`; files have no text, so cut that key off.
-	from := bytes.TrimSuffix(fromTail, []byte(`,"text":`))
-	b := make([]byte, 0, len(from)+len(name)+64+base64.StdEncoding.EncodedLen(len(data)))
-	b = append(b, from...)
+func fileBody(user []byte, name, mimeType string, data []byte) []byte {
+	b := make([]byte, 0, len(user)+len(name)+80+base64.StdEncoding.EncodedLen(len(data)))
+	b = append(b, `"from":`...)
+	b = append(b, user...)
 	b = append(b, `,"name":`...)
 	b = appendJSONString(b, name)
 	b = append(b, `,"mime":"`...)

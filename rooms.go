@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"slices"
 	"strconv"
 	"time"
 )
@@ -115,14 +114,4 @@ func roomEvent(typ string, ri *roomInfo, online int, extra func([]byte) []byte) 
 		}
 		return b
 	})
-}
-
-// sortedKeys returns a map's keys in order, for stable output.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
