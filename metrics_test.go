@@ -108,7 +108,7 @@ func TestChatloadSmoke(t *testing.T) {
 		t.Fatalf("building chatload: %v\n%s", err, out)
 	}
 	run := exec.Command(bin, "-target", ts.URL, "-proto", "modified", "-clients", "12", "-senders", "3",
-		"-rate", "2", "-size", "64", "-duration", "2s", "-settle", "5s", "-json")
+		"-rate", "2", "-size", "64", "-duration", "2s", "-settle", "20s", "-json")
 	run.Stderr = os.Stderr
 	timer := time.AfterFunc(90*time.Second, func() { run.Process.Kill() })
 	defer timer.Stop()

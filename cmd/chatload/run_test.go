@@ -87,7 +87,7 @@ func rawWriter(conn *websocket.Conn, send chan []byte) {
 // broken server fails the test instead of hanging it.
 func runBounded(t *testing.T, cfg Config) *Report {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var logs strings.Builder
 	rep, err := Run(ctx, cfg, &logs)
@@ -132,7 +132,7 @@ func TestRunOriginalProtocol(t *testing.T) {
 
 	rep := runBounded(t, Config{
 		Target: srv.URL, Proto: protoOriginal, Clients: 4, Senders: 4, Rate: 20, Size: 64,
-		Duration: time.Second, Room: "lobby", SrcAddrs: 2, ConnectRate: 200, Settle: 5 * time.Second,
+		Duration: time.Second, Room: "lobby", SrcAddrs: 2, ConnectRate: 200, Settle: 20 * time.Second,
 	})
 	checkExactlyOnce(t, rep, 4)
 	if rep.SrcAddrs != 2 {
@@ -262,7 +262,7 @@ func TestRunModifiedProtocol(t *testing.T) {
 
 	rep := runBounded(t, Config{
 		Target: srv.URL, Proto: protoModified, Clients: 5, Senders: 3, Rate: 20, Size: 80,
-		Duration: time.Second, Room: "bench", ConnectRate: 200, Settle: 5 * time.Second,
+		Duration: time.Second, Room: "bench", ConnectRate: 200, Settle: 20 * time.Second,
 	})
 	checkExactlyOnce(t, rep, 5)
 	if rep.Acked != rep.Sent {
