@@ -123,13 +123,16 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 	app.sessions.banned = app.bans.has
 	app.filter = newFilter(cfg, app.settings)
 	app.admission = newAdmission(app.settings, app.now)
-	app.writer = newStoreWriter(app.store, storeQueue, app.metrics.observeCommit)
+	linger := time.Duration(0) // nothing to gain in memory
+	if _, onDisk := app.store.(*boltStore); onDisk {
+		linger = storeLinger
+	}
+	app.writer = newStoreWriter(app.store, storeQueue, linger, app.metrics.observeCommit)
 	app.hub = newHub(app, st, app.writer)
 	app.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  handshakeTimeout,
 		ReadBufferSize:    readBufferSize,
 		WriteBufferSize:   writeBufferSize,
-		WriteBufferPool:   writeBufferPool,
 		EnableCompression: cfg.Compression,
 		// serveWs checks the origin before the session; this repeats it so the
 		// upgrader can never fall back to a weaker default.

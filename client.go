@@ -27,7 +27,7 @@ const (
 	handshakeTimeout = 10 * time.Second
 	// replyQueue is the length of the queue of direct replies from readPump (errors);
 	// a client that lets it fill is flooding and loses some of its own error events.
-	replyQueue = 16
+	replyQueue = 8
 	// closeGrace bounds how long a connection being closed waits for the peer's close
 	// frame, reading and discarding what it still sends.
 	closeGrace = 2 * time.Second
@@ -35,15 +35,22 @@ const (
 	drainBudget = 4 << 20
 )
 
-// Buffer sizes. Reads are small (chat lines), and the write buffer is taken from a
-// pool only while a frame is being written, so an idle connection holds neither.
+// Buffer sizes. Reads are small (chat lines). Each connection keeps a small write
+// buffer of its own: WriteMessage puts the frame header and the start of the payload
+// in it and hands the rest to the kernel in the same writev, so a bigger buffer would
+// save nothing. (The library's shared write-buffer pool was tried: it costs an
+// allocation per frame, and at a hundred thousand frames a second the garbage
+// collector's work hurt more than the idle memory it saved.)
 const (
 	readBufferSize  = 512
-	writeBufferSize = 4096
+	writeBufferSize = 256
+	// framePoolMax is the largest coalescing buffer kept for reuse.
+	framePoolMax = 64 << 10
 )
 
-// writeBufferPool is shared by all connections: idle connections hold no write buffer.
-var writeBufferPool = &sync.Pool{}
+// framePool holds buffers for coalescing several queued events into one frame; they
+// are taken only when more than one event is waiting, and returned after the write.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // readBufferPool holds buffers for assembling one incoming frame; returned after use.
 var readBufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -69,11 +76,12 @@ type Client struct {
 	// thousands of idle queues sit waiting.
 	send chan *[]byte
 	// replies carries events readPump answers itself (errors from the filter and the
-	// rate limiter). Only readPump sends on it; it is never closed.
-	replies chan []byte
-	// closeReq carries a close readPump asks for; writePump closes closeSent once the
+	// rate limiter), and, as a nil entry, a close readPump asks for (readClose says
+	// which): in one queue, the errors that explain a close are written before it. Only
+	// readPump sends on it; it is never closed. writePump closes closeSent once the
 	// close frame is written.
-	closeReq      chan closeFrame
+	replies       chan []byte
+	readClose     closeFrame
 	closeSent     chan struct{}
 	closeSentOnce sync.Once
 
@@ -88,6 +96,10 @@ type Client struct {
 	// Both are used by readPump only.
 	pendingFile   *envelope
 	discardBinary bool
+
+	// closePending is set by writePump when it takes readPump's close request from
+	// the replies queue while coalescing a frame; the close follows that frame.
+	closePending bool
 
 	// Fields below are owned by the hub goroutine.
 	rooms  map[string]*room
@@ -420,13 +432,18 @@ type closeFrame struct {
 // the unread rest may be unbounded (an oversize or inflating frame), drain is false.
 func (c *Client) closeWith(code int, reason string, drain bool) {
 	c.app.metrics.closes.WithLabelValues(strconv.Itoa(code)).Inc()
+	// The channel send orders this write before writePump's read of it.
+	c.readClose = closeFrame{code, reason}
+	wait := time.NewTimer(writeWait)
+	defer wait.Stop()
 	select {
-	case c.closeReq <- closeFrame{code, reason}:
-	default:
+	case c.replies <- nil:
+	case <-c.closeSent: // writePump has already ended
+	case <-wait.C:
 	}
 	select {
 	case <-c.closeSent:
-	case <-time.After(writeWait):
+	case <-wait.C:
 	}
 	if !drain {
 		c.drainRaw()
@@ -460,18 +477,18 @@ func (c *Client) drainRaw() {
 // A goroutine running writePump is started for each connection. It ensures that there
 // is at most one writer to a connection by executing all writes from this goroutine.
 // Events queued while a frame is being written are coalesced into the next frame,
-// separated by newlines, as the original example does.
+// separated by newlines, as the original example does. It waits on three things only
+// (the hub's queue, readPump's replies, one timer): every case costs each wakeup, and
+// there is one wakeup per delivery.
 func (c *Client) writePump() {
-	ticker := time.NewTicker(pingPeriod)
-	// The session's absolute lifetime ends the connection too: a WebSocket must not
-	// outlive the login that opened it.
-	expiry := time.NewTimer(c.user.Expires.Sub(c.app.now()))
+	// One timer serves both the pings and the session's absolute lifetime, which ends
+	// the connection too: a WebSocket must not outlive the login that opened it.
+	timer := time.NewTimer(c.nextTimer())
 	defer func() {
 		// Whatever ended the pump, readPump must not wait for a close frame that
 		// will never be written.
 		c.markCloseSent()
-		ticker.Stop()
-		expiry.Stop()
+		timer.Stop()
 		c.conn.Close()
 		c.ticket.release()
 		c.app.conns.Done()
@@ -484,10 +501,8 @@ func (c *Client) writePump() {
 				// The hub closed the queue.
 				if c.closeCode != 0 {
 					c.app.metrics.closes.WithLabelValues(strconv.Itoa(c.closeCode)).Inc()
-					c.conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeReason))
-				} else {
-					c.conn.WriteMessage(websocket.CloseMessage, []byte{})
 				}
+				c.writeClose(c.closeCode, c.closeReason)
 				return
 			}
 			if err := c.writeFrame(*msg); err != nil {
@@ -495,61 +510,86 @@ func (c *Client) writePump() {
 			}
 		case msg := <-c.replies:
 			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
-			if err := c.writeFrame(msg); err != nil {
+			if msg == nil {
+				c.closePending = true
+			} else if err := c.writeFrame(msg); err != nil {
 				return
 			}
-		case <-ticker.C:
+		case <-timer.C:
 			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			if !c.app.now().Before(c.user.Expires) {
+				c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.ClosePolicyViolation)).Inc()
+				c.writeClose(websocket.ClosePolicyViolation, "session expired")
+				return
+			}
 			if err := c.conn.WriteMessage(websocket.PingMessage, nil); err != nil {
 				return
 			}
-		case cf := <-c.closeReq:
-			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
-			if len(c.replies) > 0 {
-				c.writeFrame(<-c.replies)
-			}
-			c.conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(cf.code, cf.reason))
+			timer.Reset(c.nextTimer())
+		}
+		if c.closePending {
+			// readPump asked for a close (the errors before it are written).
+			c.writeClose(c.readClose.code, c.readClose.reason)
 			c.markCloseSent()
 			// Nothing more is written; wait for readPump to end (it drains the
 			// peer's last frames) and the hub to close the queue.
 			for range c.send {
 			}
 			return
-		case <-expiry.C:
-			c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.ClosePolicyViolation)).Inc()
-			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
-			c.conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "session expired"))
-			return
 		}
 	}
 }
 
-// writeFrame writes first and then whatever else is already queued, in one frame.
-func (c *Client) writeFrame(first []byte) error {
-	w, err := c.conn.NextWriter(websocket.TextMessage)
-	if err != nil {
-		return err
+// nextTimer is how long until writePump must next wake by itself: the next ping, or
+// the end of the session if that comes first.
+func (c *Client) nextTimer() time.Duration {
+	return max(min(pingPeriod, c.user.Expires.Sub(c.app.now())), 0)
+}
+
+// writeClose writes a close frame with code (none: an empty close frame). The caller
+// has counted it.
+func (c *Client) writeClose(code int, reason string) {
+	if code == 0 {
+		c.conn.WriteMessage(websocket.CloseMessage, []byte{})
+		return
 	}
-	w.Write(first)
-	for n := len(c.replies); n > 0; n-- {
-		w.Write(newline)
-		w.Write(<-c.replies)
+	c.conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason))
+}
+
+// writeFrame writes first and then whatever else is already queued, in one frame. A
+// close request met among the replies ends the coalescing (closePending). A lone event
+// is written as it is; several are joined with newlines in a pooled buffer. Either way
+// the write allocates nothing.
+func (c *Client) writeFrame(first []byte) error {
+	c.app.metrics.framesOut.Inc()
+	if len(c.replies) == 0 && len(c.send) == 0 {
+		return c.conn.WriteMessage(websocket.TextMessage, first)
+	}
+	bp := framePool.Get().(*[]byte)
+	b := append((*bp)[:0], first...)
+	for n := len(c.replies); n > 0 && !c.closePending; n-- {
+		msg := <-c.replies
+		if msg == nil {
+			c.closePending = true
+			break
+		}
+		b = append(append(b, '\n'), msg...)
 	}
 	// Only drain what is queued now; a closed queue is left for the select above.
-	for n := len(c.send); n > 0; n-- {
+	for n := len(c.send); n > 0 && !c.closePending; n-- {
 		msg, ok := <-c.send
 		if !ok {
 			break
 		}
-		w.Write(newline)
-		w.Write(*msg)
+		b = append(append(b, '\n'), *msg...)
 	}
-	c.app.metrics.framesOut.Inc()
-	return w.Close()
+	err := c.conn.WriteMessage(websocket.TextMessage, b)
+	if cap(b) <= framePoolMax {
+		*bp = b[:0]
+		framePool.Put(bp)
+	}
+	return err
 }
-
-// newline separates coalesced events in one frame.
-var newline = []byte{'\n'}
 
 // serveWs handles the WebSocket handshake: handshake rate, Origin, session, caps, in
 // that order, each refused with its own HTTP status before the upgrade.
@@ -599,7 +639,6 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 		conn:      conn,
 		send:      make(chan *[]byte, cfg.SendQueue),
 		replies:   make(chan []byte, replyQueue),
-		closeReq:  make(chan closeFrame, 1),
 		closeSent: make(chan struct{}),
 		user:      user,
 		userJSON:  userJSON(user.ID, user.Name),

@@ -165,7 +165,7 @@ func defaultConfig() *Config {
 		MaxTrackedIPs:         100000,
 		MaxRoomsPerClient:     16,
 		MaxMembersPerRoom:     5000,
-		SendQueue:             256,
+		SendQueue:             32,
 		SendBacklog:           4096,
 		MembersCanCreateRooms: true,
 		FileMaxBytes:          1 << 20,

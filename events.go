@@ -86,8 +86,13 @@ func presenceEvent(room, event string, user []byte) []byte {
 // userJSON encodes a public identity as {"id":..,"name":..}; it is computed once per
 // connection and reused in every message and presence event.
 func userJSON(id, name string) []byte {
-	b := append([]byte(`{"id":`), appendJSONString(nil, id)...)
+	return append(appendUserFields(nil, id, name), '}')
+}
+
+// appendUserFields appends `{"id":..,"name":..` (the object left open for more fields).
+func appendUserFields(b []byte, id, name string) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
 	b = append(b, `,"name":`...)
-	b = appendJSONString(b, name)
-	return append(b, '}')
+	return appendJSONString(b, name)
 }

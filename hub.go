@@ -470,8 +470,13 @@ func (h *Hub) visible(id identity, name string) *roomInfo {
 
 // memberJSON encodes a member as {"id","name","role"} for a room.
 func (h *Hub) memberJSON(id identity, ri *roomInfo) []byte {
-	b := userJSON(id.ID, id.Name)
-	b = b[:len(b)-1]
+	return h.appendMember(nil, id, ri)
+}
+
+// appendMember appends memberJSON's encoding to b (joinedEvent lists up to
+// membersListMax of them, without an allocation each).
+func (h *Hub) appendMember(b []byte, id identity, ri *roomInfo) []byte {
+	b = appendUserFields(b, id.ID, id.Name)
 	b = append(b, `,"role":"`...)
 	b = append(b, h.displayRole(id, ri)...)
 	return append(b, `"}`...)
@@ -610,19 +615,19 @@ func (h *Hub) broadcastExcept(r *room, userID string, msg []byte) {
 // joinedEvent encodes the answer to a join: the room, c's role and permissions in it,
 // and up to membersListMax members with their roles.
 func (h *Hub) joinedEvent(c *Client, r *room, ref string) []byte {
-	// In a crowd, list any membersListMax members rather than sort them all: this runs
-	// on the hub's loop for every join.
-	ids := make([]string, 0, min(len(r.members), membersListMax))
-	for id := range r.members {
-		if len(r.members) > presenceMaxMembers {
-			break
+	// In a crowd no list is sent (and nothing is allocated for one: this runs on the
+	// hub's loop for every join); otherwise at most membersListMax members, sorted.
+	var ids []string
+	if len(r.members) <= presenceMaxMembers {
+		ids = make([]string, 0, min(len(r.members), membersListMax))
+		for id := range r.members {
+			if len(ids) == membersListMax {
+				break
+			}
+			ids = append(ids, id)
 		}
-		if len(ids) == membersListMax {
-			break
-		}
-		ids = append(ids, id)
+		slices.Sort(ids)
 	}
-	slices.Sort(ids)
 	return roomEvent("joined", r.info, len(r.members), func(b []byte) []byte {
 		b = append(b, `,"my_role":"`...)
 		b = append(b, h.displayRole(c.user, r.info)...)
@@ -636,7 +641,7 @@ func (h *Hub) joinedEvent(c *Client, r *room, ref string) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = append(b, h.memberJSON(r.members[id].user, r.info)...)
+			b = h.appendMember(b, r.members[id].user, r.info)
 		}
 		b = append(b, ']')
 		if ref != "" {

@@ -37,6 +37,11 @@ const (
 	// unbounded batch would hold memory and delay every callback in it.
 	storeBatchMaxRequests = 512
 	storeBatchMaxBytes    = 4 << 20
+	// storeLinger is how long the writer for a disk store waits after a request for
+	// others to share its commit (group commit). Chat messages arrive a few
+	// milliseconds apart under load; without the wait each would cost its own fsync and
+	// its own B+tree rewrite. Only the ack waits: delivery never does.
+	storeLinger = 10 * time.Millisecond
 )
 
 // Errors a Store returns for writes it refuses. They are checked before anything is
@@ -443,15 +448,18 @@ type storeWriter struct {
 	mu     sync.RWMutex
 	closed bool
 	reqs   chan storeRequest
+	// linger is how long a batch waits for company (see storeLinger); 0: never.
+	linger time.Duration
 	// stopped is closed when the goroutine has committed everything and returned.
 	stopped chan struct{}
 }
 
 // newStoreWriter starts a writer over s that holds up to queue requests (storeWriterQueue
-// when queue <= 0). observe is optional (at most one, may be nil): it is called on the
-// writer goroutine after every Apply and must be quick (update a metric). The writer
-// owns no Store: close the writer first, then the store.
-func newStoreWriter(s Store, queue int, observe ...func(storeCommit)) *storeWriter {
+// when queue <= 0) and lets each batch wait up to linger for more requests (0: commit
+// at once). observe is optional (at most one, may be nil): it is called on the writer
+// goroutine after every Apply and must be quick (update a metric). The writer owns no
+// Store: close the writer first, then the store.
+func newStoreWriter(s Store, queue int, linger time.Duration, observe ...func(storeCommit)) *storeWriter {
 	if queue <= 0 {
 		queue = storeWriterQueue
 	}
@@ -459,6 +467,7 @@ func newStoreWriter(s Store, queue int, observe ...func(storeCommit)) *storeWrit
 		store:   s,
 		reqs:    make(chan storeRequest, queue),
 		stopped: make(chan struct{}),
+		linger:  linger,
 	}
 	if len(observe) > 0 {
 		w.observe = observe[0]
@@ -509,14 +518,14 @@ func (w *storeWriter) Close() {
 	<-w.stopped
 }
 
-// run is the writer goroutine: take one request, sweep up whatever else is already
-// queued (within the batch bounds), commit them together, report, repeat. It never
-// waits to fill a batch: a lone request is committed at once, and batches grow only
-// while the disk is busy, which is exactly when they help.
+// run is the writer goroutine: take one request, gather whatever else arrives within
+// the linger (and the batch bounds), commit them together, report, repeat. A batch that
+// fills up, or a writer being closed, commits at once.
 func (w *storeWriter) run() {
 	defer close(w.stopped)
 	var batch []storeRequest
 	var writes []Write
+	var wait *time.Timer
 	for {
 		first, ok := <-w.reqs
 		if !ok {
@@ -524,18 +533,40 @@ func (w *storeWriter) run() {
 		}
 		batch = append(batch[:0], first)
 		size := requestBytes(first)
-	sweep:
-		for len(batch) < storeBatchMaxRequests && size < storeBatchMaxBytes {
-			select {
-			case r, ok := <-w.reqs:
-				if !ok {
-					break sweep
-				}
-				batch = append(batch, r)
-				size += requestBytes(r)
-			default:
-				break sweep
+		var deadline <-chan time.Time // nil: take only what is queued now
+		if w.linger > 0 {
+			if wait == nil {
+				wait = time.NewTimer(w.linger)
+			} else {
+				wait.Reset(w.linger)
 			}
+			deadline = wait.C
+		}
+	gather:
+		for len(batch) < storeBatchMaxRequests && size < storeBatchMaxBytes {
+			var r storeRequest
+			if deadline == nil {
+				select {
+				case r, ok = <-w.reqs:
+				default:
+					break gather
+				}
+			} else {
+				select {
+				case r, ok = <-w.reqs:
+				case <-deadline:
+					deadline = nil
+					continue
+				}
+			}
+			if !ok {
+				break gather
+			}
+			batch = append(batch, r)
+			size += requestBytes(r)
+		}
+		if deadline != nil {
+			wait.Stop()
 		}
 		writes = w.commit(batch, writes[:0], size)
 		// Drop references so committed values can be collected while the writer idles.

@@ -466,7 +466,7 @@ func TestStoreWriterConcurrent(t *testing.T) {
 	const submitters, each = 8, 300
 	s := newMemStore()
 	var commits atomic.Int64
-	w := newStoreWriter(s, submitters*each, func(c storeCommit) {
+	w := newStoreWriter(s, submitters*each, 0, func(c storeCommit) {
 		commits.Add(1)
 		if c.Err != nil {
 			t.Errorf("commit failed: %v", c.Err)
@@ -521,7 +521,7 @@ func TestStoreWriterBatches(t *testing.T) {
 	const n = 200
 	s := newTestStore(true, "")
 	var observed []storeCommit
-	w := newStoreWriter(s, n+1, func(c storeCommit) { observed = append(observed, c) })
+	w := newStoreWriter(s, n+1, 0, func(c storeCommit) { observed = append(observed, c) })
 	done := make(chan int, n+1)
 	if !w.Submit([]Write{{"b", []byte("first"), []byte("1")}}, func(err error) { done <- -1 }) {
 		t.Fatal("Submit refused")
@@ -571,7 +571,7 @@ func TestStoreWriterBatchBound(t *testing.T) {
 	n := storeBatchMaxRequests*2 + 10
 	s := newTestStore(true, "")
 	var maxReq atomic.Int64
-	w := newStoreWriter(s, n+1, func(c storeCommit) {
+	w := newStoreWriter(s, n+1, 0, func(c storeCommit) {
 		if int64(c.Requests) > maxReq.Load() {
 			maxReq.Store(int64(c.Requests))
 		}
@@ -600,7 +600,7 @@ func TestStoreWriterBatchBound(t *testing.T) {
 // full instead of blocking the hub.
 func TestStoreWriterQueueFull(t *testing.T) {
 	s := newTestStore(true, "")
-	w := newStoreWriter(s, 2)
+	w := newStoreWriter(s, 2, 0)
 	var called atomic.Int64
 	count := func(error) { called.Add(1) }
 	if !w.Submit([]Write{{"b", []byte("1"), []byte("v")}}, count) {
@@ -629,7 +629,7 @@ func TestStoreWriterQueueFull(t *testing.T) {
 func TestStoreWriterCloseFlushes(t *testing.T) {
 	const n = 50
 	s := newTestStore(true, "")
-	w := newStoreWriter(s, n)
+	w := newStoreWriter(s, n, 0)
 	var called atomic.Int64
 	for i := range n {
 		if !w.Submit([]Write{{"b", seqKey(uint64(i)), []byte("v")}}, func(err error) {
@@ -671,7 +671,7 @@ func TestStoreWriterCloseFlushes(t *testing.T) {
 func TestStoreWriterRetriesAlone(t *testing.T) {
 	s := newTestStore(true, "bad")
 	var retries atomic.Int64
-	w := newStoreWriter(s, 10, func(c storeCommit) {
+	w := newStoreWriter(s, 10, 0, func(c storeCommit) {
 		if c.Retry {
 			retries.Add(1)
 		}
@@ -739,7 +739,7 @@ func TestStoreCrashChild(t *testing.T) {
 	if err := s.Last("history/lobby", 1, func(k, v []byte) error { next = keySeq(k) + 1; return nil }); err != nil {
 		fail("last", err)
 	}
-	w := newStoreWriter(s, 0)
+	w := newStoreWriter(s, 0, 0)
 	// Tokens bound the writes in flight, so the child waits on the disk, not in a spin.
 	tokens := make(chan struct{}, 64)
 	for i := next; ; i++ {
@@ -889,7 +889,7 @@ func BenchmarkStoreWriter(b *testing.B) {
 	b.Run("batched", func(b *testing.B) {
 		s := storeImpls[0].open(b)
 		var commits atomic.Int64
-		w := newStoreWriter(s, 0, func(storeCommit) { commits.Add(1) })
+		w := newStoreWriter(s, 0, 0, func(storeCommit) { commits.Add(1) })
 		b.SetParallelism(32)
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
@@ -926,4 +926,43 @@ func BenchmarkStoreWriter(b *testing.B) {
 		b.StopTimer()
 		report(b, commits.Load())
 	})
+}
+
+// TestStoreWriterLinger: with a linger, requests arriving shortly after one another
+// share one commit (one fsync) instead of paying one each; without one, a lone
+// request is committed at once.
+func TestStoreWriterLinger(t *testing.T) {
+	for _, tc := range []struct {
+		linger  time.Duration
+		commits int64
+	}{{300 * time.Millisecond, 1}, {0, 3}} {
+		s := newTestStore(false, "")
+		var commits atomic.Int64
+		w := newStoreWriter(s, 0, tc.linger, func(storeCommit) { commits.Add(1) })
+		done := make(chan error, 3)
+		for i := range 3 {
+			if !w.Submit([]Write{{"b", seqKey(uint64(i)), []byte("x")}}, func(err error) { done <- err }) {
+				t.Fatal("Submit refused")
+			}
+			if tc.linger == 0 {
+				// Wait for each commit, so none can share one by chance.
+				if err := storeRecv(t, done, "commit"); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		if tc.linger > 0 {
+			for range 3 {
+				if err := storeRecv(t, done, "commit"); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		w.Close()
+		if got := commits.Load(); got != tc.commits {
+			t.Errorf("linger %v: 3 requests took %d commits, want %d", tc.linger, got, tc.commits)
+		}
+	}
 }
