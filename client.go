@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -17,7 +18,8 @@ import (
 
 // Connection timing, as in the original example.
 const (
-	// writeWait is the time allowed to write one frame to the peer.
+	// writeWait is the time allowed to write one frame to the peer. The hub's write
+	// watchdog enforces it (see Hub.checkWrites), to the second.
 	writeWait = 10 * time.Second
 	// pongWait is the time allowed to read the next pong from the peer.
 	pongWait = 60 * time.Second
@@ -76,14 +78,20 @@ type Client struct {
 	// thousands of idle queues sit waiting.
 	send chan *[]byte
 	// replies carries events readPump answers itself (errors from the filter and the
-	// rate limiter), and, as a nil entry, a close readPump asks for (readClose says
-	// which): in one queue, the errors that explain a close are written before it. Only
-	// readPump sends on it; it is never closed. writePump closes closeSent once the
-	// close frame is written.
-	replies       chan []byte
+	// rate limiter), and two markers: nil, a close readPump asks for (readClose says
+	// which), and timerTick, from the ping timer. In one queue the errors that explain
+	// a close are written before it, and writePump waits on two channels only, as the
+	// original does: every case costs each wakeup, and there is one per delivery. It is
+	// never closed. writePump closes closeSent once it has written its last frame.
+	replies       chan *[]byte
 	readClose     closeFrame
 	closeSent     chan struct{}
 	closeSentOnce sync.Once
+	// timer fires for the next ping, or the end of the session if that comes first.
+	timer *time.Timer
+	// writingSince is when the write in progress began (Unix nanoseconds), 0 between
+	// writes; the hub's watchdog closes a connection stuck in one write too long.
+	writingSince atomic.Int64
 
 	user     identity
 	userJSON []byte // {"id":..,"name":..}, encoded once
@@ -97,9 +105,12 @@ type Client struct {
 	pendingFile   *envelope
 	discardBinary bool
 
-	// closePending is set by writePump when it takes readPump's close request from
-	// the replies queue while coalescing a frame; the close follows that frame.
+	// closePending and tickPending are set by writePump when it takes a marker from
+	// the replies queue; it acts on them after the frame it is writing. frames counts
+	// frames not yet added to the frames metric. All three are writePump's own.
 	closePending bool
+	tickPending  bool
+	frames       int
 
 	// Fields below are owned by the hub goroutine.
 	rooms  map[string]*room
@@ -408,7 +419,7 @@ func peekEnvelope(line []byte) (typ, ref string) {
 // read its errors while flooding loses some of them.
 func (c *Client) reply(msg []byte) {
 	select {
-	case c.replies <- msg:
+	case c.replies <- &msg:
 	default:
 		c.app.metrics.repliesDropped.Inc()
 	}
@@ -472,31 +483,43 @@ func (c *Client) drainRaw() {
 	io.CopyN(io.Discard, nc, drainBudget)
 }
 
+// timerTick is the marker the ping timer puts in the replies queue.
+var timerTick = new([]byte)
+
+// errSessionOver ends writePump after the close for an expired session.
+var errSessionOver = errors.New("session over")
+
+// framesBatch is how many frames writePump counts before adding them to the shared
+// metric: one atomic add per frame, on a counter every core touches, is measurable at
+// a hundred thousand frames a second.
+const framesBatch = 64
+
 // writePump pumps messages from the hub to the WebSocket connection.
 //
 // A goroutine running writePump is started for each connection. It ensures that there
 // is at most one writer to a connection by executing all writes from this goroutine.
 // Events queued while a frame is being written are coalesced into the next frame,
-// separated by newlines, as the original example does. It waits on three things only
-// (the hub's queue, readPump's replies, one timer): every case costs each wakeup, and
-// there is one wakeup per delivery.
+// separated by newlines, as the original example does.
+//
+// It sets no write deadline of its own: a deadline is a runtime timer to move on every
+// frame, and the deepest call writePump would make, which decides how big its stack
+// stays for the life of the connection. The hub's watchdog reads writingSince instead.
 func (c *Client) writePump() {
-	// One timer serves both the pings and the session's absolute lifetime, which ends
-	// the connection too: a WebSocket must not outlive the login that opened it.
-	timer := time.NewTimer(c.nextTimer())
+	c.timer = time.AfterFunc(c.nextTimer(), c.tick)
 	defer func() {
 		// Whatever ended the pump, readPump must not wait for a close frame that
 		// will never be written.
 		c.markCloseSent()
-		timer.Stop()
+		c.timer.Stop()
+		c.app.metrics.framesOut.Add(float64(c.frames))
 		c.conn.Close()
 		c.ticket.release()
 		c.app.conns.Done()
 	}()
 	for {
+		var err error
 		select {
 		case msg, ok := <-c.send:
-			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
 			if !ok {
 				// The hub closed the queue.
 				if c.closeCode != 0 {
@@ -505,27 +528,23 @@ func (c *Client) writePump() {
 				c.writeClose(c.closeCode, c.closeReason)
 				return
 			}
-			if err := c.writeFrame(*msg); err != nil {
-				return
-			}
+			err = c.writeFrame(*msg)
 		case msg := <-c.replies:
-			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
-			if msg == nil {
+			switch msg {
+			case nil:
 				c.closePending = true
-			} else if err := c.writeFrame(msg); err != nil {
-				return
+			case timerTick:
+				c.tickPending = true
+			default:
+				err = c.writeFrame(*msg)
 			}
-		case <-timer.C:
-			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
-			if !c.app.now().Before(c.user.Expires) {
-				c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.ClosePolicyViolation)).Inc()
-				c.writeClose(websocket.ClosePolicyViolation, "session expired")
-				return
-			}
-			if err := c.conn.WriteMessage(websocket.PingMessage, nil); err != nil {
-				return
-			}
-			timer.Reset(c.nextTimer())
+		}
+		if err == nil && c.tickPending {
+			c.tickPending = false
+			err = c.onTick()
+		}
+		if err != nil {
+			return
 		}
 		if c.closePending {
 			// readPump asked for a close (the errors before it are written).
@@ -540,15 +559,49 @@ func (c *Client) writePump() {
 	}
 }
 
-// nextTimer is how long until writePump must next wake by itself: the next ping, or
-// the end of the session if that comes first.
+// tick runs on the timer's own goroutine: it hands the tick to writePump, in order
+// with the replies, unless writePump has ended.
+func (c *Client) tick() {
+	select {
+	case c.replies <- timerTick:
+	case <-c.closeSent:
+	}
+}
+
+// onTick pings the peer, or closes the connection when the session is over: a
+// WebSocket must not outlive the login that opened it.
+func (c *Client) onTick() error {
+	if !c.app.now().Before(c.user.Expires) {
+		c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.ClosePolicyViolation)).Inc()
+		c.writeClose(websocket.ClosePolicyViolation, "session expired")
+		return errSessionOver
+	}
+	if err := c.write(websocket.PingMessage, nil); err != nil {
+		return err
+	}
+	c.timer.Reset(c.nextTimer())
+	return nil
+}
+
+// nextTimer is how long until the next tick: the next ping, or the end of the
+// session if that comes first.
 func (c *Client) nextTimer() time.Duration {
 	return max(min(pingPeriod, c.user.Expires.Sub(c.app.now())), 0)
 }
 
-// writeClose writes a close frame with code (none: an empty close frame). The caller
-// has counted it.
+// write writes one message under the watchdog's eye.
+func (c *Client) write(mt int, data []byte) error {
+	c.writingSince.Store(time.Now().UnixNano())
+	err := c.conn.WriteMessage(mt, data)
+	c.writingSince.Store(0)
+	return err
+}
+
+// writeClose writes a close frame with code (none: an empty close frame), with a
+// deadline of its own: once the hub has let go of the connection, its watchdog no
+// longer looks. The caller has counted the close.
 func (c *Client) writeClose(code int, reason string) {
+	c.conn.SetWriteDeadline(time.Now().Add(writeWait))
 	if code == 0 {
 		c.conn.WriteMessage(websocket.CloseMessage, []byte{})
 		return
@@ -561,19 +614,24 @@ func (c *Client) writeClose(code int, reason string) {
 // is written as it is; several are joined with newlines in a pooled buffer. Either way
 // the write allocates nothing.
 func (c *Client) writeFrame(first []byte) error {
-	c.app.metrics.framesOut.Inc()
+	if c.frames++; c.frames == framesBatch {
+		c.app.metrics.framesOut.Add(framesBatch)
+		c.frames = 0
+	}
 	if len(c.replies) == 0 && len(c.send) == 0 {
-		return c.conn.WriteMessage(websocket.TextMessage, first)
+		return c.write(websocket.TextMessage, first)
 	}
 	bp := framePool.Get().(*[]byte)
 	b := append((*bp)[:0], first...)
 	for n := len(c.replies); n > 0 && !c.closePending; n-- {
-		msg := <-c.replies
-		if msg == nil {
+		switch msg := <-c.replies; msg {
+		case nil:
 			c.closePending = true
-			break
+		case timerTick:
+			c.tickPending = true
+		default:
+			b = append(append(b, '\n'), *msg...)
 		}
-		b = append(append(b, '\n'), msg...)
 	}
 	// Only drain what is queued now; a closed queue is left for the select above.
 	for n := len(c.send); n > 0 && !c.closePending; n-- {
@@ -583,7 +641,7 @@ func (c *Client) writeFrame(first []byte) error {
 		}
 		b = append(append(b, '\n'), *msg...)
 	}
-	err := c.conn.WriteMessage(websocket.TextMessage, b)
+	err := c.write(websocket.TextMessage, b)
 	if cap(b) <= framePoolMax {
 		*bp = b[:0]
 		framePool.Put(bp)
@@ -638,7 +696,7 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 		hub:       app.hub,
 		conn:      conn,
 		send:      make(chan *[]byte, cfg.SendQueue),
-		replies:   make(chan []byte, replyQueue),
+		replies:   make(chan *[]byte, replyQueue),
 		closeSent: make(chan struct{}),
 		user:      user,
 		userJSON:  userJSON(user.ID, user.Name),

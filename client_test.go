@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -417,4 +418,69 @@ func TestBlankFramesCount(t *testing.T) {
 		a.sendRaw(websocket.TextMessage, []byte("\n\n  \n"))
 	}
 	a.expectClose(websocket.ClosePolicyViolation)
+}
+
+// TestStalledWriteClosed: a peer that stops reading until the network buffers are full
+// leaves its writePump stuck in a write. The hub's watchdog closes that connection after
+// writeWait (shortened here), counts an eviction, and everyone else carries on.
+func TestStalledWriteClosed(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.MsgRate, c.MsgBurst, c.UserMsgRate, c.UserMsgBurst = 1e6, 1e6, 1e6, 1e6
+		c.ByteRate, c.ByteBurst = 1e9, 1e9
+		c.TextMaxChars = 4000
+		c.ReadLimit = 64 << 10
+		// Room enough that the queue-length eviction never comes first.
+		c.SendQueue, c.SendBacklog = 1<<16, 1<<16
+	})
+	h := ts.App.hub
+	h.do(func() { h.writeWait = time.Second })
+	victim := ts.user(t, "victim")
+	victim.conn.UnderlyingConn().(*net.TCPConn).SetReadBuffer(4096)
+	sender := ts.user(t, "sender")
+	// The sender reads everything it gets back, in the background.
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			sender.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if _, _, err := sender.conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	text := strings.Repeat("x", 4000)
+	deadline := time.Now().Add(15 * time.Second)
+	var evicted float64
+	for i := 0; evicted == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled connection was never closed")
+		}
+		if i < 20000 {
+			sender.send(map[string]any{"type": "say", "room": lobby, "text": text})
+		} else {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if i%100 == 0 {
+			evicted = testutil.ToFloat64(ts.App.metrics.evictions)
+		}
+	}
+	var left []string
+	h.do(func() {
+		for c := range h.clients {
+			left = append(left, c.user.Name)
+		}
+	})
+	if len(left) != 1 || left[0] != "sender" {
+		t.Fatalf("clients left %v, want only the sender", left)
+	}
+	// The sender still chats.
+	other := ts.user(t, "other")
+	sender.send(map[string]any{"type": "say", "room": lobby, "text": "still here"})
+	for {
+		if ev := other.expect("message"); ev["text"] == "still here" {
+			break
+		}
+	}
+	sender.conn.Close()
+	<-drained
 }

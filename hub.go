@@ -33,6 +33,8 @@ const (
 	auditMemory = 200
 	// backlogFlushEvery is how often backlogged clients' queues are topped up.
 	backlogFlushEvery = 20 * time.Millisecond
+	// watchdogEvery is how often the hub looks for writes stuck past writeWait.
+	watchdogEvery = time.Second
 	// publicListTTL is how long the sorted list of public rooms is reused.
 	publicListTTL = time.Second
 	// maxOwnedRooms bounds the rooms one user may own (DoS hardening: without it one
@@ -108,6 +110,9 @@ type Hub struct {
 	closing bool
 	// backlogged holds the clients with a backlog (see enqueue).
 	backlogged map[*Client]struct{}
+	// writeWait is how long one write may take before the watchdog ends the
+	// connection (the writeWait constant; tests shorten it).
+	writeWait time.Duration
 	// publicList caches the sorted public rooms for `rooms` (see roomsEvent).
 	publicList   []*roomInfo
 	publicListAt time.Time
@@ -132,6 +137,7 @@ func newHub(app *App, st *hubState, writer *storeWriter) *Hub {
 		clients:     make(map[*Client]struct{}),
 		rooms:       make(map[string]*room),
 		backlogged:  make(map[*Client]struct{}),
+		writeWait:   writeWait,
 		meta:        st.rooms,
 		grants:      st.grants,
 		bans:        st.bans,
@@ -158,10 +164,14 @@ func (h *Hub) settings() *Config { return h.app.settings() }
 func (h *Hub) run() {
 	tick := time.NewTicker(backlogFlushEvery)
 	defer tick.Stop()
+	watch := time.NewTicker(watchdogEvery)
+	defer watch.Stop()
 	for {
 		select {
 		case <-tick.C:
 			h.flushBacklogs()
+		case <-watch.C:
+			h.checkWrites()
 		case c := <-h.register:
 			h.addClient(c)
 		case c := <-h.unregister:
@@ -386,6 +396,23 @@ moving:
 func (h *Hub) flushBacklogs() {
 	for c := range h.backlogged {
 		h.flushBacklog(c)
+	}
+}
+
+// checkWrites is the write watchdog: a connection whose writePump has been inside one
+// write for longer than writeWait has a peer that stopped reading with the network
+// buffers full. Closing the socket fails that write and ends the connection; it
+// counts as a slow-consumer eviction. One pass a second over the clients replaces a
+// write deadline per frame (see writePump).
+func (h *Hub) checkWrites() {
+	limit := time.Now().Add(-h.writeWait).UnixNano()
+	for c := range h.clients {
+		if since := c.writingSince.Load(); since != 0 && since < limit {
+			c.writingSince.Store(0) // once is enough
+			h.metrics.evictions.Inc()
+			h.log.Info("closing connection stuck in a write", "conn", c.id)
+			c.conn.Close()
+		}
 	}
 }
 
