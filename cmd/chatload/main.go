@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
@@ -49,6 +50,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Tag, "tag", "", "label stored in the report (the workload name, for -summarize)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	summarize := fs.Bool("summarize", false, "summarize JSON report files given as arguments into a comparison table")
+	cpuProfile := fs.String("cpuprofile", "", "write chatload's own CPU profile to this file (it shares the machine with the server, so its cost is in every latency)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -64,6 +66,19 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	raiseFileLimit(stderr)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "chatload:", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "chatload:", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
