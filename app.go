@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"modified-chat/internal/store"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -35,8 +36,8 @@ type App struct {
 
 	// store keeps rooms, roles, bans, settings and the audit log; writer batches the
 	// hub's writes to it.
-	store  Store
-	writer *storeWriter
+	store  store.Store
+	writer *store.Writer
 	// policyPtr holds the start-up role policy; SIGHUP swaps in a reloaded one.
 	policyPtr atomic.Pointer[policy]
 	// bans mirrors the hub's global bans for the HTTP side (sessions, login), which
@@ -124,10 +125,10 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 	app.filter = newFilter(cfg, app.settings)
 	app.admission = newAdmission(app.settings, app.now)
 	linger := time.Duration(0) // nothing to gain in memory
-	if _, onDisk := app.store.(*boltStore); onDisk {
-		linger = storeLinger
+	if _, onDisk := app.store.(*store.Bolt); onDisk {
+		linger = store.DiskLinger
 	}
-	app.writer = newStoreWriter(app.store, storeQueue, linger, app.metrics.observeCommit)
+	app.writer = store.NewWriter(app.store, storeQueue, linger, app.metrics.observeCommit)
 	app.hub = newHub(app, st, app.writer)
 	app.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  handshakeTimeout,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"modified-chat/internal/store"
 	"strconv"
 
 	"github.com/gorilla/websocket"
@@ -121,7 +122,7 @@ func (h *Hub) createRoom(c *Client, env *envelope, private bool) *roomInfo {
 		ri.Topic = *env.Topic
 	}
 	h.meta[ri.Name] = ri
-	h.persist(c, env.Ref, []Write{ri.write()}, nil)
+	h.persist(c, env.Ref, []store.Write{ri.write()}, nil)
 	return ri
 }
 
@@ -168,7 +169,7 @@ func (h *Hub) join(c *Client, env *envelope) {
 			// Accepting an invitation makes the user a member for good.
 			delete(ri.Invites, key)
 			ri.Roles[c.user.ID] = roomMember
-			h.persist(nil, "", []Write{ri.write()}, nil)
+			h.persist(nil, "", []store.Write{ri.write()}, nil)
 		}
 	}
 	h.enter(c, ri, env.Ref)
@@ -239,7 +240,7 @@ func (h *Hub) stamp(c *Client, r *room, cmd command, keep bool) {
 	if env.Ref != "" {
 		ack = ackEvent(env.Ref, env.Room, id)
 	}
-	writes := []Write{{Bucket: bucketMeta, Key: []byte(keyLastID), Value: seqKey(id)}}
+	writes := []store.Write{{Bucket: bucketMeta, Key: []byte(keyLastID), Value: store.SeqKey(id)}}
 	if keep {
 		writes = historyWrites(env.Room, id, msg)
 	}
@@ -303,7 +304,7 @@ func (h *Hub) cmdInvite(c *Client, cmd command, ri *roomInfo) {
 		}
 	}
 	audit := newAudit(h.now(), c.user.ID, "invite", ri.Name, nil, key)
-	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
+	h.persist(c, env.Ref, []store.Write{ri.write()}, &audit)
 }
 
 // cmdKick removes a user from a room (their connections leave at once); with type
@@ -340,7 +341,7 @@ func (h *Hub) cmdKick(c *Client, cmd command, ri *roomInfo) {
 		}))
 	}
 	audit := newAudit(h.now(), c.user.ID, env.Type, ri.Name+" "+env.User, old, nil)
-	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
+	h.persist(c, env.Ref, []store.Write{ri.write()}, &audit)
 }
 
 // cmdUnban lifts a room ban.
@@ -348,7 +349,7 @@ func (h *Hub) cmdUnban(c *Client, cmd command, ri *roomInfo) {
 	env := cmd.env
 	delete(ri.Bans, env.User)
 	audit := newAudit(h.now(), c.user.ID, "unban", ri.Name+" "+env.User, nil, nil)
-	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
+	h.persist(c, env.Ref, []store.Write{ri.write()}, &audit)
 }
 
 // cmdSetRoomRole appoints or removes a room moderator. The owner's role is not
@@ -373,7 +374,7 @@ func (h *Hub) cmdSetRoomRole(c *Client, cmd command, ri *roomInfo) {
 		delete(ri.Roles, env.User)
 	}
 	audit := newAudit(h.now(), c.user.ID, "set_room_role", ri.Name+" "+env.User, old, env.Role)
-	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
+	h.persist(c, env.Ref, []store.Write{ri.write()}, &audit)
 	h.refreshUser(env.User)
 }
 
@@ -395,7 +396,7 @@ func (h *Hub) cmdTopic(c *Client, cmd command, ri *roomInfo) {
 // members inside.
 func (h *Hub) roomChanged(c *Client, env *envelope, ri *roomInfo, action string, old, new any) {
 	audit := newAudit(h.now(), c.user.ID, action, ri.Name, old, new)
-	h.persist(c, env.Ref, []Write{ri.write()}, &audit)
+	h.persist(c, env.Ref, []store.Write{ri.write()}, &audit)
 	h.notifyRoom(ri)
 }
 
@@ -418,9 +419,9 @@ func (h *Hub) cmdDeleteRoom(c *Client, cmd command, ri *roomInfo) {
 	audit := newAudit(h.now(), c.user.ID, "delete_room", ri.Name, ri, nil)
 	// The history goes too: the janitor deletes it, and until then a new room of the
 	// same name cannot see it (its FirstID starts after).
-	h.persist(c, env.Ref, []Write{
+	h.persist(c, env.Ref, []store.Write{
 		{Bucket: bucketRooms, Key: []byte(ri.Name)},
-		{Bucket: bucketPurge, Key: []byte(ri.Name), Value: seqKey(h.lastID)},
+		{Bucket: bucketPurge, Key: []byte(ri.Name), Value: store.SeqKey(h.lastID)},
 	}, &audit)
 }
 
@@ -440,7 +441,7 @@ func (h *Hub) cmdSetRole(c *Client, cmd command, _ *roomInfo) {
 	h.grants[env.User] = env.Role
 	b, _ := json.Marshal(env.Role)
 	audit := newAudit(h.now(), c.user.ID, "set_role", env.User, old, env.Role)
-	h.persist(c, env.Ref, []Write{{Bucket: bucketGrants, Key: []byte(env.User), Value: b}}, &audit)
+	h.persist(c, env.Ref, []store.Write{{Bucket: bucketGrants, Key: []byte(env.User), Value: b}}, &audit)
 	h.deliverUser(env.User, h.youEvent(target))
 	h.refreshUser(env.User)
 }
@@ -467,7 +468,7 @@ func (h *Hub) cmdGlobalBan(c *Client, cmd command, _ *roomInfo) {
 	}
 	b, _ := json.Marshal(ban)
 	audit := newAudit(h.now(), c.user.ID, "global_ban", env.User, nil, ban)
-	h.persist(c, env.Ref, []Write{{Bucket: bucketBans, Key: []byte(env.User), Value: b}}, &audit)
+	h.persist(c, env.Ref, []store.Write{{Bucket: bucketBans, Key: []byte(env.User), Value: b}}, &audit)
 }
 
 // cmdGlobalUnban lifts a global ban.
@@ -481,7 +482,7 @@ func (h *Hub) cmdGlobalUnban(c *Client, cmd command, _ *roomInfo) {
 		before = old
 	}
 	audit := newAudit(h.now(), c.user.ID, "global_unban", env.User, before, nil)
-	h.persist(c, env.Ref, []Write{{Bucket: bucketBans, Key: []byte(env.User)}}, &audit)
+	h.persist(c, env.Ref, []store.Write{{Bucket: bucketBans, Key: []byte(env.User)}}, &audit)
 }
 
 // settingsEvent describes the run-time settings.
@@ -519,7 +520,7 @@ func (h *Hub) cmdSetSettings(c *Client, cmd command, _ *roomInfo) {
 	h.app.cfg.Store(cfg)
 	b, _ := json.Marshal(next)
 	audit := newAudit(h.now(), c.user.ID, "set_settings", "", old, next)
-	h.persist(c, env.Ref, []Write{{Bucket: bucketSettings, Key: []byte("current"), Value: b}}, &audit)
+	h.persist(c, env.Ref, []store.Write{{Bucket: bucketSettings, Key: []byte("current"), Value: b}}, &audit)
 	h.deliver(c, settingsEvent(next, ""))
 	// Everyone's page learns the new limits (text length, file size) at once.
 	limits := h.limitsEvent()

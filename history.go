@@ -1,6 +1,7 @@
 package main
 
 import (
+	"modified-chat/internal/store"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -36,10 +37,10 @@ func historyBucket(room string) string { return historyPrefix + room }
 
 // historyWrites are the store writes that keep one message: the message itself, and
 // the id counter.
-func historyWrites(room string, id uint64, msg []byte) []Write {
-	return []Write{
-		{Bucket: historyBucket(room), Key: seqKey(id), Value: msg},
-		{Bucket: bucketMeta, Key: []byte(keyLastID), Value: seqKey(id)},
+func historyWrites(room string, id uint64, msg []byte) []store.Write {
+	return []store.Write{
+		{Bucket: historyBucket(room), Key: store.SeqKey(id), Value: msg},
+		{Bucket: bucketMeta, Key: []byte(keyLastID), Value: store.SeqKey(id)},
 	}
 }
 
@@ -82,12 +83,12 @@ func (h *Hub) sendHistory(c *Client, ri *roomInfo, after *uint64) {
 // began (a deleted room's messages never reach a new room of the same name), boundary
 // where live delivery took over. gap says that messages after `after` are gone for
 // good (pruned) or too many to send.
-func loadHistory(s Store, room string, first uint64, after *uint64, boundary uint64, cfg *Config, now time.Time) []byte {
+func loadHistory(s store.Store, room string, first uint64, after *uint64, boundary uint64, cfg *Config, now time.Time) []byte {
 	cutoff := now.Add(-cfg.HistoryMaxAge).UnixMilli()
 	var msgs [][]byte
 	gap := false
 	keep := func(k, v []byte) error {
-		id := keySeq(k)
+		id := store.KeySeq(k)
 		if id <= first || id > boundary || storedTime(v) < cutoff {
 			return nil
 		}
@@ -99,12 +100,12 @@ func loadHistory(s Store, room string, first uint64, after *uint64, boundary uin
 		s.Last(bucket, cfg.HistoryOnJoin, keep)
 	} else {
 		from := max(*after, first)
-		s.After(bucket, seqKey(from), cfg.HistoryResumeMax+1, keep)
+		s.After(bucket, store.SeqKey(from), cfg.HistoryResumeMax+1, keep)
 		if len(msgs) > cfg.HistoryResumeMax {
 			msgs, gap = msgs[:cfg.HistoryResumeMax], true
 		}
 		s.Scan(bucketPruned, func(k, v []byte) error {
-			if string(k) == room && keySeq(v) > *after && *after > 0 {
+			if string(k) == room && store.KeySeq(v) > *after && *after > 0 {
 				gap = true
 			}
 			return nil
@@ -159,18 +160,18 @@ func (app *App) pruneHistory(now time.Time) error {
 	}
 	purge := map[string]uint64{}
 	app.store.Scan(bucketPurge, func(k, v []byte) error {
-		purge[string(k)] = keySeq(v)
+		purge[string(k)] = store.KeySeq(v)
 		return nil
 	})
-	var writes []Write
+	var writes []store.Write
 	for room, upTo := range purge {
 		app.store.After(historyBucket(room), nil, 1<<30, func(k, v []byte) error {
-			if id := keySeq(k); id <= upTo {
-				writes = append(writes, Write{Bucket: historyBucket(room), Key: append([]byte(nil), k...)})
+			if id := store.KeySeq(k); id <= upTo {
+				writes = append(writes, store.Write{Bucket: historyBucket(room), Key: append([]byte(nil), k...)})
 			}
 			return nil
 		})
-		writes = append(writes, Write{Bucket: bucketPurge, Key: []byte(room)})
+		writes = append(writes, store.Write{Bucket: bucketPurge, Key: []byte(room)})
 	}
 	for room, first := range firstIDs {
 		bucket := historyBucket(room)
@@ -181,9 +182,9 @@ func (app *App) pruneHistory(now time.Time) error {
 		excess := n - cfg.HistoryMax
 		var pruned uint64
 		app.store.After(bucket, nil, n, func(k, v []byte) error {
-			id := keySeq(k)
+			id := store.KeySeq(k)
 			if excess > 0 || id <= first || storedTime(v) < cutoff {
-				writes = append(writes, Write{Bucket: bucket, Key: append([]byte(nil), k...)})
+				writes = append(writes, store.Write{Bucket: bucket, Key: append([]byte(nil), k...)})
 				excess--
 				pruned = max(pruned, id)
 				return nil
@@ -191,7 +192,7 @@ func (app *App) pruneHistory(now time.Time) error {
 			return errStopScan
 		})
 		if pruned > 0 {
-			writes = append(writes, Write{Bucket: bucketPruned, Key: []byte(room), Value: seqKey(pruned)})
+			writes = append(writes, store.Write{Bucket: bucketPruned, Key: []byte(room), Value: store.SeqKey(pruned)})
 		}
 	}
 	if len(writes) == 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"log/slog"
+	"modified-chat/internal/store"
 	"slices"
 	"strconv"
 	"strings"
@@ -118,7 +119,7 @@ type Hub struct {
 	publicListAt time.Time
 
 	app     *App
-	writer  *storeWriter
+	writer  *store.Writer
 	metrics *metrics
 	log     *slog.Logger
 	now     func() time.Time
@@ -126,7 +127,7 @@ type Hub struct {
 
 // newHub builds a hub from the state loaded from the store; call run in its own
 // goroutine.
-func newHub(app *App, st *hubState, writer *storeWriter) *Hub {
+func newHub(app *App, st *hubState, writer *store.Writer) *Hub {
 	h := &Hub{
 		register:    make(chan *Client),
 		unregister:  make(chan *Client),
@@ -152,7 +153,7 @@ func newHub(app *App, st *hubState, writer *storeWriter) *Hub {
 	}
 	if h.meta[lobby] == nil {
 		h.meta[lobby] = newRoomInfo(lobby, "", false, h.now())
-		h.persist(nil, "", []Write{h.meta[lobby].write()}, nil)
+		h.persist(nil, "", []store.Write{h.meta[lobby].write()}, nil)
 	}
 	return h
 }
@@ -220,7 +221,7 @@ func (h *Hub) do(f func()) {
 // persist hands writes (and an audit entry) to the store writer. When they are durable,
 // c (if still connected) gets an ack for ref; if they fail, an error. The hub's memory
 // is already changed: it is the source of truth while the process runs.
-func (h *Hub) persist(c *Client, ref string, writes []Write, audit *auditEntry) {
+func (h *Hub) persist(c *Client, ref string, writes []store.Write, audit *auditEntry) {
 	var ack []byte
 	if ref != "" {
 		ack = appendObject(nil, "ack", "", func(b []byte) []byte {
@@ -232,7 +233,7 @@ func (h *Hub) persist(c *Client, ref string, writes []Write, audit *auditEntry) 
 }
 
 // persistAck is persist with a prepared ack (nil for none).
-func (h *Hub) persistAck(c *Client, ref string, ack []byte, writes []Write, audit *auditEntry) {
+func (h *Hub) persistAck(c *Client, ref string, ack []byte, writes []store.Write, audit *auditEntry) {
 	if audit != nil {
 		h.audit = append(h.audit, *audit)
 		if len(h.audit) > auditMemory {
@@ -241,7 +242,7 @@ func (h *Hub) persistAck(c *Client, ref string, ack []byte, writes []Write, audi
 		b, _ := json.Marshal(audit)
 		// Keys increase even if the clock steps back, so the log stays in order.
 		h.auditSeq = max(h.auditSeq+1, uint64(h.now().UnixNano()))
-		writes = append(writes, Write{Bucket: bucketAudit, Key: seqKey(h.auditSeq), Value: b})
+		writes = append(writes, store.Write{Bucket: bucketAudit, Key: store.SeqKey(h.auditSeq), Value: b})
 	}
 	done := func(err error) {
 		// Called on the writer's goroutine: hand the result back to the hub. The hub

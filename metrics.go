@@ -1,6 +1,7 @@
 package main
 
 import (
+	"modified-chat/internal/store"
 	"net/http"
 	"net/http/pprof"
 
@@ -85,7 +86,7 @@ func (m *metrics) handler() http.Handler {
 }
 
 // observeCommit records one store transaction; the store writer calls it.
-func (m *metrics) observeCommit(c storeCommit) {
+func (m *metrics) observeCommit(c store.Commit) {
 	m.storeCommits.Inc()
 	m.storeSeconds.Observe(c.Took.Seconds())
 	if c.Err != nil {

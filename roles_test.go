@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"modified-chat/internal/store"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,7 +17,7 @@ import (
 
 // storeDump returns every key=value of a bucket, to check that a refused command
 // changed nothing durable.
-func storeDump(t *testing.T, s Store, bucket string) string {
+func storeDump(t *testing.T, s store.Store, bucket string) string {
 	t.Helper()
 	var out []string
 	if err := s.Scan(bucket, func(k, v []byte) error {
@@ -33,7 +34,7 @@ func storeDump(t *testing.T, s Store, bucket string) string {
 func syncStore(t *testing.T, app *App) {
 	t.Helper()
 	done := make(chan error, 1)
-	if !app.writer.Submit([]Write{{Bucket: "test-sync", Key: []byte("k"), Value: []byte("v")}}, func(err error) { done <- err }) {
+	if !app.writer.Submit([]store.Write{{Bucket: "test-sync", Key: []byte("k"), Value: []byte("v")}}, func(err error) { done <- err }) {
 		t.Fatal("store queue full")
 	}
 	if err := <-done; err != nil {

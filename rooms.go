@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"modified-chat/internal/store"
 	"strconv"
 	"time"
 )
@@ -66,9 +67,9 @@ func newRoomInfo(name, owner string, private bool, now time.Time) *roomInfo {
 }
 
 // write is the store write that saves this record.
-func (ri *roomInfo) write() Write {
+func (ri *roomInfo) write() store.Write {
 	b, _ := json.Marshal(ri)
-	return Write{Bucket: bucketRooms, Key: []byte(ri.Name), Value: b}
+	return store.Write{Bucket: bucketRooms, Key: []byte(ri.Name), Value: b}
 }
 
 // isMember reports whether a user belongs to a private room (holds any room role).

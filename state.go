@@ -1,6 +1,7 @@
 package main
 
 import (
+	"modified-chat/internal/store"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -28,14 +29,14 @@ type hubState struct {
 }
 
 // openStore opens the configured store.
-func openStore(cfg *Config) (Store, error) {
+func openStore(cfg *Config) (store.Store, error) {
 	if cfg.Store == "memory" {
-		return newMemStore(), nil
+		return store.NewMem(), nil
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	s, err := openBoltStore(filepath.Join(cfg.DataDir, storeFileName))
+	s, err := store.OpenBolt(filepath.Join(cfg.DataDir, storeFileName))
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -43,7 +44,7 @@ func openStore(cfg *Config) (Store, error) {
 }
 
 // loadHubState reads rooms, grants, bans, settings and the newest audit entries.
-func loadHubState(s Store) (*hubState, error) {
+func loadHubState(s store.Store) (*hubState, error) {
 	st := &hubState{rooms: map[string]*roomInfo{}, grants: map[string]string{}, bans: map[string]banInfo{}}
 	err := s.Scan(bucketRooms, func(k, v []byte) error {
 		var ri roomInfo
@@ -103,7 +104,7 @@ func loadHubState(s Store) (*hubState, error) {
 	}
 	err = s.Scan(bucketMeta, func(k, v []byte) error {
 		if string(k) == keyLastID {
-			st.lastID = keySeq(v)
+			st.lastID = store.KeySeq(v)
 		}
 		return nil
 	})
@@ -116,7 +117,7 @@ func loadHubState(s Store) (*hubState, error) {
 			return fmt.Errorf("audit entry: %w", err)
 		}
 		st.audit = append(st.audit, e)
-		st.auditSeq = keySeq(k)
+		st.auditSeq = store.KeySeq(k)
 		return nil
 	})
 	return st, err

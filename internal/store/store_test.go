@@ -1,4 +1,4 @@
-package main
+package store
 
 import (
 	"bufio"
@@ -32,7 +32,7 @@ var storeImpls = []struct {
 	open func(t testing.TB) Store
 }{
 	{"bolt", func(t testing.TB) Store {
-		s, err := openBoltStore(filepath.Join(t.TempDir(), "chat.db"))
+		s, err := OpenBolt(filepath.Join(t.TempDir(), "chat.db"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,7 +40,7 @@ var storeImpls = []struct {
 		return s
 	}},
 	{"memory", func(t testing.TB) Store {
-		s := newMemStore()
+		s := NewMem()
 		t.Cleanup(func() { s.Close() })
 		return s
 	}},
@@ -110,23 +110,23 @@ func equalKV(t *testing.T, what string, got, want []kv) {
 	}
 }
 
-// seqKV is the kv a seqKey-keyed entry reads back as.
-func seqKV(n uint64, v string) kv { return kv{string(seqKey(n)), v} }
+// seqKV is the kv a SeqKey-keyed entry reads back as.
+func seqKV(n uint64, v string) kv { return kv{string(SeqKey(n)), v} }
 
 func TestStoreSeqKey(t *testing.T) {
 	nums := []uint64{0, 1, 2, 254, 255, 256, 257, 65534, 65535, 65536, 65537, 1<<24 - 1, 1 << 24, 1<<32 - 1, 1 << 32, 1<<63 + 5, 1<<64 - 1}
 	for i, n := range nums {
-		k := seqKey(n)
-		if len(k) != 8 || keySeq(k) != n {
-			t.Errorf("seqKey(%d) = %x, keySeq back = %d", n, k, keySeq(k))
+		k := SeqKey(n)
+		if len(k) != 8 || KeySeq(k) != n {
+			t.Errorf("SeqKey(%d) = %x, KeySeq back = %d", n, k, KeySeq(k))
 		}
-		if i > 0 && bytes.Compare(seqKey(nums[i-1]), k) >= 0 {
-			t.Errorf("seqKey(%d) does not sort before seqKey(%d)", nums[i-1], n)
+		if i > 0 && bytes.Compare(SeqKey(nums[i-1]), k) >= 0 {
+			t.Errorf("SeqKey(%d) does not sort before SeqKey(%d)", nums[i-1], n)
 		}
 	}
 	for _, bad := range [][]byte{nil, {1}, make([]byte, 7), make([]byte, 9)} {
-		if got := keySeq(bad); got != 0 {
-			t.Errorf("keySeq(%x) = %d, want 0", bad, got)
+		if got := KeySeq(bad); got != 0 {
+			t.Errorf("KeySeq(%x) = %d, want 0", bad, got)
 		}
 	}
 }
@@ -215,7 +215,7 @@ func TestStoreContract(t *testing.T) {
 				rand.New(rand.NewPCG(1, 2)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 				var batch []Write
 				for _, n := range shuffled {
-					batch = append(batch, Write{"history/lobby", seqKey(n), []byte(strconv.FormatUint(n, 10))})
+					batch = append(batch, Write{"history/lobby", SeqKey(n), []byte(strconv.FormatUint(n, 10))})
 				}
 				mustApply(t, s, batch...)
 				var want []kv
@@ -235,14 +235,14 @@ func TestStoreContract(t *testing.T) {
 				equalKV(t, "Last -1", storeLast(t, s, "history/lobby", -1), nil)
 
 				equalKV(t, "After nil", storeAfter(t, s, "history/lobby", nil, 2), want[:2])
-				equalKV(t, "After 255", storeAfter(t, s, "history/lobby", seqKey(255), 3), want[255:258])
-				equalKV(t, "After 65535", storeAfter(t, s, "history/lobby", seqKey(65535), 100), want[306:])
+				equalKV(t, "After 255", storeAfter(t, s, "history/lobby", SeqKey(255), 3), want[255:258])
+				equalKV(t, "After 65535", storeAfter(t, s, "history/lobby", SeqKey(65535), 100), want[306:])
 				// A key that is not there: start at the next one.
-				equalKV(t, "After 1000", storeAfter(t, s, "history/lobby", seqKey(1000), 2), want[300:302])
-				equalKV(t, "After last", storeAfter(t, s, "history/lobby", seqKey(1<<32+1), 5), nil)
-				equalKV(t, "After beyond", storeAfter(t, s, "history/lobby", seqKey(1<<40), 5), nil)
+				equalKV(t, "After 1000", storeAfter(t, s, "history/lobby", SeqKey(1000), 2), want[300:302])
+				equalKV(t, "After last", storeAfter(t, s, "history/lobby", SeqKey(1<<32+1), 5), nil)
+				equalKV(t, "After beyond", storeAfter(t, s, "history/lobby", SeqKey(1<<40), 5), nil)
 				equalKV(t, "After limit 0", storeAfter(t, s, "history/lobby", nil, 0), nil)
-				equalKV(t, "After all", storeAfter(t, s, "history/lobby", seqKey(0), 1000), want)
+				equalKV(t, "After all", storeAfter(t, s, "history/lobby", SeqKey(0), 1000), want)
 			})
 
 			t.Run("last on a tiny bucket", func(t *testing.T) {
@@ -260,12 +260,12 @@ func TestStoreContract(t *testing.T) {
 					w    Write
 					want error
 				}{
-					"empty key":      {Write{"b", nil, []byte("v")}, errStoreKey},
-					"empty key del":  {Write{"b", []byte{}, nil}, errStoreKey},
-					"long key":       {Write{"b", make([]byte, storeMaxKey+1), []byte("v")}, errStoreKey},
-					"empty bucket":   {Write{"", []byte("k"), []byte("v")}, errStoreBucket},
-					"long bucket":    {Write{strings.Repeat("b", storeMaxKey+1), []byte("k"), []byte("v")}, errStoreBucket},
-					"empty bucket 2": {Write{"", []byte("k"), nil}, errStoreBucket},
+					"empty key":      {Write{"b", nil, []byte("v")}, ErrKey},
+					"empty key del":  {Write{"b", []byte{}, nil}, ErrKey},
+					"long key":       {Write{"b", make([]byte, MaxKey+1), []byte("v")}, ErrKey},
+					"empty bucket":   {Write{"", []byte("k"), []byte("v")}, ErrBucket},
+					"long bucket":    {Write{strings.Repeat("b", MaxKey+1), []byte("k"), []byte("v")}, ErrBucket},
+					"empty bucket 2": {Write{"", []byte("k"), nil}, ErrBucket},
 				} {
 					err := s.Apply([]Write{{"b", []byte("good"), []byte("v")}, bad.w, {"c", []byte("good"), []byte("v")}})
 					if !errors.Is(err, bad.want) {
@@ -324,7 +324,7 @@ func TestStoreModel(t *testing.T) {
 	for round := range 200 {
 		var batch []Write
 		for range 1 + r.IntN(20) {
-			w := Write{Bucket: buckets[r.IntN(len(buckets))], Key: seqKey(uint64(r.IntN(600)))}
+			w := Write{Bucket: buckets[r.IntN(len(buckets))], Key: SeqKey(uint64(r.IntN(600)))}
 			if r.IntN(4) > 0 {
 				w.Value = fmt.Appendf(nil, "v%d-%d", round, r.IntN(1000))
 			}
@@ -333,7 +333,7 @@ func TestStoreModel(t *testing.T) {
 		mustApply(t, bolt, batch...)
 		mustApply(t, mem, batch...)
 		b := buckets[r.IntN(len(buckets))]
-		n, at := r.IntN(40), seqKey(uint64(r.IntN(600)))
+		n, at := r.IntN(40), SeqKey(uint64(r.IntN(600)))
 		equalKV(t, "Scan", storeScan(t, mem, b), storeScan(t, bolt, b))
 		equalKV(t, "Last", storeLast(t, mem, b, n), storeLast(t, bolt, b, n))
 		equalKV(t, "After", storeAfter(t, mem, b, at, n), storeAfter(t, bolt, b, at, n))
@@ -348,7 +348,7 @@ func TestStoreModel(t *testing.T) {
 
 func TestStoreBoltReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "chat.db")
-	s, err := openBoltStore(path)
+	s, err := OpenBolt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ func TestStoreBoltReopen(t *testing.T) {
 	var want []kv
 	for i := uint64(1); i <= 1000; i++ {
 		v := fmt.Sprintf("message %d", i)
-		batch = append(batch, Write{"history/lobby", seqKey(i), []byte(v)})
+		batch = append(batch, Write{"history/lobby", SeqKey(i), []byte(v)})
 		want = append(want, seqKV(i, v))
 	}
 	mustApply(t, s, batch...)
@@ -373,7 +373,7 @@ func TestStoreBoltReopen(t *testing.T) {
 		t.Errorf("data file mode %o, want 600", perm)
 	}
 
-	s, err = openBoltStore(path)
+	s, err = OpenBolt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,17 +383,17 @@ func TestStoreBoltReopen(t *testing.T) {
 }
 
 // TestStoreBoltLocked: a second server on the same data file fails within the lock
-// timeout with errStoreLocked instead of hanging or sharing the file.
+// timeout with ErrLocked instead of hanging or sharing the file.
 func TestStoreBoltLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "chat.db")
-	s, err := openBoltStore(path)
+	s, err := OpenBolt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	res := make(chan error, 1)
 	go func() {
-		s2, err := openBoltStore(path)
+		s2, err := OpenBolt(path)
 		if err == nil {
 			s2.Close()
 		}
@@ -401,20 +401,20 @@ func TestStoreBoltLocked(t *testing.T) {
 	}()
 	select {
 	case err := <-res:
-		if !errors.Is(err, errStoreLocked) {
-			t.Fatalf("second open: %v, want errStoreLocked", err)
+		if !errors.Is(err, ErrLocked) {
+			t.Fatalf("second open: %v, want ErrLocked", err)
 		}
 		if !strings.Contains(err.Error(), path) {
 			t.Errorf("error %q does not name the file", err)
 		}
-	case <-time.After(storeLockTimeout + storeTestWait):
+	case <-time.After(lockTimeout + storeTestWait):
 		t.Fatal("second open hung")
 	}
 	// The first store is unharmed.
 	mustApply(t, s, Write{"b", []byte("k"), []byte("v")})
 }
 
-// testStore wraps a Store to watch and steer a storeWriter: it counts Apply calls, can
+// testStore wraps a Store to watch and steer a Writer: it counts Apply calls, can
 // hold the first one until released, and fails any Apply holding a poisoned key.
 type testStore struct {
 	Store
@@ -426,7 +426,7 @@ type testStore struct {
 }
 
 func newTestStore(gated bool, poison string) *testStore {
-	s := &testStore{Store: newMemStore(), poison: poison}
+	s := &testStore{Store: NewMem(), poison: poison}
 	if gated {
 		s.entered, s.gate = make(chan struct{}, 1), make(chan struct{})
 	}
@@ -464,9 +464,9 @@ func storeRecv[T any](t *testing.T, ch <-chan T, what string) T {
 // Submit, in its own submission order, and every write lands.
 func TestStoreWriterConcurrent(t *testing.T) {
 	const submitters, each = 8, 300
-	s := newMemStore()
+	s := NewMem()
 	var commits atomic.Int64
-	w := newStoreWriter(s, submitters*each, 0, func(c storeCommit) {
+	w := NewWriter(s, submitters*each, 0, func(c Commit) {
 		commits.Add(1)
 		if c.Err != nil {
 			t.Errorf("commit failed: %v", c.Err)
@@ -482,7 +482,7 @@ func TestStoreWriterConcurrent(t *testing.T) {
 			start.Done()
 			start.Wait()
 			for i := range each {
-				ok := w.Submit([]Write{{fmt.Sprintf("g%d", g), seqKey(uint64(i + 1)), []byte(strconv.Itoa(i))}}, func(err error) {
+				ok := w.Submit([]Write{{fmt.Sprintf("g%d", g), SeqKey(uint64(i + 1)), []byte(strconv.Itoa(i))}}, func(err error) {
 					if err != nil {
 						t.Errorf("submitter %d write %d: %v", g, i, err)
 					}
@@ -520,8 +520,8 @@ func TestStoreWriterConcurrent(t *testing.T) {
 func TestStoreWriterBatches(t *testing.T) {
 	const n = 200
 	s := newTestStore(true, "")
-	var observed []storeCommit
-	w := newStoreWriter(s, n+1, 0, func(c storeCommit) { observed = append(observed, c) })
+	var observed []Commit
+	w := NewWriter(s, n+1, 0, func(c Commit) { observed = append(observed, c) })
 	done := make(chan int, n+1)
 	if !w.Submit([]Write{{"b", []byte("first"), []byte("1")}}, func(err error) { done <- -1 }) {
 		t.Fatal("Submit refused")
@@ -529,7 +529,7 @@ func TestStoreWriterBatches(t *testing.T) {
 	storeRecv(t, s.entered, "the first Apply")
 	for i := range n {
 		// Every request also overwrites "last", so the final value shows the order.
-		writes := []Write{{"b", seqKey(uint64(i)), []byte("x")}, {"b", []byte("last"), []byte(strconv.Itoa(i))}}
+		writes := []Write{{"b", SeqKey(uint64(i)), []byte("x")}, {"b", []byte("last"), []byte(strconv.Itoa(i))}}
 		if !w.Submit(writes, func(err error) {
 			if err != nil {
 				t.Errorf("request %d: %v", i, err)
@@ -565,13 +565,13 @@ func TestStoreWriterBatches(t *testing.T) {
 	}
 }
 
-// TestStoreWriterBatchBound: a batch stops at storeBatchMaxRequests, so one commit
+// TestStoreWriterBatchBound: a batch stops at batchMaxRequests, so one commit
 // never holds more than the bound however deep the queue is.
 func TestStoreWriterBatchBound(t *testing.T) {
-	n := storeBatchMaxRequests*2 + 10
+	n := batchMaxRequests*2 + 10
 	s := newTestStore(true, "")
 	var maxReq atomic.Int64
-	w := newStoreWriter(s, n+1, 0, func(c storeCommit) {
+	w := NewWriter(s, n+1, 0, func(c Commit) {
 		if int64(c.Requests) > maxReq.Load() {
 			maxReq.Store(int64(c.Requests))
 		}
@@ -579,14 +579,14 @@ func TestStoreWriterBatchBound(t *testing.T) {
 	w.Submit(nil, nil)
 	storeRecv(t, s.entered, "the first Apply")
 	for i := range n {
-		if !w.Submit([]Write{{"b", seqKey(uint64(i)), []byte("v")}}, nil) {
+		if !w.Submit([]Write{{"b", SeqKey(uint64(i)), []byte("v")}}, nil) {
 			t.Fatal("Submit refused")
 		}
 	}
 	close(s.gate)
 	w.Close()
-	if m := maxReq.Load(); m != storeBatchMaxRequests {
-		t.Errorf("largest batch %d requests, want %d", m, storeBatchMaxRequests)
+	if m := maxReq.Load(); m != batchMaxRequests {
+		t.Errorf("largest batch %d requests, want %d", m, batchMaxRequests)
 	}
 	if a := s.applies.Load(); a != 4 {
 		t.Errorf("%d Apply calls, want 4 (held, 512, 512, 10)", a)
@@ -600,7 +600,7 @@ func TestStoreWriterBatchBound(t *testing.T) {
 // full instead of blocking the hub.
 func TestStoreWriterQueueFull(t *testing.T) {
 	s := newTestStore(true, "")
-	w := newStoreWriter(s, 2, 0)
+	w := NewWriter(s, 2, 0)
 	var called atomic.Int64
 	count := func(error) { called.Add(1) }
 	if !w.Submit([]Write{{"b", []byte("1"), []byte("v")}}, count) {
@@ -629,10 +629,10 @@ func TestStoreWriterQueueFull(t *testing.T) {
 func TestStoreWriterCloseFlushes(t *testing.T) {
 	const n = 50
 	s := newTestStore(true, "")
-	w := newStoreWriter(s, n, 0)
+	w := NewWriter(s, n, 0)
 	var called atomic.Int64
 	for i := range n {
-		if !w.Submit([]Write{{"b", seqKey(uint64(i)), []byte("v")}}, func(err error) {
+		if !w.Submit([]Write{{"b", SeqKey(uint64(i)), []byte("v")}}, func(err error) {
 			if err != nil {
 				t.Error(err)
 			}
@@ -671,7 +671,7 @@ func TestStoreWriterCloseFlushes(t *testing.T) {
 func TestStoreWriterRetriesAlone(t *testing.T) {
 	s := newTestStore(true, "bad")
 	var retries atomic.Int64
-	w := newStoreWriter(s, 10, 0, func(c storeCommit) {
+	w := NewWriter(s, 10, 0, func(c Commit) {
 		if c.Retry {
 			retries.Add(1)
 		}
@@ -695,7 +695,7 @@ func TestStoreWriterRetriesAlone(t *testing.T) {
 		got = append(got, storeRecv(t, results, "results"))
 	}
 	w.Close()
-	want := []string{"held:<nil>", "a:<nil>", "bad:" + errPoison.Error(), "invalid:" + fmt.Sprintf("write 0 (bucket %q): %v", "b", errStoreKey), "c:<nil>"}
+	want := []string{"held:<nil>", "a:<nil>", "bad:" + errPoison.Error(), "invalid:" + fmt.Sprintf("write 0 (bucket %q): %v", "b", ErrKey), "c:<nil>"}
 	if !slices.Equal(got, want) {
 		t.Errorf("results\n got %q\nwant %q", got, want)
 	}
@@ -710,7 +710,7 @@ func TestStoreWriterRetriesAlone(t *testing.T) {
 // its data file is.
 const storeCrashEnv = "CHAT_STORE_CRASH_DB"
 
-// storeCrashValue is the value the crash child writes under seqKey(i); the parent
+// storeCrashValue is the value the crash child writes under SeqKey(i); the parent
 // checks it byte for byte. Its length varies so pages split at different places.
 func storeCrashValue(i uint64) []byte {
 	return []byte(strings.Repeat(fmt.Sprintf("value %d;", i), 1+int(i%13)))
@@ -718,7 +718,7 @@ func storeCrashValue(i uint64) []byte {
 
 // TestStoreCrashChild is not a test on its own: TestStoreCrash runs the test binary
 // again with this test selected and storeCrashEnv set, and kills it with SIGKILL
-// mid-write. It writes through a storeWriter, carrying on after the last key a previous
+// mid-write. It writes through a Writer, carrying on after the last key a previous
 // child left, and prints "acked i" once write i is durable.
 func TestStoreCrashChild(t *testing.T) {
 	path := os.Getenv(storeCrashEnv)
@@ -731,20 +731,20 @@ func TestStoreCrashChild(t *testing.T) {
 		fmt.Printf("%s: %v\n", what, err)
 		os.Exit(2)
 	}
-	s, err := openBoltStore(path)
+	s, err := OpenBolt(path)
 	if err != nil {
 		fail("open", err)
 	}
 	next := uint64(1)
-	if err := s.Last("history/lobby", 1, func(k, v []byte) error { next = keySeq(k) + 1; return nil }); err != nil {
+	if err := s.Last("history/lobby", 1, func(k, v []byte) error { next = KeySeq(k) + 1; return nil }); err != nil {
 		fail("last", err)
 	}
-	w := newStoreWriter(s, 0, 0)
+	w := NewWriter(s, 0, 0)
 	// Tokens bound the writes in flight, so the child waits on the disk, not in a spin.
 	tokens := make(chan struct{}, 64)
 	for i := next; ; i++ {
 		tokens <- struct{}{}
-		ok := w.Submit([]Write{{"history/lobby", seqKey(i), storeCrashValue(i)}}, func(err error) {
+		ok := w.Submit([]Write{{"history/lobby", SeqKey(i), storeCrashValue(i)}}, func(err error) {
 			if err != nil {
 				fail("commit", err)
 			}
@@ -758,7 +758,7 @@ func TestStoreCrashChild(t *testing.T) {
 	}
 }
 
-// TestStoreCrash kills a process writing through storeWriter with SIGKILL, three times
+// TestStoreCrash kills a process writing through Writer with SIGKILL, three times
 // on the same file, and checks each time that the file opens cleanly, passes bbolt's
 // consistency check and holds every write that was acknowledged, byte for byte.
 func TestStoreCrash(t *testing.T) {
@@ -766,7 +766,7 @@ func TestStoreCrash(t *testing.T) {
 	acked := map[uint64]bool{}
 	for round := 1; round <= 3; round++ {
 		n := storeCrashRound(t, path, acked)
-		s, err := openBoltStore(path)
+		s, err := OpenBolt(path)
 		if err != nil {
 			t.Fatalf("round %d: reopening after kill -9: %v", round, err)
 		}
@@ -780,7 +780,7 @@ func TestStoreCrash(t *testing.T) {
 		}
 		stored := map[uint64][]byte{}
 		if err := s.Scan("history/lobby", func(k, v []byte) error {
-			stored[keySeq(k)] = bytes.Clone(v)
+			stored[KeySeq(k)] = bytes.Clone(v)
 			return nil
 		}); err != nil {
 			t.Fatal(err)
@@ -876,7 +876,7 @@ func storeCrashRound(t *testing.T, path string, acked map[uint64]bool) int {
 
 // BenchmarkStoreWriter measures durable writes per second on a real bbolt file, from
 // many concurrent submitters each waiting for its write to be durable (as a chat
-// message waits for its ack): through storeWriter, which batches, against one Apply
+// message waits for its ack): through Writer, which batches, against one Apply
 // (one fsync) per write.
 func BenchmarkStoreWriter(b *testing.B) {
 	value := bytes.Repeat([]byte("x"), 200)
@@ -889,13 +889,13 @@ func BenchmarkStoreWriter(b *testing.B) {
 	b.Run("batched", func(b *testing.B) {
 		s := storeImpls[0].open(b)
 		var commits atomic.Int64
-		w := newStoreWriter(s, 0, 0, func(storeCommit) { commits.Add(1) })
+		w := NewWriter(s, 0, 0, func(Commit) { commits.Add(1) })
 		b.SetParallelism(32)
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			done := make(chan error, 1)
 			for pb.Next() {
-				if !w.Submit([]Write{{"history/lobby", seqKey(seq.Add(1)), value}}, func(err error) { done <- err }) {
+				if !w.Submit([]Write{{"history/lobby", SeqKey(seq.Add(1)), value}}, func(err error) { done <- err }) {
 					b.Error("Submit refused")
 					return
 				}
@@ -916,7 +916,7 @@ func BenchmarkStoreWriter(b *testing.B) {
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if err := s.Apply([]Write{{"history/lobby", seqKey(seq.Add(1)), value}}); err != nil {
+				if err := s.Apply([]Write{{"history/lobby", SeqKey(seq.Add(1)), value}}); err != nil {
 					b.Error(err)
 					return
 				}
@@ -938,10 +938,10 @@ func TestStoreWriterLinger(t *testing.T) {
 	}{{300 * time.Millisecond, 1}, {0, 3}} {
 		s := newTestStore(false, "")
 		var commits atomic.Int64
-		w := newStoreWriter(s, 0, tc.linger, func(storeCommit) { commits.Add(1) })
+		w := NewWriter(s, 0, tc.linger, func(Commit) { commits.Add(1) })
 		done := make(chan error, 3)
 		for i := range 3 {
-			if !w.Submit([]Write{{"b", seqKey(uint64(i)), []byte("x")}}, func(err error) { done <- err }) {
+			if !w.Submit([]Write{{"b", SeqKey(uint64(i)), []byte("x")}}, func(err error) { done <- err }) {
 				t.Fatal("Submit refused")
 			}
 			if tc.linger == 0 {
