@@ -1,9 +1,9 @@
 package main
 
 import (
-	"modified-chat/internal/store"
 	"encoding/json"
 	"errors"
+	"modified-chat/internal/store"
 	"strconv"
 	"time"
 )

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"modified-chat/internal/store"
 	"encoding/json"
 	"fmt"
+	"modified-chat/internal/store"
 	"os"
 	"path/filepath"
 	"sync"
