@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"modified-chat/internal/store"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"modified-chat/internal/store"
 )
 
 // App is one running chat server: the hub, the defences in front of it, and the HTTP

@@ -2,10 +2,11 @@ package main
 
 import (
 	"encoding/json"
-	"modified-chat/internal/store"
 	"strconv"
 
 	"github.com/gorilla/websocket"
+
+	"modified-chat/internal/store"
 )
 
 // Error codes for refusals decided in the hub. Like those in filter.go they are part

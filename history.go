@@ -3,9 +3,10 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"modified-chat/internal/store"
 	"strconv"
 	"time"
+
+	"modified-chat/internal/store"
 )
 
 // errStopScan ends a store scan early from its callback.

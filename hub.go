@@ -3,13 +3,14 @@ package main
 import (
 	"encoding/json"
 	"log/slog"
-	"modified-chat/internal/store"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"modified-chat/internal/store"
 )
 
 // Hub tunables.

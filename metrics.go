@@ -1,13 +1,14 @@
 package main
 
 import (
-	"modified-chat/internal/store"
 	"net/http"
 	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"modified-chat/internal/store"
 )
 
 // metrics are the server's Prometheus instruments. Each App has its own registry, so

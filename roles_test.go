@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"modified-chat/internal/store"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"modified-chat/internal/store"
 )
 
 // storeDump returns every key=value of a bucket, to check that a refused command

@@ -2,9 +2,10 @@ package main
 
 import (
 	"encoding/json"
-	"modified-chat/internal/store"
 	"strconv"
 	"time"
+
+	"modified-chat/internal/store"
 )
 
 // Room tunables.

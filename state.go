@@ -3,10 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"modified-chat/internal/store"
 	"os"
 	"path/filepath"
 	"sync"
+
+	"modified-chat/internal/store"
 )
 
 // storeQueue is how many write batches may wait for the store writer. The hub never
