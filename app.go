@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"modified-chat/internal/keydir"
 	"modified-chat/internal/store"
 )
 
@@ -39,6 +40,9 @@ type App struct {
 	// hub's writes to it.
 	store  store.Store
 	writer *store.Writer
+	// keys is the key directory: users' root keys and certified devices. The hub
+	// changes it; readPumps read it to verify signed messages.
+	keys *keydir.Directory
 	// policyPtr holds the start-up role policy; SIGHUP swaps in a reloaded one.
 	policyPtr atomic.Pointer[policy]
 	// bans mirrors the hub's global bans for the HTTP side (sessions, login), which
@@ -86,6 +90,10 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 	if err != nil {
 		app.store.Close()
 		return nil, fmt.Errorf("loading state: %w", err)
+	}
+	if app.keys, err = keydir.Load(app.store, keydir.Limits{MaxDevices: cfg.MaxDevicesPerUser}, app.now); err != nil {
+		app.store.Close()
+		return nil, fmt.Errorf("loading the key directory: %w", err)
 	}
 	if st.settings != nil {
 		// Settings changed by an admin at run time win over the flags.

@@ -297,6 +297,13 @@ func (c *Client) handleLine(line []byte, cfg *Config) bool {
 		c.announceFile(env, cfg)
 		return true
 	}
+	if env.sig != nil && env.Type == "say" {
+		if perr := c.verifySigned(env, nil); perr != nil {
+			c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
+			c.reply(errorEvent(perr.Code, perr.Message, env.Ref, env.Room))
+			return true
+		}
+	}
 	cmd := command{client: c, env: env}
 	if env.Type == "say" {
 		// Encode the sender and text here, on this connection's goroutine, so the
@@ -304,6 +311,9 @@ func (c *Client) handleLine(line []byte, cfg *Config) bool {
 		body := make([]byte, 0, len(c.fromTail)+len(env.Text)+8)
 		body = append(body, c.fromTail...)
 		body = appendJSONString(body, env.Text)
+		if env.sig != nil {
+			body = env.sig.appendSig(body)
+		}
 		cmd.body = append(body, '}')
 	}
 	c.hub.inbound <- cmd
@@ -394,9 +404,14 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 	if perr != nil {
 		return refuse(perr)
 	}
+	if env.sig != nil {
+		if perr := c.verifySigned(env, data); perr != nil {
+			return refuse(perr)
+		}
+	}
 	file := *env
 	file.Type, file.Mime = "file_data", sniffed
-	c.hub.inbound <- command{client: c, env: &file, body: fileBody(c.userJSON, env.Name, sniffed, data)}
+	c.hub.inbound <- command{client: c, env: &file, body: fileBody(c.userJSON, env.Name, sniffed, data, env.sig)}
 	return true
 }
 

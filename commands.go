@@ -58,6 +58,12 @@ var commandTable = map[string]cmdSpec{
 	"audit":         {needs: permAdmin, run: (*Hub).cmdAudit},
 	"file":          {run: (*Hub).cmdFileAnnounce},
 	"file_data":     {needs: permSendBinary, room: true, run: (*Hub).cmdFileData},
+	// The key directory (devices.go).
+	"register_device": {run: (*Hub).cmdRegisterDevice},
+	"certify_device":  {run: (*Hub).cmdRegisterDevice},
+	"reset_identity":  {run: (*Hub).cmdResetIdentity},
+	"devices":         {run: (*Hub).cmdDevices},
+	"revoke_device":   {run: (*Hub).cmdRevokeDevice},
 }
 
 // dispatch checks a command against the table and runs it.
@@ -206,6 +212,9 @@ func (h *Hub) cmdSay(c *Client, cmd command, ri *roomInfo) {
 		h.refuse(c, env, codeReadOnly, "this room is read-only")
 		return
 	}
+	if env.sig != nil && !h.acceptSigned(c, env) {
+		return
+	}
 	h.stamp(c, r, cmd, true)
 }
 
@@ -244,6 +253,9 @@ func (h *Hub) stamp(c *Client, r *room, cmd command, keep bool) {
 	writes := []store.Write{{Bucket: bucketMeta, Key: []byte(keyLastID), Value: store.SeqKey(id)}}
 	if keep {
 		writes = historyWrites(env.Room, id, msg)
+	}
+	if env.sig != nil {
+		writes = append(writes, env.sig.write) // the device's counter, with its message
 	}
 	h.persistAck(c, env.Ref, ack, writes, nil)
 }
@@ -647,6 +659,9 @@ func (h *Hub) cmdFileAnnounce(c *Client, cmd command, _ *roomInfo) {
 func (h *Hub) cmdFileData(c *Client, cmd command, ri *roomInfo) {
 	if perr := h.fileCheck(c, cmd.env.Room); perr != nil {
 		h.refuse(c, cmd.env, perr.Code, perr.Message)
+		return
+	}
+	if cmd.env.sig != nil && !h.acceptSigned(c, cmd.env) {
 		return
 	}
 	h.stamp(c, c.rooms[cmd.env.Room], cmd, cmd.env.Size <= h.settings().HistoryFileMax)

@@ -129,6 +129,10 @@ type Config struct {
 	HistoryResumeMax int
 	HistoryFileMax   int64
 
+	// MaxDevicesPerUser caps the live devices (browser profiles with a signing key)
+	// one user may have in the key directory. Default 10.
+	MaxDevicesPerUser int
+
 	// Store selects the durable store: "bolt" (a file in DataDir) or "memory" (lost at
 	// exit; for tests and demos).
 	Store string
@@ -179,6 +183,7 @@ func defaultConfig() *Config {
 		HistoryFileMax:        256 << 10,
 		MaxRooms:              10000,
 		Store:                 "bolt",
+		MaxDevicesPerUser:     10,
 		ShutdownGrace:         5 * time.Second,
 		MetricsAddr:           "127.0.0.1:9090",
 	}
@@ -302,6 +307,7 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.Var(listValue{&cfg.ReadOnlyUsers}, "readonly", "read-only users: emails, @domains or user ids, comma-separated")
 	fs.StringVar(&cfg.PolicyFile, "policy-file", cfg.PolicyFile, "JSON role policy {\"admins\":[],\"moderators\":[],\"readonly\":[]}, reloaded on SIGHUP")
 	fs.StringVar(&cfg.Store, "store", cfg.Store, "durable store: bolt (file in -data-dir) or memory")
+	fs.IntVar(&cfg.MaxDevicesPerUser, "max-devices-per-user", cfg.MaxDevicesPerUser, "live signing devices one user may register in the key directory")
 	fs.Int64Var(&cfg.FileMaxBytes, "file-max-bytes", cfg.FileMaxBytes, "largest file accepted, in bytes")
 	fs.Float64Var(&cfg.FileRate, "file-rate", cfg.FileRate, "file bytes per second per connection")
 	fs.IntVar(&cfg.FileBurst, "file-burst", cfg.FileBurst, "file byte burst per connection (at least -file-max-bytes)")
@@ -366,7 +372,7 @@ func (c *Config) validate() error {
 		"max-conns": float64(c.MaxConns), "max-tracked-ips": float64(c.MaxTrackedIPs),
 		"max-rooms-per-client": float64(c.MaxRoomsPerClient), "max-members-per-room": float64(c.MaxMembersPerRoom),
 		"send-queue": float64(c.SendQueue), "session-ttl": float64(c.SessionTTL), "send-backlog": float64(c.SendBacklog),
-		"max-rooms":      float64(c.MaxRooms),
+		"max-rooms": float64(c.MaxRooms), "max-devices-per-user": float64(c.MaxDevicesPerUser),
 		"file-max-bytes": float64(c.FileMaxBytes), "file-rate": c.FileRate, "file-burst": float64(c.FileBurst),
 		"history-max": float64(c.HistoryMax), "history-max-age": float64(c.HistoryMaxAge),
 		"history-on-join": float64(c.HistoryOnJoin), "history-resume-max": float64(c.HistoryResumeMax),

@@ -92,7 +92,7 @@ func validFileName(name string) *protoError {
 
 // fileBody encodes the sender, name, type, size and bytes of a file message (the tail
 // after id and ts), base64 in JSON, so it travels in the same text frames as chat.
-func fileBody(user []byte, name, mimeType string, data []byte) []byte {
+func fileBody(user []byte, name, mimeType string, data []byte, sig *signature) []byte {
 	b := make([]byte, 0, len(user)+len(name)+80+base64.StdEncoding.EncodedLen(len(data)))
 	b = append(b, `"from":`...)
 	b = append(b, user...)
@@ -104,5 +104,9 @@ func fileBody(user []byte, name, mimeType string, data []byte) []byte {
 	b = strconv.AppendInt(b, int64(len(data)), 10)
 	b = append(b, `,"data":"`...)
 	b = base64.StdEncoding.AppendEncode(b, data)
-	return append(b, `"}`...)
+	b = append(b, '"')
+	if sig != nil {
+		b = sig.appendSig(b)
+	}
+	return append(b, '}')
 }

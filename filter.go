@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"modified-chat/internal/keydir"
 )
 
 // Validation limits that are part of the protocol rather than operator settings.
@@ -69,6 +71,17 @@ type envelope struct {
 	Name string `json:"name"`
 	Mime string `json:"mime"`
 	Size int64  `json:"size"`
+	// Sig signs a say or file (devices.go); URK, Device, DIK, Created and Cert are a
+	// device registration, Device alone names a device to revoke.
+	Sig     *sigEnvelope `json:"sig"`
+	URK     string       `json:"urk"`
+	Device  string       `json:"device"`
+	DIK     string       `json:"dik"`
+	Created uint64       `json:"created"`
+	Cert    string       `json:"cert"`
+	// sig and upload are Sig and the registration, decoded by checkDeviceFields.
+	sig    *signature
+	upload *keydir.Upload
 }
 
 // Field limits for commands.
@@ -165,6 +178,9 @@ func (f *filter) checkFields(env *envelope) *protoError {
 		"set_room_role", "lock", "topic", "delete_room", "set_role", "global_ban",
 		"global_unban", "get_settings", "set_settings", "audit", "file":
 	default:
+		if deviceTypes[env.Type] {
+			break
+		}
 		return newProtoError(codeUnknownType, "unknown type")
 	}
 	if needsRoom[env.Type] {
@@ -182,6 +198,10 @@ func (f *filter) checkFields(env *envelope) *protoError {
 		text, err := f.cleanText(env.Text)
 		if err != nil {
 			return err
+		}
+		if env.Sig != nil && text != env.Text {
+			// The server must not change what was signed: refuse instead of cleaning.
+			return newProtoError(codeBadSignedText, "signed text must already be clean (no control or bidi characters, no surrounding space)")
 		}
 		env.Text = text
 	case "invite":
@@ -246,7 +266,7 @@ func (f *filter) checkFields(env *envelope) *protoError {
 			return newProtoError(codeFileType, "files of type %q are not accepted", env.Mime)
 		}
 	}
-	return nil
+	return checkDeviceFields(env)
 }
 
 // validUserID accepts a user id as the server hands them out: printable, bounded.

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+
+	"modified-chat/internal/keydir"
+	"modified-chat/internal/sigmsg"
+	"modified-chat/internal/store"
+)
+
+// Error codes of signed messages. Like those in filter.go they are part of the
+// protocol and never renamed; the key directory's own codes are in internal/keydir.
+const (
+	codeBadSignature  = "bad_signature"
+	codeBadSignedText = "bad_signed_text"
+	codeBadDevice     = keydir.CodeBadDevice
+)
+
+// maxJSSafe is the largest integer a JavaScript number holds exactly (2^53 - 1):
+// counters and times beyond it could not be reproduced by the page that signs them.
+const maxJSSafe = 1<<53 - 1
+
+// sigEnvelope is the `sig` field of a signed `say` or `file` as the client sends it.
+type sigEnvelope struct {
+	Device    string `json:"device"`
+	Counter   uint64 `json:"counter"`
+	MsgID     string `json:"msg_id"`
+	TS        uint64 `json:"ts"`
+	Signature string `json:"signature"`
+}
+
+// signature is a parsed sigEnvelope, and what the checks learn on the way: the
+// device key it was verified with (the hub checks the device is still live with that
+// key) and the write that keeps the device's new counter.
+type signature struct {
+	device  string
+	counter uint64
+	msgID   [sigmsg.MsgIDLen]byte
+	ts      uint64
+	sig     []byte
+	dik     []byte
+	write   store.Write
+}
+
+// deviceTypes are the key directory's commands.
+var deviceTypes = map[string]bool{
+	"register_device": true, "certify_device": true, "reset_identity": true,
+	"devices": true, "revoke_device": true,
+}
+
+// decodeB64 decodes standard base64 (with padding) of exactly n bytes.
+func decodeB64(s string, n int) ([]byte, bool) {
+	if base64.StdEncoding.EncodedLen(n) != len(s) {
+		return nil, false
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	return b, err == nil && len(b) == n
+}
+
+// checkDeviceFields validates the fields of the key directory's commands and of a
+// `sig` on a say or file. It runs in the readPump (called from checkFields), so the
+// hub only sees decoded, well-formed keys.
+func checkDeviceFields(env *envelope) *protoError {
+	if env.Sig != nil && (env.Type == "say" || env.Type == "file") {
+		s, perr := parseSig(env.Sig)
+		if perr != nil {
+			return perr
+		}
+		env.sig = s
+	}
+	switch env.Type {
+	case "register_device", "certify_device", "reset_identity":
+		up := &keydir.Upload{Device: env.Device}
+		var ok bool
+		if env.Type != "certify_device" {
+			if up.URK, ok = decodeB64(env.URK, 32); !ok {
+				return newProtoError(codeBadEnvelope, "urk must be a base64 32-byte Ed25519 public key")
+			}
+		}
+		if up.DIK, ok = decodeB64(env.DIK, 32); !ok {
+			return newProtoError(codeBadEnvelope, "dik must be a base64 32-byte Ed25519 public key")
+		}
+		if up.Cert, ok = decodeB64(env.Cert, 64); !ok {
+			return newProtoError(codeBadEnvelope, "cert must be a base64 64-byte Ed25519 signature")
+		}
+		if env.Created > maxJSSafe {
+			return newProtoError(codeBadEnvelope, "created must be a time in Unix milliseconds")
+		}
+		up.Created = env.Created
+		if !keydir.ValidDeviceID(up.Device) {
+			return newProtoError(codeBadDevice, "device ids are 8 to 64 characters of A-Z, a-z, 0-9, - and _")
+		}
+		env.upload = up
+	case "devices":
+		if env.User == "" {
+			break // one's own
+		}
+		return validUserID(env.User)
+	case "revoke_device":
+		if env.User != "" {
+			if perr := validUserID(env.User); perr != nil {
+				return perr
+			}
+		}
+		if !keydir.ValidDeviceID(env.Device) {
+			return newProtoError(codeBadDevice, "device ids are 8 to 64 characters of A-Z, a-z, 0-9, - and _")
+		}
+	}
+	return nil
+}
+
+// parseSig decodes a `sig` field.
+func parseSig(e *sigEnvelope) (*signature, *protoError) {
+	s := &signature{device: e.Device, counter: e.Counter, ts: e.TS}
+	if !keydir.ValidDeviceID(e.Device) {
+		return nil, newProtoError(codeBadDevice, "sig.device is not a device id")
+	}
+	if e.Counter == 0 || e.Counter > maxJSSafe || e.TS > maxJSSafe {
+		return nil, newProtoError(codeBadEnvelope, "sig.counter must be 1 to 2^53-1 and sig.ts a time in Unix milliseconds")
+	}
+	id, ok := decodeB64(e.MsgID, sigmsg.MsgIDLen)
+	if !ok {
+		return nil, newProtoError(codeBadEnvelope, "sig.msg_id must be 16 random bytes in base64")
+	}
+	copy(s.msgID[:], id)
+	if s.sig, ok = decodeB64(e.Signature, 64); !ok {
+		return nil, newProtoError(codeBadEnvelope, "sig.signature must be a base64 64-byte Ed25519 signature")
+	}
+	return s, nil
+}
+
+// message is the sigmsg.Message a signed envelope from user claims to carry; data is
+// the file's bytes for a file (nil for a say).
+func (s *signature) message(env *envelope, user string, data []byte) *sigmsg.Message {
+	m := &sigmsg.Message{Kind: "say", Room: env.Room, User: user, Device: s.device, Counter: s.counter, ID: s.msgID, TS: s.ts, Text: env.Text}
+	if env.Type == "file" || env.Type == "file_data" {
+		m.Kind, m.Text, m.Name, m.Mime, m.SHA256 = "file", "", env.Name, env.Mime, sha256.Sum256(data)
+	}
+	return m
+}
+
+// verifySigned checks a signed say or file against the key directory, on the readPump
+// (one verification per message, on the sender's goroutine: a room's fan-out does not
+// multiply it, and the hub's loop never does the cryptography). The device must be a
+// live device of the session's user, and the signature must cover exactly this room,
+// user, device, counter, id, time and content.
+func (c *Client) verifySigned(env *envelope, data []byte) *protoError {
+	s := env.sig
+	dev := c.app.keys.Lookup(c.user.ID, s.device)
+	if dev == nil {
+		return newProtoError(codeBadDevice, "that device is not a live device of yours")
+	}
+	if !s.message(env, c.user.ID, data).Verify(dev.DIK, s.sig) {
+		return newProtoError(codeBadSignature, "the signature does not verify")
+	}
+	s.dik = dev.DIK
+	return nil
+}
+
+// appendSig appends the delivered `sig` field, re-encoded from the parsed values (a
+// client's own spelling never reaches other clients).
+func (s *signature) appendSig(b []byte) []byte {
+	b = append(b, `,"sig":{"device":"`...)
+	b = append(b, s.device...) // validated: base64url characters only
+	b = append(b, `","counter":`...)
+	b = strconv.AppendUint(b, s.counter, 10)
+	b = append(b, `,"msg_id":"`...)
+	b = base64.StdEncoding.AppendEncode(b, s.msgID[:])
+	b = append(b, `","ts":`...)
+	b = strconv.AppendUint(b, s.ts, 10)
+	b = append(b, `,"signature":"`...)
+	b = base64.StdEncoding.AppendEncode(b, s.sig)
+	return append(b, `"}`...)
+}
+
+// acceptSigned is the hub's half of the check, just before a signed message is
+// stamped: the device is still live with the key the readPump verified (it may have
+// been revoked since), and its counter is above every earlier one (a replay of the
+// device's own message is refused). It refuses and returns false, or records the
+// counter for the message's store batch.
+func (h *Hub) acceptSigned(c *Client, env *envelope) bool {
+	s := env.sig
+	if dev := h.app.keys.Lookup(c.user.ID, s.device); dev == nil || !bytes.Equal(dev.DIK, s.dik) {
+		h.refuse(c, env, codeBadDevice, "that device was revoked")
+		return false
+	}
+	w, kerr := h.app.keys.Use(c.user.ID, s.device, s.counter)
+	if kerr != nil {
+		h.refuse(c, env, kerr.Code, kerr.Message)
+		return false
+	}
+	s.write = w
+	return true
+}
+
+// devicesEvent describes a user's record for a `devices` answer, a `key_changed`
+// event and the like: the root key and every device, revoked ones included.
+func devicesEvent(typ, user string, u *keydir.User, ref string) []byte {
+	v := struct {
+		Type    string          `json:"type"`
+		User    string          `json:"user"`
+		URK     []byte          `json:"urk"`
+		Devices []keydir.Device `json:"devices"`
+		ResetAt int64           `json:"reset_at,omitempty"`
+		Ref     string          `json:"ref,omitempty"`
+	}{Type: typ, User: user, Devices: []keydir.Device{}, Ref: ref}
+	if u != nil {
+		v.URK, v.Devices, v.ResetAt = u.URK, u.Devices, u.ResetAt
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// contacts are the connections that should hear about a user's keys: the user's own,
+// and every connection in a room with one of them. A user who is offline has no live
+// contacts; the others learn of the change from `devices` when they next need it.
+func (h *Hub) contacts(userID string) map[*Client]struct{} {
+	out := map[*Client]struct{}{}
+	for c := range h.clients {
+		if c.user.ID != userID {
+			continue
+		}
+		out[c] = struct{}{}
+		for _, r := range c.rooms {
+			for m := range r.clients {
+				out[m] = struct{}{}
+			}
+		}
+	}
+	return out
+}
+
+// tellContacts sends ev to the contacts of userID, and to also (the actor, who may not
+// be one).
+func (h *Hub) tellContacts(userID string, also *Client, ev []byte) {
+	shared := &ev
+	to := h.contacts(userID)
+	to[also] = struct{}{}
+	for m := range to {
+		h.enqueue(m, shared)
+	}
+}
+
+// cmdRegisterDevice registers a device for the session's user (register_device, with
+// the root key, which the first device creates) or certifies another device of theirs
+// with the root key already on record (certify_device). The user is always the
+// session's: a certificate made for anyone else does not verify.
+func (h *Hub) cmdRegisterDevice(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	if env.User != "" && env.User != c.user.ID {
+		h.refuse(c, env, codeForbidden, "devices can only be registered for yourself")
+		return
+	}
+	u, writes, added, kerr := h.app.keys.Register(c.user.ID, env.upload)
+	if kerr != nil {
+		h.refuse(c, env, kerr.Code, kerr.Message)
+		return
+	}
+	if added {
+		dev := u.Live(env.upload.Device)
+		b, _ := json.Marshal(struct {
+			Type   string        `json:"type"`
+			User   string        `json:"user"`
+			URK    []byte        `json:"urk"`
+			Device keydir.Device `json:"device"`
+		}{"device_added", c.user.ID, u.URK, *dev})
+		h.tellContacts(c.user.ID, c, b)
+	}
+	h.persist(c, env.Ref, writes, nil)
+}
+
+// cmdResetIdentity replaces the session user's root key: all their devices are
+// revoked, the uploaded one (certified by the new key) is the only live one, and every
+// contact gets `key_changed`, which pages show as a blocking warning.
+func (h *Hub) cmdResetIdentity(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	u, writes, kerr := h.app.keys.Reset(c.user.ID, env.upload)
+	if kerr != nil {
+		h.refuse(c, env, kerr.Code, kerr.Message)
+		return
+	}
+	h.tellContacts(c.user.ID, c, devicesEvent("key_changed", c.user.ID, u, ""))
+	audit := newAudit(h.now(), c.user.ID, "reset_identity", c.user.ID, nil, base64.StdEncoding.EncodeToString(u.URK))
+	h.persist(c, env.Ref, writes, &audit)
+}
+
+// cmdDevices answers with a user's record (one's own when no user is named). Public
+// keys are not secret: anyone signed in may ask, as they must to check signatures.
+func (h *Hub) cmdDevices(c *Client, cmd command, _ *roomInfo) {
+	user := cmd.env.User
+	if user == "" {
+		user = c.user.ID
+	}
+	h.deliver(c, devicesEvent("devices", user, h.app.keys.Describe(user), cmd.env.Ref))
+}
+
+// cmdRevokeDevice revokes a device: one's own, or (admins) anyone's. Its signed
+// messages are refused from then on, and contacts get `device_revoked`.
+func (h *Hub) cmdRevokeDevice(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	user := env.User
+	if user == "" {
+		user = c.user.ID
+	}
+	if user != c.user.ID && h.perms(c.user, nil)&permAdmin == 0 {
+		h.refuse(c, env, codeForbidden, "only admins may revoke another user's device")
+		return
+	}
+	_, writes, kerr := h.app.keys.Revoke(user, env.Device, c.user.ID)
+	if kerr != nil {
+		h.refuse(c, env, kerr.Code, kerr.Message)
+		return
+	}
+	ev := appendObject(nil, "device_revoked", "", func(b []byte) []byte {
+		b = append(b, `,"user":`...)
+		b = appendJSONString(b, user)
+		b = append(b, `,"device":"`...)
+		b = append(b, env.Device...) // validated device id
+		b = append(b, `","by":`...)
+		return appendJSONString(b, c.user.ID)
+	})
+	h.tellContacts(user, c, ev)
+	var audit *auditEntry
+	if user != c.user.ID {
+		a := newAudit(h.now(), c.user.ID, "revoke_device", user+" "+env.Device, nil, nil)
+		audit = &a
+	}
+	h.persist(c, env.Ref, writes, audit)
+}
