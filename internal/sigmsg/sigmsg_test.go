@@ -44,7 +44,11 @@ func TestGoldenSignature(t *testing.T) {
 	if !goldenSay().Verify(pub, sig) {
 		t.Fatal("own signature does not verify")
 	}
-	t.Logf("pub %x sig %x", pub, sig)
+	const wantPub = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
+	const wantSig = "842c7397b6a0d35bae60ffbc726b0a20394392fad7b28e02e6108428fca663e35a929b1774a625d8f68b02db3a3278d1996723a1681e204de09e9ca28ab89800"
+	if hex.EncodeToString(pub) != wantPub || hex.EncodeToString(sig) != wantSig {
+		t.Fatalf("pub %x sig %x", pub, sig)
+	}
 }
 
 // TestVerifyRefusesEveryChange flips each field in turn: the signature over the
