@@ -32,6 +32,9 @@ test: deps fmt-check vet
 bench:
 	bash scripts/bench.sh
 
-# fuzz runs the envelope fuzzer for a bounded time (its seed corpus runs in `make test`).
+# fuzz runs the envelope and signed-bytes fuzzers for a bounded time (their seed
+# corpora run in `make test`).
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseEnvelope -fuzztime 60s .
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/sigmsg
+	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 30s ./internal/sigmsg
