@@ -3,8 +3,11 @@ package main
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"testing"
+
+	"github.com/gorilla/websocket"
 
 	"modified-chat/internal/sigmsg"
 )
@@ -313,4 +316,38 @@ func testutilCounter(t *testing.T, ts *testServer, name, label, value string) fl
 		}
 	}
 	return 0
+}
+
+// signedFile is a file announcement for data signed by id's device.
+func (id *testIdentity) signedFile(room, name, mime string, data []byte, ref string) map[string]any {
+	id.counter++
+	m := &sigmsg.Message{Kind: "file", Room: room, User: id.user, Device: id.device, Counter: id.counter, TS: 1700000000000, Name: name, Mime: mime, SHA256: sha256.Sum256(data)}
+	rand.Read(m.ID[:])
+	return map[string]any{"type": "file", "room": room, "name": name, "mime": mime, "size": len(data), "ref": ref, "sig": map[string]any{
+		"device": id.device, "counter": m.Counter, "msg_id": b64(m.ID[:]), "ts": m.TS,
+		"signature": b64(ed25519.Sign(id.dik, m.Encode())),
+	}}
+}
+
+// TestSignedFile: a signed file covers its bytes: delivered with its signature when
+// they match, refused with bad_signature and delivered to nobody when they do not.
+func TestSignedFile(t *testing.T) {
+	ts := fileServer(t, nil)
+	mod, bob := ts.user(t, "mod"), ts.user(t, "bob")
+	id := newTestIdentity("dev:mod", "mod-laptop")
+	mod.mustAck(id.registration(id.user))
+	img := testPNG(t)
+	mod.send(id.signedFile("lobby", "dot.png", "image/png", img, "f1"))
+	mod.sendRaw(websocket.BinaryMessage, img)
+	if f := bob.expect("file"); f["sig"] == nil {
+		t.Fatalf("signed file delivered without its signature: %v", f["sig"])
+	}
+	other := testPNG(t)
+	other[len(other)-5] ^= 1 // same size and type, other bytes
+	mod.send(id.signedFile("lobby", "dot.png", "image/png", img, "f2"))
+	mod.sendRaw(websocket.BinaryMessage, other)
+	if ev := mod.expectError(codeBadSignature); ev["ref"] != "f2" {
+		t.Fatalf("refusal %v", ev)
+	}
+	noneOfType(t, bob.barrier(), "file")
 }
