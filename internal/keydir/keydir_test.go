@@ -65,7 +65,11 @@ func TestRegisterRefusals(t *testing.T) {
 		want string
 	}{
 		{"certificate made for another user", func() *Upload { u := forBob; u.URK = alice.urk.Public().(ed25519.PublicKey); return u }(), CodeBadCertificate},
-		{"certificate by the wrong root key", func() *Upload { u := mallory.device("device-04"); u.URK = alice.urk.Public().(ed25519.PublicKey); return u }(), CodeBadCertificate},
+		{"certificate by the wrong root key", func() *Upload {
+			u := mallory.device("device-04")
+			u.URK = alice.urk.Public().(ed25519.PublicKey)
+			return u
+		}(), CodeBadCertificate},
 		{"another root key", mallory.device("device-05"), CodeURKMismatch},
 		{"short device id", alice.device("short"), CodeBadDevice},
 		{"bad device id", alice.device("device 06!"), CodeBadDevice},
