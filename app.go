@@ -48,8 +48,10 @@ type App struct {
 	// bans mirrors the hub's global bans for the HTTP side (sessions, login), which
 	// must not wait on the hub's loop.
 	bans *userSet
-	// janitorStop ends the history janitor at shutdown.
+	// janitorStop ends the history janitor and the revocation sweep at shutdown;
+	// sweepDone is closed when the sweep has returned.
 	janitorStop chan struct{}
+	sweepDone   chan struct{}
 
 	// conns counts connections whose writePump has not finished, for shutdown.
 	// connMu orders conns.Add against shutdown's Wait: once stopping is set, no
@@ -121,7 +123,15 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 	if err != nil {
 		return nil, err
 	}
-	if err := app.sessions.loadRevoked(filepath.Join(cfg.DataDir, revokedFileName)); err != nil {
+	_, durable := app.store.(*store.Bolt)
+	if n, err := migrateRevokedFile(filepath.Join(cfg.DataDir, revokedFileName), app.store, durable, app.now()); err != nil {
+		app.store.Close()
+		return nil, fmt.Errorf("revoked sessions: %w", err)
+	} else if n > 0 {
+		log.Info("revoked sessions moved from "+revokedFileName+" into the store", "count", n, "file_removed", durable)
+	}
+	if err := app.sessions.loadRevocations(app.store); err != nil {
+		app.store.Close()
 		return nil, fmt.Errorf("revoked sessions: %w", err)
 	}
 	if cfg.OIDCClientID != "" {
@@ -139,6 +149,7 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 	}
 	app.writer = store.NewWriter(app.store, storeQueue, linger, app.metrics.observeCommit)
 	app.hub = newHub(app, st, app.writer)
+	app.sessions.writer = app.writer
 	app.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  handshakeTimeout,
 		ReadBufferSize:    readBufferSize,
@@ -151,6 +162,8 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 	go app.hub.run()
 	app.janitorStop = make(chan struct{})
 	go app.runJanitor(app.janitorStop)
+	app.sweepDone = make(chan struct{})
+	go app.sessions.runSweep(app.janitorStop, app.sweepDone)
 	app.ready.Store(true)
 	return app, nil
 }
@@ -189,20 +202,23 @@ func (app *App) nextConnID() string {
 }
 
 // routes is the server's whole HTTP surface. Methods are part of each pattern, so a
-// wrong method gets 405 and an unknown path 404 from the mux itself.
+// wrong method gets 405 and an unknown path 404 from the mux itself. In front of the
+// mux, in order: security headers on every answer, the Host check (421, DNS
+// rebinding), the cross-origin check on every unsafe method (403); the login routes
+// also draw from the per-IP login bucket (429).
 func (app *App) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", app.handleHome)
 	mux.Handle("GET /static/", app.staticHandler())
 	mux.HandleFunc("GET /ws", app.serveWs)
-	mux.HandleFunc("GET /login", app.handleLogin)
+	mux.Handle("GET /login", app.loginLimited(app.handleLogin))
 	if app.oidc != nil {
 		// The development login does not exist at all beside a real one: 404.
-		mux.HandleFunc("GET /auth/callback", app.handleCallback)
+		mux.Handle("GET /auth/callback", app.loginLimited(app.handleCallback))
 	} else {
-		mux.HandleFunc("POST /login/dev", app.handleDevLogin)
+		mux.Handle("POST /login/dev", app.loginLimited(app.handleDevLogin))
 	}
-	mux.HandleFunc("POST /logout", app.handleLogout)
+	mux.Handle("POST /logout", app.loginLimited(app.handleLogout))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
@@ -215,7 +231,7 @@ func (app *App) routes() http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
-	return app.securityHeaders(mux)
+	return app.securityHeaders(app.hostGuard(app.crossOriginGuard(mux)))
 }
 
 // shutdown refuses new work, closes every connection with 1001 and waits for the
@@ -236,6 +252,7 @@ func (app *App) shutdown(grace time.Duration) {
 		}
 		// Every write the hub handed over is committed before the store closes.
 		close(app.janitorStop)
+		<-app.sweepDone
 		app.writer.Close()
 		if err := app.store.Close(); err != nil {
 			app.log.Error("closing the store", "err", err)

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"modified-chat/internal/store"
 )
 
 // Session constants.
@@ -29,9 +31,6 @@ const (
 	maxNameChars = 32
 	// maxLoginForm bounds the body of the development login form.
 	maxLoginForm = 4 << 10
-	// revokedFileName is the file in the data directory that keeps revoked session ids
-	// across restarts, so a copied cookie stays dead when the server comes back.
-	revokedFileName = "revoked.json"
 )
 
 // errNoSession is returned when a request carries no usable session.
@@ -48,10 +47,24 @@ type sessionPayload struct {
 	Dev     bool   `json:"dev,omitempty"`
 	Issued  int64  `json:"iat"`
 	Expires int64  `json:"exp"`
+	// IssuedMs is the issue time in milliseconds, precise enough to tell a cookie
+	// issued just before a ban from one issued after it. Cookies from before it
+	// existed lack it; Issued stands in for them (see issuedMs).
+	IssuedMs int64 `json:"iat_ms,omitempty"`
+}
+
+// issuedMs is when the session was issued, in Unix milliseconds.
+func (p *sessionPayload) issuedMs() int64 {
+	if p.IssuedMs != 0 {
+		return p.IssuedMs
+	}
+	return p.Issued * 1000
 }
 
 // sessions issues and checks session cookies and remembers revoked ones until they
-// would have expired anyway, so a copied cookie stops working at logout.
+// would have expired anyway, so a copied cookie stops working at logout. The maps are
+// the memory copy of the store's buckets (revocations.go), read on every request
+// without touching the disk; writer keeps the store in step.
 type sessions struct {
 	aead   cipher.AEAD
 	secure bool
@@ -59,12 +72,10 @@ type sessions struct {
 	now    func() time.Time
 
 	mu      sync.Mutex
-	revoked map[string]time.Time // session id -> its expiry
-
-	// revokedPath is where revocations are kept across restarts (empty: memory only).
-	// persistMu orders the writes, so an older list never replaces a newer one.
-	revokedPath string
-	persistMu   sync.Mutex
+	revoked map[string]int64 // session id -> its cookie's expiry, Unix seconds
+	cutoffs map[string]int64 // user id -> Unix ms: sessions issued at or before are dead
+	// writer commits revocations and cutoffs (nil: memory only); set once at start-up.
+	writer *store.Writer
 
 	// banned reports globally banned users (nil: none); set once at start-up.
 	banned func(userID string) bool
@@ -80,7 +91,7 @@ func newSessions(key []byte, secure bool, ttl func() time.Duration, now func() t
 	if err != nil {
 		return nil, err
 	}
-	return &sessions{aead: aead, secure: secure, ttl: ttl, now: now, revoked: make(map[string]time.Time)}, nil
+	return &sessions{aead: aead, secure: secure, ttl: ttl, now: now, revoked: map[string]int64{}, cutoffs: map[string]int64{}}, nil
 }
 
 // loadOrCreateKey reads the session key from path (64 hex digits or 32 raw bytes), or,
@@ -120,14 +131,16 @@ func (s *sessions) cookieName() string {
 	return sessionCookie
 }
 
-// issue starts a session for id and sets its cookie.
-func (s *sessions) issue(w http.ResponseWriter, id identity) identity {
-	now := s.now()
+// issue starts a session for id, issued at now, and sets its cookie. The caller takes
+// now before it checks for a ban, so a ban that lands between the check and this
+// call has a cutoff at or after now, and the new session is dead with the others.
+func (s *sessions) issue(w http.ResponseWriter, id identity, now time.Time) identity {
 	sid := make([]byte, 16)
 	rand.Read(sid)
 	p := sessionPayload{
 		SID: base64.RawURLEncoding.EncodeToString(sid), UID: id.ID, Name: id.Name,
 		Email: id.Email, Dev: id.Dev, Issued: now.Unix(), Expires: now.Add(s.ttl()).Unix(),
+		IssuedMs: now.UnixMilli(),
 	}
 	plain, _ := json.Marshal(p)
 	nonce := make([]byte, s.aead.NonceSize())
@@ -167,7 +180,9 @@ func (s *sessions) fromRequest(r *http.Request) (identity, error) {
 	return p.identity(), nil
 }
 
-// open authenticates and decrypts a cookie value and checks its lifetime and revocation.
+// open authenticates and decrypts a cookie value and checks its lifetime, its
+// revocation and its user's cutoff. The lifetime is the cookie's own, shortened to
+// the current session TTL when that has been lowered since the cookie was issued.
 func (s *sessions) open(value string) (*sessionPayload, error) {
 	sealed, err := base64.RawURLEncoding.DecodeString(value)
 	if err != nil || len(sealed) < s.aead.NonceSize()+s.aead.Overhead() {
@@ -183,10 +198,11 @@ func (s *sessions) open(value string) (*sessionPayload, error) {
 		return nil, errNoSession
 	}
 	now := s.now()
+	p.Expires = min(p.Expires, p.Issued+int64(s.ttl()/time.Second))
 	if now.Unix() >= p.Expires || now.Add(time.Minute).Unix() < p.Issued {
 		return nil, errNoSession
 	}
-	if s.isRevoked(p.SID) {
+	if s.dead(p.SID, p.UID, p.issuedMs()) {
 		return nil, errNoSession
 	}
 	if s.banned != nil && s.banned(p.UID) {
@@ -194,119 +210,6 @@ func (s *sessions) open(value string) (*sessionPayload, error) {
 		return nil, errNoSession
 	}
 	return &p, nil
-}
-
-// revoke makes a session id unusable until expires, when the cookie would die anyway,
-// and writes the list to disk so the revocation survives a restart. DoS hardening:
-// entries past their expiry are swept here, so the list is bounded by the number of
-// sessions revoked within one session lifetime. An error means the revocation holds
-// in memory but would not survive a restart.
-func (s *sessions) revoke(sid string, expires time.Time) error {
-	s.mu.Lock()
-	now := s.now()
-	for k, exp := range s.revoked {
-		if now.After(exp) {
-			delete(s.revoked, k)
-		}
-	}
-	s.revoked[sid] = expires
-	s.mu.Unlock()
-	return s.persistRevoked()
-}
-
-// loadRevoked reads the revocations kept at path, dropping those already expired, and
-// keeps future ones there. A missing file is an empty list; an unreadable one is an
-// error, because forgetting revocations would bring logged-out cookies back to life.
-func (s *sessions) loadRevoked(path string) error {
-	s.revokedPath = path
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var kept map[string]int64 // session id -> expiry, Unix seconds
-	if err := json.Unmarshal(b, &kept); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for sid, exp := range kept {
-		if t := time.Unix(exp, 0); t.After(now) {
-			s.revoked[sid] = t
-		}
-	}
-	return nil
-}
-
-// persistRevoked writes the whole revocation list. The snapshot is taken under
-// persistMu, so every write holds at least what the previous one did.
-func (s *sessions) persistRevoked() error {
-	if s.revokedPath == "" {
-		return nil
-	}
-	s.persistMu.Lock()
-	defer s.persistMu.Unlock()
-	s.mu.Lock()
-	kept := make(map[string]int64, len(s.revoked))
-	for sid, exp := range s.revoked {
-		kept[sid] = exp.Unix()
-	}
-	s.mu.Unlock()
-	b, err := json.Marshal(kept)
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(s.revokedPath, b)
-}
-
-// writeFileAtomic replaces path with data through a synced temporary file in the same
-// directory and a rename, so a crash leaves the old file or the new one, never half of
-// one. Mode 0600: what the server keeps is nobody else's business.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // a no-op once the rename has happened
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	// Sync the directory too, so the rename itself survives a power cut.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-// isRevoked reports whether sid was logged out.
-func (s *sessions) isRevoked(sid string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.revoked[sid]
-	return ok
 }
 
 // cleanDisplayName validates a name chosen at the development login: 1 to maxNameChars
@@ -324,13 +227,10 @@ func cleanDisplayName(name string) (string, error) {
 
 // handleDevLogin is POST /login/dev: the development login. It trusts the name it is
 // given, which is why it exists only when no OpenID Connect client is configured and
-// only on loopback unless forced.
+// only on loopback unless forced. Cross-site posts (login CSRF) never reach it:
+// crossOriginGuard refuses them.
 func (app *App) handleDevLogin(w http.ResponseWriter, r *http.Request) {
-	if !app.sameOrigin(r) {
-		app.metrics.auth.WithLabelValues("failure", "origin").Inc()
-		http.Error(w, "cross-site login refused", http.StatusForbidden)
-		return
-	}
+	now := app.now() // before the ban check: see sessions.issue
 	r.Body = http.MaxBytesReader(w, r.Body, maxLoginForm)
 	name, err := cleanDisplayName(r.PostFormValue("name"))
 	if err != nil {
@@ -344,21 +244,18 @@ func (app *App) handleDevLogin(w http.ResponseWriter, r *http.Request) {
 		app.renderLogin(w, http.StatusForbidden, "This account is banned from this server.")
 		return
 	}
-	id := app.sessions.issue(w, identity{ID: uid, Name: name, Dev: true})
+	id := app.sessions.issue(w, identity{ID: uid, Name: name, Dev: true}, now)
 	app.metrics.auth.WithLabelValues("success", "dev").Inc()
 	app.log.Info("development login", "user", id.ID)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
 // handleLogout is POST /logout: it revokes the session on the server, clears the
-// cookie and closes the session's open WebSockets with 1008.
+// cookie and closes the session's open WebSockets with 1008. Cross-site posts (a
+// forced logout) never reach it: crossOriginGuard refuses them.
 func (app *App) handleLogout(w http.ResponseWriter, r *http.Request) {
-	if !app.sameOrigin(r) {
-		http.Error(w, "cross-site logout refused", http.StatusForbidden)
-		return
-	}
 	if id, err := app.sessions.fromRequest(r); err == nil {
-		if err := app.sessions.revoke(id.SessionID, id.Expires); err != nil {
+		if err := app.sessions.revoke(id); err != nil {
 			app.log.Error("revocation not saved; it holds until restart", "err", err)
 		}
 		sid := id.SessionID

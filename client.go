@@ -734,7 +734,5 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 // refuse answers a handshake refused by admission control.
 func (app *App) refuse(w http.ResponseWriter, ref *refusal) {
 	app.metrics.refused.WithLabelValues(ref.reason).Inc()
-	secs := int((ref.retryAfter + time.Second - 1) / time.Second)
-	w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
-	http.Error(w, http.StatusText(ref.status), ref.status)
+	writeRefusal(w, ref)
 }

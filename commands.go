@@ -481,7 +481,10 @@ func (h *Hub) cmdGlobalBan(c *Client, cmd command, _ *roomInfo) {
 	}
 	b, _ := json.Marshal(ban)
 	audit := newAudit(h.now(), c.user.ID, "global_ban", env.User, nil, ban)
-	h.persist(c, env.Ref, []store.Write{{Bucket: bucketBans, Key: []byte(env.User), Value: b}}, &audit)
+	// The user's sessions die for good, not only while the ban lasts: the cutoff is
+	// committed with the ban and outlives global_unban.
+	end := h.app.sessions.endSessions(env.User, h.now())
+	h.persist(c, env.Ref, []store.Write{{Bucket: bucketBans, Key: []byte(env.User), Value: b}, end}, &audit)
 }
 
 // cmdGlobalUnban lifts a global ban.

@@ -81,6 +81,12 @@ type Config struct {
 	// IPHandshakeRate and IPHandshakeBurst limit WebSocket handshakes per client IP.
 	IPHandshakeRate  float64
 	IPHandshakeBurst int
+	// LoginRate and LoginBurst limit requests to the login routes (/login, /login/dev,
+	// /auth/callback, /logout) per client IP. The defaults (2/s, 60) let a whole office
+	// behind one address sign in at nine, and stop a script logging in thousands of
+	// times a second.
+	LoginRate  float64
+	LoginBurst int
 	// MaxConnsPerIP, MaxConnsPerUser and MaxConns cap concurrent connections.
 	MaxConnsPerIP   int
 	MaxConnsPerUser int
@@ -163,6 +169,8 @@ func defaultConfig() *Config {
 		AbuseWindow:           10 * time.Second,
 		IPHandshakeRate:       2,
 		IPHandshakeBurst:      40,
+		LoginRate:             2,
+		LoginBurst:            60,
 		MaxConnsPerIP:         32,
 		MaxConnsPerUser:       8,
 		MaxConns:              20000,
@@ -289,6 +297,8 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 
 	fs.Float64Var(&cfg.IPHandshakeRate, "ip-handshake-rate", cfg.IPHandshakeRate, "WebSocket handshakes per second per client IP (IPv6 per /64)")
 	fs.IntVar(&cfg.IPHandshakeBurst, "ip-handshake-burst", cfg.IPHandshakeBurst, "WebSocket handshake burst per client IP")
+	fs.Float64Var(&cfg.LoginRate, "login-rate", cfg.LoginRate, "requests per second per client IP to /login, /login/dev, /auth/callback and /logout (429 beyond)")
+	fs.IntVar(&cfg.LoginBurst, "login-burst", cfg.LoginBurst, "login route burst per client IP")
 	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", cfg.MaxConnsPerIP, "concurrent connections per client IP")
 	fs.IntVar(&cfg.MaxConnsPerUser, "max-conns-per-user", cfg.MaxConnsPerUser, "concurrent connections per user")
 	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "concurrent connections in all")
@@ -368,6 +378,7 @@ func (c *Config) validate() error {
 		"user-msg-rate": c.UserMsgRate, "user-msg-burst": float64(c.UserMsgBurst),
 		"abuse-drops": float64(c.AbuseDrops), "abuse-window": float64(c.AbuseWindow),
 		"ip-handshake-rate": c.IPHandshakeRate, "ip-handshake-burst": float64(c.IPHandshakeBurst),
+		"login-rate": c.LoginRate, "login-burst": float64(c.LoginBurst),
 		"max-conns-per-ip": float64(c.MaxConnsPerIP), "max-conns-per-user": float64(c.MaxConnsPerUser),
 		"max-conns": float64(c.MaxConns), "max-tracked-ips": float64(c.MaxTrackedIPs),
 		"max-rooms-per-client": float64(c.MaxRoomsPerClient), "max-members-per-room": float64(c.MaxMembersPerRoom),

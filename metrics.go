@@ -33,6 +33,7 @@ type metrics struct {
 	repliesDropped   prometheus.Counter
 	closes           *prometheus.CounterVec
 	auth             *prometheus.CounterVec
+	httpRefused      *prometheus.CounterVec
 	storeCommits     prometheus.Counter
 	storeErrors      prometheus.Counter
 	storeSeconds     prometheus.Histogram
@@ -59,13 +60,14 @@ func newMetrics() *metrics {
 	m.repliesDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_replies_dropped_total", Help: "Error replies dropped because the client did not read them."})
 	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_closes_total", Help: "Close frames sent by the server, by close code."}, []string{"code"})
 	m.auth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_auth_total", Help: "Login attempts, by result and reason."}, []string{"result", "reason"})
+	m.httpRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_http_refused_total", Help: "HTTP requests refused before their handler ran: host (421), login_rate (429), cross_origin (403), ip_table_full (503)."}, []string{"reason"})
 	m.storeCommits = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_store_commits_total", Help: "Store transactions committed (each may hold many writes)."})
 	m.storeErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_store_errors_total", Help: "Store transactions that failed."})
 	m.storeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "chat_store_commit_seconds", Help: "Time to commit one store transaction, fsync included.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)})
 	for _, c := range []prometheus.Collector{
 		m.connections, m.rooms, m.accepted, m.refused, m.handshakeSeconds, m.messagesIn,
 		m.messages, m.deliveries, m.framesOut, m.evictions, m.rateLimited, m.abuseCloses,
-		m.rejected, m.repliesDropped, m.closes, m.auth, m.storeCommits, m.storeErrors, m.storeSeconds,
+		m.rejected, m.repliesDropped, m.closes, m.auth, m.httpRefused, m.storeCommits, m.storeErrors, m.storeSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		f(c)

@@ -455,6 +455,7 @@ func (app *App) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	// The identity is issuer and subject: an email can change owner, a subject cannot.
 	uid := o.issuer + "|" + idt.Subject
+	now := app.now() // before the ban check: see sessions.issue
 	if app.bans.has(uid) {
 		app.refuseLogin(w, http.StatusForbidden, refuseBanned, "This account is banned from this server.", nil, "user", uid)
 		return
@@ -463,7 +464,7 @@ func (app *App) handleCallback(w http.ResponseWriter, r *http.Request) {
 		ID:    uid,
 		Name:  oidcDisplayName(claims.Name, claims.Email),
 		Email: strings.ToLower(strings.TrimSpace(claims.Email)),
-	})
+	}, now)
 	app.metrics.auth.WithLabelValues("success", "oidc").Inc()
 	app.log.Info("login", "user", id.ID)
 	http.Redirect(w, r, att.Return, http.StatusSeeOther)

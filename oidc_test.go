@@ -1010,7 +1010,7 @@ func TestOIDCDisplayName(t *testing.T) {
 func TestOIDCLogoutRevokesAcrossRestart(t *testing.T) {
 	p := newTestProvider(t)
 	dir := t.TempDir()
-	onDir := func(c *Config) { c.DataDir = dir }
+	onDir := func(c *Config) { c.DataDir, c.Store = dir, "bolt" }
 	ts := startOIDCServer(t, p, onDir)
 	_, cookie := oidcLoginAs(t, ts, p, alice)
 	_, kept := oidcLoginAs(t, ts, p, testUser{Sub: "bob", Email: "bob@example.org", Name: "Bob", Verified: true})
@@ -1030,12 +1030,8 @@ func TestOIDCLogoutRevokesAcrossRestart(t *testing.T) {
 	open.expectClose(websocket.ClosePolicyViolation)
 	assertSessionRefused(t, ts, cookie)
 
-	info, err := os.Stat(filepath.Join(dir, revokedFileName))
-	if err != nil {
-		t.Fatalf("revocations were not saved: %v", err)
-	}
-	if info.Mode().Perm() != 0o600 {
-		t.Errorf("%s has mode %v, want 0600", revokedFileName, info.Mode().Perm())
+	if n, err := ts.App.store.Count(bucketRevoked); err != nil || n != 1 {
+		t.Fatalf("revocations in the store: %d %v, want 1", n, err)
 	}
 
 	ts.stop()
@@ -1048,7 +1044,7 @@ func TestOIDCLogoutRevokesAcrossRestart(t *testing.T) {
 // login, which shares the session code.
 func TestSessionRevocationSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
-	onDir := func(c *Config) { c.DataDir = dir }
+	onDir := func(c *Config) { c.DataDir, c.Store = dir, "bolt" }
 	ts := startServer(t, onDir)
 	cookie := devLogin(t, ts.URL, "alice")
 	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/logout", nil)
@@ -1065,53 +1061,6 @@ func TestSessionRevocationSurvivesRestart(t *testing.T) {
 
 	ts = startServer(t, onDir)
 	assertSessionRefused(t, ts, cookie)
-}
-
-// TestSessionRevocationFile checks the file itself: expired entries are swept on load
-// and on the next write, and a corrupt file stops start-up instead of silently
-// forgetting who logged out.
-func TestSessionRevocationFile(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, revokedFileName)
-	now := time.Now()
-	old := map[string]int64{"expired": now.Add(-time.Minute).Unix(), "live": now.Add(time.Hour).Unix()}
-	b, _ := json.Marshal(old)
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := newSessions(make([]byte, sessionKeySize), false, func() time.Duration { return time.Hour }, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.loadRevoked(path); err != nil {
-		t.Fatal(err)
-	}
-	if s.isRevoked("expired") || !s.isRevoked("live") {
-		t.Fatalf("after load: expired revoked %v, live revoked %v", s.isRevoked("expired"), s.isRevoked("live"))
-	}
-	if err := s.revoke("new", now.Add(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	var kept map[string]int64
-	b, _ = os.ReadFile(path)
-	if err := json.Unmarshal(b, &kept); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := kept["expired"]; ok || len(kept) != 2 {
-		t.Fatalf("file after a revocation: %v, want live and new only", kept)
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
-		t.Fatalf("temporary files left behind: %v", entries)
-	}
-
-	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig(t)
-	cfg.DataDir = dir
-	if _, err := newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "revoked sessions") {
-		t.Fatalf("newApp with a corrupt revocation file: %v, want an error", err)
-	}
 }
 
 // TestOIDCSessionExpires replays a session cookie after its absolute lifetime.

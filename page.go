@@ -6,7 +6,9 @@ import (
 	"errors"
 	"html/template"
 	"io/fs"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 )
@@ -62,23 +64,114 @@ func (app *App) csp(r *http.Request) string {
 
 // ownHost is the host[:port] this server is reached at: from -public-url when set,
 // else from the request, and only when it looks like a host name (it ends up in a
-// header, so anything odd is left out rather than echoed).
+// header, so anything odd is left out rather than echoed). hostGuard has already
+// refused every Host this server does not answer to.
 func (app *App) ownHost(r *http.Request) string {
 	if pub := app.settings().PublicURL; pub != "" {
 		if u, err := url.Parse(pub); err == nil {
 			return u.Host
 		}
 	}
-	host := r.Host
-	if host == "" || len(host) > 255 {
+	if !plainHost(r.Host) {
 		return ""
+	}
+	return r.Host
+}
+
+// plainHost reports whether a Host value holds only the characters of a host name,
+// an IP address and a port, so it can be compared and echoed safely.
+func plainHost(host string) bool {
+	if host == "" || len(host) > 255 {
+		return false
 	}
 	for _, c := range host {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune(".-:[]", c)) {
-			return ""
+			return false
 		}
 	}
-	return host
+	return true
+}
+
+// hostAllowed is the defence against DNS rebinding. A page on any site whose name
+// resolves to this machine sends that name in Host, and without -public-url the
+// server takes its own origin from Host, so such a page would count as same-origin
+// for the Origin and cross-origin checks. With -public-url set, only its host is
+// this server's name. Without it, only names that cannot be rebound are: localhost,
+// loopback addresses, and the host of the listen address. The port is not compared:
+// a rebinding attacker controls the name, never the port the request arrived at.
+func (app *App) hostAllowed(r *http.Request) bool {
+	cfg := app.settings()
+	if !plainHost(r.Host) {
+		return false
+	}
+	if cfg.PublicURL != "" {
+		want, err := normaliseOrigin(cfg.PublicURL)
+		if err != nil {
+			return false
+		}
+		scheme, _, _ := strings.Cut(want, "://")
+		got, err := normaliseOrigin(scheme + "://" + r.Host)
+		return err == nil && got == want
+	}
+	name := hostName(r.Host)
+	if name == "localhost" {
+		return true
+	}
+	if a, err := netip.ParseAddr(name); err == nil && a.IsLoopback() {
+		return true
+	}
+	if listen, _, err := net.SplitHostPort(cfg.Addr); err == nil && listen != "" {
+		if a, err := netip.ParseAddr(listen); err == nil && a.IsUnspecified() {
+			return false // 0.0.0.0 or [::] is every address, not a name for this server
+		}
+		return name == strings.ToLower(listen)
+	}
+	return false
+}
+
+// hostName is the lower-cased name or address of a Host value, without port or brackets.
+func hostName(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+}
+
+// Reasons an HTTP request is refused before its handler runs (metrics labels).
+const (
+	refuseHost        = "host"
+	refuseCrossOrigin = "cross_origin"
+)
+
+// Probes exempt from hostGuard: load balancers and orchestrators probe by address or
+// by an internal name, and these two answer nothing but "ok" and "ready".
+var hostGuardExempt = map[string]bool{"/healthz": true, "/readyz": true}
+
+// hostGuard answers 421 Misdirected Request to any request whose Host this server does
+// not answer to (see hostAllowed), before any route runs: no page, no login, no cookie,
+// no WebSocket. Only the health probes are exempt.
+func (app *App) hostGuard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hostGuardExempt[r.URL.Path] && !app.hostAllowed(r) {
+			app.metrics.httpRefused.WithLabelValues(refuseHost).Inc()
+			http.Error(w, "misdirected request: this server does not answer to that host name", http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// crossOriginGuard refuses cross-site form posts (login CSRF, forced logout) with 403,
+// using the standard library's check: Sec-Fetch-Site where the browser sends it, else
+// Origin against Host (which hostGuard has already vouched for). Safe methods pass, so
+// the WebSocket handshake, a GET, is covered by originAllowed instead.
+func (app *App) crossOriginGuard(next http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		app.metrics.httpRefused.WithLabelValues(refuseCrossOrigin).Inc()
+		http.Error(w, "cross-site request refused", http.StatusForbidden)
+	}))
+	return cop.Handler(next)
 }
 
 // ownOrigin is this server's origin (scheme://host[:port]) as a browser would send it.
@@ -147,21 +240,6 @@ func (app *App) originAllowed(r *http.Request) bool {
 		}
 	}
 	return false
-}
-
-// sameOrigin refuses cross-site form posts (login CSRF, forced logout). Browsers send
-// Origin on POST; Sec-Fetch-Site is checked as well where Origin is absent.
-func (app *App) sameOrigin(r *http.Request) bool {
-	site := r.Header.Get("Sec-Fetch-Site")
-	if site != "" && site != "same-origin" && site != "none" {
-		return false
-	}
-	// Under Referrer-Policy: no-referrer, Chromium sends "Origin: null" on same-origin
-	// form posts; the browser's own Sec-Fetch-Site then vouches for them.
-	if r.Header.Get("Origin") == "null" && site == "same-origin" {
-		return true
-	}
-	return app.originAllowed(r)
 }
 
 // handleHome serves the chat page to a signed-in user and sends anyone else to log in.

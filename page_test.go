@@ -8,6 +8,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestPageSecurityHeaders: every response carries the CSP and friends; the CSP has no
@@ -151,4 +154,201 @@ func TestPageHostHeaderNotEchoed(t *testing.T) {
 	if csp := resp.Header.Get("Content-Security-Policy"); strings.Contains(csp, "evil") || strings.Contains(csp, "*") {
 		t.Fatalf("Host echoed into CSP: %q", csp)
 	}
+}
+
+// hostProbe sends one request with Host set to host (and Origin to origin, when not
+// empty) and returns the answer. cookie may be nil.
+func hostProbe(t *testing.T, ts *testServer, method, path, host, origin string, cookie *http.Cookie) *http.Response {
+	t.Helper()
+	var body io.Reader
+	if method == http.MethodPost {
+		body = strings.NewReader("name=mallory")
+	}
+	req, _ := http.NewRequest(method, ts.URL+path, body)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	req.Host = host
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
+	if cookie != nil {
+		req.AddCookie(cookie)
+	}
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// wsWithHost tries a WebSocket handshake with the given Host and Origin.
+func wsWithHost(ts *testServer, cookie *http.Cookie, host, origin string) (*websocket.Conn, *http.Response, error) {
+	h := http.Header{}
+	h.Set("Host", host) // gorilla's dialer sends this as the request's Host
+	h.Set("Origin", origin)
+	return ts.tryDial(cookie, h)
+}
+
+// guardedRoutes are the routes the Host check covers, with the method each is called by.
+var guardedRoutes = []struct{ method, path string }{
+	{"GET", "/"}, {"GET", "/login"}, {"POST", "/login/dev"}, {"POST", "/logout"},
+	{"GET", "/ws"}, {"GET", "/static/app.js"}, {"GET", "/nope"},
+}
+
+// TestHostGuardNoPublicURL: without -public-url, every Host that is not loopback or
+// the listen address gets 421 on every route but the health probes, before any
+// handler runs; loopback names and addresses are served.
+func TestHostGuardNoPublicURL(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.Addr = "192.0.2.7:8080" })
+	_, port, _ := strings.Cut(strings.TrimPrefix(ts.URL, "http://"), ":")
+	cookie := devLogin(t, ts.URL, "alice")
+	refused := []string{
+		"evil.test:" + port, "evil.test", "127.0.0.1.evil.test:" + port, "localhost.:" + port,
+		"localhost.evil.test", "192.0.2.8:" + port, "0.0.0.0:" + port, "[::]:" + port, "10.0.0.1",
+	}
+	for _, host := range refused {
+		for _, rt := range guardedRoutes {
+			if resp := hostProbe(t, ts, rt.method, rt.path, host, "", cookie); resp.StatusCode != http.StatusMisdirectedRequest || len(resp.Cookies()) != 0 {
+				t.Errorf("Host %q %s %s: %d (cookies %v), want 421 and no cookie", host, rt.method, rt.path, resp.StatusCode, resp.Cookies())
+			}
+		}
+		for _, probe := range []string{"/healthz", "/readyz"} {
+			if resp := hostProbe(t, ts, "GET", probe, host, "", nil); resp.StatusCode != http.StatusOK {
+				t.Errorf("Host %q %s: %d, want 200 (probes are open to any Host)", host, probe, resp.StatusCode)
+			}
+		}
+	}
+	if got := testutil.ToFloat64(ts.App.metrics.httpRefused.WithLabelValues(refuseHost)); got != float64(len(refused)*len(guardedRoutes)) {
+		t.Errorf("chat_http_refused_total{reason=host} = %v, want %d", got, len(refused)*len(guardedRoutes))
+	}
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST:" + port, "[::1]:" + port, "127.0.0.2:" + port, "192.0.2.7:" + port, "127.0.0.1"} {
+		if resp := hostProbe(t, ts, "GET", "/", host, "", cookie); resp.StatusCode != http.StatusOK {
+			t.Errorf("Host %q GET /: %d, want 200", host, resp.StatusCode)
+		}
+		if resp := hostProbe(t, ts, "POST", "/login/dev", host, "", nil); resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+			t.Errorf("Host %q POST /login/dev: %d, want 303 with a cookie", host, resp.StatusCode)
+		}
+		conn, resp, err := wsWithHost(ts, cookie, host, "http://"+host)
+		if err != nil {
+			t.Errorf("Host %q /ws: %v %v", host, err, resp)
+			continue
+		}
+		conn.Close()
+	}
+}
+
+// TestHostGuardPublicURL: with -public-url, only its host is served; even loopback
+// is misdirected, and the health probes stay open.
+func TestHostGuardPublicURL(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.PublicURL = "https://chat.example.test" })
+	_, port, _ := strings.Cut(strings.TrimPrefix(ts.URL, "http://"), ":")
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "evil.test", "chat.example.test:8443", "chat.example.test.evil.test", "www.chat.example.test"} {
+		for _, rt := range guardedRoutes {
+			if resp := hostProbe(t, ts, rt.method, rt.path, host, "", nil); resp.StatusCode != http.StatusMisdirectedRequest {
+				t.Errorf("Host %q %s %s: %d, want 421", host, rt.method, rt.path, resp.StatusCode)
+			}
+		}
+		if resp := hostProbe(t, ts, "GET", "/healthz", host, "", nil); resp.StatusCode != http.StatusOK {
+			t.Errorf("Host %q /healthz: %d, want 200", host, resp.StatusCode)
+		}
+	}
+	resp := hostProbe(t, ts, "POST", "/login/dev", "chat.example.test", "https://chat.example.test", nil)
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+		t.Fatalf("POST /login/dev at the public host: %d, want 303 with a cookie", resp.StatusCode)
+	}
+	cookie := resp.Cookies()[0]
+	for _, host := range []string{"chat.example.test", "chat.example.test:443", "Chat.Example.Test"} {
+		if resp := hostProbe(t, ts, "GET", "/", host, "", cookie); resp.StatusCode != http.StatusOK {
+			t.Errorf("Host %q GET /: %d, want 200", host, resp.StatusCode)
+		}
+		conn, wsResp, err := wsWithHost(ts, cookie, host, "https://chat.example.test")
+		if err != nil {
+			t.Fatalf("Host %q /ws: %v %v", host, err, wsResp)
+		}
+		conn.Close()
+	}
+}
+
+// TestDNSRebinding is the whole attack: a page at http://evil.test:PORT, whose name
+// the attacker has pointed at 127.0.0.1, posts the development login and opens the
+// WebSocket. Host and Origin agree with each other, so only the Host check stands in
+// the way: no cookie is set and no upgrade happens, with a victim's cookie or without.
+func TestDNSRebinding(t *testing.T) {
+	ts := startServer(t, nil)
+	_, port, _ := strings.Cut(strings.TrimPrefix(ts.URL, "http://"), ":")
+	host := "evil.test:" + port
+	origin := "http://" + host
+	resp := hostProbe(t, ts, "POST", "/login/dev", host, origin, nil)
+	if resp.StatusCode != http.StatusMisdirectedRequest || len(resp.Cookies()) != 0 {
+		t.Fatalf("rebound dev login: %d, cookies %v; want 421 and none", resp.StatusCode, resp.Cookies())
+	}
+	victim := devLogin(t, ts.URL, "victim")
+	for _, cookie := range []*http.Cookie{nil, victim} {
+		conn, resp, err := wsWithHost(ts, cookie, host, origin)
+		if err == nil {
+			conn.Close()
+			t.Fatal("a rebound page opened a WebSocket")
+		}
+		if resp == nil || resp.StatusCode != http.StatusMisdirectedRequest {
+			t.Fatalf("rebound /ws: %v %v, want 421", err, resp)
+		}
+	}
+	if resp := hostProbe(t, ts, "GET", "/", host, "", victim); resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("rebound page load: %d, want 421", resp.StatusCode)
+	}
+}
+
+// TestCrossOriginPosts: the login and logout forms refuse cross-site posts with 403
+// (http.CrossOriginProtection: Sec-Fetch-Site, else Origin against Host) and nothing
+// happens: no cookie, the session survives. Same-origin posts and posts from non-browser
+// clients (neither header) work.
+func TestCrossOriginPosts(t *testing.T) {
+	ts := startServer(t, nil)
+	cookie := devLogin(t, ts.URL, "alice")
+	post := func(path string, hdr map[string]string, c *http.Cookie) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, ts.URL+path, strings.NewReader("name=victim"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		if c != nil {
+			req.AddCookie(c)
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	crossSite := []map[string]string{
+		{"Origin": "https://evil.example"},
+		{"Origin": "http://localhost.evil.example"},
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Sec-Fetch-Site": "same-site", "Origin": ts.URL},
+		{"Sec-Fetch-Site": "cross-site", "Origin": "null"},
+	}
+	for _, hdr := range crossSite {
+		for _, path := range []string{"/login/dev", "/logout"} {
+			if r := post(path, hdr, cookie); r.StatusCode != http.StatusForbidden || len(r.Cookies()) != 0 {
+				t.Errorf("POST %s with %v: %d, cookies %v; want 403 and none", path, hdr, r.StatusCode, r.Cookies())
+			}
+		}
+	}
+	if got := testutil.ToFloat64(ts.App.metrics.httpRefused.WithLabelValues(refuseCrossOrigin)); got != float64(2*len(crossSite)) {
+		t.Errorf("chat_http_refused_total{reason=cross_origin} = %v, want %d", got, 2*len(crossSite))
+	}
+	ts.dial(t, cookie) // none of the forced logouts took effect
+	for _, hdr := range []map[string]string{{"Origin": ts.URL}, {"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "same-origin", "Origin": "null"}, {}} {
+		if r := post("/login/dev", hdr, nil); r.StatusCode != http.StatusSeeOther || len(r.Cookies()) != 1 {
+			t.Errorf("same-origin POST /login/dev with %v: %d, want 303 with a cookie", hdr, r.StatusCode)
+		}
+	}
+	if r := post("/logout", map[string]string{"Origin": ts.URL}, cookie); r.StatusCode != http.StatusSeeOther {
+		t.Errorf("same-origin POST /logout: %d, want 303", r.StatusCode)
+	}
+	assertSessionRefused(t, ts, cookie)
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,7 @@ const (
 	refuseUserConns     = "user_conns"
 	refuseGlobalConns   = "global_conns"
 	refuseIPTableFull   = "ip_table_full"
+	refuseLoginRate     = "login_rate"
 )
 
 // refusal says why a handshake was refused, with the HTTP status to answer and how
@@ -43,8 +45,11 @@ type refusal struct {
 // ipEntry is the per-IP (or per-/64) admission state.
 type ipEntry struct {
 	handshakes *rate.Limiter
-	conns      int
-	lastSeen   time.Time
+	// logins is the bucket of the login routes, made on the first login request, so
+	// that WebSocket-only clients do not carry one.
+	logins   *rate.Limiter
+	conns    int
+	lastSeen time.Time
 }
 
 // userEntry is the per-user state shared by all of a user's connections: the count of
@@ -119,6 +124,51 @@ func (a *admission) checkHandshake(ip netip.Addr) *refusal {
 	return nil
 }
 
+// checkLogin spends one token of ip's login bucket, shared by /login, /login/dev,
+// /auth/callback and /logout. DoS hardening: each of them costs the server a sealed
+// cookie, a provider round trip or a store write, and nothing else bounds how often
+// one client asks. It lives in the same per-IP table as the handshakes, so the
+// table's bound and sweep cover it too.
+func (a *admission) checkLogin(ip netip.Addr) *refusal {
+	cfg := a.settings()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	e, ref := a.ipEntryLocked(ipKey(ip), cfg, now)
+	if ref != nil {
+		return ref
+	}
+	if e.logins == nil {
+		e.logins = rate.NewLimiter(rate.Limit(cfg.LoginRate), cfg.LoginBurst)
+	}
+	r := e.logins.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return &refusal{reason: refuseLoginRate, status: http.StatusTooManyRequests, retryAfter: d}
+	}
+	return nil
+}
+
+// loginLimited puts a login route behind the per-IP login bucket (checkLogin).
+func (app *App) loginLimited(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ref := app.admission.checkLogin(clientIP(r, app.settings().TrustedProxies)); ref != nil {
+			app.metrics.httpRefused.WithLabelValues(ref.reason).Inc()
+			writeRefusal(w, ref)
+			return
+		}
+		next(w, r)
+	})
+}
+
+// writeRefusal answers a request refused by admission control with its status and a
+// Retry-After in whole seconds, rounded up and at least 1.
+func writeRefusal(w http.ResponseWriter, ref *refusal) {
+	secs := int((ref.retryAfter + time.Second - 1) / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	http.Error(w, http.StatusText(ref.status), ref.status)
+}
+
 // admit takes a connection slot for (ip, user), or says why not.
 func (a *admission) admit(ip netip.Addr, user string) (*ticket, *refusal) {
 	cfg := a.settings()
@@ -170,12 +220,17 @@ func (a *admission) ipEntryLocked(key netip.Prefix, cfg *Config, now time.Time) 
 	return e, nil
 }
 
-// sweepLocked drops entries with no connection whose handshake bucket is full again.
+// sweepLocked drops entries with no connection whose buckets are full again.
 func (a *admission) sweepLocked(cfg *Config, now time.Time) {
 	a.lastSweep = now
 	refill := time.Duration(float64(cfg.IPHandshakeBurst) / cfg.IPHandshakeRate * float64(time.Second))
+	loginRefill := time.Duration(float64(cfg.LoginBurst) / cfg.LoginRate * float64(time.Second))
 	for k, e := range a.ips {
-		if e.conns == 0 && now.Sub(e.lastSeen) >= refill {
+		idle := refill
+		if e.logins != nil {
+			idle = max(idle, loginRefill)
+		}
+		if e.conns == 0 && now.Sub(e.lastSeen) >= idle {
 			delete(a.ips, k)
 		}
 	}
