@@ -238,6 +238,15 @@ func TestHostGuardNoPublicURL(t *testing.T) {
 		}
 		conn.Close()
 	}
+	// Listening on every address names none of them.
+	for _, addr := range []string{"0.0.0.0:8080", "[::]:8080"} {
+		all := startServer(t, func(c *Config) { c.Addr = addr })
+		for _, host := range []string{"0.0.0.0:" + port, "[::]:" + port} {
+			if resp := hostProbe(t, all, "GET", "/login", host, "", nil); resp.StatusCode != http.StatusMisdirectedRequest {
+				t.Errorf("listening on %s, Host %q: %d, want 421", addr, host, resp.StatusCode)
+			}
+		}
+	}
 }
 
 // TestHostGuardPublicURL: with -public-url, only its host is served; even loopback
