@@ -183,3 +183,33 @@ func TestClientIPTrust(t *testing.T) {
 		}
 	}
 }
+
+// TestAdmissionLoginBucketSurvivesSweep: the sweep keeps an address whose login bucket
+// has not refilled, even when its handshake bucket has: dropping it would hand a
+// throttled client a fresh burst.
+func TestAdmissionLoginBucketSurvivesSweep(t *testing.T) {
+	clock := newFakeClock()
+	cfg := defaultConfig()
+	cfg.LoginRate, cfg.LoginBurst = 0.01, 2 // a token every 100 s
+	cfg.IPHandshakeRate, cfg.IPHandshakeBurst = 10, 1
+	a := newAdmission(func() *Config { return cfg }, clock.Now)
+	ip, other := netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2")
+	for i := 0; i < 2; i++ {
+		if ref := a.checkLogin(ip); ref != nil {
+			t.Fatalf("login %d within the burst refused: %+v", i, ref)
+		}
+	}
+	ref := a.checkLogin(ip)
+	if ref == nil || ref.reason != refuseLoginRate || ref.status != http.StatusTooManyRequests || ref.retryAfter <= 0 {
+		t.Fatalf("login beyond the burst: %+v, want login_rate 429 with a wait", ref)
+	}
+	clock.Advance(sweepEvery + time.Second) // less than one token back
+	a.checkHandshake(other)                 // a new address: the table is swept
+	if ref := a.checkLogin(ip); ref == nil {
+		t.Fatal("the sweep forgot a throttled address: a fresh login burst")
+	}
+	clock.Advance(200 * time.Second)
+	if ref := a.checkLogin(ip); ref != nil {
+		t.Fatalf("after the refill: %+v", ref)
+	}
+}
