@@ -44,14 +44,6 @@ func (s *sessions) dead(sid, uid string, issuedMs int64) bool {
 	return ok && issuedMs <= cut
 }
 
-// isRevoked reports whether sid was logged out.
-func (s *sessions) isRevoked(sid string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.revoked[sid]
-	return ok
-}
-
 // revoke makes id's session unusable: at once in memory, then durably through the
 // store writer; it returns once the write is committed. Memory first is the safe order:
 // if the write fails the session is still refused until a restart, and the error
@@ -158,7 +150,7 @@ func (s *sessions) loadRevocations(st store.Store) error {
 	defer s.mu.Unlock()
 	err := st.Scan(bucketRevoked, func(k, v []byte) error {
 		if len(v) != 8 {
-			return fmt.Errorf("revoked session: bad expiry")
+			return errors.New("revoked session: bad expiry")
 		}
 		s.revoked[string(k)] = int64(store.KeySeq(v))
 		return nil
@@ -168,7 +160,7 @@ func (s *sessions) loadRevocations(st store.Store) error {
 	}
 	return st.Scan(bucketSessionCutoffs, func(k, v []byte) error {
 		if len(v) != 8 {
-			return fmt.Errorf("session cutoff: bad time")
+			return errors.New("session cutoff: bad time")
 		}
 		s.cutoffs[string(k)] = int64(store.KeySeq(v))
 		return nil
