@@ -195,7 +195,7 @@ func wsWithHost(ts *testServer, cookie *http.Cookie, host, origin string) (*webs
 // guardedRoutes are the routes the Host check covers, with the method each is called by.
 var guardedRoutes = []struct{ method, path string }{
 	{"GET", "/"}, {"GET", "/login"}, {"POST", "/login/dev"}, {"POST", "/logout"},
-	{"GET", "/ws"}, {"GET", "/static/app.js"}, {"GET", "/nope"},
+	{"GET", "/ws"}, {"GET", "/auth/callback"}, {"GET", "/static/app.js"}, {"GET", "/nope"},
 }
 
 // TestHostGuardNoPublicURL: without -public-url, every Host that is not loopback or
