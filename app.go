@@ -48,10 +48,8 @@ type App struct {
 	// bans mirrors the hub's global bans for the HTTP side (sessions, login), which
 	// must not wait on the hub's loop.
 	bans *userSet
-	// janitorStop ends the history janitor and the revocation sweep at shutdown;
-	// sweepDone is closed when the sweep has returned.
+	// janitorStop ends the history janitor at shutdown.
 	janitorStop chan struct{}
-	sweepDone   chan struct{}
 
 	// conns counts connections whose writePump has not finished, for shutdown.
 	// connMu orders conns.Add against shutdown's Wait: once stopping is set, no
@@ -162,8 +160,6 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 	go app.hub.run()
 	app.janitorStop = make(chan struct{})
 	go app.runJanitor(app.janitorStop)
-	app.sweepDone = make(chan struct{})
-	go app.sessions.runSweep(app.janitorStop, app.sweepDone)
 	app.ready.Store(true)
 	return app, nil
 }
@@ -252,7 +248,6 @@ func (app *App) shutdown(grace time.Duration) {
 		}
 		// Every write the hub handed over is committed before the store closes.
 		close(app.janitorStop)
-		<-app.sweepDone
 		app.writer.Close()
 		if err := app.store.Close(); err != nil {
 			app.log.Error("closing the store", "err", err)

@@ -141,17 +141,7 @@ func TestDevLogoutRevokes(t *testing.T) {
 	ws := ts.dial(t, c)
 	other := ts.user(t, "bob")
 
-	req, _ := http.NewRequest("POST", ts.URL+"/logout", nil)
-	req.Header.Set("Origin", ts.URL)
-	req.AddCookie(c)
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("logout: %d", resp.StatusCode)
-	}
+	resp := postLogout(t, ts, c)
 	cleared := false
 	for _, rc := range resp.Cookies() {
 		cleared = cleared || (rc.Name == c.Name && rc.MaxAge < 0)
@@ -163,12 +153,9 @@ func TestDevLogoutRevokes(t *testing.T) {
 	if _, resp, err := ts.tryDial(c, nil); err == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("replayed cookie on /ws: %v %v", err, resp)
 	}
-	req, _ = http.NewRequest("GET", ts.URL+"/", nil)
-	req.AddCookie(c)
-	if resp, err = noRedirect.Do(req); err != nil || resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("replayed cookie on /: %v %v", err, resp)
+	if resp := probe(t, ts, "GET", "/", nil, c); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
+		t.Fatalf("replayed cookie on /: %d %q, want 303 to /login", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	resp.Body.Close()
 	// Other sessions are untouched.
 	other.send(map[string]any{"type": "say", "room": "lobby", "text": "still here", "ref": "1"})
 	other.expect("ack")
@@ -224,20 +211,15 @@ func TestDevLoginOriginNull(t *testing.T) {
 	}
 }
 
-// postLogout logs the cookie's session out (same-origin) and checks the redirect.
-func postLogout(t *testing.T, ts *testServer, c *http.Cookie) {
+// postLogout logs the cookie's session out (same-origin), checks the redirect to
+// /login and returns the answer.
+func postLogout(t *testing.T, ts *testServer, c *http.Cookie) *http.Response {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/logout", nil)
-	req.Header.Set("Origin", ts.URL)
-	req.AddCookie(c)
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	resp := probe(t, ts, http.MethodPost, "/logout", map[string]string{"Origin": ts.URL}, c)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
+		t.Fatalf("logout: %d %q, want 303 to /login", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("logout: %d", resp.StatusCode)
-	}
+	return resp
 }
 
 // storeCount counts the keys of a bucket of the server's store.
@@ -262,16 +244,7 @@ func TestLoginRateLimited(t *testing.T) {
 	cookie := devLogin(t, ts.URL, "alice") // from 127.0.0.1 itself: its own bucket
 	from := func(ip, method, path string) *http.Response {
 		t.Helper()
-		req, _ := http.NewRequest(method, ts.URL+path, strings.NewReader("name=mallory"))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("X-Forwarded-For", ip)
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp
+		return probe(t, ts, method, path, map[string]string{"X-Forwarded-For": ip}, nil)
 	}
 	const attacker, bystander = "203.0.113.1", "203.0.113.2"
 	for i, rt := range []struct {

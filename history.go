@@ -126,8 +126,9 @@ func loadHistory(s store.Store, room string, first uint64, after *uint64, bounda
 	})
 }
 
-// runJanitor prunes history to its bounds every janitorEvery until stop is closed. It
-// reads the store on its own goroutine and deletes through the writer.
+// runJanitor prunes history to its bounds, and forgets expired session revocations,
+// every janitorEvery until stop is closed. It reads the store on its own goroutine
+// and deletes through the writer.
 func (app *App) runJanitor(stop <-chan struct{}) {
 	t := time.NewTicker(janitorEvery)
 	defer t.Stop()
@@ -139,6 +140,7 @@ func (app *App) runJanitor(stop <-chan struct{}) {
 			if err := app.pruneHistory(app.now()); err != nil {
 				app.log.Error("pruning history", "err", err)
 			}
+			app.sessions.sweep(app.now())
 		}
 	}
 }

@@ -1016,17 +1016,7 @@ func TestOIDCLogoutRevokesAcrossRestart(t *testing.T) {
 	_, kept := oidcLoginAs(t, ts, p, testUser{Sub: "bob", Email: "bob@example.org", Name: "Bob", Verified: true})
 
 	open := ts.dial(t, cookie)
-	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/logout", nil)
-	req.Header.Set("Origin", ts.URL)
-	req.AddCookie(cookie)
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
-		t.Fatalf("logout: %d %q", resp.StatusCode, resp.Header.Get("Location"))
-	}
+	postLogout(t, ts, cookie)
 	open.expectClose(websocket.ClosePolicyViolation)
 	assertSessionRefused(t, ts, cookie)
 
@@ -1047,14 +1037,7 @@ func TestSessionRevocationSurvivesRestart(t *testing.T) {
 	onDir := func(c *Config) { c.DataDir, c.Store = dir, "bolt" }
 	ts := startServer(t, onDir)
 	cookie := devLogin(t, ts.URL, "alice")
-	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/logout", nil)
-	req.Header.Set("Origin", ts.URL)
-	req.AddCookie(cookie)
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	postLogout(t, ts, cookie)
 	assertSessionRefused(t, ts, cookie)
 	ts.App.shutdown(2 * time.Second)
 	ts.srv.Close()

@@ -156,9 +156,10 @@ func TestPageHostHeaderNotEchoed(t *testing.T) {
 	}
 }
 
-// hostProbe sends one request with Host set to host (and Origin to origin, when not
-// empty) and returns the answer. cookie may be nil.
-func hostProbe(t *testing.T, ts *testServer, method, path, host, origin string, cookie *http.Cookie) *http.Response {
+// probe sends one request to ts (POSTs carry a small form), with the headers of hdr
+// ("Host" sets the request's Host) and cookie (may be nil), and returns the answer
+// with its body read.
+func probe(t *testing.T, ts *testServer, method, path string, hdr map[string]string, cookie *http.Cookie) *http.Response {
 	t.Helper()
 	var body io.Reader
 	if method == http.MethodPost {
@@ -168,9 +169,12 @@ func hostProbe(t *testing.T, ts *testServer, method, path, host, origin string, 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	req.Host = host
-	if origin != "" {
-		req.Header.Set("Origin", origin)
+	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+		} else {
+			req.Header.Set(k, v)
+		}
 	}
 	if cookie != nil {
 		req.AddCookie(cookie)
@@ -182,6 +186,16 @@ func hostProbe(t *testing.T, ts *testServer, method, path, host, origin string, 
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp
+}
+
+// hostProbe is probe with Host, and Origin when not empty.
+func hostProbe(t *testing.T, ts *testServer, method, path, host, origin string, cookie *http.Cookie) *http.Response {
+	t.Helper()
+	hdr := map[string]string{"Host": host}
+	if origin != "" {
+		hdr["Origin"] = origin
+	}
+	return probe(t, ts, method, path, hdr, cookie)
 }
 
 // wsWithHost tries a WebSocket handshake with the given Host and Origin.
@@ -318,20 +332,8 @@ func TestCrossOriginPosts(t *testing.T) {
 	ts := startServer(t, nil)
 	cookie := devLogin(t, ts.URL, "alice")
 	post := func(path string, hdr map[string]string, c *http.Cookie) *http.Response {
-		req, _ := http.NewRequest(http.MethodPost, ts.URL+path, strings.NewReader("name=victim"))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		for k, v := range hdr {
-			req.Header.Set(k, v)
-		}
-		if c != nil {
-			req.AddCookie(c)
-		}
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp
+		t.Helper()
+		return probe(t, ts, http.MethodPost, path, hdr, c)
 	}
 	crossSite := []map[string]string{
 		{"Origin": "https://evil.example"},

@@ -108,20 +108,7 @@ func ipKey(a netip.Addr) netip.Prefix {
 // checkHandshake spends one handshake token for ip. It is called before the session
 // is checked, so that guessing cookies or hammering /ws unauthenticated is limited too.
 func (a *admission) checkHandshake(ip netip.Addr) *refusal {
-	cfg := a.settings()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := a.now()
-	e, ref := a.ipEntryLocked(ipKey(ip), cfg, now)
-	if ref != nil {
-		return ref
-	}
-	r := e.handshakes.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return &refusal{reason: refuseHandshakeRate, status: http.StatusTooManyRequests, retryAfter: d}
-	}
-	return nil
+	return a.spend(ip, refuseHandshakeRate, func(e *ipEntry, _ *Config) *rate.Limiter { return e.handshakes })
 }
 
 // checkLogin spends one token of ip's login bucket, shared by /login, /login/dev,
@@ -130,6 +117,17 @@ func (a *admission) checkHandshake(ip netip.Addr) *refusal {
 // one client asks. It lives in the same per-IP table as the handshakes, so the
 // table's bound and sweep cover it too.
 func (a *admission) checkLogin(ip netip.Addr) *refusal {
+	return a.spend(ip, refuseLoginRate, func(e *ipEntry, cfg *Config) *rate.Limiter {
+		if e.logins == nil {
+			e.logins = rate.NewLimiter(rate.Limit(cfg.LoginRate), cfg.LoginBurst)
+		}
+		return e.logins
+	})
+}
+
+// spend takes one token from the bucket that pick chooses in ip's entry, or says why
+// not: reason and 429 with the wait, or the table's own refusal when it is full.
+func (a *admission) spend(ip netip.Addr, reason string, pick func(*ipEntry, *Config) *rate.Limiter) *refusal {
 	cfg := a.settings()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -138,13 +136,10 @@ func (a *admission) checkLogin(ip netip.Addr) *refusal {
 	if ref != nil {
 		return ref
 	}
-	if e.logins == nil {
-		e.logins = rate.NewLimiter(rate.Limit(cfg.LoginRate), cfg.LoginBurst)
-	}
-	r := e.logins.ReserveN(now, 1)
+	r := pick(e, cfg).ReserveN(now, 1)
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
-		return &refusal{reason: refuseLoginRate, status: http.StatusTooManyRequests, retryAfter: d}
+		return &refusal{reason: reason, status: http.StatusTooManyRequests, retryAfter: d}
 	}
 	return nil
 }

@@ -26,8 +26,6 @@ const (
 	// its user's sessions instead (a cutoff, one key per user): it still fails closed,
 	// and it costs only the user who logs out, who loses their other devices' sessions.
 	maxRevoked = 100_000
-	// revocationSweepEvery is how often expired revocations and cutoffs are pruned.
-	revocationSweepEvery = time.Minute
 	// revokedFileName is the file in the data directory where revocations were kept
 	// before they moved into the store. Start-up migrates it once and removes it.
 	revokedFileName = "revoked.json"
@@ -100,8 +98,9 @@ func (s *sessions) submitLocked(writes []store.Write) (<-chan error, error) {
 
 // sweep forgets revocations whose cookies have expired and cutoffs older than a
 // session lifetime (every session they could kill has expired by then), in memory and
-// in the store. It does not wait for the deletes: a lost delete is retried by the
-// next start-up's sweep. It returns how many entries it dropped.
+// in the store. The history janitor calls it every janitorEvery. It does not wait for
+// the deletes: an entry whose delete was lost is loaded again at the next start-up and
+// swept then. It returns how many entries it dropped.
 func (s *sessions) sweep(now time.Time) int {
 	ttl := s.ttl()
 	s.mu.Lock()
@@ -124,22 +123,6 @@ func (s *sessions) sweep(now time.Time) int {
 		s.submitLocked(dels)
 	}
 	return len(dels)
-}
-
-// runSweep sweeps every revocationSweepEvery until stop is closed, then closes done.
-func (s *sessions) runSweep(stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	s.sweep(s.now())
-	t := time.NewTicker(revocationSweepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			s.sweep(s.now())
-		}
-	}
 }
 
 // loadRevocations reads both buckets into memory at start-up, before any request.
