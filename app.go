@@ -70,7 +70,19 @@ func newApp(cfg *Config, log *slog.Logger) (*App, error) {
 // newAppWithClock is newApp with an injected clock, so tests move time for rate limits
 // and session expiry instead of sleeping.
 func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App, error) {
+	st, err := openStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return newAppWithStore(cfg, log, now, st)
+}
+
+// newAppWithStore is newAppWithClock over a store already open, which the App owns
+// from here on (it closes it at shutdown, or now if it fails). Tests hand it stores that
+// fail or stall, and the same store again to restart on it.
+func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st store.Store) (*App, error) {
 	app := &App{
+		store:   st,
 		metrics: newMetrics(),
 		log:     log,
 		now:     now,
@@ -80,13 +92,11 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 	app.cfg.Store(cfg)
 	pol, err := loadPolicy(cfg)
 	if err != nil {
+		st.Close()
 		return nil, err
 	}
 	app.policyPtr.Store(pol)
-	if app.store, err = openStore(cfg); err != nil {
-		return nil, err
-	}
-	st, err := loadHubState(app.store)
+	state, err := loadHubState(app.store)
 	if err != nil {
 		app.store.Close()
 		return nil, fmt.Errorf("loading state: %w", err)
@@ -95,9 +105,9 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 		app.store.Close()
 		return nil, fmt.Errorf("loading the key directory: %w", err)
 	}
-	if st.settings != nil {
+	if state.settings != nil {
 		// Settings changed by an admin at run time win over the flags.
-		merged, err := st.settings.applyTo(cfg)
+		merged, err := state.settings.applyTo(cfg)
 		if err != nil {
 			log.Warn("stored settings refused; using flags", "err", err)
 		} else {
@@ -106,7 +116,7 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 		}
 	}
 	app.bans = newUserSet()
-	for id := range st.bans {
+	for id := range state.bans {
 		app.bans.add(id)
 	}
 	keyFile := cfg.SessionKeyFile
@@ -146,7 +156,7 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 		linger = store.DiskLinger
 	}
 	app.writer = store.NewWriter(app.store, storeQueue, linger, app.metrics.observeCommit)
-	app.hub = newHub(app, st, app.writer)
+	app.hub = newHub(app, state, app.writer)
 	app.sessions.writer = app.writer
 	app.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  handshakeTimeout,

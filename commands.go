@@ -35,35 +35,42 @@ type cmdSpec struct {
 }
 
 // commandTable maps each client-to-server type to its spec. filter.go validates the
-// fields of each type before a command gets here.
-var commandTable = map[string]cmdSpec{
-	"join":          {run: (*Hub).cmdJoin},
-	"leave":         {run: (*Hub).cmdLeave},
-	"say":           {needs: permSend, room: true, run: (*Hub).cmdSay},
-	"rooms":         {run: (*Hub).cmdRooms},
-	"create":        {run: (*Hub).cmdCreate},
-	"invite":        {needs: permInvite, room: true, run: (*Hub).cmdInvite},
-	"kick":          {needs: permExpel, room: true, run: (*Hub).cmdKick},
-	"ban":           {needs: permExpel, room: true, run: (*Hub).cmdKick},
-	"unban":         {needs: permExpel, room: true, run: (*Hub).cmdUnban},
-	"set_room_role": {needs: permManage, room: true, run: (*Hub).cmdSetRoomRole},
-	"lock":          {needs: permManage, room: true, run: (*Hub).cmdLock},
-	"topic":         {needs: permManage, room: true, run: (*Hub).cmdTopic},
-	"delete_room":   {needs: permManage, room: true, run: (*Hub).cmdDeleteRoom},
-	"set_role":      {needs: permAdmin, run: (*Hub).cmdSetRole},
-	"global_ban":    {needs: permAdmin, run: (*Hub).cmdGlobalBan},
-	"global_unban":  {needs: permAdmin, run: (*Hub).cmdGlobalUnban},
-	"get_settings":  {needs: permAdmin, run: (*Hub).cmdGetSettings},
-	"set_settings":  {needs: permAdmin, run: (*Hub).cmdSetSettings},
-	"audit":         {needs: permAdmin, run: (*Hub).cmdAudit},
-	"file":          {run: (*Hub).cmdFileAnnounce},
-	"file_data":     {needs: permSendBinary, room: true, run: (*Hub).cmdFileData},
-	// The key directory (devices.go).
-	"register_device": {run: (*Hub).cmdRegisterDevice},
-	"certify_device":  {run: (*Hub).cmdRegisterDevice},
-	"reset_identity":  {run: (*Hub).cmdResetIdentity},
-	"devices":         {run: (*Hub).cmdDevices},
-	"revoke_device":   {run: (*Hub).cmdRevokeDevice},
+// fields of each type before a command gets here. It is filled in init: a command that
+// waited for a record is dispatched again from the handlers' own path (durable.go),
+// a cycle Go allows only outside a variable's initialiser.
+var commandTable map[string]cmdSpec
+
+// init fills commandTable; see its comment for why it is not an initialiser.
+func init() {
+	commandTable = map[string]cmdSpec{
+		"join":          {run: (*Hub).cmdJoin},
+		"leave":         {run: (*Hub).cmdLeave},
+		"say":           {needs: permSend, room: true, run: (*Hub).cmdSay},
+		"rooms":         {run: (*Hub).cmdRooms},
+		"create":        {run: (*Hub).cmdCreate},
+		"invite":        {needs: permInvite, room: true, run: (*Hub).cmdInvite},
+		"kick":          {needs: permExpel, room: true, run: (*Hub).cmdKick},
+		"ban":           {needs: permExpel, room: true, run: (*Hub).cmdKick},
+		"unban":         {needs: permExpel, room: true, run: (*Hub).cmdUnban},
+		"set_room_role": {needs: permManage, room: true, run: (*Hub).cmdSetRoomRole},
+		"lock":          {needs: permManage, room: true, run: (*Hub).cmdLock},
+		"topic":         {needs: permManage, room: true, run: (*Hub).cmdTopic},
+		"delete_room":   {needs: permManage, room: true, run: (*Hub).cmdDeleteRoom},
+		"set_role":      {needs: permAdmin, run: (*Hub).cmdSetRole},
+		"global_ban":    {needs: permAdmin, run: (*Hub).cmdGlobalBan},
+		"global_unban":  {needs: permAdmin, run: (*Hub).cmdGlobalUnban},
+		"get_settings":  {needs: permAdmin, run: (*Hub).cmdGetSettings},
+		"set_settings":  {needs: permAdmin, run: (*Hub).cmdSetSettings},
+		"audit":         {needs: permAdmin, run: (*Hub).cmdAudit},
+		"file":          {run: (*Hub).cmdFileAnnounce},
+		"file_data":     {needs: permSendBinary, room: true, run: (*Hub).cmdFileData},
+		// The key directory (devices.go).
+		"register_device": {run: (*Hub).cmdRegisterDevice},
+		"certify_device":  {run: (*Hub).cmdRegisterDevice},
+		"reset_identity":  {run: (*Hub).cmdResetIdentity},
+		"devices":         {run: (*Hub).cmdDevices},
+		"revoke_device":   {run: (*Hub).cmdRevokeDevice},
+	}
 }
 
 // dispatch checks a command against the table and runs it.
@@ -107,11 +114,13 @@ func (h *Hub) mayCreate(c *Client) bool {
 	return h.settings().MembersCanCreateRooms || p&(permExpel|permAdmin) != 0
 }
 
-// createRoom makes and persists a new room owned by c, or refuses.
-func (h *Hub) createRoom(c *Client, env *envelope, private bool) *roomInfo {
-	if len(h.meta) >= h.settings().MaxRooms {
+// createRoom makes a new room owned by c, or refuses. The room exists once it is
+// durable: then entered runs (with the new record), and c's ref is acknowledged.
+// Rooms being created count against the room caps until they settle.
+func (h *Hub) createRoom(c *Client, env *envelope, private bool, entered func(*roomInfo)) {
+	if len(h.meta)+len(h.creating) >= h.settings().MaxRooms {
 		h.refuse(c, env, codeRoomLimit, "the server has as many rooms as it may keep")
-		return nil
+		return
 	}
 	owned := 0
 	for _, ri := range h.meta {
@@ -119,18 +128,36 @@ func (h *Hub) createRoom(c *Client, env *envelope, private bool) *roomInfo {
 			owned++
 		}
 	}
+	for _, owner := range h.creating {
+		if owner == c.user.ID {
+			owned++
+		}
+	}
 	if owned >= maxOwnedRooms && h.perms(c.user, nil)&permAdmin == 0 {
 		h.refuse(c, env, codeRoomLimit, "you own as many rooms as one user may")
-		return nil
+		return
 	}
 	ri := newRoomInfo(env.Room, c.user.ID, private, h.now())
 	ri.FirstID = h.lastID
 	if env.Topic != nil {
 		ri.Topic = *env.Topic
 	}
-	h.meta[ri.Name] = ri
-	h.persist(c, env.Ref, []store.Write{ri.write()}, nil)
-	return ri
+	name := ri.Name
+	if h.waitTurn(roomKey(name), c, env) {
+		return
+	}
+	h.creating[name] = c.user.ID
+	h.commit(c, env, change{
+		key:     roomKey(name),
+		writes:  []store.Write{ri.write()},
+		release: func() { delete(h.creating, name) },
+		apply: func() {
+			h.putRoom(ri)
+			if _, ok := h.clients[c]; ok {
+				entered(ri)
+			}
+		},
+	})
 }
 
 // cmdJoin joins a room. A public room that does not exist yet is created, with the
@@ -159,9 +186,9 @@ func (h *Hub) join(c *Client, env *envelope) {
 			h.refuse(c, env, codeNoSuchRoom, "no such room")
 			return
 		}
-		if ri = h.createRoom(c, env, false); ri == nil {
-			return
-		}
+		// Joined once the new room is durable: the join runs again then.
+		h.createRoom(c, env, false, func(*roomInfo) { h.join(c, env) })
+		return
 	}
 	if _, banned := ri.Bans[c.user.ID]; banned {
 		h.refuse(c, env, codeBanned, "you are banned from this room")
@@ -173,14 +200,36 @@ func (h *Hub) join(c *Client, env *envelope) {
 	}
 	if ri.Private && !ri.isMember(c.user.ID) {
 		if key, ok := ri.invitation(c.user, h.now()); ok {
-			// Accepting an invitation makes the user a member for good.
-			delete(ri.Invites, key)
-			ri.Roles[c.user.ID] = roomMember
-			h.persist(nil, "", []store.Write{ri.write()}, nil)
+			h.acceptInvitation(c, env, ri, key)
+			return
 		}
 	}
 	h.enter(c, ri, env.Ref)
 	h.sendHistory(c, ri, env.After)
+}
+
+// acceptInvitation makes an invited user a member of a private room for good, within
+// the room's role cap. The join goes on once the membership is durable; until then the
+// user is not in the room.
+func (h *Hub) acceptInvitation(c *Client, env *envelope, ri *roomInfo, key string) {
+	if len(ri.Roles) >= maxRolesPerRoom {
+		h.refuse(c, env, codeRoomLimit, "this room has as many members as it may keep")
+		return
+	}
+	next := ri.clone()
+	delete(next.Invites, key)
+	next.Roles[c.user.ID] = roomMember
+	h.commit(c, env, change{
+		key:    roomKey(ri.Name),
+		writes: []store.Write{next.write()},
+		noAck:  true, // the join is answered with joined
+		apply: func() {
+			h.putRoom(next)
+			if _, ok := h.clients[c]; ok {
+				h.join(c, env)
+			}
+		},
+	})
 }
 
 // cmdLeave leaves a room.
@@ -263,7 +312,8 @@ func (h *Hub) stamp(c *Client, r *room, cmd command, keep bool) {
 // cmdRooms lists the rooms c may see.
 func (h *Hub) cmdRooms(c *Client, _ command, _ *roomInfo) { h.deliver(c, h.roomsEvent(c)) }
 
-// cmdCreate creates a room, public or private, and joins the creator to it.
+// cmdCreate creates a room, public or private, and joins the creator to it once it is
+// durable.
 func (h *Hub) cmdCreate(c *Client, cmd command, _ *roomInfo) {
 	env := cmd.env
 	if !h.mayCreate(c) {
@@ -278,15 +328,17 @@ func (h *Hub) cmdCreate(c *Client, cmd command, _ *roomInfo) {
 		h.refuse(c, env, codeTooManyRooms, "you are in too many rooms; leave one first")
 		return
 	}
-	if ri := h.createRoom(c, env, env.Private); ri != nil {
-		// The ref comes back on the ack, once the room is stored.
-		h.enter(c, ri, "")
-	}
+	// The ref comes back on the ack, after the joined.
+	h.createRoom(c, env, env.Private, func(ri *roomInfo) {
+		if _, in := c.rooms[ri.Name]; !in && len(c.rooms) < h.settings().MaxRoomsPerClient {
+			h.enter(c, ri, "")
+		}
+	})
 }
 
 // cmdInvite invites a user (by id) or an email address into a room. In a private room
-// the invitation is durable until used or expired; the invitee's open connections are
-// told at once.
+// the invitation is durable until used or expired; once it is stored, the invitee's
+// open connections are told (found through the by-id and by-email indexes).
 func (h *Hub) cmdInvite(c *Client, cmd command, ri *roomInfo) {
 	env := cmd.env
 	key := "user:" + env.User
@@ -299,70 +351,104 @@ func (h *Hub) cmdInvite(c *Client, cmd command, ri *roomInfo) {
 			return
 		}
 	}
-	ri.pruneInvites(h.now())
+	next := ri.clone()
+	next.pruneInvites(h.now())
 	if ri.Private {
-		if len(ri.Invites) >= maxInvitesPerRoom {
+		if _, again := next.Invites[key]; !again && len(next.Invites) >= maxInvitesPerRoom {
 			h.refuse(c, env, codeRoomLimit, "this room has too many open invitations")
 			return
 		}
-		ri.Invites[key] = h.now().Add(inviteTTL).Unix()
-	}
-	invited := roomEvent("invited", ri, 0, func(b []byte) []byte {
-		b = append(b, `,"by":`...)
-		return append(b, c.userJSON...)
-	})
-	for o := range h.clients {
-		if (env.User != "" && o.user.ID == env.User) || (env.Email != "" && lowerEmail(o.user.Email) == lowerEmail(env.Email)) {
-			h.deliver(o, invited)
-		}
+		next.Invites[key] = h.now().Add(inviteTTL).Unix()
 	}
 	audit := newAudit(h.now(), c.user.ID, "invite", ri.Name, nil, key)
-	h.persist(c, env.Ref, []store.Write{ri.write()}, &audit)
+	h.commit(c, env, change{
+		key:    roomKey(ri.Name),
+		writes: []store.Write{next.write()},
+		audit:  &audit,
+		apply: func() {
+			h.putRoom(next)
+			ri := h.meta[next.Name]
+			invited := roomEvent("invited", ri, 0, func(b []byte) []byte {
+				b = append(b, `,"by":`...)
+				return append(b, c.userJSON...)
+			})
+			invitees := h.clientsOf(env.User)
+			if env.Email != "" {
+				invitees = h.clientsWithEmail(env.Email)
+			}
+			for o := range invitees {
+				h.deliver(o, invited)
+			}
+		},
+	})
 }
 
-// cmdKick removes a user from a room (their connections leave at once); with type
-// "ban" it also keeps them out until unbanned. One may only expel a user of lower rank.
+// cmdKick removes a user from a room (their connections leave once the change is
+// durable); with type "ban" it also keeps them out until unbanned. One may only expel
+// a user of lower rank, judged with everything known of the target even when offline.
 func (h *Hub) cmdKick(c *Client, cmd command, ri *roomInfo) {
 	env := cmd.env
-	target := identity{ID: env.User}
-	if m := h.findUser(env.User); m != nil {
-		target = *m
-	}
+	target := h.identityOf(env.User)
 	if env.User == c.user.ID || h.rank(target, ri) >= h.rank(c.user, ri) {
 		h.refuse(c, env, codeForbidden, "you cannot expel that user")
 		return
 	}
 	ban := env.Type == "ban"
-	if ban && len(ri.Bans) >= maxRolesPerRoom {
+	if _, already := ri.Bans[env.User]; ban && !already && len(ri.Bans) >= maxRolesPerRoom {
 		h.refuse(c, env, codeRoomLimit, "this room has too many bans")
 		return
 	}
+	next := ri.clone()
 	old := ri.Roles[env.User]
 	if ri.Private || ban {
-		delete(ri.Roles, env.User)
+		delete(next.Roles, env.User)
 	}
 	if ban {
-		ri.Bans[env.User] = h.now().Unix()
-		delete(ri.Invites, "user:"+env.User)
+		next.Bans[env.User] = h.now().Unix()
+		delete(next.Invites, "user:"+env.User)
 	}
-	if r := h.rooms[ri.Name]; r != nil {
-		h.removeUser(r, env.User, appendObject(nil, "kicked", ri.Name, func(b []byte) []byte {
-			b = append(b, `,"ban":`...)
-			b = strconv.AppendBool(b, ban)
-			b = append(b, `,"by":`...)
-			return append(b, c.userJSON...)
-		}))
-	}
+	kicked := appendObject(nil, "kicked", ri.Name, func(b []byte) []byte {
+		b = append(b, `,"ban":`...)
+		b = strconv.AppendBool(b, ban)
+		b = append(b, `,"by":`...)
+		return append(b, c.userJSON...)
+	})
 	audit := newAudit(h.now(), c.user.ID, env.Type, ri.Name+" "+env.User, old, nil)
-	h.persist(c, env.Ref, []store.Write{ri.write()}, &audit)
+	h.commit(c, env, change{
+		key:    roomKey(ri.Name),
+		writes: []store.Write{next.write()},
+		audit:  &audit,
+		apply: func() {
+			h.putRoom(next)
+			if r := h.rooms[next.Name]; r != nil {
+				h.removeUser(r, env.User, kicked)
+			}
+		},
+	})
 }
 
 // cmdUnban lifts a room ban.
 func (h *Hub) cmdUnban(c *Client, cmd command, ri *roomInfo) {
 	env := cmd.env
-	delete(ri.Bans, env.User)
+	next := ri.clone()
+	delete(next.Bans, env.User)
 	audit := newAudit(h.now(), c.user.ID, "unban", ri.Name+" "+env.User, nil, nil)
-	h.persist(c, env.Ref, []store.Write{ri.write()}, &audit)
+	h.commitRoom(c, env, next, &audit, nil)
+}
+
+// commitRoom commits the next state of a room record, then runs after (may be nil).
+func (h *Hub) commitRoom(c *Client, env *envelope, next *roomInfo, audit *auditEntry, after func()) {
+	h.commit(c, env, change{
+		key:    roomKey(next.Name),
+		writes: []store.Write{next.write()},
+		audit:  audit,
+		apply: func() {
+			h.putRoom(next)
+			if after != nil {
+				after()
+			}
+		},
+	})
 }
 
 // cmdSetRoomRole appoints or removes a room moderator. The owner's role is not
@@ -378,127 +464,148 @@ func (h *Hub) cmdSetRoomRole(c *Client, cmd command, ri *roomInfo) {
 		h.refuse(c, env, codeRoomLimit, "this room has too many roles")
 		return
 	}
+	next := ri.clone()
 	switch {
 	case env.Role == roomModerator:
-		ri.Roles[env.User] = roomModerator
+		next.Roles[env.User] = roomModerator
 	case ri.Private:
-		ri.Roles[env.User] = roomMember
+		next.Roles[env.User] = roomMember
 	default:
-		delete(ri.Roles, env.User)
+		delete(next.Roles, env.User)
 	}
 	audit := newAudit(h.now(), c.user.ID, "set_room_role", ri.Name+" "+env.User, old, env.Role)
-	h.persist(c, env.Ref, []store.Write{ri.write()}, &audit)
-	h.refreshUser(env.User)
+	h.commitRoom(c, env, next, &audit, func() { h.refreshUser(env.User) })
 }
 
 // cmdLock makes a room read-only for everyone but its owner and moderators, or undoes it.
 func (h *Hub) cmdLock(c *Client, cmd command, ri *roomInfo) {
-	old := ri.Locked
-	ri.Locked = *cmd.env.Locked
-	h.roomChanged(c, cmd.env, ri, "lock", old, ri.Locked)
+	next := ri.clone()
+	next.Locked = *cmd.env.Locked
+	h.roomChanged(c, cmd.env, next, "lock", ri.Locked, next.Locked)
 }
 
 // cmdTopic sets a room's topic.
 func (h *Hub) cmdTopic(c *Client, cmd command, ri *roomInfo) {
-	old := ri.Topic
-	ri.Topic = *cmd.env.Topic
-	h.roomChanged(c, cmd.env, ri, "topic", old, ri.Topic)
+	next := ri.clone()
+	next.Topic = *cmd.env.Topic
+	h.roomChanged(c, cmd.env, next, "topic", ri.Topic, next.Topic)
 }
 
-// roomChanged stores and audits a change to a room's description and tells the
-// members inside.
-func (h *Hub) roomChanged(c *Client, env *envelope, ri *roomInfo, action string, old, new any) {
-	audit := newAudit(h.now(), c.user.ID, action, ri.Name, old, new)
-	h.persist(c, env.Ref, []store.Write{ri.write()}, &audit)
-	h.notifyRoom(ri)
+// roomChanged stores and audits a change to a room's description and, once it is
+// durable, tells the members inside.
+func (h *Hub) roomChanged(c *Client, env *envelope, next *roomInfo, action string, old, new any) {
+	audit := newAudit(h.now(), c.user.ID, action, next.Name, old, new)
+	h.commitRoom(c, env, next, &audit, func() { h.notifyRoom(h.meta[next.Name]) })
 }
 
-// cmdDeleteRoom deletes a room: everyone inside is told and removed, its record goes.
-// The lobby cannot be deleted.
+// cmdDeleteRoom deletes a room: once that is durable, everyone inside is told and
+// removed and its record goes. The lobby cannot be deleted.
 func (h *Hub) cmdDeleteRoom(c *Client, cmd command, ri *roomInfo) {
 	env := cmd.env
 	if ri.Name == lobby {
 		h.refuse(c, env, codeForbidden, "the lobby cannot be deleted")
 		return
 	}
-	if r := h.rooms[ri.Name]; r != nil {
-		ev := appendObject(nil, "room_deleted", ri.Name, func(b []byte) []byte { return b })
-		for o := range r.clients {
-			h.deliver(o, ev)
-			h.leaveRoom(o, ri.Name)
-		}
-	}
-	delete(h.meta, ri.Name)
-	audit := newAudit(h.now(), c.user.ID, "delete_room", ri.Name, ri, nil)
+	name, mark := ri.Name, h.lastID
+	audit := newAudit(h.now(), c.user.ID, "delete_room", name, ri, nil)
 	// The history goes too: the janitor deletes it, and until then a new room of the
 	// same name cannot see it (its FirstID starts after).
-	h.persist(c, env.Ref, []store.Write{
-		{Bucket: bucketRooms, Key: []byte(ri.Name)},
-		{Bucket: bucketPurge, Key: []byte(ri.Name), Value: store.SeqKey(h.lastID)},
-	}, &audit)
+	h.commit(c, env, change{
+		key: roomKey(name),
+		writes: []store.Write{
+			{Bucket: bucketRooms, Key: []byte(name)},
+			{Bucket: bucketPurge, Key: []byte(name), Value: store.SeqKey(mark)},
+		},
+		audit: &audit,
+		apply: func() {
+			if r := h.rooms[name]; r != nil {
+				ev := appendObject(nil, "room_deleted", name, func(b []byte) []byte { return b })
+				for o := range r.clients {
+					h.deliver(o, ev)
+					h.leaveRoom(o, name)
+				}
+			}
+			h.dropRoom(name)
+			if h.lastID > mark {
+				// Messages said while the deletion was in flight go with the rest.
+				h.persist(nil, "", []store.Write{{Bucket: bucketPurge, Key: []byte(name), Value: store.SeqKey(h.lastID)}}, nil)
+			}
+		},
+	})
 }
 
-// cmdSetRole grants a global role. It applies at once to the user's open connections.
-// Admins cannot change their own role (no accidental lock-out).
+// cmdSetRole grants a global role. Once durable it applies to the user's open
+// connections. Admins cannot change their own role (no accidental lock-out).
 func (h *Hub) cmdSetRole(c *Client, cmd command, _ *roomInfo) {
 	env := cmd.env
 	if env.User == c.user.ID {
 		h.refuse(c, env, codeForbidden, "you cannot change your own role")
 		return
 	}
-	target := identity{ID: env.User}
-	if m := h.findUser(env.User); m != nil {
-		target = *m
-	}
+	target := h.identityOf(env.User)
 	old := h.globalRole(target)
-	h.grants[env.User] = env.Role
 	b, _ := json.Marshal(env.Role)
 	audit := newAudit(h.now(), c.user.ID, "set_role", env.User, old, env.Role)
-	h.persist(c, env.Ref, []store.Write{{Bucket: bucketGrants, Key: []byte(env.User), Value: b}}, &audit)
-	h.deliverUser(env.User, h.youEvent(target))
-	h.refreshUser(env.User)
+	h.commit(c, env, change{
+		key:    grantKey(env.User),
+		writes: []store.Write{{Bucket: bucketGrants, Key: []byte(env.User), Value: b}},
+		audit:  &audit,
+		apply: func() {
+			h.grants[env.User] = env.Role
+			h.deliverUser(env.User, h.youEvent(h.identityOf(env.User)))
+			h.refreshUser(env.User)
+		},
+	})
 }
 
-// cmdGlobalBan bans a user from the server: their connections close with 1008, their
-// sessions stop working and their next login is refused. Admins cannot be banned.
+// cmdGlobalBan bans a user from the server: once the ban is durable their connections
+// close with 1008, their sessions stop working and their next login is refused. Admins
+// cannot be banned, whether online or not.
 func (h *Hub) cmdGlobalBan(c *Client, cmd command, _ *roomInfo) {
 	env := cmd.env
-	target := identity{ID: env.User}
-	if m := h.findUser(env.User); m != nil {
-		target = *m
-	}
-	if env.User == c.user.ID || h.globalRole(target) == roleAdmin {
+	if env.User == c.user.ID || h.globalRole(h.identityOf(env.User)) == roleAdmin {
 		h.refuse(c, env, codeForbidden, "admins cannot be banned")
 		return
 	}
 	ban := banInfo{By: c.user.ID, Reason: env.Reason, Time: h.now().Unix()}
-	h.bans[env.User] = ban
-	h.app.bans.add(env.User)
-	for o := range h.clients {
-		if o.user.ID == env.User {
-			h.doom(o, websocket.ClosePolicyViolation, "banned")
-		}
-	}
 	b, _ := json.Marshal(ban)
 	audit := newAudit(h.now(), c.user.ID, "global_ban", env.User, nil, ban)
 	// The user's sessions die for good, not only while the ban lasts: the cutoff is
-	// committed with the ban and outlives global_unban.
-	end := h.app.sessions.endSessions(env.User, h.now())
-	h.persist(c, env.Ref, []store.Write{{Bucket: bucketBans, Key: []byte(env.User), Value: b}, end}, &audit)
+	// committed with the ban and outlives global_unban. Like the ban, it takes effect
+	// in memory only once durable.
+	at := h.now()
+	h.commit(c, env, change{
+		key:    banKey(env.User),
+		writes: []store.Write{{Bucket: bucketBans, Key: []byte(env.User), Value: b}, h.app.sessions.cutoffWrite(env.User, at)},
+		audit:  &audit,
+		apply: func() {
+			h.bans[env.User] = ban
+			h.app.bans.add(env.User)
+			h.app.sessions.endSessions(env.User, at)
+			for o := range h.clientsOf(env.User) {
+				h.doom(o, websocket.ClosePolicyViolation, "banned")
+			}
+		},
+	})
 }
 
-// cmdGlobalUnban lifts a global ban.
+// cmdGlobalUnban lifts a global ban once that is durable.
 func (h *Hub) cmdGlobalUnban(c *Client, cmd command, _ *roomInfo) {
 	env := cmd.env
-	old, ok := h.bans[env.User]
-	delete(h.bans, env.User)
-	h.app.bans.remove(env.User)
 	var before any
-	if ok {
+	if old, ok := h.bans[env.User]; ok {
 		before = old
 	}
 	audit := newAudit(h.now(), c.user.ID, "global_unban", env.User, before, nil)
-	h.persist(c, env.Ref, []store.Write{{Bucket: bucketBans, Key: []byte(env.User)}}, &audit)
+	h.commit(c, env, change{
+		key:    banKey(env.User),
+		writes: []store.Write{{Bucket: bucketBans, Key: []byte(env.User)}},
+		audit:  &audit,
+		apply: func() {
+			delete(h.bans, env.User)
+			h.app.bans.remove(env.User)
+		},
+	})
 }
 
 // settingsEvent describes the run-time settings.
@@ -517,8 +624,8 @@ func (h *Hub) cmdGetSettings(c *Client, cmd command, _ *roomInfo) {
 }
 
 // cmdSetSettings changes run-time settings: merged over the current ones, validated as
-// a whole, swapped in atomically (live connections see them on their next message),
-// persisted and audited.
+// a whole, persisted and audited, and once durable swapped in atomically (live
+// connections see them on their next message) and announced.
 func (h *Hub) cmdSetSettings(c *Client, cmd command, _ *roomInfo) {
 	env := cmd.env
 	cur := h.settings()
@@ -533,11 +640,22 @@ func (h *Hub) cmdSetSettings(c *Client, cmd command, _ *roomInfo) {
 		h.refuse(c, env, codeBadSetting, err.Error())
 		return
 	}
-	h.app.cfg.Store(cfg)
 	b, _ := json.Marshal(next)
 	audit := newAudit(h.now(), c.user.ID, "set_settings", "", old, next)
-	h.persist(c, env.Ref, []store.Write{{Bucket: bucketSettings, Key: []byte("current"), Value: b}}, &audit)
-	h.deliver(c, settingsEvent(next, ""))
+	h.commit(c, env, change{
+		key:    settingsKey,
+		writes: []store.Write{{Bucket: bucketSettings, Key: []byte("current"), Value: b}},
+		audit:  &audit,
+		apply:  func() { h.applySettings(c, cfg, old, next) },
+	})
+}
+
+// applySettings swaps in durable new settings and tells everyone what changed.
+func (h *Hub) applySettings(c *Client, cfg *Config, old, next Settings) {
+	h.app.cfg.Store(cfg)
+	if _, ok := h.clients[c]; ok {
+		h.deliver(c, settingsEvent(next, ""))
+	}
 	// Everyone's page learns the new limits (text length, file size) at once.
 	limits := h.limitsEvent()
 	for o := range h.clients {
@@ -569,34 +687,17 @@ func (h *Hub) cmdAudit(c *Client, cmd command, _ *roomInfo) {
 	h.deliver(c, b)
 }
 
-// findUser returns the identity of a connected user, so role decisions about an online
-// target see their email (policy roles by email) too.
-func (h *Hub) findUser(userID string) *identity {
-	for c := range h.clients {
-		if c.user.ID == userID {
-			return &c.user
-		}
-	}
-	return nil
-}
-
 // refreshUser re-sends the room state to a user's connections after their role
 // changed, so the page shows the new role and controls at once, and tells the other
 // members of those rooms.
 func (h *Hub) refreshUser(userID string) {
-	for c := range h.clients {
-		if c.user.ID != userID {
-			continue
-		}
+	for c := range h.clientsOf(userID) {
 		for _, r := range c.rooms {
 			h.deliver(c, h.joinedEvent(c, r, ""))
 		}
 	}
 	seen := map[string]bool{}
-	for c := range h.clients {
-		if c.user.ID != userID {
-			continue
-		}
+	for c := range h.clientsOf(userID) {
 		for name, r := range c.rooms {
 			if seen[name] {
 				continue

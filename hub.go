@@ -95,6 +95,25 @@ type Hub struct {
 	completions chan func()
 
 	clients map[*Client]struct{}
+	// byUser and byEmail index the connected clients by user id and by lower-cased
+	// email (see index.go).
+	byUser  map[string]clientSet
+	byEmail map[string]clientSet
+	// privateOf indexes private rooms by "user:<id>" (members and invitations by id)
+	// and "email:<address>" (invitations by email); privateAll holds every private
+	// room, for admins (see index.go).
+	privateOf  map[string]nameSet
+	privateAll nameSet
+	// known remembers users who have connected, for decisions about them while they
+	// are offline (see users.go).
+	known *userDirectory
+	// inflight holds the records with a change waiting for the store (and the
+	// commands waiting for them; waiting counts those), creating the rooms being
+	// created (name -> owner), which count against the room caps until they settle
+	// (see durable.go).
+	inflight map[string]*flight
+	waiting  int
+	creating map[string]string
 	// rooms holds the live rooms; meta every durable room, live or not.
 	rooms  map[string]*room
 	meta   map[string]*roomInfo
@@ -139,6 +158,13 @@ func newHub(app *App, st *hubState, writer *store.Writer) *Hub {
 		clients:     make(map[*Client]struct{}),
 		rooms:       make(map[string]*room),
 		backlogged:  make(map[*Client]struct{}),
+		byUser:      make(map[string]clientSet),
+		byEmail:     make(map[string]clientSet),
+		privateOf:   make(map[string]nameSet),
+		privateAll:  make(nameSet),
+		known:       newUserDirectory(st.users, maxKnownUsers),
+		inflight:    make(map[string]*flight),
+		creating:    make(map[string]string),
 		writeWait:   writeWait,
 		meta:        st.rooms,
 		grants:      st.grants,
@@ -151,6 +177,9 @@ func newHub(app *App, st *hubState, writer *store.Writer) *Hub {
 		metrics:     app.metrics,
 		log:         app.log,
 		now:         app.now,
+	}
+	for _, ri := range h.meta {
+		h.indexRoom(ri)
 	}
 	if h.meta[lobby] == nil {
 		h.meta[lobby] = newRoomInfo(lobby, "", false, h.now())
@@ -219,16 +248,16 @@ func (h *Hub) do(f func()) {
 	<-done
 }
 
-// persist hands writes (and an audit entry) to the store writer. When they are durable,
-// c (if still connected) gets an ack for ref; if they fail, an error. The hub's memory
-// is already changed: it is the source of truth while the process runs.
+// persist hands writes to the store writer. When they are durable, c (if still
+// connected) gets an ack for ref; if they fail, an error. It is for writes whose
+// effect in memory is no security state and is not undone by a failure: messages
+// (already delivered), the lobby's record, the directory of known users. A ban, a
+// role, a room's rules or the settings go through commit (durable.go) instead, which
+// applies them only once they are durable.
 func (h *Hub) persist(c *Client, ref string, writes []store.Write, audit *auditEntry) {
 	var ack []byte
 	if ref != "" {
-		ack = appendObject(nil, "ack", "", func(b []byte) []byte {
-			b = append(b, `,"ref":`...)
-			return appendJSONString(b, ref)
-		})
+		ack = ackOnly(ref)
 	}
 	h.persistAck(c, ref, ack, writes, audit)
 }
@@ -236,14 +265,8 @@ func (h *Hub) persist(c *Client, ref string, writes []store.Write, audit *auditE
 // persistAck is persist with a prepared ack (nil for none).
 func (h *Hub) persistAck(c *Client, ref string, ack []byte, writes []store.Write, audit *auditEntry) {
 	if audit != nil {
-		h.audit = append(h.audit, *audit)
-		if len(h.audit) > auditMemory {
-			h.audit = slices.Clone(h.audit[len(h.audit)-auditMemory:])
-		}
-		b, _ := json.Marshal(audit)
-		// Keys increase even if the clock steps back, so the log stays in order.
-		h.auditSeq = max(h.auditSeq+1, uint64(h.now().UnixNano()))
-		writes = append(writes, store.Write{Bucket: bucketAudit, Key: store.SeqKey(h.auditSeq), Value: b})
+		h.rememberAudit(*audit)
+		writes = append(writes, h.auditWrite(audit))
 	}
 	done := func(err error) {
 		// Called on the writer's goroutine: hand the result back to the hub. The hub
@@ -273,6 +296,22 @@ func (h *Hub) persistAck(c *Client, ref string, ack []byte, writes []store.Write
 	}
 }
 
+// auditWrite is the store write of an audit entry, under the next audit key.
+func (h *Hub) auditWrite(audit *auditEntry) store.Write {
+	b, _ := json.Marshal(audit)
+	// Keys increase even if the clock steps back, so the log stays in order.
+	h.auditSeq = max(h.auditSeq+1, uint64(h.now().UnixNano()))
+	return store.Write{Bucket: bucketAudit, Key: store.SeqKey(h.auditSeq), Value: b}
+}
+
+// rememberAudit keeps an audit entry among the recent ones `audit` answers from.
+func (h *Hub) rememberAudit(audit auditEntry) {
+	h.audit = append(h.audit, audit)
+	if len(h.audit) > auditMemory {
+		h.audit = slices.Clone(h.audit[len(h.audit)-auditMemory:])
+	}
+}
+
 // addClient registers a new connection, greets it and joins it to the lobby.
 func (h *Hub) addClient(c *Client) {
 	if h.closing {
@@ -286,6 +325,10 @@ func (h *Hub) addClient(c *Client) {
 		return
 	}
 	h.clients[c] = struct{}{}
+	h.indexClient(c)
+	if writes := h.known.see(c.user, h.now()); len(writes) > 0 {
+		h.persist(nil, "", writes, nil)
+	}
 	h.metrics.connections.Set(float64(len(h.clients)))
 	h.deliver(c, h.welcomeEvent(c))
 	h.join(c, &envelope{Type: "join", Room: lobby})
@@ -298,6 +341,7 @@ func (h *Hub) dropClient(c *Client, code int, reason string) {
 		return
 	}
 	delete(h.clients, c)
+	h.unindexClient(c)
 	delete(h.backlogged, c)
 	c.backlog = nil
 	for name := range c.rooms {
@@ -420,10 +464,8 @@ func (h *Hub) checkWrites() {
 
 // deliverUser sends msg to every connection of a user.
 func (h *Hub) deliverUser(userID string, msg []byte) {
-	for c := range h.clients {
-		if c.user.ID == userID {
-			h.deliver(c, msg)
-		}
+	for c := range h.clientsOf(userID) {
+		h.deliver(c, msg)
 	}
 }
 
@@ -684,7 +726,8 @@ func (h *Hub) joinedEvent(c *Client, r *room, ref string) []byte {
 // roomsEvent lists the rooms c may see: public ones and the private ones it belongs
 // to or is invited to, busiest first. DoS hardening: the sorted public list is cached
 // for publicListTTL, so clients asking again and again cannot make the hub sort every
-// room each time; only private rooms are looked at per request.
+// room each time; the private rooms come from the per-user index, so a request costs
+// what it returns, not a walk over every room.
 func (h *Hub) roomsEvent(c *Client) []byte {
 	now := h.now()
 	if h.publicList == nil || now.Sub(h.publicListAt) > publicListTTL {
@@ -700,15 +743,7 @@ func (h *Hub) roomsEvent(c *Client) []byte {
 		}
 		h.publicListAt = now
 	}
-	var infos []*roomInfo
-	for _, ri := range h.meta {
-		if ri.Private && h.visible(c.user, ri.Name) != nil {
-			infos = append(infos, ri)
-			if len(infos) == roomsListMax {
-				break
-			}
-		}
-	}
+	infos := h.privateRoomsOf(c.user, roomsListMax)
 	for _, ri := range h.publicList {
 		if h.meta[ri.Name] == ri { // not deleted since the list was made
 			infos = append(infos, ri)

@@ -51,7 +51,7 @@ func sayCmd(c *Client, room, text string) command {
 // drain returns the events queued for c so far, decoded, history events left out. It synchronises with the hub
 // first, so everything the hub did before is visible.
 func drain(t testing.TB, h *Hub, c *Client) []map[string]any {
-	h.do(func() {})
+	settleHub(t, h)
 	var out []map[string]any
 	for {
 		select {
@@ -71,6 +71,30 @@ func drain(t testing.TB, h *Hub, c *Client) []map[string]any {
 		default:
 			return out
 		}
+	}
+}
+
+// settleHub waits until the hub has handled every command queued so far and every
+// security-state change they started is durable and applied (see durable.go): a round
+// trip through the store writer and back through the hub's completions, repeated while
+// changes are in flight (a settled change may let a waiting one go).
+func settleHub(t testing.TB, h *Hub) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var inflight int
+		h.do(func() { inflight = len(h.inflight) })
+		if inflight == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("changes still in flight")
+		}
+		done := make(chan struct{})
+		if !h.writer.Submit(nil, func(error) { h.completions <- func() { close(done) } }) {
+			t.Fatal("store queue full")
+		}
+		<-done
 	}
 }
 
@@ -140,6 +164,7 @@ func TestHubEmptyRoomDropped(t *testing.T) {
 	a := fakeClient("a", 64)
 	h.register <- a
 	h.inbound <- command{client: a, env: &envelope{Type: "join", Room: "temp"}}
+	settleHub(t, h) // a new room exists once durable
 	rooms := func() (n int, has bool) {
 		h.do(func() { n = len(h.rooms); _, has = h.rooms["temp"] })
 		return

@@ -75,6 +75,16 @@ func (s *sessions) endSessions(uid string, at time.Time) store.Write {
 	return s.cutoffLocked(uid, at)
 }
 
+// cutoffWrite is the store write endSessions(uid, at) would make, without changing
+// memory: a global ban commits it with the ban and calls endSessions only once both
+// are durable, so a ban the store refuses ends nobody's sessions (durable.go).
+func (s *sessions) cutoffWrite(uid string, at time.Time) store.Write {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ms := max(at.UnixMilli(), s.cutoffs[uid])
+	return store.Write{Bucket: bucketSessionCutoffs, Key: []byte(uid), Value: store.SeqKey(uint64(ms))}
+}
+
 // cutoffLocked moves uid's cutoff to at (never back) and returns its store write.
 func (s *sessions) cutoffLocked(uid string, at time.Time) store.Write {
 	ms := max(at.UnixMilli(), s.cutoffs[uid])

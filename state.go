@@ -27,6 +27,7 @@ type hubState struct {
 	audit    []auditEntry
 	auditSeq uint64
 	lastID   uint64
+	users    map[string]knownUser
 }
 
 // openStore opens the configured store.
@@ -44,7 +45,8 @@ func openStore(cfg *Config) (store.Store, error) {
 	return s, nil
 }
 
-// loadHubState reads rooms, grants, bans, settings and the newest audit entries.
+// loadHubState reads rooms, grants, bans, settings, known users and the newest audit
+// entries.
 func loadHubState(s store.Store) (*hubState, error) {
 	st := &hubState{rooms: map[string]*roomInfo{}, grants: map[string]string{}, bans: map[string]banInfo{}}
 	err := s.Scan(bucketRooms, func(k, v []byte) error {
@@ -110,6 +112,9 @@ func loadHubState(s store.Store) (*hubState, error) {
 		return nil
 	})
 	if err != nil {
+		return nil, err
+	}
+	if st.users, err = loadKnownUsers(s); err != nil {
 		return nil, err
 	}
 	err = s.Last(bucketAudit, auditMemory, func(k, v []byte) error {
