@@ -111,6 +111,7 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 		if err != nil {
 			log.Warn("stored settings refused; using flags", "err", err)
 		} else {
+			warnOverriddenFlags(log, cfg, merged)
 			cfg = merged
 			app.cfg.Store(cfg)
 		}

@@ -147,6 +147,12 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// MetricsAddr is the separate listener for Prometheus metrics and pprof; empty = off.
 	MetricsAddr string
+
+	// explicit holds the names of the flags given on the command line or through their
+	// environment twins (nil: none), so start-up can say when stored run-time settings
+	// override what the operator asked for. Copies share it; nobody writes it after
+	// parseConfig.
+	explicit map[string]bool
 }
 
 // defaultConfig returns the zero-configuration settings.
@@ -348,8 +354,10 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 		fs.PrintDefaults()
 	}
 	var envErr error
+	cfg.explicit = map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) {
 		if v := getenv(envName(f.Name)); v != "" {
+			cfg.explicit[f.Name] = true
 			if err := f.Value.Set(v); err != nil && envErr == nil {
 				envErr = fmt.Errorf("%s: %w", envName(f.Name), err)
 			}
@@ -364,6 +372,7 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	fs.Visit(func(f *flag.Flag) { cfg.explicit[f.Name] = true })
 	return cfg, cfg.validate()
 }
 

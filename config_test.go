@@ -2,10 +2,15 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"modified-chat/internal/store"
 )
 
 // TestConfigEnvTwins: every flag has a CHAT_ twin, and an explicit flag wins over it.
@@ -73,4 +78,59 @@ func TestReadmeListsEveryFlag(t *testing.T) {
 			t.Errorf("README does not document -%s", f.Name)
 		}
 	})
+}
+
+// TestStoredSettingsOverridingFlagsAreLogged: a setting an admin stored at run time
+// that replaces a different value given explicitly (flag or environment twin) is
+// logged at Warn with both values (the MOTD without its text); settings that agree, or
+// whose flag was left at its default, are not.
+func TestStoredSettingsOverridingFlagsAreLogged(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"CHAT_TEXT_MAX_CHARS": "100", "CHAT_BYTE_BURST": "70000"}
+	cfg, err := parseConfig([]string{"-data-dir", dir, "-metrics-addr", "", "-msg-burst", "7", "-motd", "from the flag"},
+		func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := settingsOf(defaultConfig())
+	stored.MsgBurst, stored.TextMaxChars, stored.ReadLimit, stored.MOTD = 3, 100, 9000, "stored motd"
+	stored.ByteBurst = 80000
+	b, _ := json.Marshal(stored)
+	st := store.NewMem()
+	if err := st.Apply([]store.Write{{Bucket: bucketSettings, Key: []byte("current"), Value: b}}); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	app, err := newAppWithStore(cfg, slog.New(slog.NewJSONHandler(&logs, nil)), time.Now, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.shutdown(time.Second)
+	warned := map[string]map[string]any{}
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec["level"] == "WARN" && rec["flag"] != nil {
+			warned[rec["flag"].(string)] = rec
+		}
+	}
+	if w := warned["msg-burst"]; w == nil || w["flag_value"] != 7.0 || w["stored_value"] != 3.0 {
+		t.Errorf("msg-burst: %v", w)
+	}
+	if w := warned["byte-burst"]; w == nil || w["flag_value"] != 70000.0 || w["stored_value"] != 80000.0 {
+		t.Errorf("byte-burst (from the environment): %v", w)
+	}
+	if w := warned["motd"]; w == nil || strings.Contains(logs.String(), "stored motd") {
+		t.Errorf("motd: %v (its text must not be logged)", w)
+	}
+	for _, quiet := range []string{"text-max-chars", "read-limit", "msg-rate"} {
+		if w := warned[quiet]; w != nil {
+			t.Errorf("%s warned: %v", quiet, w)
+		}
+	}
+	if len(warned) != 3 {
+		t.Errorf("warnings %v", warned)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -85,6 +86,48 @@ func (s Settings) applyTo(c *Config) (*Config, error) {
 		return nil, err
 	}
 	return &n, nil
+}
+
+// settingFlags pairs each run-time setting with the flag it overrides, to tell the
+// operator at start-up when a stored setting beats a flag they gave (see
+// warnOverriddenFlags). The MOTD's text is not logged, only that it differs.
+var settingFlags = []struct {
+	flag  string
+	value func(Settings) any
+	hide  bool
+}{
+	{"msg-rate", func(s Settings) any { return s.MsgRate }, false},
+	{"msg-burst", func(s Settings) any { return s.MsgBurst }, false},
+	{"byte-rate", func(s Settings) any { return s.ByteRate }, false},
+	{"byte-burst", func(s Settings) any { return s.ByteBurst }, false},
+	{"user-msg-rate", func(s Settings) any { return s.UserMsgRate }, false},
+	{"user-msg-burst", func(s Settings) any { return s.UserMsgBurst }, false},
+	{"read-limit", func(s Settings) any { return s.ReadLimit }, false},
+	{"text-max-chars", func(s Settings) any { return s.TextMaxChars }, false},
+	{"members-create-rooms", func(s Settings) any { return s.MembersCanCreateRooms }, false},
+	{"allowed-domains", func(s Settings) any { return strings.Join(s.AllowedDomains, ",") }, false},
+	{"motd", func(s Settings) any { return s.MOTD }, true},
+}
+
+// warnOverriddenFlags logs, at Warn, every setting stored by an admin at run time
+// that replaces a different value the operator gave explicitly as a flag (or its
+// environment twin): otherwise a changed flag would seem to be ignored without a word.
+func warnOverriddenFlags(log *slog.Logger, flags, stored *Config) {
+	given, got := settingsOf(flags), settingsOf(stored)
+	for _, sf := range settingFlags {
+		if !flags.explicit[sf.flag] {
+			continue
+		}
+		want, have := sf.value(given), sf.value(got)
+		if fmt.Sprint(want) == fmt.Sprint(have) {
+			continue
+		}
+		if sf.hide {
+			log.Warn("a setting stored at run time overrides the flag", "flag", sf.flag)
+			continue
+		}
+		log.Warn("a setting stored at run time overrides the flag", "flag", sf.flag, "flag_value", want, "stored_value", have)
+	}
 }
 
 // isPrintableText allows newlines and tabs but no other control or bidi characters.
