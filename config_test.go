@@ -109,6 +109,9 @@ func TestStoredSettingsOverridingFlagsAreLogged(t *testing.T) {
 	warned := map[string]map[string]any{}
 	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 		var rec map[string]any
+		if line == "" {
+			continue
+		}
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
 		}
