@@ -301,7 +301,6 @@
       return;
     }
     if (ev.code === 1001) notify('closed', 'The server is restarting. Reconnecting…');
-    else if (ev.code === 1013) notify('closed', 'The server is full. Trying again shortly…');
     scheduleReconnect();
   }
 
