@@ -571,10 +571,13 @@ func TestBrowserCSP(t *testing.T) {
 	bob.watch.assertClean(t, "bob")
 	alice.watch.assertClean(t, "alice")
 
-	// The control: an inline script must be blocked and reported.
+	// The control: an inline script must be blocked and reported. Trusted Types
+	// would refuse the plain string already (TestBrowserTrustedTypes); a policy made
+	// here gets past that, so what blocks the script is script-src.
 	ran := eval[bool](t, bob, `(() => {
 		const s = document.createElement('script');
-		s.textContent = 'window.__inlineRan = true';
+		const tt = trustedTypes.createPolicy('csp-control', { createScript: (x) => x });
+		s.textContent = tt.createScript('window.__inlineRan = true');
 		document.body.appendChild(s);
 		return window.__inlineRan === true;
 	})()`)
@@ -936,4 +939,51 @@ func saveScreenshot(t *testing.T, write bool, path string, png []byte) {
 		t.Fatal(err)
 	}
 	t.Logf("wrote %s", path)
+}
+
+// TestBrowserTrustedTypes: under require-trusted-types-for 'script' an HTML sink
+// refuses a plain string. Markup assigned to innerHTML in the page throws a
+// TypeError, creates no element and runs no handler, while the page itself (which
+// uses textContent only) keeps working: it connects and chats with no violation.
+func TestBrowserTrustedTypes(t *testing.T) {
+	ts := startServer(t, nil)
+	browser := newBrowser(t)
+	alice := loginUser(t, browser, ts.URL, "alice")
+	bob := loginUser(t, browser, ts.URL, "bob")
+	alice.say(t, "trusted types check")
+	bob.waitMessage(t, "trusted types check")
+	alice.watch.assertClean(t, "alice")
+	bob.watch.assertClean(t, "bob")
+
+	type outcome struct {
+		Thrown string `json:"thrown"`
+		Images int    `json:"images"`
+	}
+	got := eval[outcome](t, alice, `(() => {
+		const box = document.createElement('div');
+		document.body.appendChild(box);
+		let thrown = '';
+		try {
+			box.innerHTML = '<img id="tt-probe" src="x" onerror="window.__ttRan = true">';
+		} catch (e) {
+			thrown = e.constructor.name;
+		}
+		return { thrown, images: document.querySelectorAll('#tt-probe').length };
+	})()`)
+	if got.Thrown != "TypeError" || got.Images != 0 {
+		t.Fatalf("innerHTML with a string: thrown %q, %d probe elements; want a TypeError and none", got.Thrown, got.Images)
+	}
+	for _, sink := range []string{
+		`document.body.insertAdjacentHTML('beforeend', '<b>x</b>')`,
+		`document.createElement('script').src = '/static/app.js'`,
+		`document.write('<b>x</b>')`,
+	} {
+		thrown := eval[string](t, alice, `(() => { try { `+sink+`; return ''; } catch (e) { return e.constructor.name; } })()`)
+		if thrown != "TypeError" {
+			t.Errorf("%s: thrown %q, want TypeError", sink, thrown)
+		}
+	}
+	if ran := eval[bool](t, alice, `window.__ttRan === true`); ran {
+		t.Fatal("the probe's handler ran")
+	}
 }

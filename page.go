@@ -49,7 +49,11 @@ func (app *App) securityHeaders(next http.Handler) http.Handler {
 }
 
 // csp builds the Content-Security-Policy. connect-src names the WebSocket origin
-// explicitly: older browsers do not count ws:// as 'self'.
+// explicitly: older browsers do not count ws:// as 'self'. require-trusted-types-for
+// makes the browser refuse a plain string at every DOM sink that parses HTML or loads
+// script (innerHTML, outerHTML, document.write, a script's src, ...): the page renders
+// with textContent and creates no policy, so a markup sink that ever crept into it
+// would throw a TypeError instead of running what a user sent.
 func (app *App) csp(r *http.Request) string {
 	connect := "'self'"
 	if host := app.ownHost(r); host != "" {
@@ -59,7 +63,8 @@ func (app *App) csp(r *http.Request) string {
 		}
 	}
 	return "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; " +
-		"connect-src " + connect + "; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+		"connect-src " + connect + "; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; " +
+		"require-trusted-types-for 'script'"
 }
 
 // ownHost is the host[:port] this server is reached at: from -public-url when set,

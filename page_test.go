@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -25,7 +26,7 @@ func TestPageSecurityHeaders(t *testing.T) {
 		}
 		resp.Body.Close()
 		csp := resp.Header.Get("Content-Security-Policy")
-		for _, want := range []string{"default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "connect-src 'self' ws://" + host} {
+		for _, want := range []string{"default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "connect-src 'self' ws://" + host, "require-trusted-types-for 'script'"} {
 			if !strings.Contains(csp, want) {
 				t.Errorf("%s: CSP %q lacks %q", path, csp, want)
 			}
@@ -40,6 +41,34 @@ func TestPageSecurityHeaders(t *testing.T) {
 		}
 		if resp.Header.Get("Strict-Transport-Security") != "" {
 			t.Errorf("%s: HSTS over plain HTTP", path)
+		}
+	}
+}
+
+// TestPageReferrerAgrees: the pages' own <meta name="referrer"> says what the
+// Referrer-Policy header says (a meta tag overrides the header for the document, so a
+// weaker one would quietly undo it).
+func TestPageReferrerAgrees(t *testing.T) {
+	ts := startServer(t, nil)
+	cookie := devLogin(t, ts.URL, "ref")
+	meta := regexp.MustCompile(`<meta name="referrer" content="([^"]*)">`)
+	for _, path := range []string{"/", "/login"} {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+path, nil)
+		if path == "/" {
+			req.AddCookie(cookie)
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %d", path, resp.StatusCode)
+		}
+		m := meta.FindSubmatch(body)
+		if m == nil || string(m[1]) != resp.Header.Get("Referrer-Policy") {
+			t.Errorf("%s: meta referrer %q, header %q", path, m, resp.Header.Get("Referrer-Policy"))
 		}
 	}
 }
