@@ -140,7 +140,14 @@ var faultModes = []faultMode{
 		<-fs.entered
 		for app.writer.Submit(nil, nil) {
 		}
-		return release
+		return func() {
+			release()
+			// Wait for the queue to drain: a barrier behind the filler is done once
+			// all of it is committed.
+			done := make(chan struct{})
+			waitFor(t, "room in the store queue", func() bool { return app.writer.Submit(nil, func(error) { close(done) }) })
+			<-done
+		}
 	}},
 	{"write_fails", codeStoreFailed, func(t *testing.T, fs *faultStore, app *App) func() {
 		fs.failing.Store(true)
