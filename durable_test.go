@@ -248,16 +248,18 @@ func TestSecurityChangesFailClosed(t *testing.T) {
 
 // TestFailedBanLeavesUserIn: a global ban the store refuses is not in effect at all:
 // the target's connection stays open, they can connect again, and they still can after
-// a restart. A failed demotion leaves the role as it was, live and after a restart.
+// a restart, with the very cookie they had (a refused ban ends no session). A failed
+// demotion leaves the role as it was, live and after a restart.
 func TestFailedBanLeavesUserIn(t *testing.T) {
 	for _, mode := range faultModes {
 		t.Run(mode.name, func(t *testing.T) {
-			fs := newFaultStore()
+			fs, dir := newFaultStore(), t.TempDir() // one session key for both boots
 			boot := func() *testServer {
-				return startServerOn(t, fs, func(c *Config) { c.Admins = []string{"dev:root"}; generousLimits(c) })
+				return startServerOn(t, fs, func(c *Config) { c.DataDir = dir; c.Admins = []string{"dev:root"}; generousLimits(c) })
 			}
 			ts := boot()
-			root, bob, mod := ts.user(t, "root"), ts.user(t, "bob"), ts.user(t, "mod")
+			bobCookie := devLogin(t, ts.URL, "bob")
+			root, bob, mod := ts.user(t, "root"), ts.dial(t, bobCookie), ts.user(t, "mod")
 			root.mustAck(map[string]any{"type": "set_role", "user": "dev:mod", "role": "moderator"})
 			mod.expect("you")
 
@@ -269,13 +271,13 @@ func TestFailedBanLeavesUserIn(t *testing.T) {
 
 			noneOfType(t, mod.barrier(), "you") // never told of a demotion that did not happen
 			bob.mustAck(map[string]any{"type": "say", "room": "lobby", "text": "still here"})
-			ts.user(t, "bob") // and may connect again
+			ts.dial(t, bobCookie) // and may connect again with the same session
 			mod.mustAck(map[string]any{"type": "kick", "room": "lobby", "user": "dev:bob"})
 			bob.expect("kicked")
 
 			ts.stop()
 			ts = boot()
-			ts.user(t, "bob")
+			ts.dial(t, bobCookie)
 			ts.user(t, "mod").mustAck(map[string]any{"type": "kick", "room": "lobby", "user": "dev:bob"})
 		})
 	}
