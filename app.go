@@ -58,8 +58,10 @@ type App struct {
 	connMu   sync.Mutex
 	stopping bool
 	ready    atomic.Bool
-	connSeq  atomic.Uint64
-	stopOnce sync.Once
+	// backupBusy admits one backup at a time (backup.go).
+	backupBusy atomic.Bool
+	connSeq    atomic.Uint64
+	stopOnce   sync.Once
 }
 
 // newApp builds a server from a validated configuration and starts its hub.
@@ -86,7 +88,7 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 		metrics: newMetrics(),
 		log:     log,
 		now:     now,
-		tls:     cfg.TLSCert != "",
+		tls:     cfg.TLSCert != "" || len(cfg.TLSAutocert) > 0,
 		dev:     true, // until OpenID Connect is configured
 	}
 	app.cfg.Store(cfg)

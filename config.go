@@ -25,6 +25,21 @@ type Config struct {
 	AllowedOrigins []string
 	// TLSCert and TLSKey enable HTTPS (and HSTS, and Secure __Host- cookies).
 	TLSCert, TLSKey string
+	// TLSAutocert lists the host names to get certificates for from an ACME CA (Let's
+	// Encrypt by default). Only these names ever get one. Empty means off.
+	TLSAutocert []string
+	// ACMEDirectory is the ACME CA's directory URL. Default Let's Encrypt production.
+	ACMEDirectory string
+	// ACMEEmail is the contact address given to the CA (expiry notices). Empty: none.
+	ACMEEmail string
+	// ACMECAFile holds the CA certificates trusted for talking to the ACME directory (a
+	// private CA such as step-ca). Empty means the system roots.
+	ACMECAFile string
+	// ACMEHTTPAddr is the plain-HTTP listener that answers http-01 challenges and
+	// redirects everything else to https. Default :80, which is where CAs look.
+	ACMEHTTPAddr string
+	// Version prints the version and build information, then exits.
+	Version bool
 	// DataDir holds the session key and, later, the store. Created if missing.
 	DataDir string
 	// LogJSON switches the log format from text to JSON.
@@ -159,6 +174,8 @@ type Config struct {
 func defaultConfig() *Config {
 	return &Config{
 		Addr:                  "127.0.0.1:8080",
+		ACMEDirectory:         "https://acme-v02.api.letsencrypt.org/directory",
+		ACMEHTTPAddr:          ":80",
 		DataDir:               "data",
 		LogLevel:              "info",
 		SessionTTL:            12 * time.Hour,
@@ -272,6 +289,12 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.Var(listValue{&cfg.AllowedOrigins}, "allowed-origins", "extra origins allowed to open the WebSocket, comma-separated")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "TLS certificate file (enables HTTPS)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "TLS key file")
+	fs.Var(listValue{&cfg.TLSAutocert}, "tls-autocert", "host names to get certificates for by ACME, comma-separated (enables HTTPS; needs -acme-http-addr reachable as port 80)")
+	fs.StringVar(&cfg.ACMEDirectory, "acme-directory", cfg.ACMEDirectory, "ACME directory URL for -tls-autocert")
+	fs.StringVar(&cfg.ACMEEmail, "acme-email", cfg.ACMEEmail, "contact email given to the ACME CA (empty: none)")
+	fs.StringVar(&cfg.ACMECAFile, "acme-ca-file", cfg.ACMECAFile, "PEM CA certificates trusted for the ACME directory (empty: system roots)")
+	fs.StringVar(&cfg.ACMEHTTPAddr, "acme-http-addr", cfg.ACMEHTTPAddr, "listener for ACME http-01 challenges and the redirect to https, with -tls-autocert")
+	fs.BoolVar(&cfg.Version, "version", cfg.Version, "print the version and build information, then exit")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the session key and state")
 	fs.BoolVar(&cfg.LogJSON, "log-json", cfg.LogJSON, "log as JSON instead of text")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
@@ -425,6 +448,7 @@ func (c *Config) validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("-tls-cert and -tls-key go together"))
 	}
+	errs = append(errs, c.validateAutocert()...)
 	if _, err := compilePatterns(c.BlockedPatterns); err != nil {
 		errs = append(errs, err)
 	}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,10 +29,27 @@ const (
 	maxHeaderBytes    = 16 << 10
 )
 
-// main parses the configuration, then runs the server until a signal stops it.
+// main parses the configuration, then runs the server until a signal stops it. The
+// operator's subcommands (backup, restore) come first, as the first argument.
 func main() {
+	if len(os.Args) > 1 {
+		if sub, ok := subcommands[os.Args[1]]; ok {
+			if err := sub(os.Args[2:], os.Getenv); err != nil {
+				if errors.Is(err, flag.ErrHelp) {
+					os.Exit(0)
+				}
+				fmt.Fprintf(os.Stderr, "modified-chat %s: %v\n", os.Args[1], err)
+				os.Exit(1)
+			}
+			os.Exit(0)
+		}
+	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if cfg != nil && cfg.Version {
+		printVersion(os.Stdout)
 		os.Exit(0)
 	}
 	if err != nil {
@@ -75,12 +93,27 @@ func isLoopbackAddr(addr string) bool {
 // run serves until SIGINT or SIGTERM, then shuts down: readiness off, no new
 // connections, every client told 1001, a bounded wait, and a nil error (exit 0).
 func run(cfg *Config, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, cfg, log, nil)
+}
+
+// boundAddrs are the addresses the listeners actually got (a ":0" in the configuration
+// becomes a real port), for the log and for tests.
+type boundAddrs struct {
+	Main, ACME, Admin string
+}
+
+// serve runs the server until ctx ends, then shuts it down gracefully. started, when
+// not nil, is called once every listener is open.
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, started func(boundAddrs)) error {
 	app, err := newApp(cfg, log)
 	if err != nil {
 		return err
 	}
 	if app.dev {
 		if !isLoopbackAddr(cfg.Addr) && !cfg.DevLoginAnywhere {
+			app.shutdown(0)
 			return fmt.Errorf("the development login (no OpenID Connect client configured) refuses to listen on %q, which is not loopback; configure OpenID Connect, or pass -dev-login-anywhere if you really mean it", cfg.Addr)
 		}
 		log.Warn("DEVELOPMENT LOGIN: anyone can sign in as any name; configure OpenID Connect before exposing this server")
@@ -88,45 +121,69 @@ func run(cfg *Config, log *slog.Logger) error {
 			log.Warn("DEVELOPMENT LOGIN IS EXPOSED BEYOND LOOPBACK (-dev-login-anywhere)", "addr", cfg.Addr)
 		}
 	}
+	// Once the app exists, every way out closes it, so the store is never left open.
+	defer app.shutdown(cfg.ShutdownGrace)
 
+	var bound boundAddrs
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           app.routes(),
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	bound.Main = ln.Addr().String()
+	srv := newHTTPServer(app.routes(), log)
+
+	errc := make(chan error, 2)
+	scheme := "http"
+	switch {
+	case len(cfg.TLSAutocert) > 0:
+		m, err := newCertManager(cfg, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		// The challenge listener also tells plain-HTTP visitors where to go.
+		hln, err := net.Listen("tcp", cfg.ACMEHTTPAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("-acme-http-addr: %w", err)
+		}
+		bound.ACME = hln.Addr().String()
+		hsrv := newHTTPServer(m.HTTPHandler(httpsRedirect(cfg.TLSAutocert, bound.Main)), log)
+		go func() { errc <- hsrv.Serve(hln) }()
+		defer hsrv.Close()
+		log.Info("ACME http-01 and redirect listening", "addr", bound.ACME)
+		srv.TLSConfig = m.TLSConfig()
+		srv.TLSConfig.MinVersion = tls.VersionTLS12
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		scheme = "https"
+	case cfg.TLSCert != "":
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		scheme = "https"
 	}
+
 	if cfg.MetricsAddr != "" {
 		// A busy metrics port must not stop a zero-configuration start on a laptop:
 		// the chat is what matters, so this only warns.
 		if mln, err := net.Listen("tcp", cfg.MetricsAddr); err != nil {
 			log.Warn("metrics listener not started", "addr", cfg.MetricsAddr, "err", err)
 		} else {
-			msrv := &http.Server{Handler: app.metrics.handler(), ReadHeaderTimeout: readHeaderTimeout}
+			bound.Admin = mln.Addr().String()
+			msrv := &http.Server{Handler: app.adminRoutes(), ReadHeaderTimeout: readHeaderTimeout}
 			go msrv.Serve(mln)
 			defer msrv.Close()
-			log.Info("metrics listening", "addr", mln.Addr().String())
+			log.Info("metrics and admin listening", "addr", bound.Admin)
 		}
 	}
 
-	errc := make(chan error, 1)
 	go func() {
-		scheme := "http"
-		if cfg.TLSCert != "" {
-			scheme = "https"
-		}
-		log.Info("listening", "url", scheme+"://"+displayAddr(ln.Addr().String()))
-		if cfg.TLSCert != "" {
-			errc <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
-		} else {
-			errc <- srv.Serve(ln)
-		}
+		log.Info("listening", "url", scheme+"://"+displayAddr(bound.Main))
+		errc <- srv.Serve(ln)
 	}()
 
 	// SIGHUP re-reads the role policy file without a restart.
@@ -142,11 +199,13 @@ func run(cfg *Config, log *slog.Logger) error {
 			}
 		}
 	}()
+	if started != nil {
+		started(bound)
+	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	select {
 	case err := <-errc:
+		srv.Close()
 		return err
 	case <-ctx.Done():
 	}
@@ -159,6 +218,20 @@ func run(cfg *Config, log *slog.Logger) error {
 	app.shutdown(cfg.ShutdownGrace)
 	log.Info("stopped")
 	return nil
+}
+
+// newHTTPServer is an http.Server with the timeouts every listener of this server
+// keeps, so no listener is the slow-client hole.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 }
 
 // displayAddr makes a listen address clickable in the log ("[::]:8080" stays as is).

@@ -37,6 +37,7 @@ type metrics struct {
 	storeCommits     prometheus.Counter
 	storeErrors      prometheus.Counter
 	storeSeconds     prometheus.Histogram
+	backups          *prometheus.CounterVec
 }
 
 // newMetrics registers every instrument on a fresh registry.
@@ -64,10 +65,11 @@ func newMetrics() *metrics {
 	m.storeCommits = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_store_commits_total", Help: "Store transactions committed (each may hold many writes)."})
 	m.storeErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_store_errors_total", Help: "Store transactions that failed."})
 	m.storeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "chat_store_commit_seconds", Help: "Time to commit one store transaction, fsync included.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)})
+	m.backups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_backups_total", Help: "Backups requested on the admin listener, by result (ok, failed, refused)."}, []string{"result"})
 	for _, c := range []prometheus.Collector{
 		m.connections, m.rooms, m.accepted, m.refused, m.handshakeSeconds, m.messagesIn,
 		m.messages, m.deliveries, m.framesOut, m.evictions, m.rateLimited, m.abuseCloses,
-		m.rejected, m.repliesDropped, m.closes, m.auth, m.httpRefused, m.storeCommits, m.storeErrors, m.storeSeconds,
+		m.rejected, m.repliesDropped, m.closes, m.auth, m.httpRefused, m.storeCommits, m.storeErrors, m.storeSeconds, m.backups,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		f(c)
