@@ -148,7 +148,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, started func(boun
 			return fmt.Errorf("-acme-http-addr: %w", err)
 		}
 		bound.ACME = hln.Addr().String()
-		hsrv := newHTTPServer(m.HTTPHandler(httpsRedirect(cfg.TLSAutocert, bound.Main)), log)
+		hsrv := newHTTPServer(challengeHandler(m, httpsRedirect(cfg.TLSAutocert, bound.Main)), log)
 		go func() { errc <- hsrv.Serve(hln) }()
 		defer hsrv.Close()
 		log.Info("ACME http-01 and redirect listening", "addr", bound.ACME)

@@ -131,3 +131,18 @@ func httpsRedirect(hosts []string, httpsAddr string) http.Handler {
 		http.Redirect(w, r, "https://"+host+port+r.URL.RequestURI(), http.StatusMovedPermanently)
 	})
 }
+
+// challengeHandler answers http-01 challenges and sends everything else to fallback.
+// autocert checks the Host header against its host policy as is, port included; a CA
+// always asks on port 80, where browsers and CAs leave the port out, but behind a port
+// mapping (a container publishing 80 as 8080, this suite's loopback ports) the port is
+// there. It is cut off first, so the policy sees the bare name either way.
+func challengeHandler(m *autocert.Manager, fallback http.Handler) http.Handler {
+	h := m.HTTPHandler(fallback)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host, _, err := net.SplitHostPort(r.Host); err == nil {
+			r.Host = host
+		}
+		h.ServeHTTP(w, r)
+	})
+}
