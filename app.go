@@ -88,7 +88,7 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 		metrics: newMetrics(),
 		log:     log,
 		now:     now,
-		tls:     cfg.TLSCert != "" || len(cfg.TLSAutocert) > 0,
+		tls:     servesHTTPS(cfg),
 		dev:     true, // until OpenID Connect is configured
 	}
 	app.cfg.Store(cfg)

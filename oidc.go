@@ -300,7 +300,7 @@ func newOIDCLogin(cfg *Config, aead cipher.AEAD, now func() time.Time, settings 
 		verifier: provider.Verifier(&oidc.Config{ClientID: cfg.OIDCClientID, Now: now}),
 		client:   client,
 		aead:     aead,
-		secure:   cfg.TLSCert != "" || strings.HasPrefix(strings.ToLower(cfg.PublicURL), "https:"),
+		secure:   servesHTTPS(cfg),
 		google:   strings.TrimSuffix(cfg.OIDCIssuer, "/") == googleIssuer,
 		slots:    make(chan struct{}, maxExchanges),
 		now:      now,

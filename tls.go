@@ -27,6 +27,14 @@ const (
 	maxHostName = 253
 )
 
+// servesHTTPS reports whether browsers reach this server over https: it terminates TLS
+// itself (-tls-cert, -tls-autocert), or a proxy does in front of it and -public-url
+// says so. Then cookies are Secure with the __Host- prefix and HSTS is sent, whoever
+// holds the certificate.
+func servesHTTPS(c *Config) bool {
+	return c.TLSCert != "" || len(c.TLSAutocert) > 0 || strings.HasPrefix(strings.ToLower(c.PublicURL), "https:")
+}
+
 // validateAutocert checks the ACME settings: the names must be plain DNS names (the CA
 // would refuse anything else, and a typo should fail at start-up, not at the first
 // visitor), and the certificate source must be one, not two.
