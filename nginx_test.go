@@ -7,8 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,11 +38,11 @@ func startNginx(t *testing.T, upstream string, pki *testPKI, httpsPort string) s
 	httpPort := freePort(t)
 	conf := string(site)
 	for old, repl := range map[string]string{
-		"server 127.0.0.1:8080;":      "server " + upstream + ";",
-		"listen 443 ssl;":             "listen 127.0.0.1:" + httpsPort + " ssl;",
-		"listen [::]:443 ssl;":        "",
-		"listen 80;":                  "listen 127.0.0.1:" + httpPort + ";",
-		"listen [::]:80;":             "",
+		"server 127.0.0.1:8080;": "server " + upstream + ";",
+		"listen 443 ssl;":        "listen 127.0.0.1:" + httpsPort + " ssl;",
+		"listen [::]:443 ssl;":   "",
+		"listen 80;":             "listen 127.0.0.1:" + httpPort + ";",
+		"listen [::]:80;":        "",
 		"/etc/letsencrypt/live/chat.example.org/fullchain.pem": pki.CertFile,
 		"/etc/letsencrypt/live/chat.example.org/privkey.pem":   pki.KeyFile,
 	} {
