@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // maxExposure is the highest `systemd-analyze security` exposure the unit may have
@@ -71,5 +73,72 @@ func TestSystemdUnit(t *testing.T) {
 		if exposure > maxExposure {
 			t.Errorf("%s: exposure %.1f, want at most %.1f\n%s", name, exposure, maxExposure, out)
 		}
+	}
+}
+
+// TestContainerImage builds the FROM scratch image with `make image`, starts it with
+// podman and reaches /healthz through the published port; it also checks that the
+// image runs as the unprivileged user with its data in a volume. Where podman cannot
+// run a container at all (no usable OCI runtime, as inside some sandboxes), it says
+// why and skips before building anything.
+func TestContainerImage(t *testing.T) {
+	podman := needProgram(t, "podman")
+	needProgram(t, "make")
+	if out, err := exec.Command(podman, "run", "--rm", "--rootfs", "/", "/bin/true").CombinedOutput(); err != nil {
+		t.Skipf("podman cannot run a container here: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	image := "localhost/modified-chat:suite-test"
+	if out, err := runOutput("make", "-s", "image", "IMAGE="+image); err != nil {
+		t.Fatalf("make image: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(podman, "rmi", "-f", image).Run() })
+	out, err := exec.Command(podman, "image", "inspect", image, "--format", "{{.Config.User}} {{.Config.Volumes}}").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "65532:65532") || !strings.Contains(string(out), "/data") {
+		t.Fatalf("image config: %v %s; want user 65532:65532 and a /data volume", err, out)
+	}
+
+	port := freePort(t)
+	name := "modified-chat-suite-" + port
+	// The development login must be forced: inside the container it listens beyond
+	// loopback, which it otherwise refuses.
+	out, err = exec.Command(podman, "run", "-d", "--rm", "--name", name, "-p", "127.0.0.1:"+port+":8080",
+		image, "-dev-login-anywhere").CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman run: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := exec.Command(podman, "logs", name).CombinedOutput()
+			t.Logf("container log:\n%s", logs)
+		}
+		exec.Command(podman, "rm", "-f", "-t", "2", name).Run()
+	})
+	client := &http.Client{Timeout: 2 * time.Second}
+	waitFor(t, "/healthz in the container", func() bool {
+		resp, err := client.Get("http://127.0.0.1:" + port + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	// The built-in backup works inside the image, which has no shell and no curl.
+	if out, err := exec.Command(podman, "exec", name, "/modified-chat", "backup", "/data/backup.db").CombinedOutput(); err != nil {
+		t.Fatalf("backup inside the container: %v\n%s", err, out)
+	}
+}
+
+// TestVersion: -version is a flag like the others, and what it prints names the
+// version and the module's build information.
+func TestVersion(t *testing.T) {
+	cfg, err := parseConfig([]string{"-version"}, func(string) string { return "" })
+	if err != nil || !cfg.Version {
+		t.Fatalf("-version: %v, %+v", err, cfg.Version)
+	}
+	var b strings.Builder
+	printVersion(&b)
+	out := b.String()
+	if !strings.HasPrefix(out, "modified-chat "+version+"\n") || !strings.Contains(out, "\ngo\tgo1.") || !strings.Contains(out, "github.com/gorilla/websocket") {
+		t.Fatalf("-version printed:\n%s", out)
 	}
 }
