@@ -373,7 +373,7 @@ func parseConfig(args []string, getenv func(string) string) (*Config, error) {
 	cfg := defaultConfig()
 	fs := newFlagSet(cfg)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: modified-chat [flags]\n\nEvery flag has an environment twin: -max-conns is CHAT_MAX_CONNS.\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: modified-chat [flags]\n       modified-chat backup [-admin-addr ADDR] FILE\n       modified-chat restore [-data-dir DIR] FILE\n\nEvery flag has an environment twin: -max-conns is CHAT_MAX_CONNS.\n\n")
 		fs.PrintDefaults()
 	}
 	var envErr error

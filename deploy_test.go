@@ -142,3 +142,25 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("-version printed:\n%s", out)
 	}
 }
+
+// TestReadmeCarriesNginxConf: the README's nginx configuration is the file the nginx
+// test runs, verbatim from its first directive's comment on (the file's header comment
+// is what the README says in prose).
+func TestReadmeCarriesNginxConf(t *testing.T) {
+	conf, err := os.ReadFile("deploy/nginx.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := strings.Index(string(conf), "\n\n")
+	if header < 0 {
+		t.Fatal("deploy/nginx.conf has no header comment")
+	}
+	body := string(conf[header+2:])
+	if !strings.Contains(string(readme), "```nginx\n"+body+"```") {
+		t.Error("README's nginx configuration differs from deploy/nginx.conf; copy the file into it")
+	}
+}
