@@ -215,3 +215,29 @@ func TestAutocertWithPebble(t *testing.T) {
 func hasName(c *x509.Certificate, name string) bool {
 	return c.VerifyHostname(name) == nil
 }
+
+// TestAutocertConfigRefused: names a CA would refuse or that would widen what the
+// server asks certificates for are refused at start-up, as are two certificate sources.
+func TestAutocertConfigRefused(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-tls-autocert", "*.example.org"}, "not a lower-case DNS name"},
+		{[]string{"-tls-autocert", "localhost"}, "not a lower-case DNS name"},
+		{[]string{"-tls-autocert", "192.0.2.1"}, "not a lower-case DNS name"},
+		{[]string{"-tls-autocert", "Chat.Example.org"}, "not a lower-case DNS name"},
+		{[]string{"-tls-autocert", "chat.example.org:443"}, "not a lower-case DNS name"},
+		{[]string{"-tls-autocert", "chat.example.org", "-tls-cert", "c.pem", "-tls-key", "k.pem"}, "exclude each other"},
+		{[]string{"-tls-autocert", "chat.example.org", "-acme-directory", "http://ca.example.org/dir"}, "https URL"},
+		{[]string{"-tls-autocert", "chat.example.org", "-acme-http-addr", ""}, "-acme-http-addr is needed"},
+	} {
+		_, err := parseConfig(tc.args, func(string) string { return "" })
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error with %q", tc.args, err, tc.want)
+		}
+	}
+	if _, err := parseConfig([]string{"-tls-autocert", "chat.example.org,www.example.org"}, func(string) string { return "" }); err != nil {
+		t.Fatalf("two good names refused: %v", err)
+	}
+}

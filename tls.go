@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -60,10 +61,14 @@ func (c *Config) validateAutocert() []error {
 	return errs
 }
 
-// validHostName accepts lower-case LDH names of at least two labels: what a public CA
-// issues for, and nothing an attacker could use to smuggle a wildcard or an address in.
+// validHostName accepts lower-case LDH names of at least two labels that are not an IP
+// address: what a public CA issues for over http-01, and nothing that could smuggle a
+// wildcard or an address in.
 func validHostName(h string) bool {
 	if len(h) == 0 || len(h) > maxHostName || !strings.Contains(h, ".") {
+		return false
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
 		return false
 	}
 	for _, label := range strings.Split(h, ".") {
