@@ -205,7 +205,9 @@ func TestBehindNginx(t *testing.T) {
 	direct := &testServer{URL: srv.URL}
 	for i, xff := range []string{"198.51.100.1", "198.51.100.2", "198.51.100.3"} {
 		d := websocket.Dialer{NetDialContext: fromAddr("127.0.0.5").DialContext, HandshakeTimeout: 5 * time.Second}
-		h := http.Header{"Origin": {public}, "Cookie": {cookie.Name + "=" + cookie.Value}, "X-Forwarded-For": {xff}}
+		// It names the public host, as a client that knows the server's address would.
+		h := http.Header{"Origin": {public}, "Cookie": {cookie.Name + "=" + cookie.Value}, "X-Forwarded-For": {xff},
+			"Host": {strings.TrimPrefix(public, "https://")}}
 		conn, resp, err := d.Dial(direct.wsURL(), h)
 		if i < 2 {
 			if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -102,7 +103,8 @@ func plainHost(host string) bool {
 // server takes its own origin from Host, so such a page would count as same-origin
 // for the Origin and cross-origin checks. With -public-url set, only its host is
 // this server's name. Without it, only names that cannot be rebound are: localhost,
-// loopback addresses, and the host of the listen address. The port is not compared:
+// loopback addresses, the names of -tls-autocert (the only ones with a certificate),
+// and the host of the listen address. The port is not compared:
 // a rebinding attacker controls the name, never the port the request arrived at.
 func (app *App) hostAllowed(r *http.Request) bool {
 	cfg := app.settings()
@@ -119,7 +121,7 @@ func (app *App) hostAllowed(r *http.Request) bool {
 		return err == nil && got == want
 	}
 	name := hostName(r.Host)
-	if name == "localhost" {
+	if name == "localhost" || slices.Contains(cfg.TLSAutocert, name) {
 		return true
 	}
 	if a, err := netip.ParseAddr(name); err == nil && a.IsLoopback() {
