@@ -114,11 +114,22 @@ type Client struct {
 	tickPending  bool
 	frames       int
 
+	// queued is the bytes of the events in send and backlog, the event being written
+	// included: the hub adds each event as it queues it, writePump takes it off once
+	// written (see Hub.enqueue).
+	queued atomic.Int64
+
 	// Fields below are owned by the hub goroutine.
 	rooms  map[string]*room
 	doomed bool // already queued for eviction
 	// backlog holds events that did not fit in send (see Hub.enqueue).
 	backlog []*[]byte
+	// histBusy says a history page is being read for this connection; histQueue holds
+	// the requests waiting behind it (see Hub.sendHistory). fetching says a fetch_file
+	// is being answered.
+	histBusy  bool
+	histQueue []historyLoad
+	fetching  bool
 	// closeCode and closeReason are set by the hub before it closes send; writePump
 	// reads them after seeing send closed (the close orders the two).
 	closeCode   int
@@ -411,7 +422,8 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 	}
 	file := *env
 	file.Type, file.Mime = "file_data", sniffed
-	c.hub.inbound <- command{client: c, env: &file, body: fileBody(c.userJSON, env.Name, sniffed, data, env.sig)}
+	body, meta := fileBody(c.userJSON, env.Name, sniffed, data, env.sig)
+	c.hub.inbound <- command{client: c, env: &file, body: body, meta: meta}
 	return true
 }
 
@@ -545,7 +557,7 @@ func (c *Client) writePump() {
 				c.writeClose(c.closeCode, c.closeReason)
 				return
 			}
-			err = c.writeFrame(*msg)
+			err = c.writeFrame(*msg, true)
 		case msg := <-c.replies:
 			switch msg {
 			case nil:
@@ -553,7 +565,7 @@ func (c *Client) writePump() {
 			case timerTick:
 				c.tickPending = true
 			default:
-				err = c.writeFrame(*msg)
+				err = c.writeFrame(*msg, false)
 			}
 		}
 		if err == nil && c.tickPending {
@@ -629,14 +641,22 @@ func (c *Client) writeClose(code int, reason string) {
 // writeFrame writes first and then whatever else is already queued, in one frame. A
 // close request met among the replies ends the coalescing (closePending). A lone event
 // is written as it is; several are joined with newlines in a pooled buffer. Either way
-// the write allocates nothing.
-func (c *Client) writeFrame(first []byte) error {
+// the write allocates nothing. queued says first came from send; the bytes of the
+// events from send are taken off c.queued once the frame is written, so the count
+// covers the copy being written as well.
+func (c *Client) writeFrame(first []byte, queued bool) error {
+	var taken int64
+	if queued {
+		taken = int64(len(first))
+	}
 	if c.frames++; c.frames == framesBatch {
 		c.app.metrics.framesOut.Add(framesBatch)
 		c.frames = 0
 	}
 	if len(c.replies) == 0 && len(c.send) == 0 {
-		return c.write(websocket.TextMessage, first)
+		err := c.write(websocket.TextMessage, first)
+		c.queued.Add(-taken)
+		return err
 	}
 	bp := framePool.Get().(*[]byte)
 	b := append((*bp)[:0], first...)
@@ -656,9 +676,11 @@ func (c *Client) writeFrame(first []byte) error {
 		if !ok {
 			break
 		}
+		taken += int64(len(*msg))
 		b = append(append(b, '\n'), *msg...)
 	}
 	err := c.write(websocket.TextMessage, b)
+	c.queued.Add(-taken)
 	if cap(b) <= framePoolMax {
 		*bp = b[:0]
 		framePool.Put(bp)

@@ -513,7 +513,7 @@ func TestWriteFrameAllocatesNothing(t *testing.T) {
 	event := []byte(`{"type":"message","room":"lobby","id":12345,"ts":1764000000000,"from":{"id":"dev:someone","name":"someone"},"text":"` + strings.Repeat("x", 64) + `"}`)
 	shared := &event
 	write := func() {
-		if err := c.writeFrame(event); err != nil {
+		if err := c.writeFrame(event, false); err != nil {
 			t.Fatal(err)
 		}
 	}

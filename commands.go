@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -62,6 +63,8 @@ func init() {
 		"get_settings":  {needs: permAdmin, run: (*Hub).cmdGetSettings},
 		"set_settings":  {needs: permAdmin, run: (*Hub).cmdSetSettings},
 		"audit":         {needs: permAdmin, run: (*Hub).cmdAudit},
+		"history":       {room: true, run: (*Hub).cmdHistory},
+		"fetch_file":    {room: true, run: (*Hub).cmdFetchFile},
 		"file":          {run: (*Hub).cmdFileAnnounce},
 		"file_data":     {needs: permSendBinary, room: true, run: (*Hub).cmdFileData},
 		// The key directory (devices.go).
@@ -93,6 +96,35 @@ func (h *Hub) dispatch(cmd command) {
 		return
 	}
 	spec.run(h, c, cmd, ri)
+}
+
+// refuseRate answers a request over one of its connection's answer budgets with
+// rate_limited and the time to wait, and counts it.
+func (h *Hub) refuseRate(c *Client, room, ref string, retry time.Duration) {
+	h.metrics.rateLimited.Inc()
+	h.metrics.rejected.WithLabelValues(codeRateLimited).Inc()
+	h.deliver(c, rateLimitedRoomEvent(ref, room, retry))
+}
+
+// deliverReply delivers an answer to c's own request and charges its bytes to c's
+// reply budget.
+func (h *Hub) deliverReply(c *Client, ev []byte) {
+	c.limiter.chargeReply(len(ev))
+	h.deliver(c, ev)
+}
+
+// replyRefused refuses a request, with rate_limited, while c's reply budget is in
+// debt; it reports whether it did.
+func (h *Hub) replyRefused(c *Client, env *envelope) bool {
+	retry, ok := c.limiter.replyAllowed()
+	if !ok {
+		room := ""
+		if validRoom(env.Room) == nil {
+			room = env.Room
+		}
+		h.refuseRate(c, room, env.Ref, retry)
+	}
+	return !ok
 }
 
 // refuse answers a command with an error event and counts it.
@@ -162,17 +194,30 @@ func (h *Hub) createRoom(c *Client, env *envelope, private bool, entered func(*r
 
 // cmdJoin joins a room. A public room that does not exist yet is created, with the
 // joiner as owner, when they may create rooms. A private room the joiner was not
-// invited to answers no_such_room, exactly like a missing room.
-func (h *Hub) cmdJoin(c *Client, cmd command, _ *roomInfo) { h.join(c, cmd.env) }
+// invited to answers no_such_room, exactly like a missing room. A join costs the
+// reply budget what its answer (members, history) costs, and is refused while that is
+// in debt: a join and leave loop cannot buy member lists and history for ever.
+func (h *Hub) cmdJoin(c *Client, cmd command, _ *roomInfo) {
+	if h.replyRefused(c, cmd.env) {
+		return
+	}
+	h.join(c, cmd.env)
+}
 
 // join is cmdJoin, also used for the lobby on connect.
 func (h *Hub) join(c *Client, env *envelope) {
 	if r, ok := c.rooms[env.Room]; ok {
 		// Already in: a reconnecting client's join of the lobby (joined on connect)
-		// still asks for what it missed.
-		h.deliver(c, h.joinedEvent(c, r, env.Ref))
+		// still asks for what it missed. That is a catch-up, counted as one.
 		if env.After != nil {
-			h.sendHistory(c, r.info, env.After)
+			if retry, ok := c.limiter.allowCatchup(); !ok {
+				h.refuseRate(c, env.Room, env.Ref, retry)
+				return
+			}
+		}
+		h.deliverReply(c, h.joinedEvent(c, r, env.Ref))
+		if env.After != nil {
+			h.sendHistory(c, env.Room, env.After, "")
 		}
 		return
 	}
@@ -205,7 +250,39 @@ func (h *Hub) join(c *Client, env *envelope) {
 		}
 	}
 	h.enter(c, ri, env.Ref)
-	h.sendHistory(c, ri, env.After)
+	h.sendHistory(c, ri.Name, env.After, "")
+}
+
+// cmdHistory answers a page of history for a room c is in: the newest messages, or
+// with after those after that id (the next page, or a reconnect's catch-up). Catch-ups
+// are counted per connection and refused with rate_limited beyond their budget.
+func (h *Hub) cmdHistory(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	if c.rooms[env.Room] == nil {
+		h.refuse(c, env, codeNotInRoom, "join the room before reading its history")
+		return
+	}
+	if retry, ok := c.limiter.allowCatchup(); !ok {
+		h.refuseRate(c, env.Room, env.Ref, retry)
+		return
+	}
+	h.sendHistory(c, env.Room, env.After, env.Ref)
+}
+
+// cmdFetchFile sends the bytes of a file in a room's history, which history itself
+// carries as metadata only. One fetch at a time per connection; each is charged to
+// the connection's file bucket (see Hub.fetchFile).
+func (h *Hub) cmdFetchFile(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	if c.rooms[env.Room] == nil {
+		h.refuse(c, env, codeNotInRoom, "join the room before fetching its files")
+		return
+	}
+	if c.fetching {
+		h.refuse(c, env, codeFetchPending, "one file at a time: wait for the previous one")
+		return
+	}
+	h.fetchFile(c, env.Room, env.ID, env.Ref)
 }
 
 // acceptInvitation makes an invited user a member of a private room for good, within
@@ -300,7 +377,15 @@ func (h *Hub) stamp(c *Client, r *room, cmd command, keep bool) {
 		ack = ackEvent(env.Ref, env.Room, id)
 	}
 	writes := []store.Write{{Bucket: bucketMeta, Key: []byte(keyLastID), Value: store.SeqKey(id)}}
-	if keep {
+	switch {
+	case keep && typ == "file":
+		// History keeps the file's metadata; its base64 goes to the files bucket,
+		// read only by fetch_file. Both share the live event's bytes.
+		end := len(msg) - len(cmd.body) + cmd.meta
+		meta := append(msg[:end:end], '}')
+		data := msg[end+len(dataField) : len(msg)-2]
+		writes = append(historyWrites(env.Room, id, meta), store.Write{Bucket: filesBucket(env.Room), Key: store.SeqKey(id), Value: data})
+	case keep:
 		writes = historyWrites(env.Room, id, msg)
 	}
 	if env.sig != nil {
@@ -310,7 +395,13 @@ func (h *Hub) stamp(c *Client, r *room, cmd command, keep bool) {
 }
 
 // cmdRooms lists the rooms c may see.
-func (h *Hub) cmdRooms(c *Client, _ command, _ *roomInfo) { h.deliver(c, h.roomsEvent(c)) }
+// Its answer is charged to c's reply budget.
+func (h *Hub) cmdRooms(c *Client, cmd command, _ *roomInfo) {
+	if h.replyRefused(c, cmd.env) {
+		return
+	}
+	h.deliverReply(c, h.roomsEvent(c))
+}
 
 // cmdCreate creates a room, public or private, and joins the creator to it once it is
 // durable.
@@ -672,8 +763,12 @@ func (h *Hub) applySettings(c *Client, cfg *Config, old, next Settings) {
 	}
 }
 
-// cmdAudit answers with the newest audit entries, newest first.
+// cmdAudit answers with the newest audit entries, newest first, charged to c's reply
+// budget.
 func (h *Hub) cmdAudit(c *Client, cmd command, _ *roomInfo) {
+	if h.replyRefused(c, cmd.env) {
+		return
+	}
 	n := min(max(cmd.env.Limit, 1), len(h.audit))
 	entries := make([]auditEntry, 0, n)
 	for i := len(h.audit) - 1; i >= len(h.audit)-n; i-- {
@@ -684,7 +779,7 @@ func (h *Hub) cmdAudit(c *Client, cmd command, _ *roomInfo) {
 		Entries []auditEntry `json:"entries"`
 		Ref     string       `json:"ref,omitempty"`
 	}{"audit", entries, cmd.env.Ref})
-	h.deliver(c, b)
+	h.deliverReply(c, b)
 }
 
 // refreshUser re-sends the room state to a user's connections after their role

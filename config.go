@@ -89,6 +89,11 @@ type Config struct {
 	// connections, so opening more connections does not multiply a user's budget.
 	UserMsgRate  float64
 	UserMsgBurst int
+	// ReplyByteRate and ReplyByteBurst form the per-connection budget for the bytes the
+	// server sends in answer to requests (history pages, member lists, room lists,
+	// audit), so that a short command cannot buy a long answer again and again.
+	ReplyByteRate  float64
+	ReplyByteBurst int
 	// AbuseDrops rate-limited messages within AbuseWindow close the connection (1008).
 	AbuseDrops  int
 	AbuseWindow time.Duration
@@ -119,6 +124,13 @@ type Config struct {
 	// as dead or stuck.
 	SendQueue   int
 	SendBacklog int
+	// SendQueueBytes bounds the bytes of the events waiting for one client, queue and
+	// backlog together: with file events of 1.4 MB, 32 + 4096 events would let one slow
+	// reader pin gigabytes. Beyond it the client is evicted as too slow (1008). Default
+	// 16 MiB: a dozen full-size file events and a full history page, far more than a
+	// live reader ever has waiting, small enough that a thousand stuck readers cannot
+	// exhaust a server. It must hold at least two of the largest events (validate).
+	SendQueueBytes int64
 	// MOTD is shown to everyone on connect.
 	MOTD string
 	// MembersCanCreateRooms lets members (not only moderators and admins) create rooms.
@@ -186,6 +198,8 @@ func defaultConfig() *Config {
 		MsgBurst:              10,
 		ByteRate:              16 << 10,
 		ByteBurst:             64 << 10,
+		ReplyByteRate:         256 << 10,
+		ReplyByteBurst:        4 << 20,
 		UserMsgRate:           10,
 		UserMsgBurst:          20,
 		AbuseDrops:            20,
@@ -202,6 +216,7 @@ func defaultConfig() *Config {
 		MaxMembersPerRoom:     5000,
 		SendQueue:             32,
 		SendBacklog:           4096,
+		SendQueueBytes:        16 << 20,
 		MembersCanCreateRooms: true,
 		FileMaxBytes:          1 << 20,
 		FileRate:              256 << 10,
@@ -319,6 +334,8 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.IntVar(&cfg.MsgBurst, "msg-burst", cfg.MsgBurst, "message burst per connection")
 	fs.Float64Var(&cfg.ByteRate, "byte-rate", cfg.ByteRate, "bytes per second per connection")
 	fs.IntVar(&cfg.ByteBurst, "byte-burst", cfg.ByteBurst, "byte burst per connection")
+	fs.Float64Var(&cfg.ReplyByteRate, "reply-byte-rate", cfg.ReplyByteRate, "bytes per second per connection of answers to requests (history, member and room lists, audit)")
+	fs.IntVar(&cfg.ReplyByteBurst, "reply-byte-burst", cfg.ReplyByteBurst, "burst of -reply-byte-rate (at least one history page, 1 MiB)")
 	fs.Float64Var(&cfg.UserMsgRate, "user-msg-rate", cfg.UserMsgRate, "messages per second per user, shared by all their connections")
 	fs.IntVar(&cfg.UserMsgBurst, "user-msg-burst", cfg.UserMsgBurst, "message burst per user")
 	fs.IntVar(&cfg.AbuseDrops, "abuse-drops", cfg.AbuseDrops, "rate-limited messages within -abuse-window that close the connection (1008)")
@@ -338,6 +355,7 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxMembersPerRoom, "max-members-per-room", cfg.MaxMembersPerRoom, "connections one room may hold")
 	fs.IntVar(&cfg.SendQueue, "send-queue", cfg.SendQueue, "outbound events queued per connection")
 	fs.IntVar(&cfg.SendBacklog, "send-backlog", cfg.SendBacklog, "events held for a connection whose queue is full before it is evicted as too slow")
+	fs.Int64Var(&cfg.SendQueueBytes, "send-queue-bytes", cfg.SendQueueBytes, "bytes of events waiting for one connection (queue and backlog) before it is evicted as too slow; bounds what one slow reader pins")
 	fs.StringVar(&cfg.MOTD, "motd", cfg.MOTD, "message of the day shown on connect")
 	fs.BoolVar(&cfg.MembersCanCreateRooms, "members-create-rooms", cfg.MembersCanCreateRooms, "members may create rooms (moderators and admins always may)")
 	fs.IntVar(&cfg.MaxRooms, "max-rooms", cfg.MaxRooms, "rooms the server keeps at most")
@@ -407,6 +425,7 @@ func (c *Config) validate() error {
 		"read-limit": float64(c.ReadLimit), "text-max-chars": float64(c.TextMaxChars),
 		"msg-rate": c.MsgRate, "msg-burst": float64(c.MsgBurst),
 		"byte-rate": c.ByteRate, "byte-burst": float64(c.ByteBurst),
+		"reply-byte-rate": c.ReplyByteRate,
 		"user-msg-rate": c.UserMsgRate, "user-msg-burst": float64(c.UserMsgBurst),
 		"abuse-drops": float64(c.AbuseDrops), "abuse-window": float64(c.AbuseWindow),
 		"ip-handshake-rate": c.IPHandshakeRate, "ip-handshake-burst": float64(c.IPHandshakeBurst),
@@ -416,6 +435,7 @@ func (c *Config) validate() error {
 		"max-rooms-per-client": float64(c.MaxRoomsPerClient), "max-members-per-room": float64(c.MaxMembersPerRoom),
 		"send-queue": float64(c.SendQueue), "session-ttl": float64(c.SessionTTL), "send-backlog": float64(c.SendBacklog),
 		"max-rooms": float64(c.MaxRooms), "max-devices-per-user": float64(c.MaxDevicesPerUser),
+		"send-queue-bytes": float64(c.SendQueueBytes),
 		"file-max-bytes": float64(c.FileMaxBytes), "file-rate": c.FileRate, "file-burst": float64(c.FileBurst),
 		"history-max": float64(c.HistoryMax), "history-max-age": float64(c.HistoryMaxAge),
 		"history-on-join": float64(c.HistoryOnJoin), "history-resume-max": float64(c.HistoryResumeMax),
@@ -431,8 +451,14 @@ func (c *Config) validate() error {
 	if int64(c.ByteBurst) < c.ReadLimit {
 		errs = append(errs, errors.New("-byte-burst must be at least -read-limit, or a full frame could never pass"))
 	}
+	if c.ReplyByteBurst < historyPageBytes {
+		errs = append(errs, fmt.Errorf("-reply-byte-burst must be at least %d, one history page", historyPageBytes))
+	}
 	if int64(c.FileBurst) < c.FileMaxBytes {
 		errs = append(errs, errors.New("-file-burst must be at least -file-max-bytes, or no full-size file could pass"))
+	}
+	if c.SendQueueBytes < 2*maxEventBytes(c) {
+		errs = append(errs, fmt.Errorf("-send-queue-bytes must be at least %d: two of the largest events (a file of -file-max-bytes in base64, or a history page)", 2*maxEventBytes(c)))
 	}
 	if c.FileMaxBytes > 16<<20 {
 		errs = append(errs, errors.New("-file-max-bytes above 16 MiB is refused"))
@@ -464,6 +490,12 @@ func (c *Config) validate() error {
 	}
 	errs = append(errs, c.validateOIDC()...)
 	return errors.Join(errs...)
+}
+
+// maxEventBytes is the largest single event the server sends: a file of FileMaxBytes
+// in base64 with its envelope, or a history page.
+func maxEventBytes(c *Config) int64 {
+	return max((c.FileMaxBytes+2)/3*4+fileEventSlack, historyPageBytes+fileEventSlack)
 }
 
 // readSecretFile reads a secret kept in a file (so it stays out of the environment and

@@ -48,19 +48,30 @@ func errorEvent(code, message, ref, room string) []byte {
 
 // rateLimitedEvent is an `error` with code rate_limited and the time to wait.
 func rateLimitedEvent(ref string, retry time.Duration) []byte {
-	ms := retry.Milliseconds()
-	if retry < 0 || ms > 3600_000 {
-		ms = 3600_000
-	}
-	return appendObject(nil, "error", "", func(b []byte) []byte {
+	return rateLimitedRoomEvent(ref, "", retry)
+}
+
+// rateLimitedRoomEvent is rateLimitedEvent naming the room of the refused request
+// (left out when empty).
+func rateLimitedRoomEvent(ref, room string, retry time.Duration) []byte {
+	return appendObject(nil, "error", room, func(b []byte) []byte {
 		b = append(b, `,"code":"rate_limited","message":"slow down","retry_after_ms":`...)
-		b = strconv.AppendInt(b, max(ms, 1), 10)
+		b = strconv.AppendInt(b, retryMillis(retry), 10)
 		if ref != "" {
 			b = append(b, `,"ref":`...)
 			b = appendJSONString(b, ref)
 		}
 		return b
 	})
+}
+
+// retryMillis is a retry hint in milliseconds: at least 1, at most an hour.
+func retryMillis(retry time.Duration) int64 {
+	ms := retry.Milliseconds()
+	if retry < 0 || ms > 3600_000 {
+		ms = 3600_000
+	}
+	return max(ms, 1)
 }
 
 // ackEvent confirms a say to its sender with the server's id for it.

@@ -16,6 +16,12 @@ const (
 	codeFileTooBig  = "file_too_big"
 	codeBadFileName = "bad_filename"
 	codeBadFile     = "bad_file"
+	// codeNoSuchFile: fetch_file names no file in the room's history (pruned, too
+	// big to be kept, or never there).
+	codeNoSuchFile = "no_such_file"
+	// codeFetchPending: a fetch_file while this connection's previous one is still
+	// being answered; files are fetched one at a time.
+	codeFetchPending = "fetch_pending"
 )
 
 // maxFileName bounds a file name, in characters.
@@ -90,9 +96,13 @@ func validFileName(name string) *protoError {
 	return nil
 }
 
-// fileBody encodes the sender, name, type, size and bytes of a file message (the tail
-// after id and ts), base64 in JSON, so it travels in the same text frames as chat.
-func fileBody(user []byte, name, mimeType string, data []byte, sig *signature) []byte {
+// fileBody encodes the sender, name, type, size, signature (when signed) and bytes of a
+// file message (the tail after id and ts), base64 in JSON, so it travels in the same
+// text frames as chat. The bytes come last: meta is the length of the tail before
+// them, so the hub can keep the metadata (with the signature, which recipients check
+// once they have fetched the bytes) in history and the bytes apart (see Hub.stamp)
+// without searching.
+func fileBody(user []byte, name, mimeType string, data []byte, sig *signature) (body []byte, meta int) {
 	b := make([]byte, 0, len(user)+len(name)+80+base64.StdEncoding.EncodedLen(len(data)))
 	b = append(b, `"from":`...)
 	b = append(b, user...)
@@ -102,11 +112,11 @@ func fileBody(user []byte, name, mimeType string, data []byte, sig *signature) [
 	b = append(b, mimeType...)
 	b = append(b, `","size":`...)
 	b = strconv.AppendInt(b, int64(len(data)), 10)
-	b = append(b, `,"data":"`...)
-	b = base64.StdEncoding.AppendEncode(b, data)
-	b = append(b, '"')
 	if sig != nil {
 		b = sig.appendSig(b)
 	}
-	return append(b, '}')
+	meta = len(b)
+	b = append(b, dataField...)
+	b = base64.StdEncoding.AppendEncode(b, data)
+	return append(b, `"}`...), meta
 }

@@ -65,8 +65,11 @@ type envelope struct {
 	Reason   string          `json:"reason"`
 	Limit    int             `json:"limit"`
 	Settings json.RawMessage `json:"settings"`
-	// After, on a join, asks for the messages after this id (a reconnecting client).
+	// After, on a join or history, asks for the messages after this id (a
+	// reconnecting client, or the next page).
 	After *uint64 `json:"after"`
+	// ID names a message, on a fetch_file.
+	ID uint64 `json:"id"`
 	// Name, Mime and Size announce a file whose bytes follow in one binary frame.
 	Name string `json:"name"`
 	Mime string `json:"mime"`
@@ -160,7 +163,7 @@ func (f *filter) parseEnvelope(line []byte) (*envelope, *protoError) {
 var needsRoom = map[string]bool{
 	"join": true, "leave": true, "say": true, "create": true, "invite": true, "kick": true,
 	"ban": true, "unban": true, "set_room_role": true, "lock": true, "topic": true, "delete_room": true,
-	"file": true,
+	"file": true, "history": true, "fetch_file": true,
 }
 
 // needsUser lists the types that name a target user.
@@ -176,7 +179,7 @@ func (f *filter) checkFields(env *envelope) *protoError {
 		return newProtoError(codeBadEnvelope, "missing type")
 	case "join", "leave", "say", "rooms", "create", "invite", "kick", "ban", "unban",
 		"set_room_role", "lock", "topic", "delete_room", "set_role", "global_ban",
-		"global_unban", "get_settings", "set_settings", "audit", "file":
+		"global_unban", "get_settings", "set_settings", "audit", "file", "history", "fetch_file":
 	default:
 		if deviceTypes[env.Type] {
 			break
@@ -252,6 +255,10 @@ func (f *filter) checkFields(env *envelope) *protoError {
 			env.Limit = 50
 		}
 		env.Limit = min(env.Limit, maxAuditLimit)
+	case "fetch_file":
+		if env.ID == 0 {
+			return newProtoError(codeBadEnvelope, "fetch_file needs the id of a file message")
+		}
 	case "file":
 		if err := validFileName(env.Name); err != nil {
 			return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -29,12 +30,51 @@ const (
 	// bucketPurge maps a deleted room to the last id at its deletion; the janitor
 	// deletes that history and then the mark.
 	bucketPurge = "purge"
+	// filesPrefix + room name is the bucket of the bytes of a room's files kept in
+	// history (their base64, keyed by the message id): the history entry holds only the
+	// file's metadata, so paging history never reads or sends file bytes.
+	filesPrefix = "files/"
 	// janitorEvery is how often history is pruned to its bounds.
 	janitorEvery = time.Minute
 )
 
+// History answers. DoS hardening: nothing a client sends may cost more than a bounded
+// multiple of what it pays, and a history answer is the largest thing one short command
+// can make the server send.
+const (
+	// historyPageBytes bounds the messages of one `history` event. A longer window is
+	// sent in pages (more: true); the client asks for the next with `history`.
+	historyPageBytes = 1 << 20
+	// historyQueueMax bounds the history answers waiting for one connection while its
+	// previous one is read (one is read at a time per connection).
+	historyQueueMax = 32
+	// fileEventSlack is what a file event holds besides its base64 bytes: type, room,
+	// id, ts, sender, name, type and size. Generous: names are at most 128 characters.
+	fileEventSlack = 16 << 10
+)
+
 // historyBucket names a room's history bucket.
 func historyBucket(room string) string { return historyPrefix + room }
+
+// filesBucket names the bucket of a room's file bytes.
+func filesBucket(room string) string { return filesPrefix + room }
+
+// dataField starts the base64 bytes in a file event. It is the event's last field
+// (see fileBody), and it cannot occur inside a JSON string, whose quotes are escaped.
+var dataField = []byte(`,"data":"`)
+
+// fileMeta returns a stored history entry without file bytes. Entries written before
+// file bytes moved to their own bucket hold them inline; they lose them here, so
+// history never carries file bytes whatever is stored.
+func fileMeta(v []byte) []byte {
+	if !bytes.HasPrefix(v, []byte(`{"type":"file"`)) {
+		return v
+	}
+	if i := bytes.LastIndex(v, dataField); i >= 0 {
+		return append(v[:i:i], '}')
+	}
+	return v
+}
 
 // historyWrites are the store writes that keep one message: the message itself, and
 // the id counter.
@@ -54,67 +94,135 @@ func storedTime(msg []byte) int64 {
 	return v.TS
 }
 
-// sendHistory sends c the room's history once every message the hub has stamped so
-// far is durable: the store writer runs the read after the commits queued before it,
-// so nothing falls between history and the live messages c receives from now on. The
+// historyLoad is one history answer a connection waits for: the room, and after, when
+// set, the id after which it wants messages (else the newest HistoryOnJoin); ref is
+// copied into the answer.
+type historyLoad struct {
+	room  string
+	after *uint64
+	ref   string
+}
+
+// sendHistory sends c a page of a room's history. One page is read at a time per
+// connection: further requests wait in c.histQueue (bounded), so the hub never holds
+// more than one page for any requester, and each page is charged to c's reply budget
+// before the next is read.
+func (h *Hub) sendHistory(c *Client, room string, after *uint64, ref string) {
+	if c.histBusy {
+		if len(c.histQueue) >= historyQueueMax {
+			h.refuseRate(c, room, ref, time.Second)
+			return
+		}
+		c.histQueue = append(c.histQueue, historyLoad{room, after, ref})
+		return
+	}
+	h.startHistory(c, historyLoad{room, after, ref})
+	h.nextHistory(c)
+}
+
+// nextHistory starts the waiting history answers of c until one is in flight.
+func (h *Hub) nextHistory(c *Client) {
+	for !c.histBusy && len(c.histQueue) > 0 {
+		l := c.histQueue[0]
+		c.histQueue = c.histQueue[1:]
+		if len(c.histQueue) == 0 {
+			c.histQueue = nil
+		}
+		h.startHistory(c, l)
+	}
+}
+
+// startHistory reads one page once every message the hub has stamped so far is
+// durable: the store writer runs the read after the commits queued before it, so
+// nothing falls between history and the live messages c receives from now on. The
 // read happens on its own goroutine and the result comes back through the hub, which
-// delivers it only if c is still in the room. after, when set, asks for everything
-// after that id (a reconnecting client); otherwise the newest HistoryOnJoin messages.
-func (h *Hub) sendHistory(c *Client, ri *roomInfo, after *uint64) {
+// delivers it only if c is still in the room. A connection over its reply budget gets
+// rate_limited instead.
+func (h *Hub) startHistory(c *Client, l historyLoad) {
+	r := c.rooms[l.room]
+	if r == nil {
+		return // left while waiting
+	}
+	if retry, ok := c.limiter.replyAllowed(); !ok {
+		h.refuseRate(c, l.room, l.ref, retry)
+		return
+	}
 	cfg := h.settings()
-	boundary, first, name, store := h.lastID, ri.FirstID, ri.Name, h.app.store
+	boundary, first, st := h.lastID, r.info.FirstID, h.app.store
 	now := h.now()
+	c.histBusy = true
 	ok := h.writer.Submit(nil, func(error) {
 		go func() {
-			ev := loadHistory(store, name, first, after, boundary, cfg, now)
+			ev := loadHistory(st, l, first, boundary, cfg, now)
+			c.limiter.chargeReply(len(ev))
 			h.completions <- func() {
-				if _, ok := h.clients[c]; ok && c.rooms[name] != nil {
+				c.histBusy = false
+				if _, ok := h.clients[c]; ok && c.rooms[l.room] != nil {
 					h.deliver(c, ev)
 				}
+				h.nextHistory(c)
 			}
 		}()
 	})
 	if !ok {
-		h.deliver(c, errorEvent(codeBusy, "history is not available right now", "", name))
+		c.histBusy = false
+		h.deliver(c, errorEvent(codeBusy, "history is not available right now", l.ref, l.room))
 	}
 }
 
-// loadHistory reads a room's history from the store and encodes the `history` event.
-// Only ids in (first, boundary] belong: first is where this incarnation of the room
-// began (a deleted room's messages never reach a new room of the same name), boundary
-// where live delivery took over. gap says that messages after `after` are gone for
-// good (pruned) or too many to send.
-func loadHistory(s store.Store, room string, first uint64, after *uint64, boundary uint64, cfg *Config, now time.Time) []byte {
+// loadHistory reads one page of a room's history from the store and encodes the
+// `history` event. Only ids in (first, boundary] belong: first is where this
+// incarnation of the room began (a deleted room's messages never reach a new room of
+// the same name), boundary where live delivery took over. A page holds at most
+// historyPageBytes of messages (and at most HistoryResumeMax of them), oldest first;
+// more says that messages follow it, which the client gets by asking for those after
+// the page's last id. gap says that messages after `after` are gone for good (pruned).
+// File entries carry metadata only (see fileMeta).
+func loadHistory(s store.Store, l historyLoad, first, boundary uint64, cfg *Config, now time.Time) []byte {
 	cutoff := now.Add(-cfg.HistoryMaxAge).UnixMilli()
 	var msgs [][]byte
-	gap := false
+	size := 0
+	gap, more := false, false
+	limit := cfg.HistoryResumeMax
 	keep := func(k, v []byte) error {
 		id := store.KeySeq(k)
-		if id <= first || id > boundary || storedTime(v) < cutoff {
+		if id > boundary {
+			return errStopScan
+		}
+		if id <= first || storedTime(v) < cutoff {
 			return nil
 		}
-		msgs = append(msgs, append([]byte(nil), v...))
+		v = fileMeta(v)
+		if len(msgs) > 0 && (size+len(v)+1 > historyPageBytes || len(msgs) >= limit) {
+			more = true
+			return errStopScan
+		}
+		msgs = append(msgs, bytes.Clone(v))
+		size += len(v) + 1
 		return nil
 	}
-	bucket := historyBucket(room)
-	if after == nil {
+	bucket := historyBucket(l.room)
+	if l.after == nil {
 		s.Last(bucket, cfg.HistoryOnJoin, keep)
 	} else {
-		from := max(*after, first)
-		s.After(bucket, store.SeqKey(from), cfg.HistoryResumeMax+1, keep)
-		if len(msgs) > cfg.HistoryResumeMax {
-			msgs, gap = msgs[:cfg.HistoryResumeMax], true
-		}
+		after := *l.after
+		s.After(bucket, store.SeqKey(max(after, first)), limit+1, keep)
 		s.Scan(bucketPruned, func(k, v []byte) error {
-			if string(k) == room && store.KeySeq(v) > *after && *after > 0 {
+			if string(k) == l.room && store.KeySeq(v) > after && after > 0 {
 				gap = true
 			}
 			return nil
 		})
 	}
-	return appendObject(nil, "history", room, func(b []byte) []byte {
+	return appendObject(nil, "history", l.room, func(b []byte) []byte {
 		b = append(b, `,"gap":`...)
 		b = strconv.AppendBool(b, gap)
+		b = append(b, `,"more":`...)
+		b = strconv.AppendBool(b, more)
+		if l.ref != "" {
+			b = append(b, `,"ref":`...)
+			b = appendJSONString(b, l.ref)
+		}
 		b = append(b, `,"messages":[`...)
 		for i, m := range msgs {
 			if i > 0 {
@@ -124,6 +232,93 @@ func loadHistory(s store.Store, room string, first uint64, after *uint64, bounda
 		}
 		return append(b, ']')
 	})
+}
+
+// fetchFile answers a fetch_file: once the file is durable it reads the entry's
+// metadata, charges its size to c's file bucket (rate_limited when that is empty, and
+// then the bytes are not even read), reads the bytes and sends the `file` event with
+// data. One fetch is in flight per connection (c.fetching); the answer is built for
+// this requester only and is one file, at most -history-file-max.
+func (h *Hub) fetchFile(c *Client, room string, id uint64, ref string) {
+	r := c.rooms[room]
+	first, st := r.info.FirstID, h.app.store
+	cutoff := h.now().Add(-h.settings().HistoryMaxAge).UnixMilli()
+	c.fetching = true
+	ok := h.writer.Submit(nil, func(error) {
+		go func() {
+			ev := loadFile(st, c.limiter, room, id, first, cutoff, ref)
+			h.completions <- func() {
+				c.fetching = false
+				if _, ok := h.clients[c]; !ok || c.rooms[room] == nil {
+					return
+				}
+				if ev == nil {
+					h.metrics.rejected.WithLabelValues(codeNoSuchFile).Inc()
+					ev = errorEvent(codeNoSuchFile, "no such file in this room's history", ref, room)
+				} else if bytes.HasPrefix(ev, []byte(`{"type":"error"`)) {
+					h.metrics.rateLimited.Inc()
+				}
+				h.deliver(c, ev)
+			}
+		}()
+	})
+	if !ok {
+		c.fetching = false
+		h.deliver(c, errorEvent(codeBusy, "files are not available right now", ref, room))
+	}
+}
+
+// loadFile builds the `file` event (with data) for message id of a room, nil when the
+// room's history holds no such file, or a rate_limited error when lim's file bucket
+// cannot pay for it.
+func loadFile(s store.Store, lim *connLimiter, room string, id, first uint64, cutoff int64, ref string) []byte {
+	if id <= first {
+		return nil
+	}
+	var entry []byte
+	s.After(historyBucket(room), store.SeqKey(id-1), 1, func(k, v []byte) error {
+		if store.KeySeq(k) == id && bytes.HasPrefix(v, []byte(`{"type":"file"`)) && storedTime(v) >= cutoff {
+			entry = bytes.Clone(v)
+		}
+		return nil
+	})
+	if entry == nil {
+		return nil
+	}
+	meta := fileMeta(entry)
+	var m struct {
+		Size int `json:"size"`
+	}
+	json.Unmarshal(meta, &m)
+	if retry, ok := lim.allowFileOut(m.Size); !ok {
+		return rateLimitedRoomEvent(ref, room, retry)
+	}
+	var data []byte
+	if len(meta) < len(entry) {
+		// Stored before file bytes had their own bucket: the entry holds them.
+		i := bytes.LastIndex(entry, dataField)
+		data = entry[i+len(dataField) : len(entry)-2]
+	} else {
+		s.After(filesBucket(room), store.SeqKey(id-1), 1, func(k, v []byte) error {
+			if store.KeySeq(k) == id {
+				data = bytes.Clone(v)
+			}
+			return nil
+		})
+	}
+	if data == nil {
+		return nil
+	}
+	b := make([]byte, 0, len(meta)+len(data)+len(ref)+32)
+	b = append(b, meta[:len(meta)-1]...)
+	b = append(b, dataField...)
+	b = append(b, data...)
+	b = append(b, '"')
+	if ref != "" {
+		b = append(b, `,"ref":`...)
+		b = appendJSONString(b, ref)
+	}
+	return append(b, '}')
 }
 
 // runJanitor prunes history to its bounds, and forgets expired session revocations,
@@ -170,7 +365,8 @@ func (app *App) pruneHistory(now time.Time) error {
 	for room, upTo := range purge {
 		app.store.After(historyBucket(room), nil, 1<<30, func(k, v []byte) error {
 			if id := store.KeySeq(k); id <= upTo {
-				writes = append(writes, store.Write{Bucket: historyBucket(room), Key: append([]byte(nil), k...)})
+				writes = append(writes, store.Write{Bucket: historyBucket(room), Key: append([]byte(nil), k...)},
+					store.Write{Bucket: filesBucket(room), Key: append([]byte(nil), k...)})
 			}
 			return nil
 		})
@@ -187,7 +383,8 @@ func (app *App) pruneHistory(now time.Time) error {
 		app.store.After(bucket, nil, n, func(k, v []byte) error {
 			id := store.KeySeq(k)
 			if excess > 0 || id <= first || storedTime(v) < cutoff {
-				writes = append(writes, store.Write{Bucket: bucket, Key: append([]byte(nil), k...)})
+				writes = append(writes, store.Write{Bucket: bucket, Key: append([]byte(nil), k...)},
+					store.Write{Bucket: filesBucket(room), Key: append([]byte(nil), k...)})
 				excess--
 				pruned = max(pruned, id)
 				return nil

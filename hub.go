@@ -52,7 +52,9 @@ type command struct {
 	client *Client
 	env    *envelope
 	body   []byte
-	fn     func()
+	// meta, for a file, is the length of body before the file's bytes (see fileBody).
+	meta int
+	fn   func()
 	// reply, when set, receives the hub's verdict on a file announcement; the
 	// readPump waits for it before it reads the file's bytes.
 	reply chan *protoError
@@ -393,13 +395,26 @@ func (h *Hub) deliver(c *Client, msg []byte) { h.enqueue(c, &msg) }
 // nothing until used, that is moved into its queue as soon as there is room. Only a
 // backlog beyond SendBacklog events marks the client as dead or stuck, and evicts it.
 // Order is kept: while a backlog exists, new events join its end.
+//
+// DoS hardening: the events waiting for c are bounded in bytes too (SendQueueBytes),
+// counted in c.queued. The whole length of an event counts against every client
+// holding it, although the queues share one copy: a slow reader is what keeps that
+// copy alive, so what one client can pin is what its own queue holds, and a bound per
+// client is what stops one reader from pinning gigabytes of file events. (Many slow
+// readers of the same event over-count; they are evicted a little early, never late.)
 func (h *Hub) enqueue(c *Client, msg *[]byte) {
+	size := int64(len(*msg))
+	if c.queued.Load()+size > h.settings().SendQueueBytes {
+		h.doom(c, 0, "")
+		return
+	}
 	if len(c.backlog) > 0 {
 		h.flushBacklog(c)
 	}
 	if len(c.backlog) == 0 {
 		select {
 		case c.send <- msg:
+			c.queued.Add(size)
 			return
 		default:
 		}
@@ -415,6 +430,7 @@ func (h *Hub) enqueue(c *Client, msg *[]byte) {
 		h.backlogged[c] = struct{}{}
 	}
 	c.backlog = append(c.backlog, msg)
+	c.queued.Add(size)
 }
 
 // flushBacklog moves as much of c's backlog into its queue as fits now.
@@ -628,7 +644,7 @@ func (h *Hub) enter(c *Client, ri *roomInfo, ref string) {
 		}
 	}
 	m.conns++
-	h.deliver(c, h.joinedEvent(c, r, ref))
+	h.deliverReply(c, h.joinedEvent(c, r, ref))
 }
 
 // leaveRoom removes c from a live room. The live room is dropped from memory when its

@@ -37,6 +37,7 @@ func fakeClient(name string, queue int) *Client {
 		user:  identity{ID: "dev:" + name, Name: name},
 		rooms: make(map[string]*room),
 	}
+	c.limiter = newConnLimiter(defaultConfig(), nil, time.Now)
 	c.userJSON = userJSON(c.user.ID, c.user.Name)
 	c.fromTail = append(append([]byte(`"from":`), c.userJSON...), `,"text":`...)
 	return c

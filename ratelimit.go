@@ -19,6 +19,11 @@ const (
 	// when it holds no connection and its handshake bucket has refilled, so dropping
 	// it forgets nothing an attacker could use.
 	sweepEvery = time.Minute
+	// catchupRate and catchupBurst bound the catch-up requests of one connection for
+	// rooms it is already in (`history`, and `join` with `after` of a joined room): a
+	// reconnect asks once per room and then a few pages, a flood asks for ever.
+	catchupRate  = 1
+	catchupBurst = 10
 	// ipv6PrefixBits groups IPv6 clients: one subscriber usually owns a whole /64, so
 	// counting single addresses would let one host take 2^64 identities.
 	ipv6PrefixBits = 64
@@ -259,12 +264,20 @@ func (t *ticket) release() {
 
 // connLimiter holds one connection's token buckets. It is used only by that
 // connection's readPump, so it needs no lock of its own (rate.Limiter locks itself,
-// and the user bucket is shared with the user's other connections).
+// and the user bucket is shared with the user's other connections). The exceptions are
+// the buckets for what the server sends in answer (files, reply, catchups): the hub
+// and its history readers spend from them, through methods that touch nothing else.
 type connLimiter struct {
 	msgs  *rate.Limiter
 	bytes *rate.Limiter
 	files *rate.Limiter
 	user  *rate.Limiter
+	// reply pays for the bytes of answers to this connection's requests (history
+	// pages, member lists in joined, rooms, audit): charged after the answer is built,
+	// so it may run into debt, and while in debt such requests are refused.
+	reply *rate.Limiter
+	// catchups counts catch-up requests for rooms already joined.
+	catchups *rate.Limiter
 	// drops holds the times of recent rate-limited messages, oldest first, at most
 	// abuseDrops of them: enough to tell sustained abuse from a burst.
 	drops []time.Time
@@ -279,6 +292,9 @@ func newConnLimiter(cfg *Config, user *rate.Limiter, now func() time.Time) *conn
 		bytes: rate.NewLimiter(rate.Limit(cfg.ByteRate), cfg.ByteBurst),
 		files: rate.NewLimiter(rate.Limit(cfg.FileRate), cfg.FileBurst),
 		user:  user,
+		reply: rate.NewLimiter(rate.Limit(cfg.ReplyByteRate), cfg.ReplyByteBurst),
+
+		catchups: rate.NewLimiter(catchupRate, catchupBurst),
 		now:   now,
 		cfg:   cfg,
 	}
@@ -349,6 +365,42 @@ func (l *connLimiter) allowFile(size int) (bool, time.Duration) {
 		return false, d
 	}
 	return true, 0
+}
+
+// allowFileOut spends size bytes of the file bucket for a file the server sends on
+// request (fetch_file): fetching costs what sending costs. Safe from any goroutine.
+func (l *connLimiter) allowFileOut(size int) (time.Duration, bool) {
+	ok, retry := l.allowFile(max(size, 1))
+	return retry, ok
+}
+
+// replyAllowed reports whether the reply budget is out of debt; when not, how long
+// until it is. Safe from any goroutine.
+func (l *connLimiter) replyAllowed() (time.Duration, bool) {
+	now := l.now()
+	t := l.reply.TokensAt(now)
+	if t >= 1 {
+		return 0, true
+	}
+	return time.Duration((1 - t) / float64(l.reply.Limit()) * float64(time.Second)), false
+}
+
+// chargeReply charges n bytes sent in answer to the reply budget, running into debt
+// if need be (the answer is already made). One charge is at most the burst, the most
+// the bucket can owe. Safe from any goroutine.
+func (l *connLimiter) chargeReply(n int) {
+	l.reply.ReserveN(l.now(), min(n, l.reply.Burst()))
+}
+
+// allowCatchup spends one catch-up request, or says how long to wait.
+func (l *connLimiter) allowCatchup() (time.Duration, bool) {
+	now := l.now()
+	r := l.catchups.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return d, false
+	}
+	return 0, true
 }
 
 // noteDrop records a refused message and reports whether AbuseDrops refusals fell
