@@ -426,7 +426,7 @@ func (c *Config) validate() error {
 		"msg-rate": c.MsgRate, "msg-burst": float64(c.MsgBurst),
 		"byte-rate": c.ByteRate, "byte-burst": float64(c.ByteBurst),
 		"reply-byte-rate": c.ReplyByteRate,
-		"user-msg-rate": c.UserMsgRate, "user-msg-burst": float64(c.UserMsgBurst),
+		"user-msg-rate":   c.UserMsgRate, "user-msg-burst": float64(c.UserMsgBurst),
 		"abuse-drops": float64(c.AbuseDrops), "abuse-window": float64(c.AbuseWindow),
 		"ip-handshake-rate": c.IPHandshakeRate, "ip-handshake-burst": float64(c.IPHandshakeBurst),
 		"login-rate": c.LoginRate, "login-burst": float64(c.LoginBurst),

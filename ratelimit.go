@@ -295,8 +295,8 @@ func newConnLimiter(cfg *Config, user *rate.Limiter, now func() time.Time) *conn
 		reply: rate.NewLimiter(rate.Limit(cfg.ReplyByteRate), cfg.ReplyByteBurst),
 
 		catchups: rate.NewLimiter(catchupRate, catchupBurst),
-		now:   now,
-		cfg:   cfg,
+		now:      now,
+		cfg:      cfg,
 	}
 }
 
