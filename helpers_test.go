@@ -109,6 +109,12 @@ type wsClient struct {
 	t       *testing.T
 	conn    *websocket.Conn
 	pending []map[string]any
+	// pendingLen holds the length of each pending event's line; lastLen is that of
+	// the event next returned last, and read counts every byte read (tests of byte
+	// bounds look at them).
+	pendingLen []int
+	lastLen    int
+	read       int
 }
 
 // tryDial opens a WebSocket with the given cookie (nil for none) and extra headers;
@@ -179,16 +185,19 @@ func (c *wsClient) next(d time.Duration) (map[string]any, error) {
 		if err != nil {
 			return nil, err
 		}
+		c.read += len(data)
 		for _, line := range strings.Split(string(data), "\n") {
 			var ev map[string]any
 			if err := json.Unmarshal([]byte(line), &ev); err != nil {
 				return nil, errors.New("server sent a line that is not JSON: " + line)
 			}
 			c.pending = append(c.pending, ev)
+			c.pendingLen = append(c.pendingLen, len(line))
 		}
 	}
 	ev := c.pending[0]
 	c.pending = c.pending[1:]
+	c.lastLen, c.pendingLen = c.pendingLen[0], c.pendingLen[1:]
 	return ev, nil
 }
 
