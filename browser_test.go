@@ -822,7 +822,8 @@ func TestBrowserFilesAndHistory(t *testing.T) {
 	checkFiles(bob)
 	checkFiles(alice)
 
-	// carol arrives later: lobby's history brings the messages and files.
+	// carol arrives later: lobby's history brings the messages, and the files'
+	// metadata; the page fetches their bytes one at a time (fetch_file) and shows them.
 	carol := loginUser(t, browser, ts.URL, "carol")
 	carol.waitMessage(t, "before the files")
 	checkFiles(carol)
@@ -836,6 +837,26 @@ func TestBrowserFilesAndHistory(t *testing.T) {
 	for _, u := range []*browserUser{alice, bob, carol} {
 		u.watch.assertClean(t, u.name)
 	}
+}
+
+// TestBrowserHistoryPages: a room's history of 2 MB comes in pages of at most 1 MiB
+// (more: true); the page asks for each next page itself, and shows every message once,
+// oldest first, the first and the last included.
+func TestBrowserHistoryPages(t *testing.T) {
+	const n = 300
+	ts := bigHistoryServer(t, func(c *Config) { c.HistoryOnJoin = n })
+	fillHistory(t, ts.user(t, "alice"), lobby, n, 7000)
+	browser := newBrowser(t)
+	bob := loginUser(t, browser, ts.URL, "bob")
+	bob.waitJS(t, "every page of history",
+		`document.querySelectorAll('#messages .msg-text').length === 300`)
+	order := eval[bool](t, bob, `(() => {
+		const texts = Array.from(document.querySelectorAll('#messages .msg-text')).map((e) => e.textContent.slice(0, 4));
+		return texts.every((x, i) => x === String(i).padStart(4, '0')); })()`)
+	if !order {
+		t.Error("the pages' messages are not all shown once, oldest first")
+	}
+	bob.watch.assertClean(t, bob.name)
 }
 
 // TestBrowserLogout proves the logout button ends the session: the browser

@@ -28,6 +28,14 @@
   const MAX_SEEN = 5000;
   const MAX_OPS = 100; // commands waiting for their ack
   const MAX_KNOWN_USERS = 300; // suggestions in the user id fields
+  // History comes in pages (more: true); one catch-up fetches at most this many
+  // and then says that older messages are not shown.
+  const MAX_HISTORY_PAGES = 20;
+  // Files in history come without their bytes; they are fetched one at a time,
+  // at most this many waiting, each retried at most RETRY_MAX times when the
+  // server says to slow down.
+  const MAX_FETCH_QUEUE = 50;
+  const RETRY_MAX = 5;
   const OK_MS = 4000;
   // Rank of a member's display role, as the server orders them for kick and
   // ban (admin > owner > moderator > others). The page only uses it to hide
@@ -128,6 +136,10 @@
     ops: new Map(), // ref -> {ok, after} for commands waiting for their ack
     settings: null, // the server's settings as last received (admins)
     knownUsersKey: '',
+    history: new Map(), // ref -> {room, after, tries} for history pages asked for
+    fetchQueue: [], // history files waiting for their bytes
+    fetching: null, // {ref, file, tries} for the fetch_file in flight
+    fetchTimer: 0,
   };
 
   // ---------------------------------------------------------------------
@@ -220,6 +232,7 @@
         info: { private: false, locked: false, topic: '', count: null },
         perms: [], // my_perms in this room
         lastId: 0, // highest message id seen: where a reconnect resumes
+        pages: 0, // history pages fetched since the last join
       };
       state.rooms.set(name, r);
     }
@@ -273,6 +286,7 @@
       if (state.ws !== ws) return;
       state.ws = null;
       state.connected = false;
+      forgetFetches();
       onClose(ev, opened);
     });
   }
@@ -395,7 +409,7 @@
       case 'left': return onLeft(ev);
       case 'presence': return onPresence(ev);
       case 'message': return onMessage(ev);
-      case 'file': return onMessage(ev);
+      case 'file': return state.fetching && ev.ref === state.fetching.ref ? onFetched(ev) : onMessage(ev);
       case 'history': return onHistory(ev);
       case 'rooms': return onRooms(ev);
       case 'ack': return onAck(ev);
@@ -462,6 +476,7 @@
     const name = str(ev.room);
     if (!name) return;
     const r = room(name);
+    r.pages = 0;
     roomInfo(r.info, ev);
     if (Array.isArray(ev.my_perms)) r.perms = ev.my_perms.filter((x) => typeof x === 'string');
     r.members.clear();
@@ -577,6 +592,11 @@
         data: str(ev.data),
         url: '',
         type: '',
+        room: r.name,
+        id: ev.id,
+        // History carries no bytes: they are fetched with fetch_file ('' not
+        // yet, 'queued', 'failed').
+        fetch: '',
       };
     }
     return entry;
@@ -586,8 +606,10 @@
   // recent past, after a reconnect what was missed. It may arrive after
   // live messages, so each is put before the first newer message.
   function onHistory(ev) {
+    if (typeof ev.ref === 'string') state.history.delete(ev.ref);
     const r = state.rooms.get(str(ev.room));
     if (!r || !Array.isArray(ev.messages)) return;
+    nextPage(r, ev);
     const had = r.messages.some((e) => e.kind === 'msg');
     const added = [];
     for (const m of ev.messages) {
@@ -616,6 +638,111 @@
       renderRooms();
       updateTitle();
     }
+  }
+
+  // nextPage asks for the page after ev when the server says more follow, up to
+  // MAX_HISTORY_PAGES per join; beyond that the room says older ones are missing.
+  function nextPage(r, ev) {
+    if (ev.more !== true) return;
+    let last = 0;
+    for (const m of ev.messages) if (m && typeof m.id === 'number') last = Math.max(last, m.id);
+    if (last === 0) return;
+    if (r.pages >= MAX_HISTORY_PAGES) {
+      r.messages.push({ kind: 'sys', text: 'Some messages from while you were away are not shown.', ts: Date.now() });
+      return;
+    }
+    r.pages++;
+    askHistory(r.name, last, 0);
+  }
+
+  // askHistory sends a history request and remembers it, to retry it when the
+  // server says to slow down. after is an id, or undefined for the newest.
+  function askHistory(name, after, tries) {
+    const ref = 'h' + state.nextRef++;
+    const req = { type: 'history', room: name, ref };
+    if (typeof after === 'number') req.after = after;
+    if (state.history.size > MAX_OPS) state.history.clear();
+    state.history.set(ref, { room: name, after, tries });
+    sendJSON(req);
+  }
+
+  // retryLater runs f after the server's retry hint (at least a second).
+  function retryLater(ev, f) {
+    const ms = typeof ev.retry_after_ms === 'number' && ev.retry_after_ms > 0 ? ev.retry_after_ms : 1000;
+    setTimeout(f, Math.min(Math.max(ms, 1000), 60000));
+  }
+
+  // onHistoryRefused retries a refused history page later, a few times.
+  function onHistoryRefused(ev, req) {
+    if (ev.code !== 'rate_limited' || req.tries >= RETRY_MAX) return;
+    retryLater(ev, () => {
+      if (state.connected && state.rooms.has(req.room)) askHistory(req.room, req.after, req.tries + 1);
+    });
+  }
+
+  // wantFile queues a history file for its bytes; one fetch runs at a time.
+  function wantFile(f) {
+    if (f.fetch || typeof f.id !== 'number' || state.fetchQueue.length >= MAX_FETCH_QUEUE) return;
+    f.fetch = 'queued';
+    state.fetchQueue.push(f);
+    pumpFetch();
+  }
+
+  // pumpFetch sends the next fetch_file when none is in flight.
+  function pumpFetch() {
+    if (state.fetching || state.fetchTimer || !state.connected) return;
+    while (state.fetchQueue.length > 0) {
+      const f = state.fetchQueue.shift();
+      if (!state.rooms.has(f.room)) {
+        f.fetch = '';
+        continue;
+      }
+      const ref = 'f' + state.nextRef++;
+      state.fetching = { ref, file: f, tries: f.tries || 0 };
+      sendJSON({ type: 'fetch_file', room: f.room, id: f.id, ref });
+      return;
+    }
+  }
+
+  // onFetched gives a history file its bytes and shows it.
+  function onFetched(ev) {
+    const f = state.fetching.file;
+    state.fetching = null;
+    f.data = str(ev.data);
+    f.fetch = f.data ? '' : 'failed';
+    if (f.room === state.current) renderMessages();
+    pumpFetch();
+  }
+
+  // onFetchRefused retries a fetch the server asked to slow down, a few times;
+  // any other refusal (the file is gone) shows the file as unavailable.
+  function onFetchRefused(ev) {
+    const f = state.fetching.file;
+    const tries = state.fetching.tries;
+    state.fetching = null;
+    if (ev.code === 'rate_limited' && tries < RETRY_MAX) {
+      f.tries = tries + 1;
+      state.fetchQueue.unshift(f);
+      state.fetchTimer = 1;
+      retryLater(ev, () => {
+        state.fetchTimer = 0;
+        pumpFetch();
+      });
+      return;
+    }
+    f.fetch = 'failed';
+    if (f.room === state.current) renderMessages();
+    pumpFetch();
+  }
+
+  // forgetFetches drops the fetches of a closed connection; the files ask again
+  // when they are next shown.
+  function forgetFetches() {
+    if (state.fetching) state.fetching.file.fetch = '';
+    for (const f of state.fetchQueue) f.fetch = '';
+    state.fetching = null;
+    state.fetchQueue = [];
+    state.history.clear();
   }
 
   // onRoomChanged shows a joined room's new topic, lock or privacy.
@@ -720,6 +847,25 @@
     const code = str(ev.code, 'error') || 'error';
     const ref = str(ev.ref);
     const errRoom = str(ev.room);
+    // Background requests of the page (history pages, file bytes) retry by
+    // themselves and bother nobody.
+    if (ref && state.fetching && ref === state.fetching.ref) return onFetchRefused(ev);
+    if (ref && state.history.has(ref)) {
+      const req = state.history.get(ref);
+      state.history.delete(ref);
+      return onHistoryRefused(ev, req);
+    }
+    if (code === 'rate_limited' && !ref && errRoom) {
+      // A join or its history refused while the answers were over budget:
+      // try again later instead of forgetting the room.
+      retryLater(ev, () => {
+        if (!state.connected) return;
+        const r = state.rooms.get(errRoom);
+        if (r) askHistory(errRoom, r.lastId > 0 ? r.lastId : undefined, 1);
+        else if (state.wanted.has(errRoom)) sendJSON({ type: 'join', room: errRoom });
+      });
+      return undefined;
+    }
     let text = errorText(code, str(ev.message), errRoom);
     let timeout = NOTICE_MS;
     if (ref) state.ops.delete(ref);
@@ -896,8 +1042,9 @@
   // fileNode shows a file message: an image inline, anything else as a
   // download link. The name is always text (caption or link text).
   function fileNode(f) {
-    const url = fileURL(f);
     const box = make('div', 'msg-text msg-file');
+    if (!f.data && !f.url) return pendingFileNode(f, box);
+    const url = fileURL(f);
     if (url && INLINE_IMAGES.has(f.mime)) {
       const img = make('img', 'msg-image');
       img.alt = f.name;
@@ -924,6 +1071,18 @@
     link.appendChild(make('span', 'file-name', f.name));
     link.appendChild(make('span', 'file-size', fileSize(f.size)));
     box.appendChild(link);
+    return box;
+  }
+
+  // pendingFileNode shows a history file whose bytes are not here yet, and asks
+  // for them: they arrive one file at a time, and the file is shown then.
+  function pendingFileNode(f, box) {
+    if (f.fetch === 'failed') {
+      box.appendChild(make('span', 'msg-caption', f.name + ' (no longer available)'));
+      return box;
+    }
+    wantFile(f);
+    box.appendChild(make('span', 'msg-caption msg-loading', f.name + ' · ' + fileSize(f.size) + ' · loading…'));
     return box;
   }
 
