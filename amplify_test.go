@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -292,4 +293,59 @@ func TestFetchFileOneAtATime(t *testing.T) {
 	if f := bob.expect("file"); f["ref"] != "g1" || f["data"] == nil {
 		t.Fatalf("first fetch answered with %v", f["ref"])
 	}
+}
+
+// TestHistoryPageShared: a crowd joining a room with a full page of history shares
+// one read and one copy of it, as a broadcast shares a message: every joiner's history
+// event is the same bytes (one pointer), and the live heap grows by far less than the
+// crowd times a page.
+func TestHistoryPageShared(t *testing.T) {
+	const crowd, bound = 100, 16 << 20
+	h := newTestHub(t, func(c *Config) { c.HistoryOnJoin = 200 })
+	sender := fakeClient("sender", 1024)
+	h.register <- sender
+	h.inbound <- command{client: sender, env: &envelope{Type: "join", Room: "big"}}
+	for i := 0; i < 160; i++ {
+		h.inbound <- sayCmd(sender, "big", fmt.Sprintf("%04d", i)+strings.Repeat("x", 7000))
+	}
+	clients := make([]*Client, crowd)
+	for i := range clients {
+		clients[i] = fakeClient(fmt.Sprint("u", i), 4096)
+		h.register <- clients[i]
+	}
+	drain(t, h, sender)
+	runtime.GC()
+	base := liveHeap()
+	for _, c := range clients {
+		h.inbound <- command{client: c, env: &envelope{Type: "join", Room: "big"}}
+	}
+	pages := make([]*[]byte, crowd)
+	for i, c := range clients {
+		deadline := time.After(10 * time.Second)
+		for pages[i] == nil {
+			select {
+			case b := <-c.send:
+				if bytes.HasPrefix(*b, []byte(`{"type":"history","room":"big"`)) {
+					pages[i] = b
+				}
+			case <-deadline:
+				t.Fatalf("joiner %d got no history", i)
+			}
+		}
+	}
+	runtime.GC()
+	grown := int64(liveHeap()) - int64(base)
+	t.Logf("%d joiners, a page of %d bytes: live heap grew by %d kB", crowd, len(*pages[0]), grown>>10)
+	if len(*pages[0]) < historyPageBytes/2 {
+		t.Fatalf("the page is only %d bytes", len(*pages[0]))
+	}
+	for i, p := range pages {
+		if p != pages[0] {
+			t.Fatalf("joiner %d got its own copy of the page", i)
+		}
+	}
+	if grown > bound {
+		t.Fatalf("live heap grew by %d MB for %d joiners; the bound is %d MB", grown>>20, crowd, bound>>20)
+	}
+	runtime.KeepAlive(pages)
 }

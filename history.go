@@ -132,12 +132,37 @@ func (h *Hub) nextHistory(c *Client) {
 	}
 }
 
+// pageKey names a history page several connections may be sent alike: the same room
+// incarnation (first), window (after) and boundary. Pages answering a `history` with a
+// ref are the asker's own and never shared.
+type pageKey struct {
+	room            string
+	first, boundary uint64
+	after           uint64
+	resume          bool // after is set
+}
+
+// sharedPage is a page being read (ev nil; waiters wait for it) or read (ev set).
+type sharedPage struct {
+	ev      *[]byte
+	waiters []*Client
+}
+
+// sharedPagesMax bounds the pages the hub keeps for sharing. Only pages of the current
+// boundary can be shared at all, so few are ever useful at once.
+const sharedPagesMax = 16
+
 // startHistory reads one page once every message the hub has stamped so far is
 // durable: the store writer runs the read after the commits queued before it, so
 // nothing falls between history and the live messages c receives from now on. The
 // read happens on its own goroutine and the result comes back through the hub, which
 // delivers it only if c is still in the room. A connection over its reply budget gets
 // rate_limited instead.
+//
+// Connections that ask for the same page (a crowd joining a room, or reconnecting to
+// it, while nothing new is said) share one read and one copy of it, as a broadcast
+// shares one copy of a message: a thousand joiners of a room with a full page of
+// history pin 1 MiB, not 1 GiB.
 func (h *Hub) startHistory(c *Client, l historyLoad) {
 	r := c.rooms[l.room]
 	if r == nil {
@@ -147,26 +172,69 @@ func (h *Hub) startHistory(c *Client, l historyLoad) {
 		h.refuseRate(c, l.room, l.ref, retry)
 		return
 	}
-	cfg := h.settings()
-	boundary, first, st := h.lastID, r.info.FirstID, h.app.store
-	now := h.now()
+	key := pageKey{room: l.room, first: r.info.FirstID, boundary: h.lastID}
+	if l.after != nil {
+		key.after, key.resume = *l.after, true
+	}
+	var shared *sharedPage
+	if l.ref == "" {
+		if p := h.pages[key]; p != nil {
+			if p.ev != nil {
+				c.limiter.chargeReply(len(*p.ev))
+				h.enqueue(c, p.ev)
+				return
+			}
+			c.histBusy = true
+			p.waiters = append(p.waiters, c)
+			return
+		}
+		h.prunePages()
+		shared = &sharedPage{}
+		h.pages[key] = shared
+	}
+	cfg, st, now := h.settings(), h.app.store, h.now()
 	c.histBusy = true
 	ok := h.writer.Submit(nil, func(error) {
 		go func() {
-			ev := loadHistory(st, l, first, boundary, cfg, now)
-			c.limiter.chargeReply(len(ev))
-			h.completions <- func() {
-				c.histBusy = false
-				if _, ok := h.clients[c]; ok && c.rooms[l.room] != nil {
-					h.deliver(c, ev)
-				}
-				h.nextHistory(c)
-			}
+			ev := loadHistory(st, l, key.first, key.boundary, cfg, now)
+			h.completions <- func() { h.finishPage(c, l.room, shared, ev) }
 		}()
 	})
 	if !ok {
 		c.histBusy = false
+		if shared != nil {
+			delete(h.pages, key)
+		}
 		h.deliver(c, errorEvent(codeBusy, "history is not available right now", l.ref, l.room))
+	}
+}
+
+// finishPage delivers a page that was read to c and to every connection that waited
+// for the same page, each charged for it, and lets each go on to its next request.
+func (h *Hub) finishPage(c *Client, room string, shared *sharedPage, ev []byte) {
+	ptr, waiters := &ev, []*Client{c}
+	if shared != nil {
+		shared.ev = ptr
+		waiters = append(waiters, shared.waiters...)
+		shared.waiters = nil
+	}
+	for _, w := range waiters {
+		w.histBusy = false
+		if _, ok := h.clients[w]; ok && w.rooms[room] != nil {
+			w.limiter.chargeReply(len(ev))
+			h.enqueue(w, ptr)
+		}
+		h.nextHistory(w)
+	}
+}
+
+// prunePages forgets shared pages that can no longer be asked for (their boundary
+// has passed) or, when too many are kept, all that are read.
+func (h *Hub) prunePages() {
+	for k, p := range h.pages {
+		if p.ev != nil && (k.boundary != h.lastID || len(h.pages) >= sharedPagesMax) {
+			delete(h.pages, k)
+		}
 	}
 }
 

@@ -136,6 +136,9 @@ type Hub struct {
 	// writeWait is how long one write may take before the watchdog ends the
 	// connection (the writeWait constant; tests shorten it).
 	writeWait time.Duration
+	// pages holds the history pages being read or read for sharing (see
+	// startHistory).
+	pages map[pageKey]*sharedPage
 	// publicList caches the sorted public rooms for `rooms` (see roomsEvent).
 	publicList   []*roomInfo
 	publicListAt time.Time
@@ -167,6 +170,7 @@ func newHub(app *App, st *hubState, writer *store.Writer) *Hub {
 		known:       newUserDirectory(st.users, maxKnownUsers),
 		inflight:    make(map[string]*flight),
 		creating:    make(map[string]string),
+		pages:       make(map[pageKey]*sharedPage),
 		writeWait:   writeWait,
 		meta:        st.rooms,
 		grants:      st.grants,
