@@ -35,6 +35,9 @@ func TestConfigRefusesDisabledDefences(t *testing.T) {
 		{"-msg-rate", "0"}, {"-max-conns", "-1"}, {"-read-limit", "0"}, {"-read-limit", "100000000"},
 		{"-byte-burst", "100"}, {"-tls-cert", "x"}, {"-blocked-patterns", "(unclosed"},
 		{"-allowed-origins", "ftp://x"}, {"-trusted-proxies", "not-an-ip"}, {"stray"},
+		{"-send-queue-bytes", "0"}, {"-send-queue-bytes", "1048576"},
+		{"-file-max-bytes", "8388608", "-file-burst", "8388608"}, // two 11 MB events outgrow 16 MiB
+		{"-reply-byte-rate", "0"}, {"-reply-byte-burst", "65536"},
 	} {
 		if _, err := parseConfig(args, func(string) string { return "" }); err == nil {
 			t.Errorf("%v accepted", args)
