@@ -254,14 +254,15 @@ func BenchmarkHubFanout(b *testing.B) {
 	for i := range clients {
 		clients[i] = fakeClient(fmt.Sprint("u", i), 4096)
 		h.register <- clients[i]
-		// A reader per client, as a writePump would be.
+		// A reader per client, as a writePump would be (taking its bytes off the count).
 		go func(c *Client) {
 			for {
 				select {
-				case _, ok := <-c.send:
+				case b, ok := <-c.send:
 					if !ok {
 						return
 					}
+					c.queued.Add(-int64(len(*b)))
 				case <-stop:
 					return
 				}
