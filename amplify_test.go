@@ -349,3 +349,19 @@ func TestHistoryPageShared(t *testing.T) {
 	}
 	runtime.KeepAlive(pages)
 }
+
+// TestSplitFileEntry: a file entry stored with its bytes inline (before they had their
+// own bucket), with or without a signature after them, loses exactly the bytes.
+func TestSplitFileEntry(t *testing.T) {
+	for _, tc := range []struct{ in, meta, data string }{
+		{`{"type":"file","room":"r","id":1,"size":3,"data":"QUJD"}`, `{"type":"file","room":"r","id":1,"size":3}`, "QUJD"},
+		{`{"type":"file","room":"r","id":1,"size":3,"data":"QUJD","sig":{"device":"d"}}`, `{"type":"file","room":"r","id":1,"size":3,"sig":{"device":"d"}}`, "QUJD"},
+		{`{"type":"file","room":"r","id":1,"size":3,"sig":{"device":"d"}}`, `{"type":"file","room":"r","id":1,"size":3,"sig":{"device":"d"}}`, ""},
+		{`{"type":"message","room":"r","text":"\",\"data\":\"x"}`, `{"type":"message","room":"r","text":"\",\"data\":\"x"}`, ""},
+	} {
+		meta, data := splitFileEntry([]byte(tc.in))
+		if string(meta) != tc.meta || string(data) != tc.data {
+			t.Errorf("%s: meta %s, data %q", tc.in, meta, data)
+		}
+	}
+}

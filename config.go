@@ -435,8 +435,8 @@ func (c *Config) validate() error {
 		"max-rooms-per-client": float64(c.MaxRoomsPerClient), "max-members-per-room": float64(c.MaxMembersPerRoom),
 		"send-queue": float64(c.SendQueue), "session-ttl": float64(c.SessionTTL), "send-backlog": float64(c.SendBacklog),
 		"max-rooms": float64(c.MaxRooms), "max-devices-per-user": float64(c.MaxDevicesPerUser),
-		"send-queue-bytes": float64(c.SendQueueBytes),
-		"file-max-bytes": float64(c.FileMaxBytes), "file-rate": c.FileRate, "file-burst": float64(c.FileBurst),
+		"send-queue-bytes": float64(c.SendQueueBytes), "file-max-bytes": float64(c.FileMaxBytes),
+		"file-rate": c.FileRate, "file-burst": float64(c.FileBurst),
 		"history-max": float64(c.HistoryMax), "history-max-age": float64(c.HistoryMaxAge),
 		"history-on-join": float64(c.HistoryOnJoin), "history-resume-max": float64(c.HistoryResumeMax),
 	}

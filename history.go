@@ -67,13 +67,28 @@ var dataField = []byte(`,"data":"`)
 // file bytes moved to their own bucket hold them inline; they lose them here, so
 // history never carries file bytes whatever is stored.
 func fileMeta(v []byte) []byte {
+	meta, _ := splitFileEntry(v)
+	return meta
+}
+
+// splitFileEntry splits a stored file entry that holds its bytes inline into the
+// entry without them and the base64 bytes (nil when there are none, or v is not a
+// file). The bytes need not be last: base64 holds no quote, so they end at the next.
+func splitFileEntry(v []byte) (meta, data []byte) {
 	if !bytes.HasPrefix(v, []byte(`{"type":"file"`)) {
-		return v
+		return v, nil
 	}
-	if i := bytes.LastIndex(v, dataField); i >= 0 {
-		return append(v[:i:i], '}')
+	i := bytes.LastIndex(v, dataField)
+	if i < 0 {
+		return v, nil
 	}
-	return v
+	start := i + len(dataField)
+	j := bytes.IndexByte(v[start:], '"')
+	if j < 0 {
+		return v, nil
+	}
+	meta = append(v[:i:i], v[start+j+1:]...)
+	return meta, v[start : start+j]
 }
 
 // historyWrites are the store writes that keep one message: the message itself, and
@@ -361,12 +376,8 @@ func loadFile(s store.Store, lim *connLimiter, room string, id, first uint64, cu
 	if retry, ok := lim.allowFileOut(m.Size); !ok {
 		return rateLimitedRoomEvent(ref, room, retry)
 	}
-	var data []byte
-	if len(meta) < len(entry) {
-		// Stored before file bytes had their own bucket: the entry holds them.
-		i := bytes.LastIndex(entry, dataField)
-		data = entry[i+len(dataField) : len(entry)-2]
-	} else {
+	_, data := splitFileEntry(entry) // stored before file bytes had their own bucket
+	if data == nil {
 		s.After(filesBucket(room), store.SeqKey(id-1), 1, func(k, v []byte) error {
 			if store.KeySeq(k) == id {
 				data = bytes.Clone(v)
