@@ -259,7 +259,7 @@ func TestBackupDuringLoadRestoresEverythingAcknowledged(t *testing.T) {
 }
 
 // compareState loads the hub state from two data directories and compares the rooms,
-// global roles, bans and settings.
+// global roles, bans, settings and the audit log.
 func compareState(t *testing.T, a, b string) {
 	t.Helper()
 	load := func(dir string) *hubState {
@@ -290,6 +290,9 @@ func compareState(t *testing.T, a, b string) {
 	}
 	if !reflect.DeepEqual(x.settings, y.settings) {
 		t.Errorf("settings differ: %+v / %+v", x.settings, y.settings)
+	}
+	if !reflect.DeepEqual(x.audit, y.audit) || len(x.audit) == 0 {
+		t.Errorf("audit logs differ: %d / %d entries", len(x.audit), len(y.audit))
 	}
 }
 

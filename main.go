@@ -107,6 +107,7 @@ type boundAddrs struct {
 // serve runs the server until ctx ends, then shuts it down gracefully. started, when
 // not nil, is called once every listener is open.
 func serve(ctx context.Context, cfg *Config, log *slog.Logger, started func(boundAddrs)) error {
+	log.Info("starting", "version", version)
 	app, err := newApp(cfg, log)
 	if err != nil {
 		return err
