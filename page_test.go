@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -130,10 +131,17 @@ func TestPageNoInlineScript(t *testing.T) {
 			}
 		}
 	}
-	js, _ := assets.ReadFile("static/app.js")
-	for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("} {
-		if strings.Contains(string(js), bad) {
-			t.Errorf("app.js uses %s", bad)
+	// Every module of the page, not only its entry point.
+	modules, _ := fs.Glob(assets, "static/*.js")
+	if len(modules) < 2 {
+		t.Fatalf("the page's modules are missing: %v", modules)
+	}
+	for _, name := range modules {
+		js, _ := assets.ReadFile(name)
+		for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function", "import("} {
+			if strings.Contains(string(js), bad) {
+				t.Errorf("%s uses %s", name, bad)
+			}
 		}
 	}
 }

@@ -1,0 +1,139 @@
+// The message list: entries per room, their rendering (grouping, times, own messages)
+// and scrolling.
+// (Security rule: see app.js.)
+
+import { avatar, hhmm, make, ui } from './dom.js';
+import {
+  GROUP_MS, isMe, MAX_MESSAGES_PER_ROOM, MAX_SEEN, room, state, str, user,
+} from './state.js';
+import { fileNode } from './files.js';
+
+// makeEntry turns a message or file event into a timeline entry, or
+// returns null for one already shown (a resume or history can repeat).
+export function makeEntry(r, ev) {
+  if (typeof ev.id === 'number') {
+    if (r.seen.has(ev.id)) return null;
+    r.seen.add(ev.id);
+    if (r.seen.size > MAX_SEEN) {
+      r.seen = new Set(r.messages.filter((e) => typeof e.id === 'number').map((e) => e.id));
+      r.seen.add(ev.id);
+    }
+    r.lastId = Math.max(r.lastId, ev.id);
+  }
+  const entry = {
+    kind: 'msg',
+    id: ev.id,
+    from: user(ev.from),
+    ts: typeof ev.ts === 'number' ? ev.ts : Date.now(),
+    text: str(ev.text),
+    file: null,
+  };
+  if (ev.type === 'file') {
+    entry.file = {
+      name: str(ev.name, 'file') || 'file',
+      mime: str(ev.mime),
+      size: typeof ev.size === 'number' ? ev.size : 0,
+      data: str(ev.data),
+      url: '',
+      type: '',
+      room: r.name,
+      id: ev.id,
+      // History carries no bytes: they are fetched with fetch_file ('' not
+      // yet, 'queued', 'failed').
+      fetch: '',
+    };
+  }
+  return entry;
+}
+
+// pushEntry appends a message or system line to a room and, when the room
+// is open, to the page, keeping the view pinned to the bottom if it was.
+export function pushEntry(r, entry) {
+  r.messages.push(entry);
+  trimRoom(r);
+  if (r.name !== state.current) return;
+  const stick = atBottom();
+  ui.messages.appendChild(entryNode(entry, r.messages[r.messages.length - 2]));
+  while (ui.messages.childElementCount > MAX_MESSAGES_PER_ROOM) {
+    ui.messages.firstElementChild.remove();
+    ui.messages.firstElementChild.classList.remove('msg-cont');
+  }
+  if (stick || (entry.kind === 'msg' && isMe(entry.from))) scrollToBottom();
+  else if (entry.kind === 'msg') ui.jump.hidden = false;
+}
+
+// trimRoom keeps a room's timeline bounded and frees the blob URLs of
+// files that fall off it.
+export function trimRoom(r) {
+  if (r.messages.length <= MAX_MESSAGES_PER_ROOM) return;
+  for (const e of r.messages.splice(0, r.messages.length - MAX_MESSAGES_PER_ROOM)) releaseEntry(e);
+}
+
+// releaseEntry frees what an entry holds outside the DOM.
+export function releaseEntry(e) {
+  if (e.file && e.file.url) {
+    URL.revokeObjectURL(e.file.url);
+    e.file.url = '';
+  }
+}
+
+// renderMessages redraws the open room's timeline, staying at the bottom
+// if the reader was there.
+export function renderMessages() {
+  const r = state.rooms.get(state.current);
+  const stick = atBottom();
+  const frag = document.createDocumentFragment();
+  if (r) r.messages.forEach((e, i) => frag.appendChild(entryNode(e, r.messages[i - 1])));
+  ui.messages.replaceChildren(frag);
+  if (stick) scrollToBottom();
+}
+
+// continues tells whether a message follows one from the same sender
+// closely enough to be shown as part of the same group.
+export function continues(entry, prev) {
+  return !!prev && prev.kind === 'msg' && entry.kind === 'msg' &&
+    prev.from.id === entry.from.id && prev.from.name === entry.from.name &&
+    entry.ts - prev.ts >= 0 && entry.ts - prev.ts < GROUP_MS;
+}
+
+// entryNode builds the DOM for one timeline entry, text only; prev is the
+// entry before it, to group consecutive messages of one sender.
+export function entryNode(entry, prev) {
+  if (entry.kind === 'sys') {
+    const line = make('div', 'sys');
+    line.appendChild(make('span', 'sys-text', entry.text));
+    return line;
+  }
+  const mine = isMe(entry.from);
+  const item = make('div', mine ? 'msg msg-mine' : 'msg');
+  if (continues(entry, prev)) item.classList.add('msg-cont');
+  if (typeof entry.id === 'number') item.dataset.id = String(entry.id);
+  item.appendChild(avatar(entry.from));
+  const body = make('div', 'msg-body');
+  const head = make('div', 'msg-head');
+  head.appendChild(make('span', 'msg-from', entry.from.name));
+  const when = new Date(entry.ts);
+  const time = make('time', 'msg-time', Number.isNaN(when.getTime()) ? '' : hhmm(when));
+  if (!Number.isNaN(when.getTime())) {
+    time.dateTime = when.toISOString();
+    time.title = when.toLocaleString();
+  }
+  head.appendChild(time);
+  body.appendChild(head);
+  body.appendChild(entry.file ? fileNode(entry.file) : make('div', 'msg-text', entry.text));
+  item.appendChild(body);
+  return item;
+}
+
+// atBottom tells whether the user is reading the newest messages, so new
+// ones only auto-scroll then.
+export function atBottom() {
+  const m = ui.messages;
+  return m.scrollHeight - m.scrollTop - m.clientHeight < 48;
+}
+
+// scrollToBottom shows the newest message.
+export function scrollToBottom() {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+  ui.jump.hidden = true;
+}
