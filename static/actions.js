@@ -6,6 +6,7 @@ import { MAX_PENDING, room, ROOM_RE, state } from './state.js';
 import { command, sendJSON } from './connection.js';
 import { selectRoom, updateCounter } from './panels.js';
 import { notify } from './notices.js';
+import { sendSigned } from './signing.js';
 
 // joinRoom opens a room, joining it first when needed.
 export function joinRoom(raw) {
@@ -37,10 +38,7 @@ export function sendMessage() {
   }
   const ref = String(state.nextRef++);
   const msg = { type: 'say', room: state.current, text, ref };
-  if (!sendJSON(msg)) {
-    notify('offline', 'Not connected; your message was not sent.');
-    return;
-  }
+  sendSigned(msg, () => notify('offline', 'Not connected; your message was not sent.'));
   state.pending.set(ref, { room: state.current, text });
   while (state.pending.size > MAX_PENDING) state.pending.delete(state.pending.keys().next().value);
   ui.input.value = '';

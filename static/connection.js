@@ -11,6 +11,7 @@ import {
 import { forgetFetches, onFetched } from './files.js';
 import { notify } from './notices.js';
 import { onAudit, onSettings } from './admin.js';
+import { onDevices, onKeysChanged } from './signing.js';
 
 // setStatus shows the connection state; tests and users read #status,
 // whose text contains "connected" exactly when the socket is usable.
@@ -197,6 +198,11 @@ export function handle(ev) {
       return;
     case 'settings': return onSettings(ev);
     case 'audit': return onAudit(ev);
+    case 'devices': return onDevices(ev);
+    case 'device_added':
+    case 'device_revoked':
+    case 'key_changed':
+      return onKeysChanged(ev);
     default: return undefined; // newer servers may add events
   }
 }

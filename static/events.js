@@ -16,6 +16,7 @@ import {
 import { onFetchRefused } from './files.js';
 import { clearNotice, hasNotice, notify } from './notices.js';
 import { joinRoom } from './actions.js';
+import { signingAnswer, startSigning } from './signing.js';
 
 // onWelcome learns who we are and re-joins the rooms we had before a
 // reconnect (the server joins lobby by itself).
@@ -51,6 +52,7 @@ export function onWelcome(ev) {
   }
   sendJSON({ type: 'rooms' });
   updateCounter();
+  startSigning();
 }
 
 // onJoined records the room and its members, and opens the room when the
@@ -313,6 +315,7 @@ export function onRooms(ev) {
 // onAck forgets a delivered message's draft, or confirms a command the
 // server has carried out and stored.
 export function onAck(ev) {
+  if (signingAnswer(ev)) return;
   const ref = str(ev.ref);
   state.pending.delete(ref);
   const op = state.ops.get(ref);
@@ -324,6 +327,7 @@ export function onAck(ev) {
 
 // onError shows the server's complaint and undoes what it refused.
 export function onError(ev) {
+  if (signingAnswer(ev)) return;
   const code = str(ev.code, 'error') || 'error';
   const ref = str(ev.ref);
   const errRoom = str(ev.room);

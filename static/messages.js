@@ -7,6 +7,7 @@ import {
   GROUP_MS, isMe, MAX_MESSAGES_PER_ROOM, MAX_SEEN, room, state, str, user,
 } from './state.js';
 import { fileNode } from './files.js';
+import { checkEntry, sigBadge } from './signing.js';
 
 // makeEntry turns a message or file event into a timeline entry, or
 // returns null for one already shown (a resume or history can repeat).
@@ -27,6 +28,7 @@ export function makeEntry(r, ev) {
     ts: typeof ev.ts === 'number' ? ev.ts : Date.now(),
     text: str(ev.text),
     file: null,
+    sig: 'unsigned',
   };
   if (ev.type === 'file') {
     entry.file = {
@@ -43,6 +45,7 @@ export function makeEntry(r, ev) {
       fetch: '',
     };
   }
+  checkEntry(r, entry, ev);
   return entry;
 }
 
@@ -119,6 +122,11 @@ export function entryNode(entry, prev) {
     time.title = when.toLocaleString();
   }
   head.appendChild(time);
+  head.appendChild(sigBadge(entry));
+  if (entry.sig === 'invalid') {
+    item.classList.remove('msg-cont');
+    item.classList.add('msg-invalid');
+  }
   body.appendChild(head);
   body.appendChild(entry.file ? fileNode(entry.file) : make('div', 'msg-text', entry.text));
   item.appendChild(body);

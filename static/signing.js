@@ -1,0 +1,259 @@
+// Signed messages in the page: this device signs every say once the server has its
+// key, and every received message is checked against the sender's root key as this
+// browser first saw it (trust on first use). Each message shows one badge: signed
+// (chain valid), invalid (a signature, key or replay check failed: shown as not from
+// that user) or unsigned (a client without keys). A sender whose root key changed is
+// shown invalid, with a warning, until the viewer accepts the new key.
+// (Security rule: see app.js.)
+
+import { make, ui } from './dom.js';
+import { state, str } from './state.js';
+import { sendJSON } from './connection.js';
+import { entryNode, renderMessages } from './messages.js';
+import { notify } from './notices.js';
+import {
+  acceptKey, checkDevice, checkSay, loadDevice, markVerified, pin, registration, safetyNumber, signSay, supported,
+} from './identity.js';
+import { unb64 } from './sigbytes.js';
+
+const MAX_USERS = 500; // key records cached
+const MAX_MSG_IDS = 5000; // message ids remembered to spot a replay
+const KEY_WAIT_MS = 10000; // how long a check waits for a `devices` answer
+
+// sig is the signing state: this device, whether the server accepted it, what is
+// known of other users' keys, and which message ids were seen where.
+const sig = {
+  status: 'off', // off, unsupported, registering, on, refused
+  dev: null,
+  queue: Promise.resolve(),
+  users: new Map(), // user id -> {rec, waiters: [], asked}
+  msgIds: new Map(), // msg_id -> 'room\nid' of the first message that carried it
+  changed: new Set(), // users whose root key differs from the pinned one
+  certified: new Map(), // user, root key, device record -> device key, once its certificate checked
+  refs: 0,
+};
+window.__signing = sig; // for tests and the curious: no secrets here (keys are non-extractable)
+
+// setStatus records the signing state on the body, where tests and styles read it.
+function setStatus(s) {
+  sig.status = s;
+  document.body.dataset.signing = s;
+}
+
+// startSigning runs on every welcome: it loads (or makes) this profile's device for
+// the signed-in user and registers it, which the server acknowledges without a change
+// when it already knows the device.
+export async function startSigning() {
+  const me = state.me;
+  if (!me || !me.id) return;
+  if (!(await supported())) {
+    setStatus('unsupported');
+    notify('signing', 'This browser cannot sign messages (no Ed25519 in WebCrypto); yours are sent unsigned.');
+    return;
+  }
+  try {
+    const dev = await loadDevice(me.id);
+    if (state.me !== me) return; // another welcome came first
+    sig.dev = dev;
+    setStatus('registering');
+    sendJSON(Object.assign(await registration(dev), { ref: 'k' + ++sig.refs }));
+  } catch (err) {
+    setStatus('unsupported');
+    notify('signing', 'This browser could not store its signing key; your messages are sent unsigned.');
+  }
+}
+
+// signingAnswer takes the ack or error for a registration; true when it was one.
+export function signingAnswer(ev) {
+  if (typeof ev.ref !== 'string' || !ev.ref.startsWith('k')) return false;
+  if (ev.type === 'ack') {
+    setStatus('on');
+  } else {
+    setStatus('refused');
+    notify('signing', 'This browser is not a certified device of yours (' + str(ev.code) + '); your messages are sent unsigned.');
+  }
+  return true;
+}
+
+// cleanForSigning applies the server's cleaning (PROTOCOL.md, "Text cleaning") so that
+// the signed text is exactly the text delivered: the server refuses signed text it
+// would change.
+export function cleanForSigning(text) {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, '').trim();
+}
+
+// sendSigned sends a say, signed when this device is registered. Signing is
+// asynchronous, so says go through one queue and leave in the order they were made.
+export function sendSigned(msg, failed) {
+  if (sig.status !== 'on') {
+    if (!sendJSON(msg)) failed();
+    return;
+  }
+  const dev = sig.dev;
+  sig.queue = sig.queue.then(async () => {
+    msg.text = cleanForSigning(msg.text);
+    msg.sig = await signSay(dev, msg.room, msg.text);
+    if (!sendJSON(msg)) failed();
+  }).catch(() => failed());
+}
+
+// keysOf returns (asking the server once) a user's key record: {urk, devices}.
+function keysOf(user, fresh) {
+  let k = sig.users.get(user);
+  if (!k) {
+    if (sig.users.size >= MAX_USERS) sig.users.delete(sig.users.keys().next().value);
+    k = { rec: null, waiters: [], asked: false };
+    sig.users.set(user, k);
+  }
+  if (k.rec && !fresh) return Promise.resolve(k.rec);
+  return new Promise((resolve) => {
+    k.waiters.push(resolve);
+    if (!k.asked) {
+      k.asked = true;
+      if (!sendJSON({ type: 'devices', user })) k.asked = false;
+    }
+    setTimeout(() => resolve(null), KEY_WAIT_MS);
+  });
+}
+
+// onDevices stores a user's record from the directory and wakes the checks waiting for it.
+export function onDevices(ev) {
+  const user = str(ev.user);
+  const k = sig.users.get(user);
+  if (!k) return;
+  k.rec = { urk: str(ev.urk), devices: Array.isArray(ev.devices) ? ev.devices : [] };
+  k.asked = false;
+  const waiters = k.waiters;
+  k.waiters = [];
+  for (const w of waiters) w(k.rec);
+}
+
+// onKeysChanged forgets a user's cached record after device_added, device_revoked or
+// key_changed, so the next check asks the directory again.
+export function onKeysChanged(ev) {
+  const k = sig.users.get(str(ev.user));
+  if (k) k.rec = null;
+}
+
+// checkEntry gives a new message entry its badge: unsigned at once, or checking while
+// its signature is verified in the background.
+export function checkEntry(r, entry, ev) {
+  if (!ev.sig || typeof ev.sig !== 'object' || entry.file) {
+    entry.sig = 'unsigned';
+    return;
+  }
+  entry.sig = 'checking';
+  verify(r.name, entry, ev.sig).then((v) => {
+    entry.sig = v;
+    redraw(r, entry);
+  });
+}
+
+// verify decides a signed message's badge: the sender's device must be certified by
+// the root key this browser pinned for them, the signature must cover this room, this
+// sender and this text, and its message id must not have been seen on another message.
+async function verify(room, entry, s) {
+  const user = entry.from.id;
+  const where = room + '\n' + entry.id;
+  const msgId = str(s.msg_id);
+  const seen = sig.msgIds.get(msgId);
+  if (seen !== undefined && seen !== where) return 'invalid';
+  if (seen === undefined) {
+    if (sig.msgIds.size >= MAX_MSG_IDS) sig.msgIds.delete(sig.msgIds.keys().next().value);
+    sig.msgIds.set(msgId, where);
+  }
+  let rec = await keysOf(user, false);
+  let dev = rec && rec.devices.find((d) => d && d.device === s.device);
+  if (rec && !dev) {
+    rec = await keysOf(user, true); // a device added since we asked
+    dev = rec && rec.devices.find((d) => d && d.device === s.device);
+  }
+  if (!rec || !dev || !rec.urk) return 'invalid';
+  const pinned = await pin(state.me.id, user, rec.urk);
+  if (pinned.changed) {
+    keyChanged(user, entry.from.name, rec.urk);
+    return 'invalid';
+  }
+  const certified = user + '\n' + pinned.urk + '\n' + dev.device + '\n' + str(dev.dik) + '\n' + str(dev.cert);
+  let dik = sig.certified.get(certified);
+  if (!dik) {
+    dik = await checkDevice(unb64(pinned.urk), user, dev);
+    if (!dik) return 'invalid';
+    if (sig.certified.size >= MAX_USERS) sig.certified.delete(sig.certified.keys().next().value);
+    sig.certified.set(certified, dik);
+  }
+  if (!(await checkSay(dik, room, user, entry.text, s))) return 'invalid';
+  return pinned.verified ? 'verified' : 'signed';
+}
+
+// keyChanged warns, until the viewer accepts it, that a user's root key is not the one
+// this browser pinned: the server (or someone who took over the account) may be
+// impersonating them.
+function keyChanged(user, name, urk) {
+  sig.changed.add(user);
+  document.body.dataset.keyChanged = Array.from(sig.changed).join(' ');
+  notify('key-changed:' + user, name + '\u2019s security key changed. Messages signed with the new key are shown as invalid until you accept it; check with ' + name + ' first.',
+    24 * 3600 * 1000, {
+      label: 'Accept the new key',
+      run: async () => {
+        await acceptKey(state.me.id, user, urk);
+        sig.changed.delete(user);
+        document.body.dataset.keyChanged = Array.from(sig.changed).join(' ');
+      },
+    });
+}
+
+// redraw replaces a shown message's node after its badge changed.
+function redraw(r, entry) {
+  if (r.name !== state.current) return;
+  const i = r.messages.indexOf(entry);
+  const node = typeof entry.id === 'number' ? ui.messages.querySelector('[data-id="' + entry.id + '"]') : null;
+  if (i < 0 || !node) return;
+  node.replaceWith(entryNode(entry, r.messages[i - 1]));
+}
+
+// sigBadge is the badge a message shows; an invalid one also says plainly that the
+// message may not be from the user named.
+export function sigBadge(entry) {
+  const kind = entry.sig || 'unsigned';
+  const label = {
+    verified: '✓ verified',
+    signed: 'signed',
+    unsigned: 'unsigned',
+    checking: 'checking…',
+    invalid: '⚠ signature invalid: may not be from ' + entry.from.name,
+  }[kind];
+  const mine = state.me && entry.from.id === state.me.id;
+  const b = make(kind === 'signed' && !mine ? 'button' : 'span', 'msg-sig msg-sig-' + kind, label);
+  b.dataset.sig = kind;
+  if (b.tagName === 'BUTTON') {
+    b.type = 'button';
+    b.title = 'Compare safety numbers with ' + entry.from.name;
+    b.addEventListener('click', () => showSafetyNumber(entry.from));
+  }
+  return b;
+}
+
+// showSafetyNumber shows the safety number of the viewer and a sender, with an action
+// to mark the sender verified once both compared it out of band.
+async function showSafetyNumber(u) {
+  const me = state.me;
+  const mine = sig.users.get(me.id);
+  const theirs = sig.users.get(u.id);
+  const myRec = (mine && mine.rec) || await keysOf(me.id, true);
+  const their = await pin(me.id, u.id, theirs && theirs.rec ? theirs.rec.urk : '');
+  if (!myRec || !myRec.urk || !their.urk) return;
+  const number = await safetyNumber(me.id, unb64(myRec.urk), u.id, unb64(their.urk));
+  notify('safety:' + u.id, 'Safety number with ' + u.name + ': ' + number + '. Compare it with ' + u.name +
+    ' in person or on a call; if it is the same on both screens, mark them verified.', 5 * 60 * 1000, {
+    label: 'Mark as verified',
+    run: async () => {
+      await markVerified(me.id, u.id, their.urk);
+      for (const r of state.rooms.values()) {
+        for (const e of r.messages) if (e.sig === 'signed' && e.from.id === u.id) e.sig = 'verified';
+      }
+      renderMessages();
+    },
+  });
+}
