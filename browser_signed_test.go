@@ -261,6 +261,13 @@ func TestBrowserSignedMessages(t *testing.T) {
 		"from": map[string]any{"id": "dev:carol", "name": "carol"}, "text": "meant for elsewhere", "sig": elsewhere["sig"]})
 	bob.waitSig(t, "meant for elsewhere", "invalid")
 
+	// carol resets her root key: bob, who pinned the old one, is warned at once.
+	fresh := newTestIdentity("dev:carol", "carol-new-laptop")
+	reset := fresh.registration(fresh.user)
+	reset["type"] = "reset_identity"
+	carol.mustAck(reset)
+	bob.waitJS(t, "the key-change warning for carol", `!!document.querySelector('#notices .notice[data-code="key-changed:dev:carol"] .notice-action')`)
+
 	alice.watch.assertClean(t, "alice")
 	bob.watch.assertClean(t, "bob")
 }

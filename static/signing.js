@@ -1,9 +1,10 @@
 // Signed messages in the page: this device signs every say once the server has its
 // key, and every received message is checked against the sender's root key as this
-// browser first saw it (trust on first use). Each message shows one badge: signed
-// (chain valid), invalid (a signature, key or replay check failed: shown as not from
-// that user) or unsigned (a client without keys). A sender whose root key changed is
-// shown invalid, with a warning, until the viewer accepts the new key.
+// browser first saw it (trust on first use). Each message shows one badge: verified
+// (chain valid, and the viewer compared safety numbers with the sender), signed (chain
+// valid), invalid (a signature, key or replay check failed: shown as not from that
+// user) or unsigned (a client without keys, or a file). A sender whose root key
+// changed is shown invalid, with a warning, until the viewer accepts the new key.
 // (Security rule: see app.js.)
 
 import { make, ui } from './dom.js';
@@ -32,7 +33,6 @@ const sig = {
   certified: new Map(), // user, root key, device record -> device key, once its certificate checked
   refs: 0,
 };
-window.__signing = sig; // for tests and the curious: no secrets here (keys are non-extractable)
 
 // setStatus records the signing state on the body, where tests and styles read it.
 function setStatus(s) {
@@ -131,9 +131,25 @@ export function onDevices(ev) {
 
 // onKeysChanged forgets a user's cached record after device_added, device_revoked or
 // key_changed, so the next check asks the directory again.
+// key_changed also warns at once when the new root key is not the pinned one.
 export function onKeysChanged(ev) {
-  const k = sig.users.get(str(ev.user));
+  const user = str(ev.user);
+  const k = sig.users.get(user);
   if (k) k.rec = null;
+  if (ev.type !== 'key_changed' || !state.me || !user || typeof ev.urk !== 'string') return;
+  const me = state.me;
+  pin(me.id, user, ev.urk).then((p) => {
+    if (p.changed && state.me === me) keyChanged(user, nameOf(user), ev.urk);
+  });
+}
+
+// nameOf finds a user's display name in the rooms this page knows, else their id.
+function nameOf(user) {
+  for (const r of state.rooms.values()) {
+    const m = r.members.get(user);
+    if (m && m.name) return m.name;
+  }
+  return user;
 }
 
 // checkEntry gives a new message entry its badge: unsigned at once, or checking while
