@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"modified-chat/internal/keydir"
 	"modified-chat/internal/sigmsg"
 )
 
@@ -350,4 +351,41 @@ func TestSignedFile(t *testing.T) {
 		t.Fatalf("refusal %v", ev)
 	}
 	noneOfType(t, bob.barrier(), "file")
+}
+
+// TestHubRefusesDeviceRevokedAfterCheck: a device revoked after the readPump verified
+// its signature (the two run on different goroutines) is refused by the hub's own
+// recheck; the message reaches nobody.
+func TestHubRefusesDeviceRevokedAfterCheck(t *testing.T) {
+	h := newTestHub(t, nil)
+	alice, bob := fakeClient("alice", 64), fakeClient("bob", 64)
+	h.register <- alice
+	h.register <- bob
+	id := newTestIdentity("dev:alice", "alice-laptop")
+	reg := id.registration(id.user)
+	up := &keydir.Upload{Device: id.device, DIK: id.dik.Public().(ed25519.PublicKey), Created: reg["created"].(uint64)}
+	up.URK = id.urk.Public().(ed25519.PublicKey)
+	up.Cert, _ = base64.StdEncoding.DecodeString(reg["cert"].(string))
+	h.do(func() {
+		if _, _, _, kerr := h.app.keys.Register("dev:alice", up); kerr != nil {
+			t.Errorf("register: %v", kerr)
+		}
+	})
+	drain(t, h, alice)
+	drain(t, h, bob)
+
+	// What the readPump hands over once the signature verified.
+	cmd := sayCmd(alice, lobby, "checked, then revoked")
+	cmd.env.sig = &signature{device: id.device, counter: 1, sig: make([]byte, 64), dik: up.DIK}
+	h.do(func() {
+		if _, _, kerr := h.app.keys.Revoke("dev:alice", id.device, "dev:alice"); kerr != nil {
+			t.Errorf("revoke: %v", kerr)
+		}
+	})
+	h.inbound <- cmd
+	got := drain(t, h, alice)
+	if len(got) != 1 || got[0]["type"] != "error" || got[0]["code"] != codeBadDevice {
+		t.Fatalf("alice got %v, want one bad_device error", got)
+	}
+	noneOfType(t, drain(t, h, bob), "message")
 }
