@@ -271,3 +271,24 @@ func TestBrowserSignedMessages(t *testing.T) {
 	alice.watch.assertClean(t, "alice")
 	bob.watch.assertClean(t, "bob")
 }
+
+// TestBrowserChecksManySenders: a joiner whose history holds signed messages from more
+// senders than its message burst checks them all (one `devices` asks about all of
+// them) without being rate-limited.
+func TestBrowserChecksManySenders(t *testing.T) {
+	ts := startServer(t, nil)
+	const senders = 15 // above the default burst of 10
+	for i := range senders {
+		name := fmt.Sprintf("sender%02d", i)
+		c := ts.user(t, name)
+		id := newTestIdentity("dev:"+name, name+"-device")
+		c.mustAck(id.registration(id.user))
+		c.mustAck(id.signedSay(lobby, "from "+name))
+	}
+	bob := loginUser(t, newBrowser(t), ts.URL, "bob")
+	bob.waitJS(t, "every sender's message to be signed", `(n) => Array.from(document.querySelectorAll('#messages .msg-sig'), (b) => b.dataset.sig).filter((s) => s === 'signed').length === n`, senders)
+	if n := eval[int](t, bob, `document.querySelectorAll('#notices .notice[data-code="rate_limited"]').length`); n != 0 {
+		t.Fatalf("checking the history was rate-limited (%d notices)", n)
+	}
+	bob.watch.assertClean(t, "bob")
+}

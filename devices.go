@@ -20,6 +20,10 @@ const (
 	codeBadDevice     = keydir.CodeBadDevice
 )
 
+// maxDevicesQuery bounds the users one `devices` asks about: a page that opens a busy
+// room asks about every sender at once, in one message, instead of one per sender.
+const maxDevicesQuery = 50
+
 // maxJSSafe is the largest integer a JavaScript number holds exactly (2^53 - 1):
 // counters and times beyond it could not be reproduced by the page that signs them.
 const maxJSSafe = 1<<53 - 1
@@ -96,8 +100,16 @@ func checkDeviceFields(env *envelope) *protoError {
 		}
 		env.upload = up
 	case "devices":
+		if len(env.Users) > maxDevicesQuery || (len(env.Users) > 0 && env.User != "") {
+			return newProtoError(codeBadEnvelope, "devices names one user, or at most %d users", maxDevicesQuery)
+		}
+		for _, u := range env.Users {
+			if perr := validUserID(u); perr != nil {
+				return perr
+			}
+		}
 		if env.User == "" {
-			break // one's own
+			break // one's own, or the list
 		}
 		return validUserID(env.User)
 	case "revoke_device":
@@ -288,14 +300,21 @@ func (h *Hub) cmdResetIdentity(c *Client, cmd command, _ *roomInfo) {
 	h.persist(c, env.Ref, writes, &audit)
 }
 
-// cmdDevices answers with a user's record (one's own when no user is named). Public
-// keys are not secret: anyone signed in may ask, as they must to check signatures.
+// cmdDevices answers with a user's record (one's own when no user is named), or with
+// one `devices` event per user of a list. Public keys are not secret: anyone signed in
+// may ask, as they must to check signatures.
 func (h *Hub) cmdDevices(c *Client, cmd command, _ *roomInfo) {
-	user := cmd.env.User
-	if user == "" {
-		user = c.user.ID
+	users := cmd.env.Users
+	if len(users) == 0 {
+		user := cmd.env.User
+		if user == "" {
+			user = c.user.ID
+		}
+		users = []string{user}
 	}
-	h.deliver(c, devicesEvent("devices", user, h.app.keys.Describe(user), cmd.env.Ref))
+	for _, user := range users {
+		h.deliver(c, devicesEvent("devices", user, h.app.keys.Describe(user), cmd.env.Ref))
+	}
 }
 
 // cmdRevokeDevice revokes a device: one's own, or (admins) anyone's. Its signed

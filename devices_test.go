@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"testing"
 
 	"github.com/gorilla/websocket"
@@ -388,4 +389,28 @@ func TestHubRefusesDeviceRevokedAfterCheck(t *testing.T) {
 		t.Fatalf("alice got %v, want one bad_device error", got)
 	}
 	noneOfType(t, drain(t, h, bob), "message")
+}
+
+// TestDevicesForManyUsers: one `devices` names up to 50 users and gets an answer for
+// each; more is refused.
+func TestDevicesForManyUsers(t *testing.T) {
+	ts := startServer(t, generousLimits)
+	alice := ts.user(t, "alice")
+	id := newTestIdentity("dev:alice", "alice-laptop")
+	alice.mustAck(id.registration(id.user))
+	alice.send(map[string]any{"type": "devices", "users": []string{"dev:alice", "dev:nobody"}})
+	got := map[string]int{}
+	for range 2 {
+		ev := alice.expect("devices")
+		got[ev["user"].(string)] = len(ev["devices"].([]any))
+	}
+	if got["dev:alice"] != 1 || got["dev:nobody"] != 0 || len(got) != 2 {
+		t.Fatalf("answers %v", got)
+	}
+	many := make([]string, maxDevicesQuery+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("dev:u%d", i)
+	}
+	alice.mustRefuse(map[string]any{"type": "devices", "users": many}, codeBadEnvelope)
+	noneOfType(t, alice.barrier(), "devices")
 }

@@ -82,6 +82,8 @@ type envelope struct {
 	DIK     string       `json:"dik"`
 	Created uint64       `json:"created"`
 	Cert    string       `json:"cert"`
+	// Users asks `devices` about several users at once.
+	Users []string `json:"users"`
 	// sig and upload are Sig and the registration, decoded by checkDeviceFields.
 	sig    *signature
 	upload *keydir.Upload

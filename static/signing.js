@@ -3,8 +3,9 @@
 // browser first saw it (trust on first use). Each message shows one badge: verified
 // (chain valid, and the viewer compared safety numbers with the sender), signed (chain
 // valid), invalid (a signature, key or replay check failed: shown as not from that
-// user) or unsigned (a client without keys, or a file). A sender whose root key
-// changed is shown invalid, with a warning, until the viewer accepts the new key.
+// user), unsigned (a client without keys, or a file) or, when the directory did not
+// answer, not checked. A sender whose root key changed is shown invalid, with a
+// warning, until the viewer accepts the new key.
 // (Security rule: see app.js.)
 
 import { make, ui } from './dom.js';
@@ -20,6 +21,8 @@ import { unb64 } from './sigbytes.js';
 const MAX_USERS = 500; // key records cached
 const MAX_MSG_IDS = 5000; // message ids remembered to spot a replay
 const KEY_WAIT_MS = 10000; // how long a check waits for a `devices` answer
+const ASK_BATCH_MS = 50; // users asked about within this long share one `devices`
+const ASK_MAX_USERS = 50; // the server's limit per `devices`
 
 // sig is the signing state: this device, whether the server accepted it, what is
 // known of other users' keys, and which message ids were seen where.
@@ -32,6 +35,8 @@ const sig = {
   changed: new Set(), // users whose root key differs from the pinned one
   certified: new Map(), // user, root key, device record -> device key, once its certificate checked
   refs: 0,
+  ask: new Set(), // users to ask the directory about in the next `devices`
+  askTimer: 0,
 };
 
 // setStatus records the signing state on the body, where tests and styles read it.
@@ -111,10 +116,26 @@ function keysOf(user, fresh) {
     k.waiters.push(resolve);
     if (!k.asked) {
       k.asked = true;
-      if (!sendJSON({ type: 'devices', user })) k.asked = false;
+      sig.ask.add(user);
+      if (!sig.askTimer) sig.askTimer = setTimeout(askKeys, ASK_BATCH_MS);
     }
     setTimeout(() => resolve(null), KEY_WAIT_MS);
   });
+}
+
+// askKeys sends the users waiting for their keys in one `devices` (at most
+// ASK_MAX_USERS a message): a room full of senders costs one message, not one each.
+function askKeys() {
+  sig.askTimer = 0;
+  const users = Array.from(sig.ask).slice(0, ASK_MAX_USERS);
+  for (const u of users) sig.ask.delete(u);
+  if (users.length > 0 && !sendJSON({ type: 'devices', users })) {
+    for (const u of users) {
+      const k = sig.users.get(u);
+      if (k) k.asked = false;
+    }
+  }
+  if (sig.ask.size > 0) sig.askTimer = setTimeout(askKeys, ASK_BATCH_MS);
 }
 
 // onDevices stores a user's record from the directory and wakes the checks waiting for it.
@@ -185,7 +206,8 @@ async function verify(room, entry, s) {
     rec = await keysOf(user, true); // a device added since we asked
     dev = rec && rec.devices.find((d) => d && d.device === s.device);
   }
-  if (!rec || !dev || !rec.urk) return 'invalid';
+  if (!rec) return 'unknown'; // no answer: not checked, which is not the same as invalid
+  if (!dev || !rec.urk) return 'invalid';
   const pinned = await pin(state.me.id, user, rec.urk);
   if (pinned.changed) {
     keyChanged(user, entry.from.name, rec.urk);
@@ -238,6 +260,7 @@ export function sigBadge(entry) {
     signed: 'signed',
     unsigned: 'unsigned',
     checking: 'checking…',
+    unknown: 'not checked: keys unavailable',
     invalid: '⚠ signature invalid: may not be from ' + entry.from.name,
   }[kind];
   const mine = state.me && entry.from.id === state.me.id;
