@@ -51,7 +51,8 @@ type App struct {
 	// janitorStop ends the history janitor at shutdown.
 	janitorStop chan struct{}
 
-	// conns counts connections whose writePump has not finished, for shutdown.
+	// conns counts the pumps (two per connection) that have not finished, for
+	// shutdown: the hub stops only after both pumps of every connection are done.
 	// connMu orders conns.Add against shutdown's Wait: once stopping is set, no
 	// connection is added (a WaitGroup must not grow from zero while waited on).
 	conns    sync.WaitGroup
@@ -100,7 +101,6 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 	app.policyPtr.Store(pol)
 	state, err := loadHubState(app.store)
 	if err != nil {
-		app.store.Close()
 		return nil, fmt.Errorf("loading state: %w", err)
 	}
 	if app.keys, err = keydir.Load(app.store, keydir.Limits{MaxDevices: cfg.MaxDevicesPerUser}, app.now); err != nil {
@@ -193,14 +193,14 @@ func (app *App) reloadPolicy() error {
 	return nil
 }
 
-// trackConn counts a new connection for shutdown, unless shutdown has begun.
+// trackConn counts a new connection's two pumps for shutdown, unless shutdown has begun.
 func (app *App) trackConn() bool {
 	app.connMu.Lock()
 	defer app.connMu.Unlock()
 	if app.stopping {
 		return false
 	}
-	app.conns.Add(1)
+	app.conns.Add(2)
 	return true
 }
 
@@ -262,6 +262,8 @@ func (app *App) shutdown(grace time.Duration) {
 		// Every write the hub handed over is committed before the store closes.
 		close(app.janitorStop)
 		app.writer.Close()
+		// Last, the hub's loop: the writer's completions have been handed to it.
+		app.hub.halt()
 		if err := app.store.Close(); err != nil {
 			app.log.Error("closing the store", "err", err)
 		}

@@ -147,8 +147,12 @@ type Client struct {
 // text cleaning) runs here, on all cores, before anything reaches the hub.
 func (c *Client) readPump() {
 	defer func() {
-		c.hub.unregister <- c
+		select {
+		case c.hub.unregister <- c:
+		case <-c.hub.stopped:
+		}
 		c.conn.Close()
+		c.app.conns.Done()
 	}()
 	cfg := c.app.settings()
 	// The library enforces the limit on the bytes of each frame as they arrive; the
@@ -327,7 +331,7 @@ func (c *Client) handleLine(line []byte, cfg *Config) bool {
 		}
 		cmd.body = append(body, '}')
 	}
-	c.hub.inbound <- cmd
+	c.hub.post(cmd)
 	return true
 }
 
@@ -340,11 +344,15 @@ const fileAnswerWait = 5 * time.Second
 // the read limit is raised for that one frame only.
 func (c *Client) announceFile(env *envelope, cfg *Config) {
 	reply := make(chan *protoError, 1)
-	c.hub.inbound <- command{client: c, env: env, reply: reply}
+	c.hub.post(command{client: c, env: env, reply: reply})
 	var perr *protoError
+	wait := time.NewTimer(fileAnswerWait)
+	defer wait.Stop()
 	select {
 	case perr = <-reply:
-	case <-time.After(fileAnswerWait):
+	case <-c.hub.stopped:
+		perr = newProtoError(codeBusy, "the server is busy; try again")
+	case <-wait.C:
 		perr = newProtoError(codeBusy, "the server is busy; try again")
 	}
 	if perr != nil {
@@ -423,7 +431,7 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 	file := *env
 	file.Type, file.Mime = "file_data", sniffed
 	body, meta := fileBody(c.userJSON, env.Name, sniffed, data, env.sig)
-	c.hub.inbound <- command{client: c, env: &file, body: body, meta: meta}
+	c.hub.post(command{client: c, env: &file, body: body, meta: meta})
 	return true
 }
 
@@ -725,7 +733,7 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// The upgrader has already answered with an HTTP error.
 		tk.release()
-		app.conns.Done()
+		app.conns.Add(-2)
 		app.metrics.refused.WithLabelValues("upgrade").Inc()
 		return
 	}
@@ -748,7 +756,15 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 	c.fromTail = append(append([]byte(`"from":`), c.userJSON...), `,"text":`...)
 	// Register before the pumps start, so the hub knows the client before its first
 	// command or its unregister can arrive.
-	app.hub.register <- c
+	select {
+	case app.hub.register <- c:
+	case <-app.hub.stopped:
+		// Shutdown outlasted its grace and the hub is gone: nobody will serve this.
+		conn.Close()
+		tk.release()
+		app.conns.Add(-2)
+		return
+	}
 	go c.writePump()
 	go c.readPump()
 }

@@ -14,13 +14,16 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
 )
 
 // childEnv marks a re-executed test binary that should run the real server instead of
 // tests: the crash test kills it with SIGKILL, which it cannot do to itself.
 const childEnv = "CHAT_TEST_SERVER_CHILD"
 
-// TestMain runs the server when re-executed as a child, the tests otherwise.
+// TestMain runs the server when re-executed as a child, the tests otherwise, and then
+// fails the run if any goroutine is left over: every App a test starts must stop all of
+// its own (hub loop, pumps, timers, store writer, janitor) when the test ends.
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		// Configuration comes from the CHAT_ environment twins, as in production.
@@ -35,7 +38,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // freePort finds a loopback port nobody listens on.
@@ -111,10 +114,14 @@ func TestKill9KeepsAcknowledgedState(t *testing.T) {
 	child.Wait()
 
 	startChild(t, dir, port)
-	ts.user(t, "mod").mustAck(map[string]any{"type": "kick", "room": "lobby", "user": "dev:nobody"})
+	if ev := ts.user(t, "mod").cmd(map[string]any{"type": "kick", "room": "lobby", "user": "dev:nobody"}); ev["type"] != "ack" {
+		t.Fatalf("the moderator role acknowledged before kill -9 is lost: a kick answered %v", ev)
+	}
 	for _, n := range acked {
 		guest := ts.user(t, fmt.Sprintf("guest%d", n))
-		guest.mustAck(map[string]any{"type": "join", "room": "vault"})
+		if ev := guest.cmd(map[string]any{"type": "join", "room": "vault"}); ev["type"] != "joined" {
+			t.Fatalf("the invitation of dev:guest%d (ref %d, acknowledged before kill -9) is lost: the join answered %v", n, n, ev)
+		}
 		guest.conn.Close()
 	}
 	ts.user(t, "stranger").mustRefuse(map[string]any{"type": "join", "room": "vault"}, codeNoSuchRoom)

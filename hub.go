@@ -95,6 +95,10 @@ type Hub struct {
 	kicks       chan kick
 	quit        chan chan struct{}
 	completions chan func()
+	// stop ends run; stopped is closed when it has returned. Senders that may
+	// outlive the loop (a readPump still draining at shutdown) select on stopped.
+	stop    chan struct{}
+	stopped chan struct{}
 
 	clients map[*Client]struct{}
 	// byUser and byEmail index the connected clients by user id and by lower-cased
@@ -133,6 +137,8 @@ type Hub struct {
 	closing bool
 	// backlogged holds the clients with a backlog (see enqueue).
 	backlogged map[*Client]struct{}
+	// backlogTicking says the backlog ticker runs (tests read it through do).
+	backlogTicking bool
 	// writeWait is how long one write may take before the watchdog ends the
 	// connection (the writeWait constant; tests shorten it).
 	writeWait time.Duration
@@ -160,6 +166,8 @@ func newHub(app *App, st *hubState, writer *store.Writer) *Hub {
 		kicks:       make(chan kick),
 		quit:        make(chan chan struct{}),
 		completions: make(chan func(), completionQueue),
+		stop:        make(chan struct{}),
+		stopped:     make(chan struct{}),
 		clients:     make(map[*Client]struct{}),
 		rooms:       make(map[string]*room),
 		backlogged:  make(map[*Client]struct{}),
@@ -197,15 +205,25 @@ func newHub(app *App, st *hubState, writer *store.Writer) *Hub {
 // settings returns the live configuration.
 func (h *Hub) settings() *Config { return h.app.settings() }
 
-// run is the hub's loop. It never returns; the process ends around it.
+// run is the hub's loop. It returns once stop is closed (see halt); until then it
+// owns all hub state.
+//
+// The backlog ticker runs only while some client has a backlog: an idle server has
+// no timer waking it fifty times a second.
 func (h *Hub) run() {
-	tick := time.NewTicker(backlogFlushEvery)
-	defer tick.Stop()
+	defer close(h.stopped)
+	var tick *time.Ticker
+	var tickC <-chan time.Time // nil while nobody is backlogged: never fires
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
 	watch := time.NewTicker(watchdogEvery)
 	defer watch.Stop()
 	for {
 		select {
-		case <-tick.C:
+		case <-tickC:
 			h.flushBacklogs()
 		case <-watch.C:
 			h.checkWrites()
@@ -233,9 +251,27 @@ func (h *Hub) run() {
 				h.dropClient(c, websocket.CloseGoingAway, "server shutting down")
 			}
 			close(done)
+		case <-h.stop:
+			return
 		}
 		h.evictSlow()
+		switch backlogged := len(h.backlogged) > 0; {
+		case backlogged && tick == nil:
+			tick = time.NewTicker(backlogFlushEvery)
+			tickC = tick.C
+		case !backlogged && tick != nil:
+			tick.Stop()
+			tick, tickC = nil, nil
+		}
+		h.backlogTicking = tick != nil
 	}
+}
+
+// halt ends the loop and waits for it to return. The app calls it last, after the
+// connections are gone and the store writer has delivered its completions.
+func (h *Hub) halt() {
+	close(h.stop)
+	<-h.stopped
 }
 
 // shutdown closes every connection with 1001 and refuses new ones. It returns once the
@@ -244,6 +280,15 @@ func (h *Hub) shutdown() {
 	done := make(chan struct{})
 	h.quit <- done
 	<-done
+}
+
+// post hands a command to the hub's loop; once the loop has stopped (shutdown) the
+// command is dropped instead of blocking its sender for ever.
+func (h *Hub) post(cmd command) {
+	select {
+	case h.inbound <- cmd:
+	case <-h.stopped:
+	}
 }
 
 // do runs f on the hub goroutine, after every command already queued, and waits for

@@ -112,6 +112,10 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, started func(boun
 	if err != nil {
 		return err
 	}
+	// Whatever ends run early (a refused address, a port in use, a failed Serve),
+	// the app's goroutines and store stop with it; after the graceful shutdown below
+	// this is a no-op.
+	defer app.shutdown(0)
 	if app.dev {
 		if !isLoopbackAddr(cfg.Addr) && !cfg.DevLoginAnywhere {
 			app.shutdown(0)
