@@ -122,12 +122,32 @@ func TestCookieTamperedOnPage(t *testing.T) {
 	}
 }
 
-// TestCookieExpired: a cookie past its absolute lifetime is refused at / and /ws.
+// TestCookieExpired: a cookie past its absolute lifetime is refused at / (a redirect to
+// the login) and at /ws (401); the same cookie just inside it opens both.
 func TestCookieExpired(t *testing.T) {
 	clock := newFakeClock()
 	ts := startServerAt(t, clock.Now, nil)
 	c := devLogin(t, ts.URL, "alice")
-	clock.Advance(13 * time.Hour)
+	home := func() *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", ts.URL+"/", nil)
+		req.AddCookie(c)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	clock.Advance(ts.App.settings().SessionTTL - time.Minute)
+	if resp := home(); resp.StatusCode != http.StatusOK {
+		t.Fatalf("live cookie on /: %d", resp.StatusCode)
+	}
+	ts.dial(t, c).conn.Close()
+	clock.Advance(2 * time.Minute)
+	if resp := home(); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
+		t.Fatalf("expired cookie on /: %d to %q, want 303 to /login", resp.StatusCode, resp.Header.Get("Location"))
+	}
 	if _, resp, err := ts.tryDial(c, nil); err == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("expired cookie on /ws: %v %v", err, resp)
 	}

@@ -37,18 +37,25 @@ func TestChatInRoom(t *testing.T) {
 	}
 }
 
-// TestSpoofedFromIgnored: a client-chosen sender is ignored; the server stamps its own.
+// TestSpoofedFromIgnored: a client-chosen sender, id and time are ignored; the server
+// stamps its own: the id the sender's ack names, and the server's clock.
 func TestSpoofedFromIgnored(t *testing.T) {
-	ts := startServer(t, nil)
+	clock := newFakeClock()
+	ts := startServerAt(t, clock.Now, nil)
 	a, b := ts.user(t, "mallory"), ts.user(t, "bob")
-	a.send(map[string]any{"type": "say", "room": "lobby", "text": "trust me",
-		"from": map[string]any{"id": "dev:admin", "name": "admin"}, "id": 1, "ts": 0})
+	const spoofedID, spoofedTS = 987654321, 1234
+	a.send(map[string]any{"type": "say", "room": "lobby", "text": "trust me", "ref": "r",
+		"from": map[string]any{"id": "dev:admin", "name": "admin"}, "id": spoofedID, "ts": spoofedTS})
 	msg := b.expect("message")
 	if from := msg["from"].(map[string]any); from["id"] != "dev:mallory" || from["name"] != "mallory" {
 		t.Fatalf("spoofed sender went through: %v", msg)
 	}
-	if msg["id"] == float64(1) && msg["ts"] == float64(0) {
-		t.Fatalf("client-chosen id and ts went through: %v", msg)
+	ack := a.expect("ack")
+	if msg["id"] == float64(spoofedID) || msg["id"] != ack["id"] {
+		t.Fatalf("message id %v, want the server's (the ack says %v), not %d", msg["id"], ack["id"], spoofedID)
+	}
+	if msg["ts"] != float64(clock.Now().UnixMilli()) {
+		t.Fatalf("message ts %v, want the server's clock %d, not %d", msg["ts"], clock.Now().UnixMilli(), spoofedTS)
 	}
 }
 

@@ -115,19 +115,27 @@ func TestFileRefusals(t *testing.T) {
 		{"long name", strings.Repeat("n", 200) + ".png", "image/png", testPNG(t), codeBadFileName},
 	}
 	for _, tc := range cases {
-		mod.sendFile("lobby", tc.file, tc.mime, tc.data, "r")
-		if ev := mod.expectError(tc.code); ev["ref"] != "r" {
-			t.Fatalf("%s: error without ref %v", tc.name, ev)
+		mod.sendFile("lobby", tc.file, tc.mime, tc.data, tc.name)
+		if ev := mod.expect("error"); ev["code"] != tc.code || ev["ref"] != tc.name {
+			t.Fatalf("%s: got error %v (ref %v), want %s", tc.name, ev["code"], ev["ref"], tc.code)
 		}
 	}
-	noneOfType(t, bob.barrier(), "file")
+	for _, ev := range bob.barrier() {
+		if ev["type"] == "file" {
+			t.Fatalf("a refused file reached the other member: %v (%v)", ev["name"], ev["mime"])
+		}
+	}
 	// An announcement over the size limit is refused before any byte is sent.
-	mod.send(map[string]any{"type": "file", "room": "lobby", "name": "big.txt", "mime": "text/plain", "size": 65 << 10})
-	mod.expectError(codeFileTooBig)
+	mod.send(map[string]any{"type": "file", "room": "lobby", "name": "big.txt", "mime": "text/plain", "size": 65 << 10, "ref": "over the limit"})
+	if ev := mod.expect("error"); ev["code"] != codeFileTooBig {
+		t.Fatalf("announcement over the size limit: got %v, want %s", ev["code"], codeFileTooBig)
+	}
 	// A frame of a different size than announced.
 	mod.send(map[string]any{"type": "file", "room": "lobby", "name": "a.txt", "mime": "text/plain", "size": 3})
 	mod.sendRaw(websocket.BinaryMessage, []byte("four"))
-	mod.expectError(codeBadFile)
+	if ev := mod.expect("error"); ev["code"] != codeBadFile {
+		t.Fatalf("four bytes announced as three: got %v, want %s", ev["code"], codeBadFile)
+	}
 	// A binary frame larger than the file limit, whatever was announced, closes 1009.
 	mod.send(map[string]any{"type": "file", "room": "lobby", "name": "a.txt", "mime": "text/plain", "size": 10})
 	mod.sendRaw(websocket.BinaryMessage, bytes.Repeat([]byte("a"), 70<<10))
@@ -223,4 +231,56 @@ func TestRefusedFileBytesCost(t *testing.T) {
 		}
 	}
 	bob.expectClose(websocket.ClosePolicyViolation)
+}
+
+// TestFileGateAnnouncement: the first send_binary gate answers the announcement
+// itself: a member without the permission is refused before sending a single byte
+// (the refusal is there before a barrier), and the bytes that follow are discarded
+// without a second answer.
+func TestFileGateAnnouncement(t *testing.T) {
+	ts := fileServer(t, nil)
+	bob, carol := ts.user(t, "bob"), ts.user(t, "carol")
+	img := testPNG(t)
+	bob.send(map[string]any{"type": "file", "room": "lobby", "name": "x.png", "mime": "image/png", "size": len(img), "ref": "f"})
+	if code := errorCode(bob.barrier()); code != codeForbidden {
+		t.Fatalf("announcement without send_binary: before any byte got %q, want forbidden", code)
+	}
+	bob.sendRaw(websocket.BinaryMessage, img)
+	if evs := bob.barrier(); len(evs) != 0 {
+		t.Fatalf("the discarded bytes were answered: %v", evs)
+	}
+	noneOfType(t, carol.barrier(), "file")
+}
+
+// TestFileGateBytes: the second send_binary gate checks again when the bytes arrive,
+// for the announcement was accepted under a role or a membership that may be gone:
+// demoted, or out of the room, in between, the sender's file is refused and nobody
+// gets it.
+func TestFileGateBytes(t *testing.T) {
+	ts := fileServer(t, func(c *Config) { c.Admins = []string{"dev:root"} })
+	root, mod, bob := ts.user(t, "root"), ts.user(t, "mod"), ts.user(t, "bob")
+	img := testPNG(t)
+	announce := func(ref string) {
+		mod.send(map[string]any{"type": "file", "room": "lobby", "name": "x.png", "mime": "image/png", "size": len(img), "ref": ref})
+		if evs := mod.barrier(); errorCode(evs) != "" {
+			t.Fatalf("announcement refused: %v", evs)
+		}
+	}
+	// Out of the room between the announcement and the bytes.
+	announce("left")
+	mod.mustAck(map[string]any{"type": "leave", "room": "lobby"})
+	mod.sendRaw(websocket.BinaryMessage, img)
+	if ev := mod.expectError(codeNotInRoom); ev["ref"] != "left" {
+		t.Fatalf("refusal without the file's ref: %v", ev)
+	}
+	mod.mustAck(map[string]any{"type": "join", "room": "lobby"})
+	// Demoted between the announcement and the bytes.
+	announce("demoted")
+	root.mustAck(map[string]any{"type": "set_role", "user": "dev:mod", "role": "member"})
+	mod.sendRaw(websocket.BinaryMessage, img)
+	if ev := mod.expectError(codeForbidden); ev["ref"] != "demoted" {
+		t.Fatalf("refusal without the file's ref: %v", ev)
+	}
+	noneOfType(t, bob.barrier(), "file")
+	noneOfType(t, root.barrier(), "file")
 }

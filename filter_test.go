@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -95,8 +98,9 @@ func TestCleanText(t *testing.T) {
 }
 
 // FuzzParseEnvelope checks the parser never panics and that whatever it accepts is
-// safe to relay: valid UTF-8, within the length cap, free of control and bidi
-// characters other than newline and tab, with a valid room.
+// safe to relay. The oracle is written from PROTOCOL.md, not from filter.go: its own
+// list of types, its own room pattern, its own text cleaning and cap (testFilter's 20
+// characters and pattern), so a bug in a production helper cannot hide itself.
 func FuzzParseEnvelope(f *testing.F) {
 	seeds := []string{
 		`{"type":"say","room":"lobby","text":"hello"}`,
@@ -104,12 +108,48 @@ func FuzzParseEnvelope(f *testing.F) {
 		`{"type":"say","room":"lobby","text":"\u202eabc\u0000"}`,
 		`{"type":"say","room":"lobby","text":"x","from":{"id":"root"}}`,
 		`{"type":"say","room":"lobby","text":"\r\n\r\n"}`,
+		`{"type":"say","room":"lobby","text":"buy  CHEAP"}`,
+		`{"type":"say","room":"lobby","text":"\u2067x\u0085y\u007f"}`,
 		`{"type":1}`, `{`, `null`, `{"type":"say","type":"join","room":"x"}`,
+		`{"type":"rooms","ref":"\u0007"}`, `{"type":"leave","room":"_x"}`,
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
 	}
 	flt := testFilter()
+	roomRe := regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+	blocked := regexp.MustCompile(`(?i)buy\s+cheap`)
+	namesRoom := map[string]bool{"join": true, "leave": true, "say": true, "create": true, "invite": true,
+		"kick": true, "ban": true, "unban": true, "set_room_role": true, "lock": true, "topic": true,
+		"delete_room": true, "file": true}
+	clientTypes := map[string]bool{"rooms": true, "set_role": true, "global_ban": true, "global_unban": true,
+		"get_settings": true, "set_settings": true, "audit": true}
+	for typ := range namesRoom {
+		clientTypes[typ] = true
+	}
+	// unsafe reports the runes PROTOCOL.md says never reach another client: C0 and C1
+	// controls and DEL (but newline and tab in text), and the bidi embeddings,
+	// overrides and isolates.
+	unsafe := func(r rune, inText bool) bool {
+		switch {
+		case inText && (r == '\n' || r == '\t'):
+			return false
+		case r <= 0x1f, r >= 0x7f && r <= 0x9f:
+			return true
+		case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+			return true
+		}
+		return false
+	}
+	clean := func(s string) string {
+		var out []rune
+		for _, r := range s {
+			if !unsafe(r, true) {
+				out = append(out, r)
+			}
+		}
+		return strings.TrimSpace(string(out))
+	}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		if !utf8.Valid(line) {
 			return // readPump closes with 1007 before parsing
@@ -121,18 +161,37 @@ func FuzzParseEnvelope(f *testing.F) {
 			}
 			return
 		}
-		if env.Type == "say" {
-			if env.Text == "" || utf8.RuneCountInString(env.Text) > flt.textMaxChars() || !utf8.ValidString(env.Text) {
-				t.Fatalf("accepted bad text %q", env.Text)
-			}
-			for _, r := range env.Text {
-				if (isControl(r) && r != '\n' && r != '\t') || isBidiControl(r) {
-					t.Fatalf("accepted text with %U", r)
-				}
+		var raw struct {
+			Type string `json:"type"`
+			Room string `json:"room"`
+			Text string `json:"text"`
+			Ref  string `json:"ref"`
+		}
+		if json.Unmarshal(bytes.TrimSpace(line), &raw) != nil {
+			t.Fatalf("accepted %q, which does not decode as an envelope", line)
+		}
+		if !clientTypes[env.Type] || env.Type != raw.Type {
+			t.Fatalf("accepted type %q", env.Type)
+		}
+		if env.Ref != raw.Ref || utf8.RuneCountInString(env.Ref) > 64 {
+			t.Fatalf("accepted ref %q", env.Ref)
+		}
+		for _, r := range env.Ref {
+			if unsafe(r, false) {
+				t.Fatalf("accepted a ref with %U", r)
 			}
 		}
-		if needsRoom[env.Type] && validRoom(env.Room) != nil {
-			t.Fatalf("accepted bad room %q", env.Room)
+		if namesRoom[env.Type] && !roomRe.MatchString(env.Room) {
+			t.Fatalf("accepted room %q for %s", env.Room, env.Type)
+		}
+		if env.Type == "say" {
+			want := clean(raw.Text)
+			if env.Text != want {
+				t.Fatalf("text %q cleaned to %q, want %q", raw.Text, env.Text, want)
+			}
+			if want == "" || utf8.RuneCountInString(want) > 20 || blocked.MatchString(want) {
+				t.Fatalf("accepted text %q: empty, over 20 characters or blocked", want)
+			}
 		}
 	})
 }

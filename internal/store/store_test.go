@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -929,40 +930,60 @@ func BenchmarkStoreWriter(b *testing.B) {
 }
 
 // TestStoreWriterLinger: with a linger, requests arriving shortly after one another
-// share one commit (one fsync) instead of paying one each; without one, a lone
-// request is committed at once.
+// share one commit (one fsync) instead of paying one each, and the commit comes when
+// the linger ends, not before; without one, a lone request is committed at once. The
+// clock is synctest's: the linger passes without the test waiting for it.
 func TestStoreWriterLinger(t *testing.T) {
-	for _, tc := range []struct {
-		linger  time.Duration
-		commits int64
-	}{{300 * time.Millisecond, 1}, {0, 3}} {
+	const linger = 300 * time.Millisecond
+	synctest.Test(t, func(t *testing.T) {
 		s := newTestStore(false, "")
 		var commits atomic.Int64
-		w := NewWriter(s, 0, tc.linger, func(Commit) { commits.Add(1) })
+		w := NewWriter(s, 0, linger, func(Commit) { commits.Add(1) })
+		defer w.Close()
 		done := make(chan error, 3)
+		start := time.Now()
 		for i := range 3 {
 			if !w.Submit([]Write{{"b", SeqKey(uint64(i)), []byte("x")}}, func(err error) { done <- err }) {
 				t.Fatal("Submit refused")
 			}
-			if tc.linger == 0 {
-				// Wait for each commit, so none can share one by chance.
-				if err := storeRecv(t, done, "commit"); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // the bubble's clock: no real wait
+		}
+		synctest.Wait()
+		if n := commits.Load(); n != 0 {
+			t.Fatalf("%d commits before the linger ended, want 0", n)
+		}
+		for range 3 {
+			if err := <-done; err != nil {
+				t.Fatal(err)
 			}
 		}
-		if tc.linger > 0 {
-			for range 3 {
-				if err := storeRecv(t, done, "commit"); err != nil {
-					t.Fatal(err)
-				}
+		if took := time.Since(start); took != linger {
+			t.Errorf("the batch was committed after %v, want the linger %v", took, linger)
+		}
+		if got := commits.Load(); got != 1 {
+			t.Errorf("3 requests within the linger took %d commits, want 1", got)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		s := newTestStore(false, "")
+		var commits atomic.Int64
+		w := NewWriter(s, 0, 0, func(Commit) { commits.Add(1) })
+		defer w.Close()
+		start := time.Now()
+		for i := range 3 {
+			done := make(chan error, 1)
+			if !w.Submit([]Write{{"b", SeqKey(uint64(i)), []byte("x")}}, func(err error) { done <- err }) {
+				t.Fatal("Submit refused")
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
 			}
 		}
-		w.Close()
-		if got := commits.Load(); got != tc.commits {
-			t.Errorf("linger %v: 3 requests took %d commits, want %d", tc.linger, got, tc.commits)
+		if took := time.Since(start); took != 0 {
+			t.Errorf("without a linger commits waited %v", took)
 		}
-	}
+		if got := commits.Load(); got != 3 {
+			t.Errorf("without a linger 3 requests took %d commits, want 3", got)
+		}
+	})
 }
