@@ -155,54 +155,17 @@ func (c *Client) readPump() {
 		c.app.conns.Done()
 	}()
 	cfg := c.app.settings()
-	// The library enforces the limit on the bytes of each frame as they arrive; the
-	// LimitReader below enforces it again on the message as read, which is what counts
-	// when compression is on (a small compressed frame can inflate enormously).
+	// The library enforces the limit on the bytes of each frame as they arrive;
+	// readText enforces it again on the message as read, which is what counts when
+	// compression is on (a small compressed frame can inflate enormously).
 	c.conn.SetReadLimit(cfg.ReadLimit)
 	c.conn.SetReadDeadline(time.Now().Add(pongWait))
-	c.conn.SetPongHandler(func(data string) error {
-		// Pongs answer our pings (one a minute); unasked-for ones count like pings.
-		if _, _, abusive := c.limiter.allow(len(data) + 2); abusive {
-			return errPingFlood
-		}
-		c.conn.SetReadDeadline(time.Now().Add(pongWait))
-		return nil
-	})
-	// DoS hardening: a ping costs the server a pong, so pings draw from the same
-	// buckets as messages. Over the limit a ping goes unanswered; sustained, it ends
-	// the connection like any other flood.
-	c.conn.SetPingHandler(func(data string) error {
-		ok, _, abusive := c.limiter.allow(len(data) + 2)
-		if abusive {
-			return errPingFlood
-		}
-		if !ok {
-			c.app.metrics.rateLimited.Inc()
-			return nil
-		}
-		if err := c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeWait)); err != nil && !errors.Is(err, websocket.ErrCloseSent) {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return nil
-			}
-			return err
-		}
-		return nil
-	})
+	c.conn.SetPongHandler(c.onPong)
+	c.conn.SetPingHandler(c.onPing)
 	for {
 		mt, r, err := c.conn.NextReader()
 		if err != nil {
-			if errors.Is(err, errPingFlood) {
-				c.app.metrics.abuseCloses.Inc()
-				c.closeWith(websocket.ClosePolicyViolation, "ping flood", false)
-			} else if errors.Is(err, websocket.ErrReadLimit) {
-				// The library has sent 1009; let it reach the peer.
-				c.app.metrics.rejected.WithLabelValues("too_big").Inc()
-				c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.CloseMessageTooBig)).Inc()
-				c.drainRaw()
-			} else if websocket.IsUnexpectedCloseError(err, websocket.CloseGoingAway, websocket.CloseNormalClosure, websocket.CloseNoStatusReceived) {
-				c.app.log.Debug("connection ended", "conn", c.id, "err", err)
-			}
+			c.readFailed(err)
 			return
 		}
 		if next := c.app.settings(); next != cfg {
@@ -210,38 +173,89 @@ func (c *Client) readPump() {
 			cfg = next
 			c.conn.SetReadLimit(cfg.ReadLimit)
 		}
+		var ok bool
 		if mt == websocket.BinaryMessage {
-			if !c.handleBinary(r, cfg) {
-				return
-			}
-			continue
+			ok = c.handleBinary(r, cfg)
+		} else {
+			ok = c.readText(r, cfg)
 		}
-		buf := readBufferPool.Get().(*bytes.Buffer)
-		buf.Reset()
-		n, err := buf.ReadFrom(io.LimitReader(r, cfg.ReadLimit+1))
-		if err != nil || n > cfg.ReadLimit {
-			readBufferPool.Put(buf)
-			if errors.Is(err, websocket.ErrReadLimit) || n > cfg.ReadLimit {
-				c.app.metrics.rejected.WithLabelValues("too_big").Inc()
-				c.closeWith(websocket.CloseMessageTooBig, "message too big", false)
-			}
-			return
-		}
-		data := buf.Bytes()
-		// The library does not validate text frames; a browser would reject what we
-		// relayed, and other clients' parsers may do worse.
-		if !utf8.Valid(data) {
-			readBufferPool.Put(buf)
-			c.app.metrics.rejected.WithLabelValues("bad_utf8").Inc()
-			c.closeWith(websocket.CloseInvalidFramePayloadData, "invalid UTF-8", true)
-			return
-		}
-		ok := c.handleFrame(data, cfg)
-		readBufferPool.Put(buf)
 		if !ok {
 			return
 		}
 	}
+}
+
+// onPong extends the read deadline, as in the original. Pongs answer our pings (one a
+// minute); unasked-for ones count like pings.
+func (c *Client) onPong(data string) error {
+	if _, _, abusive := c.limiter.allow(len(data) + 2); abusive {
+		return errPingFlood
+	}
+	c.conn.SetReadDeadline(time.Now().Add(pongWait))
+	return nil
+}
+
+// onPing answers a ping with a pong. DoS hardening: a ping costs the server a pong, so
+// pings draw from the same buckets as messages. Over the limit a ping goes unanswered;
+// sustained, it ends the connection like any other flood.
+func (c *Client) onPing(data string) error {
+	ok, _, abusive := c.limiter.allow(len(data) + 2)
+	if abusive {
+		return errPingFlood
+	}
+	if !ok {
+		c.app.metrics.rateLimited.Inc()
+		return nil
+	}
+	if err := c.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeWait)); err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// readFailed classifies the error that ended the reads: a ping flood (closed 1008), an
+// oversize frame (the library has sent 1009; let it reach the peer), or the peer going
+// away, logged only when unexpected, as in the original.
+func (c *Client) readFailed(err error) {
+	switch {
+	case errors.Is(err, errPingFlood):
+		c.app.metrics.abuseCloses.Inc()
+		c.closeWith(websocket.ClosePolicyViolation, "ping flood", false)
+	case errors.Is(err, websocket.ErrReadLimit):
+		c.app.metrics.rejected.WithLabelValues("too_big").Inc()
+		c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.CloseMessageTooBig)).Inc()
+		c.drainRaw()
+	case websocket.IsUnexpectedCloseError(err, websocket.CloseGoingAway, websocket.CloseNormalClosure, websocket.CloseNoStatusReceived):
+		c.app.log.Debug("connection ended", "conn", c.id, "err", err)
+	}
+}
+
+// readText reads one text frame within the read limit, checks it is UTF-8 (the library
+// does not: a browser would reject what we relayed, and other clients' parsers may do
+// worse) and hands it to handleFrame. It returns false when the connection must end.
+func (c *Client) readText(r io.Reader, cfg *Config) bool {
+	buf := readBufferPool.Get().(*bytes.Buffer)
+	defer readBufferPool.Put(buf)
+	buf.Reset()
+	n, err := buf.ReadFrom(io.LimitReader(r, cfg.ReadLimit+1))
+	if err != nil || n > cfg.ReadLimit {
+		if errors.Is(err, websocket.ErrReadLimit) || n > cfg.ReadLimit {
+			c.app.metrics.rejected.WithLabelValues("too_big").Inc()
+			c.closeWith(websocket.CloseMessageTooBig, "message too big", false)
+		}
+		return false
+	}
+	data := buf.Bytes()
+	if !utf8.Valid(data) {
+		c.app.metrics.rejected.WithLabelValues("bad_utf8").Inc()
+		c.closeWith(websocket.CloseInvalidFramePayloadData, "invalid UTF-8", true)
+		return false
+	}
+	return c.handleFrame(data, cfg)
 }
 
 // handleFrame handles each newline-separated object in one text frame. It returns false
