@@ -199,11 +199,41 @@ func TestDevLogoutCrossSiteRefused(t *testing.T) {
 	ts.dial(t, c) // the session still works
 }
 
-// TestSessionExpiryClosesSocket: a WebSocket does not outlive its session.
+// TestSessionExpiryClosesSocket: a WebSocket does not outlive its session. Its timer
+// is set for the session's end when that comes before the next ping; a tick before the
+// end pings and keeps the connection, a tick at the end closes it with 1008. The clock
+// is injected and the tick fired by hand, so no test waits for the session to run out.
 func TestSessionExpiryClosesSocket(t *testing.T) {
-	ts := startServer(t, func(c *Config) { c.SessionTTL = 2 * time.Second })
+	clock := newFakeClock()
+	const ttl = 30 * time.Second // before the first ping (pingPeriod)
+	ts := startServerAt(t, clock.Now, func(c *Config) { c.SessionTTL = ttl })
 	ws := ts.user(t, "alice")
-	ws.expectClose(websocket.ClosePolicyViolation)
+	h := ts.App.hub
+	var c *Client
+	h.do(func() {
+		for o := range h.clients {
+			c = o
+		}
+	})
+	left := c.user.Expires.Sub(clock.Now())
+	if d := c.nextTimer(); d != left || d > ttl || d >= pingPeriod {
+		t.Fatalf("the connection's timer is due in %v, want the session's end in %v", d, left)
+	}
+	clock.Advance(left - time.Second)
+	c.tick()
+	ws.mustAck(map[string]any{"type": "say", "room": "lobby", "text": "still here"})
+	clock.Advance(time.Second)
+	c.tick()
+	var ce *websocket.CloseError
+	for {
+		_, err := ws.next(5 * time.Second)
+		if err != nil {
+			if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || ce.Text != "session expired" {
+				t.Fatalf("want 1008 session expired, got %v", err)
+			}
+			break
+		}
+	}
 }
 
 // TestDevLoginOriginNull: under Referrer-Policy: no-referrer, Chromium sends

@@ -1,14 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -52,33 +53,67 @@ func freePort(t *testing.T) string {
 	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
-// startChild runs the server in a child process on dir and waits until it is ready.
+// childServer is the server running in a child process. Its log is read line by line:
+// ready and reloaded receive when it says it listens and when it has re-read its
+// policy, so tests wait on those instead of polling.
+type childServer struct {
+	*exec.Cmd
+	ready, reloaded chan struct{}
+}
+
+// startChild runs the server in a child process on dir and waits until it listens.
 // The child stops by itself after a minute in any case.
-func startChild(t *testing.T, dir, port string) *exec.Cmd {
+func startChild(t *testing.T, dir, port string) *childServer {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=1",
 		"CHAT_ADDR=127.0.0.1:"+port, "CHAT_DATA_DIR="+dir, "CHAT_STORE=bolt",
 		"CHAT_METRICS_ADDR=127.0.0.1:0", "CHAT_ADMINS=dev:root",
 		"CHAT_MSG_BURST=1000", "CHAT_USER_MSG_BURST=1000", "CHAT_MSG_RATE=1000", "CHAT_USER_MSG_RATE=1000")
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if testing.Verbose() {
-		cmd.Stderr = os.Stderr
+	// The child writes its log straight into a pipe of ours (no copying goroutine
+	// in os/exec); the pipe ends when the child does.
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
 	}
+	cmd.Stdout, cmd.Stderr = io.Discard, logW
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	timer := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
-	t.Cleanup(func() { timer.Stop(); cmd.Process.Kill(); cmd.Wait() })
-	waitFor(t, "child server ready", func() bool {
-		resp, err := http.Get("http://127.0.0.1:" + port + "/readyz")
-		if err != nil {
-			return false
+	logW.Close()
+	child := &childServer{Cmd: cmd, ready: make(chan struct{}, 1), reloaded: make(chan struct{}, 16)}
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		defer logR.Close()
+		lines := bufio.NewScanner(logR)
+		for lines.Scan() {
+			line := lines.Text()
+			if testing.Verbose() {
+				fmt.Fprintln(os.Stderr, line)
+			}
+			switch {
+			case strings.Contains(line, "msg=listening"):
+				child.ready <- struct{}{}
+			case strings.Contains(line, `msg="policy reloaded"`):
+				child.reloaded <- struct{}{}
+			}
 		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	return cmd
+	}()
+	timer := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
+	t.Cleanup(func() { timer.Stop(); cmd.Process.Kill(); cmd.Wait(); <-read })
+	child.await(t, child.ready, "the child server to listen")
+	return child
+}
+
+// await waits for a signal from the child's log, failing after 10 s.
+func (c *childServer) await(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
 }
 
 // TestKill9KeepsAcknowledgedState: state changes acknowledged by a server process are

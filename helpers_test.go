@@ -277,14 +277,20 @@ func noneOfType(t *testing.T, evs []map[string]any, typ string) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds or the deadline passes. It is for state that no
+// channel announces (a counter another goroutine bumps, the hub's view of a socket
+// closed elsewhere); anything that can be waited on is waited on instead.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			t.Fatalf("timed out waiting for %s", what)
+		case <-poll.C:
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -389,6 +389,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // configuration), so the listener is opened first and served once the App exists.
 func startOIDCServer(t *testing.T, p *testProvider, mutate func(*Config)) *testServer {
 	t.Helper()
+	return startOIDCServerAt(t, time.Now, p, mutate)
+}
+
+// startOIDCServerAt is startOIDCServer with the App's clock injected.
+func startOIDCServerAt(t *testing.T, now func() time.Time, p *testProvider, mutate func(*Config)) *testServer {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
 	base := "http://" + srv.Listener.Addr().String()
 	cfg := testConfig(t)
@@ -407,7 +413,7 @@ func startOIDCServer(t *testing.T, p *testProvider, mutate func(*Config)) *testS
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	app, err := newApp(cfg, log)
+	app, err := newAppWithClock(cfg, log, now)
 	if err != nil {
 		srv.Listener.Close()
 		t.Fatal(err)
@@ -1049,18 +1055,10 @@ func TestSessionRevocationSurvivesRestart(t *testing.T) {
 // TestOIDCSessionExpires replays a session cookie after its absolute lifetime.
 func TestOIDCSessionExpires(t *testing.T) {
 	p := newTestProvider(t)
-	ts := startOIDCServer(t, p, func(c *Config) { c.SessionTTL = time.Second })
+	clock := newFakeClock()
+	ts := startOIDCServerAt(t, clock.Now, p, nil)
 	_, cookie := oidcLoginAs(t, ts, p, alice)
-	waitFor(t, "the session to expire", func() bool {
-		req, _ := http.NewRequest(http.MethodGet, ts.URL+"/", nil)
-		req.AddCookie(cookie)
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusSeeOther
-	})
+	clock.Advance(ts.App.settings().SessionTTL + time.Second)
 	assertSessionRefused(t, ts, cookie)
 }
 

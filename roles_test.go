@@ -427,8 +427,8 @@ func TestPolicyFileReloadOnSIGHUP(t *testing.T) {
 	if err := child.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "reloaded policy to take away admin", func() bool {
-		ev := root.cmd(map[string]any{"type": "get_settings"})
-		return ev["type"] == "error" && ev["code"] == codeForbidden
-	})
+	child.await(t, child.reloaded, "the policy to be reloaded")
+	if ev := root.cmd(map[string]any{"type": "get_settings"}); ev["type"] != "error" || ev["code"] != codeForbidden {
+		t.Fatalf("after the reload took admin away, get_settings answered %v", ev)
+	}
 }

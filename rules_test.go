@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 // The tests in this file pin one authorisation rule each, at the hub, with fake
@@ -173,4 +174,20 @@ func TestNoFileIntoLockedRoom(t *testing.T) {
 	if perr := <-reply; perr != nil {
 		t.Fatalf("file announcement into an open room refused: %v", perr)
 	}
+}
+
+// TestInvitationExpires: an invitation to a private room is good for inviteTTL and not
+// a second longer; after that the room answers no_such_room, as if it did not exist.
+// The clock is injected: a week passes without a wait.
+func TestInvitationExpires(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServerAt(t, clock.Now, generousLimits)
+	owner := ts.user(t, "olga")
+	owner.mustAck(map[string]any{"type": "create", "room": "vault", "private": true})
+	owner.mustAck(map[string]any{"type": "invite", "room": "vault", "user": "dev:early"})
+	owner.mustAck(map[string]any{"type": "invite", "room": "vault", "user": "dev:late"})
+	clock.Advance(inviteTTL - time.Minute)
+	ts.user(t, "early").mustAck(map[string]any{"type": "join", "room": "vault"})
+	clock.Advance(time.Minute)
+	ts.user(t, "late").mustRefuse(map[string]any{"type": "join", "room": "vault"}, codeNoSuchRoom)
 }
