@@ -113,6 +113,9 @@ func TestFileRefusals(t *testing.T) {
 		{"bidi name", "evil\u202egnp.exe", "image/png", testPNG(t), codeBadFileName},
 		{"dot name", ".htaccess", "text/plain", []byte("hello"), codeBadFileName},
 		{"long name", strings.Repeat("n", 200) + ".png", "image/png", testPNG(t), codeBadFileName},
+		{"padded name", " a.png ", "image/png", testPNG(t), codeBadFileName},
+		{"latin-1 text", "a.txt", "text/plain", []byte("caf\xe9 cr\xe8me"), codeFileType},
+		{"utf-16 text", "a.txt", "text/plain", []byte("\xff\xfeh\x00i\x00"), codeFileType},
 	}
 	for _, tc := range cases {
 		mod.sendFile("lobby", tc.file, tc.mime, tc.data, tc.name)
@@ -283,4 +286,25 @@ func TestFileGateBytes(t *testing.T) {
 	}
 	noneOfType(t, bob.barrier(), "file")
 	noneOfType(t, root.barrier(), "file")
+}
+
+// TestFileTypesAllowList: the operator's -file-types narrows what is accepted: a type
+// the server could recognise but the list leaves out is refused with file_type, after
+// the bytes are sniffed, and nothing is delivered.
+func TestFileTypesAllowList(t *testing.T) {
+	ts := fileServer(t, func(c *Config) { c.FileTypes = []string{"image/png"} })
+	mod, bob := ts.user(t, "mod"), ts.user(t, "bob")
+	mod.sendFile("lobby", "notes.txt", "text/plain", []byte("plain text, but not allowed here"), "txt")
+	if ev := mod.expect("error"); ev["code"] != codeFileType || ev["ref"] != "txt" {
+		t.Fatalf("a text file with only PNG allowed: %v", ev)
+	}
+	mod.sendFile("lobby", "dot.png", "image/png", testPNG(t), "png")
+	if ack := mod.expect("ack"); ack["ref"] != "png" {
+		t.Fatalf("the allowed type was not acknowledged: %v", ack)
+	}
+	for _, ev := range bob.barrier() {
+		if ev["type"] == "file" && ev["mime"] != "image/png" {
+			t.Fatalf("a file outside the allow-list was delivered: %v", ev)
+		}
+	}
 }

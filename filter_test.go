@@ -44,6 +44,11 @@ func TestParseEnvelopeRefusals(t *testing.T) {
 		{"only controls", `{"type":"say","room":"lobby","text":"\u0000\u0001 \u202e"}`, codeEmptyText},
 		{"too long", `{"type":"say","room":"lobby","text":"` + strings.Repeat("é", 21) + `"}`, codeTextTooLong},
 		{"blocked", `{"type":"say","room":"lobby","text":"BUY   cheap pills"}`, codeBlockedContent},
+		{"no user", `{"type":"kick","room":"lobby"}`, codeBadEnvelope},
+		{"user with space", `{"type":"kick","room":"lobby","user":"dev:a b"}`, codeBadEnvelope},
+		{"user with control", `{"type":"ban","room":"lobby","user":"dev:a\u0007"}`, codeBadEnvelope},
+		{"user with bidi", `{"type":"set_role","user":"dev:\u202eb","role":"member"}`, codeBadEnvelope},
+		{"long user", `{"type":"global_ban","user":"` + strings.Repeat("u", maxUserID+1) + `"}`, codeBadEnvelope},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -194,4 +199,27 @@ func FuzzParseEnvelope(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseEnvelopeCleansOneLineFields: topics and ban reasons reach other clients, so
+// they lose control, bidi and newline characters like message text does, and their
+// caps hold after cleaning.
+func TestParseEnvelopeCleansOneLineFields(t *testing.T) {
+	f := testFilter()
+	env, err := f.parseEnvelope([]byte(`{"type":"topic","room":"lobby","topic":" new\u202e topic\n\u0007 "}`))
+	if err != nil || *env.Topic != "new topic" {
+		t.Fatalf("topic cleaned to %q (%v), want %q", *env.Topic, err, "new topic")
+	}
+	env, err = f.parseEnvelope([]byte(`{"type":"create","room":"r","topic":"\u2066a\u2069\tb"}`))
+	if err != nil || *env.Topic != "ab" {
+		t.Fatalf("create topic cleaned to %q (%v), want %q", *env.Topic, err, "ab")
+	}
+	env, err = f.parseEnvelope([]byte(`{"type":"global_ban","user":"dev:x","reason":"spam\r\n\u202eevil"}`))
+	if err != nil || env.Reason != "spamevil" {
+		t.Fatalf("reason cleaned to %q (%v), want %q", env.Reason, err, "spamevil")
+	}
+	long := `{"type":"topic","room":"lobby","topic":"` + strings.Repeat("t", maxTopicChars+1) + `"}`
+	if _, err := f.parseEnvelope([]byte(long)); err == nil || err.Code != codeBadEnvelope {
+		t.Fatalf("a topic over %d characters: %v, want bad_envelope", maxTopicChars, err)
+	}
 }

@@ -191,3 +191,82 @@ func TestInvitationExpires(t *testing.T) {
 	clock.Advance(time.Minute)
 	ts.user(t, "late").mustRefuse(map[string]any{"type": "join", "room": "vault"}, codeNoSuchRoom)
 }
+
+// TestCreateNeedsPermission: with -members-create-rooms off, a member can make no room,
+// neither with `create` nor by joining a name nobody uses (that answers no_such_room);
+// a moderator still can. A readonly user never can.
+func TestCreateNeedsPermission(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		generousLimits(c)
+		c.MembersCanCreateRooms = false
+		c.Moderators = []string{"dev:mod"}
+		c.ReadOnlyUsers = []string{"dev:ro"}
+	})
+	bob := ts.user(t, "bob")
+	bob.mustRefuse(map[string]any{"type": "create", "room": "mine"}, codeForbidden)
+	bob.mustRefuse(map[string]any{"type": "join", "room": "mine"}, codeNoSuchRoom)
+	ts.user(t, "ro").mustRefuse(map[string]any{"type": "create", "room": "mine"}, codeForbidden)
+	var exists bool
+	ts.App.hub.do(func() { exists = ts.App.hub.meta["mine"] != nil })
+	if exists {
+		t.Fatal("a refused create made the room")
+	}
+	ts.user(t, "mod").mustAck(map[string]any{"type": "create", "room": "mine"})
+}
+
+// TestRoleRulesForOwnersAndLobby: a room's owner keeps the room (their role cannot be
+// changed by set_room_role, not even by an admin), nobody changes their own room role,
+// the lobby cannot be deleted, not even by an admin, and an admin cannot ban an admin.
+func TestRoleRulesForOwnersAndLobby(t *testing.T) {
+	ts := adminServer(t, nil)
+	root, olga := ts.user(t, "root"), ts.user(t, "olga")
+	olga.mustAck(map[string]any{"type": "create", "room": "club"})
+	root.mustRefuse(map[string]any{"type": "set_room_role", "room": "club", "user": "dev:olga", "role": "member"}, codeForbidden)
+	olga.mustRefuse(map[string]any{"type": "set_room_role", "room": "club", "user": "dev:olga", "role": "moderator"}, codeForbidden)
+	root.mustRefuse(map[string]any{"type": "set_room_role", "room": "lobby", "user": "dev:root", "role": "member"}, codeForbidden)
+	root.mustRefuse(map[string]any{"type": "delete_room", "room": "lobby"}, codeForbidden)
+	var owner string
+	ts.App.hub.do(func() { owner = ts.App.hub.meta["club"].Roles["dev:olga"] })
+	if owner != roomOwner {
+		t.Fatalf("olga's role in her room is %q after refused changes, want owner", owner)
+	}
+	noneOfType(t, olga.barrier(), "room_deleted")
+	// Admins cannot ban admins.
+	root.mustAck(map[string]any{"type": "set_role", "user": "dev:ann", "role": "admin"})
+	ann := ts.user(t, "ann")
+	root.mustRefuse(map[string]any{"type": "global_ban", "user": "dev:ann"}, codeForbidden)
+	ann.mustAck(map[string]any{"type": "say", "room": "lobby", "text": "still here"})
+}
+
+// TestBannedUserCannotRegister: a global ban also holds at the hub, for a connection
+// whose handshake passed just before the ban: it is closed 1008 "banned" at once.
+func TestBannedUserCannotRegister(t *testing.T) {
+	h := newTestHub(t, nil)
+	c := fakeClient("eve", 8)
+	h.do(func() { h.bans[c.user.ID] = banInfo{By: "dev:root"} })
+	h.register <- c
+	evs := drain(t, h, c)
+	if types(evs) != "closed" || c.closeCode != 1008 || c.closeReason != "banned" {
+		t.Fatalf("a banned user's connection got %s, close %d %q; want closed 1008 banned", types(evs), c.closeCode, c.closeReason)
+	}
+}
+
+// TestInvitationsBounded: a private room holds at most maxInvitesPerRoom open
+// invitations (DoS hardening: its durable record cannot be grown without limit); one
+// more is refused with room_limit.
+func TestInvitationsBounded(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.MsgBurst, c.UserMsgBurst, c.ByteBurst = 4*maxInvitesPerRoom, 4*maxInvitesPerRoom, 1<<30
+	})
+	owner := ts.user(t, "olga")
+	owner.mustAck(map[string]any{"type": "create", "room": "vault", "private": true})
+	for i := range maxInvitesPerRoom {
+		owner.send(map[string]any{"type": "invite", "room": "vault", "user": fmt.Sprint("dev:guest", i)})
+	}
+	owner.mustRefuse(map[string]any{"type": "invite", "room": "vault", "user": "dev:one-too-many"}, codeRoomLimit)
+	var n int
+	ts.App.hub.do(func() { n = len(ts.App.hub.meta["vault"].Invites) })
+	if n != maxInvitesPerRoom {
+		t.Fatalf("%d open invitations, want the cap %d", n, maxInvitesPerRoom)
+	}
+}
