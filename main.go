@@ -112,10 +112,6 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, started func(boun
 	if err != nil {
 		return err
 	}
-	// Whatever ends run early (a refused address, a port in use, a failed Serve),
-	// the app's goroutines and store stop with it; after the graceful shutdown below
-	// this is a no-op.
-	defer app.shutdown(0)
 	if app.dev {
 		if !isLoopbackAddr(cfg.Addr) && !cfg.DevLoginAnywhere {
 			app.shutdown(0)
@@ -186,15 +182,13 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, started func(boun
 		}
 	}
 
-	go func() {
-		log.Info("listening", "url", scheme+"://"+displayAddr(bound.Main))
-		errc <- srv.Serve(ln)
-	}()
-
-	// SIGHUP re-reads the role policy file without a restart.
+	// SIGHUP is taken over before the server says it listens: one that arrives once
+	// "listening" is logged must meet the handler, not the default action, which
+	// kills the process (a supervisor, or a test, acts on that line).
+	// It re-reads the role policy file without a restart.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	defer func() { signal.Stop(hup); close(hup) }() // ends the reload goroutine
 	go func() {
 		for range hup {
 			if err := app.reloadPolicy(); err != nil {
@@ -204,6 +198,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, started func(boun
 			}
 		}
 	}()
+	go func() {
+		log.Info("listening", "url", scheme+"://"+displayAddr(bound.Main))
+		errc <- srv.Serve(ln)
+	}()
+
 	if started != nil {
 		started(bound)
 	}
