@@ -250,23 +250,3 @@ func TestBannedUserCannotRegister(t *testing.T) {
 		t.Fatalf("a banned user's connection got %s, close %d %q; want closed 1008 banned", types(evs), c.closeCode, c.closeReason)
 	}
 }
-
-// TestInvitationsBounded: a private room holds at most maxInvitesPerRoom open
-// invitations (DoS hardening: its durable record cannot be grown without limit); one
-// more is refused with room_limit.
-func TestInvitationsBounded(t *testing.T) {
-	ts := startServer(t, func(c *Config) {
-		c.MsgBurst, c.UserMsgBurst, c.ByteBurst = 4*maxInvitesPerRoom, 4*maxInvitesPerRoom, 1<<30
-	})
-	owner := ts.user(t, "olga")
-	owner.mustAck(map[string]any{"type": "create", "room": "vault", "private": true})
-	for i := range maxInvitesPerRoom {
-		owner.send(map[string]any{"type": "invite", "room": "vault", "user": fmt.Sprint("dev:guest", i)})
-	}
-	owner.mustRefuse(map[string]any{"type": "invite", "room": "vault", "user": "dev:one-too-many"}, codeRoomLimit)
-	var n int
-	ts.App.hub.do(func() { n = len(ts.App.hub.meta["vault"].Invites) })
-	if n != maxInvitesPerRoom {
-		t.Fatalf("%d open invitations, want the cap %d", n, maxInvitesPerRoom)
-	}
-}
