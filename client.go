@@ -312,7 +312,7 @@ func (c *Client) handleLine(line []byte, cfg *Config) bool {
 		ref, room := "", ""
 		if env != nil {
 			ref, room = env.Ref, env.Room
-			if validRoom(room) != nil {
+			if validRoomRef(room) != nil {
 				room = ""
 			}
 		}

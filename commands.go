@@ -32,7 +32,10 @@ const (
 type cmdSpec struct {
 	needs perm
 	room  bool
-	run   func(h *Hub, c *Client, cmd command, ri *roomInfo)
+	// dm allows the command in a direct-message conversation; the others (invite,
+	// kick, topic, ...) are refused there with forbidden, whatever roles say.
+	dm  bool
+	run func(h *Hub, c *Client, cmd command, ri *roomInfo)
 }
 
 // commandTable maps each client-to-server type to its spec. filter.go validates the
@@ -46,7 +49,7 @@ func init() {
 	commandTable = map[string]cmdSpec{
 		"join":          {run: (*Hub).cmdJoin},
 		"leave":         {run: (*Hub).cmdLeave},
-		"say":           {needs: permSend, room: true, run: (*Hub).cmdSay},
+		"say":           {needs: permSend, room: true, dm: true, run: (*Hub).cmdSay},
 		"rooms":         {run: (*Hub).cmdRooms},
 		"create":        {run: (*Hub).cmdCreate},
 		"invite":        {needs: permInvite, room: true, run: (*Hub).cmdInvite},
@@ -66,13 +69,17 @@ func init() {
 		"history":       {room: true, run: (*Hub).cmdHistory},
 		"fetch_file":    {room: true, run: (*Hub).cmdFetchFile},
 		"file":          {run: (*Hub).cmdFileAnnounce},
-		"file_data":     {needs: permSendBinary, room: true, run: (*Hub).cmdFileData},
+		"file_data":     {needs: permSendBinary, room: true, dm: true, run: (*Hub).cmdFileData},
 		// The key directory (devices.go).
 		"register_device": {run: (*Hub).cmdRegisterDevice},
 		"certify_device":  {run: (*Hub).cmdRegisterDevice},
 		"reset_identity":  {run: (*Hub).cmdResetIdentity},
 		"devices":         {run: (*Hub).cmdDevices},
 		"revoke_device":   {run: (*Hub).cmdRevokeDevice},
+		// Direct messages (dm.go) and deleting messages (delete.go).
+		"open_dm":  {run: (*Hub).cmdOpenDM},
+		"dm_prefs": {run: (*Hub).cmdDMPrefs},
+		"delete":   {room: true, dm: true, run: (*Hub).cmdDelete},
 	}
 }
 
@@ -91,7 +98,7 @@ func (h *Hub) dispatch(cmd command) {
 			return
 		}
 	}
-	if h.perms(c.user, ri)&spec.needs != spec.needs {
+	if h.perms(c.user, ri)&spec.needs != spec.needs || (ri != nil && ri.DM && !spec.dm) {
 		h.refuse(c, env, codeForbidden, "you are not allowed to do that")
 		return
 	}
@@ -131,7 +138,7 @@ func (h *Hub) replyRefused(c *Client, env *envelope) bool {
 func (h *Hub) refuse(c *Client, env *envelope, code, msg string) {
 	h.metrics.rejected.WithLabelValues(code).Inc()
 	room := ""
-	if validRoom(env.Room) == nil {
+	if validRoomRef(env.Room) == nil {
 		room = env.Room
 	}
 	h.deliver(c, errorEvent(code, msg, env.Ref, room))
@@ -227,7 +234,7 @@ func (h *Hub) join(c *Client, env *envelope) {
 	}
 	ri := h.visible(c.user, env.Room)
 	if ri == nil {
-		if h.meta[env.Room] != nil || !h.mayCreate(c) {
+		if h.meta[env.Room] != nil || isDMName(env.Room) || !h.mayCreate(c) {
 			h.refuse(c, env, codeNoSuchRoom, "no such room")
 			return
 		}
@@ -338,6 +345,10 @@ func (h *Hub) cmdSay(c *Client, cmd command, ri *roomInfo) {
 		h.refuse(c, env, codeReadOnly, "this room is read-only")
 		return
 	}
+	if ri.DM && h.dmRefuses(ri.peerOf(c.user.ID), c.user.ID) {
+		h.refuse(c, env, codeDMRefused, "that user does not take direct messages from you")
+		return
+	}
 	if env.sig != nil && !h.acceptSigned(c, env) {
 		return
 	}
@@ -349,6 +360,9 @@ func (h *Hub) cmdSay(c *Client, cmd command, ri *roomInfo) {
 // waits for the store.
 func (h *Hub) stamp(c *Client, r *room, cmd command, keep bool) {
 	env := cmd.env
+	if r.info.DM {
+		h.pullIntoDM(r.info)
+	}
 	h.lastID++
 	id := h.lastID
 	typ := "message"
@@ -836,6 +850,9 @@ func (h *Hub) fileCheck(c *Client, room string) *protoError {
 	}
 	if ri.Locked && p&permExpel == 0 {
 		return newProtoError(codeReadOnly, "this room is read-only")
+	}
+	if ri.DM && h.dmRefuses(ri.peerOf(c.user.ID), c.user.ID) {
+		return newProtoError(codeDMRefused, "that user does not take direct messages from you")
 	}
 	return nil
 }

@@ -111,7 +111,7 @@ func securitySnapshot(t *testing.T, app *App) string {
 		var err error
 		out, err = json.Marshal(map[string]any{
 			"rooms": h.meta, "grants": h.grants, "bans": h.bans, "http_bans": banned,
-			"settings": settingsOf(h.settings()),
+			"settings": settingsOf(h.settings()), "dm_prefs": h.dmPrefs,
 		})
 		if err != nil {
 			t.Error(err)
@@ -186,6 +186,8 @@ func securityCases() []securityCase {
 		{"create", owner, map[string]any{"type": "create", "room": "fresh", "private": true}},
 		{"join_creates", owner, map[string]any{"type": "join", "room": "fresh"}},
 		{"invite", owner, map[string]any{"type": "invite", "room": "vault", "user": "dev:dan"}},
+		{"open_dm", owner, map[string]any{"type": "open_dm", "user": "dev:bob"}},
+		{"dm_prefs", owner, map[string]any{"type": "dm_prefs", "block": "dev:bob", "refuse_strangers": true}},
 		{"accept_invitation", func(t *testing.T, ts *testServer) *wsClient { return securityWorld(t, ts)["carol"] },
 			map[string]any{"type": "join", "room": "vault"}},
 	}

@@ -65,10 +65,15 @@ type envelope struct {
 	Reason   string          `json:"reason"`
 	Limit    int             `json:"limit"`
 	Settings json.RawMessage `json:"settings"`
+	// Block, Unblock and RefuseStrangers change whom the user takes direct
+	// messages from (dm_prefs).
+	Block           string `json:"block"`
+	Unblock         string `json:"unblock"`
+	RefuseStrangers *bool  `json:"refuse_strangers"`
 	// After, on a join or history, asks for the messages after this id (a
 	// reconnecting client, or the next page).
 	After *uint64 `json:"after"`
-	// ID names a message, on a fetch_file.
+	// ID names a message, on a fetch_file or a delete.
 	ID uint64 `json:"id"`
 	// Name, Mime and Size announce a file whose bytes follow in one binary frame.
 	Name string `json:"name"`
@@ -165,7 +170,7 @@ func (f *filter) parseEnvelope(line []byte) (*envelope, *protoError) {
 var needsRoom = map[string]bool{
 	"join": true, "leave": true, "say": true, "create": true, "invite": true, "kick": true,
 	"ban": true, "unban": true, "set_room_role": true, "lock": true, "topic": true, "delete_room": true,
-	"file": true, "history": true, "fetch_file": true,
+	"file": true, "history": true, "fetch_file": true, "delete": true,
 }
 
 // needsUser lists the types that name a target user.
@@ -181,7 +186,8 @@ func (f *filter) checkFields(env *envelope) *protoError {
 		return newProtoError(codeBadEnvelope, "missing type")
 	case "join", "leave", "say", "rooms", "create", "invite", "kick", "ban", "unban",
 		"set_room_role", "lock", "topic", "delete_room", "set_role", "global_ban",
-		"global_unban", "get_settings", "set_settings", "audit", "file", "history", "fetch_file":
+		"global_unban", "get_settings", "set_settings", "audit", "file", "history", "fetch_file",
+		"open_dm", "dm_prefs", "delete":
 	default:
 		if deviceTypes[env.Type] {
 			break
@@ -189,7 +195,13 @@ func (f *filter) checkFields(env *envelope) *protoError {
 		return newProtoError(codeUnknownType, "unknown type")
 	}
 	if needsRoom[env.Type] {
-		if err := validRoom(env.Room); err != nil {
+		// Commands that make a room take a room name; the others may also name a
+		// direct-message conversation (dm.go), which only its members can see.
+		valid := validRoomRef
+		if env.Type == "create" {
+			valid = validRoom
+		}
+		if err := valid(env.Room); err != nil {
 			return err
 		}
 	}
@@ -216,8 +228,26 @@ func (f *filter) checkFields(env *envelope) *protoError {
 		if env.User != "" {
 			return validUserID(env.User)
 		}
-		if len(env.Email) > maxEmail || !strings.Contains(env.Email, "@") || !isPrintable(env.Email) || strings.ContainsAny(env.Email, " ,") {
-			return newProtoError(codeBadEnvelope, "email is not an address")
+		return checkEmail(env.Email)
+	case "open_dm":
+		if (env.User == "") == (env.Email == "") {
+			return newProtoError(codeBadEnvelope, "open_dm names exactly one of user or email")
+		}
+		if env.User != "" {
+			return validUserID(env.User)
+		}
+		return checkEmail(env.Email)
+	case "dm_prefs":
+		for _, id := range []string{env.Block, env.Unblock} {
+			if id != "" {
+				if err := validUserID(id); err != nil {
+					return err
+				}
+			}
+		}
+	case "delete":
+		if env.ID == 0 {
+			return newProtoError(codeBadEnvelope, "delete needs the message id")
 		}
 	case "set_room_role":
 		if env.Role != roomModerator && env.Role != roomMember {
@@ -276,6 +306,14 @@ func (f *filter) checkFields(env *envelope) *protoError {
 		}
 	}
 	return checkDeviceFields(env)
+}
+
+// checkEmail accepts what could be an email address, bounded.
+func checkEmail(e string) *protoError {
+	if len(e) > maxEmail || !strings.Contains(e, "@") || !isPrintable(e) || strings.ContainsAny(e, " ,") {
+		return newProtoError(codeBadEnvelope, "email is not an address")
+	}
+	return nil
 }
 
 // validUserID accepts a user id as the server hands them out: printable, bounded.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"modified-chat/internal/store"
 )
@@ -120,6 +121,12 @@ type Hub struct {
 	inflight map[string]*flight
 	waiting  int
 	creating map[string]string
+	// creatingPeer is the other member of each conversation being created (dm.go).
+	creatingPeer map[string]string
+	// dmPrefs is whom each user takes direct messages from; dmLimiters their
+	// buckets for opening conversations (dm.go).
+	dmPrefs    map[string]*dmPrefs
+	dmLimiters map[string]*rate.Limiter
 	// rooms holds the live rooms; meta every durable room, live or not.
 	rooms  map[string]*room
 	meta   map[string]*roomInfo
@@ -160,37 +167,40 @@ type Hub struct {
 // goroutine.
 func newHub(app *App, st *hubState, writer *store.Writer) *Hub {
 	h := &Hub{
-		register:    make(chan *Client),
-		unregister:  make(chan *Client),
-		inbound:     make(chan command, inboundQueue),
-		kicks:       make(chan kick),
-		quit:        make(chan chan struct{}),
-		completions: make(chan func(), completionQueue),
-		stop:        make(chan struct{}),
-		stopped:     make(chan struct{}),
-		clients:     make(map[*Client]struct{}),
-		rooms:       make(map[string]*room),
-		backlogged:  make(map[*Client]struct{}),
-		byUser:      make(map[string]clientSet),
-		byEmail:     make(map[string]clientSet),
-		privateOf:   make(map[string]nameSet),
-		privateAll:  make(nameSet),
-		known:       newUserDirectory(st.users, maxKnownUsers),
-		inflight:    make(map[string]*flight),
-		creating:    make(map[string]string),
-		pages:       make(map[pageKey]*sharedPage),
-		writeWait:   writeWait,
-		meta:        st.rooms,
-		grants:      st.grants,
-		bans:        st.bans,
-		audit:       st.audit,
-		auditSeq:    st.auditSeq,
-		lastID:      st.lastID,
-		app:         app,
-		writer:      writer,
-		metrics:     app.metrics,
-		log:         app.log,
-		now:         app.now,
+		register:     make(chan *Client),
+		unregister:   make(chan *Client),
+		inbound:      make(chan command, inboundQueue),
+		kicks:        make(chan kick),
+		quit:         make(chan chan struct{}),
+		completions:  make(chan func(), completionQueue),
+		stop:         make(chan struct{}),
+		stopped:      make(chan struct{}),
+		clients:      make(map[*Client]struct{}),
+		rooms:        make(map[string]*room),
+		backlogged:   make(map[*Client]struct{}),
+		byUser:       make(map[string]clientSet),
+		byEmail:      make(map[string]clientSet),
+		privateOf:    make(map[string]nameSet),
+		privateAll:   make(nameSet),
+		known:        newUserDirectory(st.users, maxKnownUsers),
+		inflight:     make(map[string]*flight),
+		creating:     make(map[string]string),
+		pages:        make(map[pageKey]*sharedPage),
+		creatingPeer: make(map[string]string),
+		dmPrefs:      st.dmPrefs,
+		dmLimiters:   make(map[string]*rate.Limiter),
+		writeWait:    writeWait,
+		meta:         st.rooms,
+		grants:       st.grants,
+		bans:         st.bans,
+		audit:        st.audit,
+		auditSeq:     st.auditSeq,
+		lastID:       st.lastID,
+		app:          app,
+		writer:       writer,
+		metrics:      app.metrics,
+		log:          app.log,
+		now:          app.now,
 	}
 	for _, ri := range h.meta {
 		h.indexRoom(ri)
@@ -595,6 +605,13 @@ func (h *Hub) visible(id identity, name string) *roomInfo {
 	if ri == nil {
 		return nil
 	}
+	if ri.DM {
+		// A conversation is its two members' only: not even admins see it.
+		if ri.isMember(id.ID) {
+			return ri
+		}
+		return nil
+	}
 	if !ri.Private || ri.isMember(id.ID) || h.globalRole(id) == roleAdmin {
 		return ri
 	}
@@ -765,6 +782,7 @@ func (h *Hub) joinedEvent(c *Client, r *room, ref string) []byte {
 		slices.Sort(ids)
 	}
 	return roomEvent("joined", r.info, len(r.members), func(b []byte) []byte {
+		b = h.appendKind(b, r.info, c.user.ID)
 		b = append(b, `,"my_role":"`...)
 		b = append(b, h.displayRole(c.user, r.info)...)
 		b = append(b, `","my_perms":`...)
@@ -828,7 +846,8 @@ func (h *Hub) roomsEvent(c *Client) []byte {
 			b = append(b, `,"name":`...)
 			b = appendJSONString(b, ri.Name)
 			b = append(b, `,"members":`...)
-			return strconv.AppendInt(b, int64(online(ri)), 10)
+			b = strconv.AppendInt(b, int64(online(ri)), 10)
+			return h.appendKind(b, ri, c.user.ID)
 		})
 		b = append(b, ev...)
 	}

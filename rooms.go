@@ -48,6 +48,10 @@ type roomInfo struct {
 	Invites map[string]int64 `json:"invites,omitempty"`
 	// Bans maps user id -> when the ban was made (Unix seconds).
 	Bans map[string]int64 `json:"bans,omitempty"`
+	// DM marks a direct-message conversation: private, its two members in Roles,
+	// their names when it was opened in Names (dm.go).
+	DM    bool              `json:"dm,omitempty"`
+	Names map[string]string `json:"names,omitempty"`
 }
 
 // banInfo is a global ban.

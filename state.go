@@ -28,6 +28,7 @@ type hubState struct {
 	auditSeq uint64
 	lastID   uint64
 	users    map[string]knownUser
+	dmPrefs  map[string]*dmPrefs
 }
 
 // openStore opens the configured store.
@@ -115,6 +116,9 @@ func loadHubState(s store.Store) (*hubState, error) {
 		return nil, err
 	}
 	if st.users, err = loadKnownUsers(s); err != nil {
+		return nil, err
+	}
+	if st.dmPrefs, err = loadDMPrefs(s); err != nil {
 		return nil, err
 	}
 	err = s.Last(bucketAudit, auditMemory, func(k, v []byte) error {

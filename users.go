@@ -43,14 +43,17 @@ type knownEntry struct {
 // userDirectory is the bounded directory of known users, most recently seen first.
 // The hub owns it.
 type userDirectory struct {
-	byID  map[string]*list.Element
-	order *list.List
-	max   int
+	byID map[string]*list.Element
+	// byEmail maps a lower-cased email to the id of the user last seen with it, so a
+	// direct message can be opened by email without a walk over the directory.
+	byEmail map[string]string
+	order   *list.List
+	max     int
 }
 
 // newUserDirectory builds the directory from the stored records.
 func newUserDirectory(stored map[string]knownUser, max int) *userDirectory {
-	d := &userDirectory{byID: map[string]*list.Element{}, order: list.New(), max: max}
+	d := &userDirectory{byID: map[string]*list.Element{}, byEmail: map[string]string{}, order: list.New(), max: max}
 	entries := make([]*knownEntry, 0, len(stored))
 	for id, u := range stored {
 		entries = append(entries, &knownEntry{id: id, knownUser: u})
@@ -64,8 +67,26 @@ func newUserDirectory(stored map[string]knownUser, max int) *userDirectory {
 	})
 	for _, ke := range entries {
 		d.byID[ke.id] = d.order.PushBack(ke)
+		if ke.Email != "" {
+			if _, newer := d.byEmail[lowerEmail(ke.Email)]; !newer {
+				d.byEmail[lowerEmail(ke.Email)] = ke.id
+			}
+		}
 	}
 	return d
+}
+
+// byMail returns the id of the known user with this email (most recently seen).
+func (d *userDirectory) byMail(email string) (string, bool) {
+	id, ok := d.byEmail[lowerEmail(email)]
+	return id, ok
+}
+
+// unmail forgets an entry's email in the email index, if the index points at it.
+func (d *userDirectory) unmail(ke *knownEntry) {
+	if ke.Email != "" && d.byEmail[lowerEmail(ke.Email)] == ke.id {
+		delete(d.byEmail, lowerEmail(ke.Email))
+	}
 }
 
 // lookup returns what is known of a user.
@@ -89,6 +110,7 @@ func (d *userDirectory) see(id identity, now time.Time) []store.Write {
 			last := d.order.Back()
 			gone := d.order.Remove(last).(*knownEntry)
 			delete(d.byID, gone.id)
+			d.unmail(gone)
 			writes = append(writes, store.Write{Bucket: bucketUsers, Key: []byte(gone.id)})
 		}
 	} else {
@@ -96,9 +118,16 @@ func (d *userDirectory) see(id identity, now time.Time) []store.Write {
 	}
 	ke := e.Value.(*knownEntry)
 	if ke.Name == id.Name && ke.Email == id.Email && now.Unix()-ke.Seen < int64(knownSeenRefresh/time.Second) {
+		if ke.Email != "" {
+			d.byEmail[lowerEmail(ke.Email)] = ke.id // the newest user with an email wins
+		}
 		return writes
 	}
+	d.unmail(ke)
 	ke.Name, ke.Email, ke.Seen = id.Name, id.Email, now.Unix()
+	if ke.Email != "" {
+		d.byEmail[lowerEmail(ke.Email)] = ke.id
+	}
 	b, _ := json.Marshal(ke.knownUser)
 	return append(writes, store.Write{Bucket: bucketUsers, Key: []byte(id.ID), Value: b})
 }
