@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
 )
 
 // answer sends a command with a ref and returns the event of type typ (or the error)
