@@ -110,7 +110,10 @@ func (h *Hub) deleteMessage(c *Client, env *envelope, sender string, found bool)
 
 // messageDeletes are the store writes that delete one message, with its file.
 func messageDeletes(room string, id uint64) []store.Write {
-	return []store.Write{{Bucket: historyBucket(room), Key: store.SeqKey(id)}}
+	return []store.Write{
+		{Bucket: historyBucket(room), Key: store.SeqKey(id)},
+		{Bucket: filesBucket(room), Key: store.SeqKey(id)},
+	}
 }
 
 // deletedEvent tells a room's pages that a message is gone, and by whom.

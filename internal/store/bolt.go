@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -17,6 +18,12 @@ import (
 // memory-mapped file and are valid only during the callback, as Store says.
 type Bolt struct {
 	db *bolt.DB
+	// mu makes Apply and its scrub one step: no other write may free pages between
+	// the scrub's two transactions (see scrub.go).
+	mu sync.Mutex
+	// unscrubbed says a commit deleted something whose old pages are not zeroed
+	// yet (a reader held them); the next Apply tries again.
+	unscrubbed bool
 }
 
 // OpenBolt opens (creating if needed) the data file at path; its directory must
@@ -37,7 +44,9 @@ func OpenBolt(path string) (*Bolt, error) {
 	return &Bolt{db: db}, nil
 }
 
-// Apply writes the batch in one bbolt transaction: one commit, one fsync.
+// Apply writes the batch in one bbolt transaction: one commit, one fsync. After a
+// batch that deletes, the pages bbolt freed are zeroed (scrub.go), so what was
+// deleted is not left in the file.
 func (s *Bolt) Apply(batch []Write) error {
 	if err := validateBatch(batch); err != nil {
 		return err
@@ -45,6 +54,28 @@ func (s *Bolt) Apply(batch []Write) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.update(batch); err != nil {
+		return err
+	}
+	for _, w := range batch {
+		if w.Value == nil {
+			s.unscrubbed = true
+			break
+		}
+	}
+	if s.unscrubbed {
+		// The batch is committed whatever the scrub does: an error here must not
+		// make the caller think it failed. The next Apply tries again.
+		ran, err := s.scrub()
+		s.unscrubbed = err != nil || !ran
+	}
+	return nil
+}
+
+// update writes the batch in one bbolt transaction.
+func (s *Bolt) update(batch []Write) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		// Batches mostly write runs of the same bucket (one room's history), so the
 		// last bucket looked up is kept.
