@@ -10,6 +10,7 @@ import {
 } from './events.js';
 import { forgetFetches, onFetched } from './files.js';
 import { notify } from './notices.js';
+import { onDeleted } from './messages.js';
 import { onAudit, onSettings } from './admin.js';
 import { onDevices, onKeysChanged } from './signing.js';
 
@@ -191,6 +192,7 @@ export function handle(ev) {
     case 'invited': return onInvited(ev);
     case 'kicked': return onKicked(ev);
     case 'room_deleted': return onRoomDeleted(ev);
+    case 'deleted': return onDeleted(ev);
     case 'motd': return showMotd(ev.motd);
     case 'limits':
       // An admin changed the limits: check input against the new ones.

@@ -8,6 +8,16 @@ import {
 } from './state.js';
 import { fileNode } from './files.js';
 import { checkEntry, sigBadge } from './signing.js';
+import { sendJSON } from './connection.js';
+
+// LINK finds http(s) links in message text; nothing else is ever a link.
+const LINK = /\bhttps?:\/\/[^\s<>"']+/gi;
+
+// DELETED_TEXT is the one-line notice a deleted message leaves behind.
+const DELETED_TEXT = {
+  sender: 'Message deleted by its sender',
+  moderator: 'Message removed by a moderator',
+};
 
 // makeEntry turns a message or file event into a timeline entry, or
 // returns null for one already shown (a resume or history can repeat).
@@ -102,6 +112,12 @@ export function continues(entry, prev) {
 // entryNode builds the DOM for one timeline entry, text only; prev is the
 // entry before it, to group consecutive messages of one sender.
 export function entryNode(entry, prev) {
+  if (entry.kind === 'deleted') {
+    const line = make('div', 'sys msg-deleted');
+    line.dataset.id = String(entry.id);
+    line.appendChild(make('span', 'sys-text', entry.text));
+    return line;
+  }
   if (entry.kind === 'sys') {
     const line = make('div', 'sys');
     line.appendChild(make('span', 'sys-text', entry.text));
@@ -123,14 +139,72 @@ export function entryNode(entry, prev) {
   }
   head.appendChild(time);
   head.appendChild(sigBadge(entry));
+  const r = state.rooms.get(state.current);
+  let deleteButton = null;
+  if (typeof entry.id === 'number' && r &&
+      (mine || (r.info.kind !== 'dm' && r.perms.includes('expel')))) {
+    const del = make('button', 'msg-delete', 'Delete');
+    del.type = 'button';
+    del.title = mine ? 'Delete your message' : 'Remove this message (moderator)';
+    const id = entry.id;
+    const name = r.name;
+    del.addEventListener('click', () => sendJSON({ type: 'delete', room: name, id }));
+    item.dataset.deletable = '1';
+    deleteButton = del;
+  }
   if (entry.sig === 'invalid') {
     item.classList.remove('msg-cont');
     item.classList.add('msg-invalid');
   }
   body.appendChild(head);
-  body.appendChild(entry.file ? fileNode(entry.file) : make('div', 'msg-text', entry.text));
+  body.appendChild(entry.file ? fileNode(entry.file) : textNode(entry.text));
   item.appendChild(body);
+  if (deleteButton) item.appendChild(deleteButton);
   return item;
+}
+
+// textNode renders message text with its http(s) links clickable: links are
+// <a> elements made with DOM APIs (their text and href set as plain strings,
+// opened in a new tab without opener or referrer), everything else is text.
+export function textNode(text) {
+  const div = make('div', 'msg-text');
+  let at = 0;
+  for (const m of text.matchAll(LINK)) {
+    // A sentence's closing punctuation is not part of the link.
+    const href = m[0].replace(/[.,;:!?)\]]+$/, '');
+    let url;
+    try {
+      url = new URL(href);
+    } catch {
+      continue;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') continue;
+    if (m.index > at) div.appendChild(document.createTextNode(text.slice(at, m.index)));
+    const a = make('a', 'msg-link', href);
+    a.href = url.href;
+    a.target = '_blank';
+    a.rel = 'noopener noreferrer';
+    a.referrerPolicy = 'no-referrer';
+    div.appendChild(a);
+    at = m.index + href.length;
+  }
+  if (at < text.length) div.appendChild(document.createTextNode(text.slice(at)));
+  return div;
+}
+
+// onDeleted replaces a deleted message with a one-line notice, dropping
+// what the page held of it (its text, a file's bytes).
+export function onDeleted(ev) {
+  const r = state.rooms.get(str(ev.room));
+  if (!r || typeof ev.id !== 'number') return;
+  const i = r.messages.findIndex((e) => e.id === ev.id && e.kind === 'msg');
+  if (i < 0) return;
+  releaseEntry(r.messages[i]);
+  r.messages[i] = {
+    kind: 'deleted', id: ev.id, ts: r.messages[i].ts,
+    text: DELETED_TEXT[ev.by] || DELETED_TEXT.moderator,
+  };
+  if (r.name === state.current) renderMessages();
 }
 
 // atBottom tells whether the user is reading the newest messages, so new

@@ -114,6 +114,7 @@ export function roomInfo(info, ev) {
   if (typeof ev.private === 'boolean') info.private = ev.private;
   if (typeof ev.locked === 'boolean') info.locked = ev.locked;
   if (typeof ev.topic === 'string') info.topic = ev.topic;
+  if (ev.kind === 'dm' || ev.kind === 'room') info.kind = ev.kind;
   if (typeof ev.member_count === 'number') info.count = ev.member_count;
   else if (typeof ev.online === 'number') info.count = ev.online;
   return info;
@@ -134,7 +135,7 @@ export function room(name) {
       messages: [],
       seen: new Set(),
       unread: 0,
-      info: { private: false, locked: false, topic: '', count: null },
+      info: { private: false, locked: false, topic: '', count: null, kind: 'room' },
       perms: [], // my_perms in this room
       lastId: 0, // highest message id seen: where a reconnect resumes
       pages: 0, // history pages fetched since the last join
