@@ -81,3 +81,44 @@ func TestBrowserDeleteAndLinks(t *testing.T) {
 		u.watch.assertClean(t, u.name)
 	}
 }
+
+// TestBrowserDirectMessages: through the page, alice opens a conversation with bob
+// from the member list and writes; bob's page lists it apart from the rooms, named
+// after alice, with an unread count (also in the tab title), and the conversation
+// holds the message. Conversations do not appear among the rooms to join.
+func TestBrowserDirectMessages(t *testing.T) {
+	ts := startServer(t, generousLimits)
+	browser := newBrowser(t)
+	alice := loginUser(t, browser, ts.URL, "alice")
+	bob := loginUser(t, browser, ts.URL, "bob")
+
+	alice.waitJS(t, "bob in the member list", `!!document.querySelector('#members li[data-user="dev:bob"] button.member-dm')`)
+	eval[bool](t, alice, `(document.querySelector('#members li[data-user="dev:bob"] button.member-dm').click(), true)`)
+	alice.waitJS(t, "the conversation open", `document.querySelector('#room-title').textContent === '@bob'`)
+	alice.say(t, "psst, lunch?")
+
+	bob.waitJS(t, "the conversation listed apart with an unread count", `(() => {
+		const items = Array.from(document.querySelectorAll('#rooms li'));
+		const head = items.findIndex((li) => li.classList.contains('room-section'));
+		const dm = items.findIndex((li) => li.classList.contains('room-dm'));
+		return head > 0 && dm === head + 1 &&
+			items[dm].querySelector('.room-name').textContent === 'alice' &&
+			items[dm].querySelector('.unread')?.textContent === '1' &&
+			document.title.startsWith('(1) ');
+	})()`)
+	shot, err := chromedp.Run(bob.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	saveScreenshot(t, os.Getenv("CHAT_SCREENSHOTS") == "1", "/tmp/chat-dm-list.png", shot)
+
+	eval[bool](t, bob, `(document.querySelector('#rooms li.room-dm button.room-open').click(), true)`)
+	bob.waitJS(t, "the conversation", `document.querySelector('#room-title').textContent === '@alice'`)
+	bob.waitMessage(t, "psst, lunch?")
+	if n := eval[int](t, bob, `document.querySelectorAll('#browse li[data-room^="dm:"]').length`); n != 0 {
+		t.Fatalf("the conversation is offered %d times among the rooms to join", n)
+	}
+	for _, u := range []*browserUser{alice, bob} {
+		u.watch.assertClean(t, u.name)
+	}
+}

@@ -73,7 +73,9 @@ export function onJoined(ev) {
   }
   state.wanted.add(name);
   markBrowseJoined();
-  if (state.switchTo === name || !state.rooms.has(state.current)) {
+  const asked = ev.kind === 'dm' && ev.peer && state.dmWith && ev.peer.id === state.dmWith;
+  if (asked) state.dmWith = '';
+  if (asked || state.switchTo === name || !state.rooms.has(state.current)) {
     state.switchTo = '';
     selectRoom(name);
     return;
@@ -300,7 +302,8 @@ export function showRole(v) {
 export function onRooms(ev) {
   state.browse = Array.isArray(ev.rooms)
     ? ev.rooms
-      .filter((x) => x && typeof x === 'object' && typeof x.name === 'string')
+      // Conversations are listed with the joined rooms, not offered here.
+      .filter((x) => x && typeof x === 'object' && typeof x.name === 'string' && x.kind !== 'dm')
       .map((x) => ({
         name: x.name,
         members: typeof x.members === 'number' ? x.members : null,
@@ -422,6 +425,10 @@ export function errorText(code, msg, errRoom) {
       return 'The change is in effect but could not be saved; it may be lost at a restart.';
     case 'busy':
       return 'The server is busy; try again in a moment.';
+    case 'dm_refused':
+      return 'That person does not take direct messages from you.';
+    case 'no_such_message':
+      return 'That message is already gone.';
     default:
       return sentence(msg) || sentence(code.replace(/_/g, ' '));
   }

@@ -3,7 +3,7 @@
 // (Security rule: see app.js.)
 
 import { avatar, badge, make, ui } from './dom.js';
-import { isMe, LOBBY, MAX_KNOWN_USERS, RANKS, ROLES, room, state, user } from './state.js';
+import { isMe, LOBBY, MAX_KNOWN_USERS, RANKS, ROLES, room, roomLabel, state, user } from './state.js';
 import { command, sendJSON } from './connection.js';
 import { renderMessages, scrollToBottom } from './messages.js';
 import { canSendFiles } from './files.js';
@@ -28,8 +28,8 @@ export function selectRoom(name) {
 
 // renderHeader shows the open room's name and size.
 export function renderHeader() {
-  ui.roomTitle.textContent = '#' + state.current;
   const r = state.rooms.get(state.current);
+  ui.roomTitle.textContent = roomLabel(r);
   const n = r ? (r.info.count !== null ? r.info.count : r.members.size) : 0;
   ui.roomCount.textContent = r ? n + ' online' : 'not joined';
   ui.roomPrivate.hidden = !(r && r.info.private);
@@ -127,6 +127,14 @@ export function memberActions(r, u) {
   const room = r.name;
   const box = make('span', 'member-actions');
   const target = RANKS[u.role] || 0;
+  if (r.info.kind !== 'dm') {
+    const b = memberButton('member-dm', 'Message', 'Send ' + u.name + ' a direct message', () => {
+      state.dmWith = u.id;
+      if (!sendJSON({ type: 'open_dm', user: u.id })) notify('offline', 'Not connected.');
+    });
+    b.dataset.user = u.id;
+    box.appendChild(b);
+  }
   if (can(r, 'manage') && target < 2) {
     const isMod = u.role === 'moderator';
     const b = memberButton('member-mod' + (isMod ? ' on' : ''), isMod ? 'Unmod' : 'Mod',
@@ -175,21 +183,30 @@ export function renderKnownUsers() {
 
 // renderRooms lists the joined rooms with unread counts and leave buttons.
 export function renderRooms() {
+  // Rooms first (the lobby at the top), then the conversations, apart.
+  const isDM = (name) => state.rooms.get(name).info.kind === 'dm';
   const names = Array.from(state.rooms.keys()).sort((a, b) => {
+    if (isDM(a) !== isDM(b)) return isDM(a) ? 1 : -1;
     if (a === LOBBY) return -1;
     if (b === LOBBY) return 1;
-    return a.localeCompare(b);
+    return roomLabel(state.rooms.get(a)).localeCompare(roomLabel(state.rooms.get(b)));
   });
   const frag = document.createDocumentFragment();
+  let section = false;
   for (const name of names) {
     const r = state.rooms.get(name);
-    const li = make('li', name === state.current ? 'room active' : 'room');
+    const dm = r.info.kind === 'dm';
+    if (dm && !section) {
+      section = true;
+      frag.appendChild(make('li', 'room-section', 'Direct messages'));
+    }
+    const li = make('li', (name === state.current ? 'room active' : 'room') + (dm ? ' room-dm' : ''));
     li.dataset.room = name;
     const open = make('button', 'room-open');
     open.type = 'button';
-    open.appendChild(make('span', 'room-hash', r.info.private ? '●' : '#'));
-    if (r.info.private) open.title = 'Private room';
-    open.appendChild(make('span', 'room-name', name));
+    open.appendChild(make('span', 'room-hash', dm ? '@' : r.info.private ? '●' : '#'));
+    if (r.info.private && !dm) open.title = 'Private room';
+    open.appendChild(make('span', 'room-name', dm ? roomLabel(r).slice(1) : name));
     if (r.unread > 0 && name !== state.current) {
       const badge = make('span', 'unread', r.unread > 99 ? '99+' : String(r.unread));
       badge.title = r.unread + ' unread';
@@ -200,8 +217,8 @@ export function renderRooms() {
     li.appendChild(open);
     const leave = make('button', 'room-leave', '×');
     leave.type = 'button';
-    leave.title = 'Leave ' + name;
-    leave.setAttribute('aria-label', 'Leave ' + name);
+    leave.title = 'Leave ' + roomLabel(r);
+    leave.setAttribute('aria-label', 'Leave ' + roomLabel(r));
     leave.addEventListener('click', () => {
       if (!sendJSON({ type: 'leave', room: name })) notify('offline', 'Not connected.');
     });
@@ -273,7 +290,7 @@ export function renderMembers() {
 export function updateTitle() {
   let n = 0;
   for (const r of state.rooms.values()) n += r.unread;
-  document.title = (n > 0 ? '(' + n + ') ' : '') + '#' + state.current + ' · Chat';
+  document.title = (n > 0 ? '(' + n + ') ' : '') + roomLabel(state.rooms.get(state.current)) + ' · Chat';
 }
 
 // updateCounter shows how close the draft is to the server's length cap.

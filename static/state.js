@@ -79,6 +79,7 @@ export const state = {
   wanted: new Set([LOBBY]), // rooms to be in; re-joined after a reconnect
   current: LOBBY,
   switchTo: '', // room the user asked to open; opened when its `joined` arrives
+  dmWith: '', // user id whose conversation the user asked to open (open_dm)
   nextRef: 1,
   pending: new Map(), // ref -> {room, text} for says not yet acked
   attempt: 0,
@@ -115,9 +116,17 @@ export function roomInfo(info, ev) {
   if (typeof ev.locked === 'boolean') info.locked = ev.locked;
   if (typeof ev.topic === 'string') info.topic = ev.topic;
   if (ev.kind === 'dm' || ev.kind === 'room') info.kind = ev.kind;
+  if (ev.peer && typeof ev.peer === 'object') info.peer = str(ev.peer.name) || str(ev.peer.id);
   if (typeof ev.member_count === 'number') info.count = ev.member_count;
   else if (typeof ev.online === 'number') info.count = ev.online;
   return info;
+}
+
+// roomLabel is how a room is named on the page: #name, or @person for a
+// direct-message conversation.
+export function roomLabel(r) {
+  if (r && r.info.kind === 'dm') return '@' + (r.info.peer || 'conversation');
+  return '#' + (r ? r.name : state.current);
 }
 
 // isMe tells whether a user is the signed-in user, to mark own messages.
