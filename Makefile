@@ -10,15 +10,16 @@ CHROMIUM ?= /usr/bin/chromium
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 IMAGE ?= modified-chat:$(VERSION)
 
-.PHONY: run test deps vet fmt-check bench fuzz build image
+.PHONY: run test deps vet fmt-check bench fuzz build image vendor vendor-check
 
 run:
 	$(GO) run .
 
 # deps installs the Debian packages the suite drives when any is missing: Chromium for
 # the browser tests, nginx for the reverse-proxy test, pebble (Let's Encrypt's test CA)
-# for the ACME test, podman for the container test, systemd-analyze for the unit test.
-DEPS_PROGRAMS = $(CHROMIUM):chromium nginx:nginx pebble:pebble pebble-challtestsrv:pebble podman:podman systemd-analyze:systemd
+# for the ACME test, podman for the container test, systemd-analyze for the unit test,
+# node and npm for the vendored bundle check (make vendor-check).
+DEPS_PROGRAMS = $(CHROMIUM):chromium nginx:nginx pebble:pebble pebble-challtestsrv:pebble podman:podman systemd-analyze:systemd node:nodejs npm:npm
 deps:
 	@missing=""; for pair in $(DEPS_PROGRAMS); do \
 		prog="$${pair%%:*}"; pkg="$${pair##*:}"; \
@@ -38,7 +39,36 @@ vet:
 	$(GO) vet ./...
 
 test: deps fmt-check vet
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory vendor-check; \
+	else echo "vendor-check skipped: no node/npm"; fi
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# vendor rebuilds the page's MLS library, ts-mls pinned at exactly 1.6.4, from the
+# committed lockfile in third_party/ts-mls into one minified ES module under
+# static/vendor, with the licences of everything inlined and its SHA-256 beside it.
+# The directory is not named vendor/ because the go tool would take it for module
+# vendoring. --ignore-scripts: nothing runs at install (esbuild's binary comes from
+# its platform package).
+TSMLS_DIR = third_party/ts-mls
+TSMLS_BUNDLE = ts-mls-1.6.4.min.js
+vendor:
+	cd $(TSMLS_DIR) && npm ci --ignore-scripts --no-audit --no-fund
+	cd $(TSMLS_DIR) && node build.mjs ../../static/vendor
+	cd static/vendor && sha256sum $(TSMLS_BUNDLE) > $(TSMLS_BUNDLE).sha256
+
+# vendor-check rebuilds into a temporary directory and fails unless the bundle and the
+# licences are byte-identical to the committed ones: what is embedded is what the
+# lockfile builds.
+vendor-check:
+	@cd $(TSMLS_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	(cd $(TSMLS_DIR) && node build.mjs "$$tmp") >/dev/null && \
+	(cd "$$tmp" && sha256sum -c "$(CURDIR)/static/vendor/$(TSMLS_BUNDLE).sha256" >/dev/null) && \
+	cmp -s "$$tmp/$(TSMLS_BUNDLE)" static/vendor/$(TSMLS_BUNDLE) && \
+	diff -r "$$tmp/LICENSES" static/vendor/LICENSES && \
+	echo "vendor-check: $(TSMLS_BUNDLE) rebuilds byte-identical ($$(cut -d' ' -f1 static/vendor/$(TSMLS_BUNDLE).sha256))" || \
+	{ echo "vendor-check: rebuild differs from static/vendor (run make vendor and review)"; exit 1; }
 
 # build makes the static binary that the container image and a systemd install use.
 build:
