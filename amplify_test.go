@@ -283,7 +283,7 @@ func TestFetchFileOneAtATime(t *testing.T) {
 		}
 	}
 	t.Cleanup(release)
-	ts.App.hub.writer.Submit(nil, func(error) { <-hold })
+	ts.App.hub.bp.Submit(nil, func(error) { <-hold })
 	two := fmt.Sprintf(`{"type":"fetch_file","room":"lobby","id":%v,"ref":"g1"}`+"\n"+`{"type":"fetch_file","room":"lobby","id":%v,"ref":"g2"}`, id, id)
 	bob.sendRaw(websocket.TextMessage, []byte(two))
 	if e := bob.expectError(codeFetchPending); e["ref"] != "g2" {

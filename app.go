@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"modified-chat/internal/backplane"
 	"modified-chat/internal/keydir"
 	"modified-chat/internal/store"
 )
@@ -159,7 +160,7 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 		linger = store.DiskLinger
 	}
 	app.writer = store.NewWriter(app.store, storeQueue, linger, app.metrics.observeCommit)
-	app.hub = newHub(app, state, app.writer)
+	app.hub = newHub(app, state, backplane.NewLocal(state.lastID, app.writer))
 	app.sessions.writer = app.writer
 	app.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  handshakeTimeout,

@@ -177,7 +177,7 @@ func (h *Hub) createRoom(c *Client, env *envelope, private bool, entered func(*r
 		return
 	}
 	ri := newRoomInfo(env.Room, c.user.ID, private, h.now())
-	ri.FirstID = h.lastID
+	ri.FirstID = h.bp.Last()
 	if env.Topic != nil {
 		ri.Topic = *env.Topic
 	}
@@ -363,8 +363,7 @@ func (h *Hub) stamp(c *Client, r *room, cmd command, keep bool) {
 	if r.info.DM {
 		h.pullIntoDM(r.info)
 	}
-	h.lastID++
-	id := h.lastID
+	id := h.bp.Next(env.Room)
 	typ := "message"
 	if env.Type == "file_data" {
 		typ = "file"
@@ -611,7 +610,7 @@ func (h *Hub) cmdDeleteRoom(c *Client, cmd command, ri *roomInfo) {
 		h.refuse(c, env, codeForbidden, "the lobby cannot be deleted")
 		return
 	}
-	name, mark := ri.Name, h.lastID
+	name, mark := ri.Name, h.bp.Last()
 	audit := newAudit(h.now(), c.user.ID, "delete_room", name, ri, nil)
 	// The history goes too: the janitor deletes it, and until then a new room of the
 	// same name cannot see it (its FirstID starts after).
@@ -631,9 +630,9 @@ func (h *Hub) cmdDeleteRoom(c *Client, cmd command, ri *roomInfo) {
 				}
 			}
 			h.dropRoom(name)
-			if h.lastID > mark {
+			if last := h.bp.Last(); last > mark {
 				// Messages said while the deletion was in flight go with the rest.
-				h.persist(nil, "", []store.Write{{Bucket: bucketPurge, Key: []byte(name), Value: store.SeqKey(h.lastID)}}, nil)
+				h.persist(nil, "", []store.Write{{Bucket: bucketPurge, Key: []byte(name), Value: store.SeqKey(last)}}, nil)
 			}
 		},
 	})

@@ -32,12 +32,12 @@ type storedSender struct {
 // cmdDelete deletes a message from a room's history and from every open page.
 func (h *Hub) cmdDelete(c *Client, cmd command, ri *roomInfo) {
 	env := cmd.env
-	if env.ID <= ri.FirstID || env.ID > h.lastID {
+	if env.ID <= ri.FirstID || env.ID > h.bp.Last() {
 		h.refuse(c, env, codeNoSuchMessage, "no such message")
 		return
 	}
 	room, id, s := ri.Name, env.ID, h.app.store
-	ok := h.writer.Submit(nil, func(error) {
+	ok := h.bp.Submit(nil, func(error) {
 		go func() {
 			sender, found := readSender(s, room, id)
 			h.completions <- func() {

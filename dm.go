@@ -254,7 +254,7 @@ func (h *Hub) cmdOpenDM(c *Client, cmd command, _ *roomInfo) {
 	other := h.identityOf(peer)
 	ri := newRoomInfo(name, "", true, h.now())
 	ri.DM = true
-	ri.FirstID = h.lastID
+	ri.FirstID = h.bp.Last()
 	ri.Roles[c.user.ID] = roomMember
 	ri.Roles[peer] = roomMember
 	ri.Names = map[string]string{c.user.ID: c.user.Name, peer: other.Name}

@@ -110,7 +110,7 @@ func (h *Hub) commit(c *Client, env *envelope, ch change) {
 		// drains completions in its loop, so this cannot deadlock.
 		h.completions <- func() { h.settle(c, env, ch, err) }
 	}
-	if !h.writer.Submit(writes, done) {
+	if !h.bp.Submit(writes, done) {
 		h.log.Warn("store queue full; change refused")
 		h.refuseLater(c, env, codeBusy, "the server is busy; nothing changed, try again")
 		h.leaveFlight(ch)

@@ -187,7 +187,7 @@ func (h *Hub) startHistory(c *Client, l historyLoad) {
 		h.refuseRate(c, l.room, l.ref, retry)
 		return
 	}
-	key := pageKey{room: l.room, first: r.info.FirstID, boundary: h.lastID}
+	key := pageKey{room: l.room, first: r.info.FirstID, boundary: h.bp.Last()}
 	if l.after != nil {
 		key.after, key.resume = *l.after, true
 	}
@@ -209,7 +209,7 @@ func (h *Hub) startHistory(c *Client, l historyLoad) {
 	}
 	cfg, st, now := h.settings(), h.app.store, h.now()
 	c.histBusy = true
-	ok := h.writer.Submit(nil, func(error) {
+	ok := h.bp.Submit(nil, func(error) {
 		go func() {
 			ev := loadHistory(st, l, key.first, key.boundary, cfg, now)
 			h.completions <- func() { h.finishPage(c, l.room, shared, ev) }
@@ -247,7 +247,7 @@ func (h *Hub) finishPage(c *Client, room string, shared *sharedPage, ev []byte) 
 // has passed) or, when too many are kept, all that are read.
 func (h *Hub) prunePages() {
 	for k, p := range h.pages {
-		if p.ev != nil && (k.boundary != h.lastID || len(h.pages) >= sharedPagesMax) {
+		if p.ev != nil && (k.boundary != h.bp.Last() || len(h.pages) >= sharedPagesMax) {
 			delete(h.pages, k)
 		}
 	}
@@ -327,7 +327,7 @@ func (h *Hub) fetchFile(c *Client, room string, id uint64, ref string) {
 	first, st := r.info.FirstID, h.app.store
 	cutoff := h.now().Add(-h.settings().HistoryMaxAge).UnixMilli()
 	c.fetching = true
-	ok := h.writer.Submit(nil, func(error) {
+	ok := h.bp.Submit(nil, func(error) {
 		go func() {
 			ev := loadFile(st, c.limiter, room, id, first, cutoff, ref)
 			h.completions <- func() {

@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"modified-chat/internal/backplane"
 	"modified-chat/internal/store"
 )
 
@@ -135,9 +136,6 @@ type Hub struct {
 	audit  []auditEntry
 	// auditSeq is the key of the newest audit entry in the store.
 	auditSeq uint64
-	// lastID is the last message id handed out. Ids are global, so they are unique
-	// and increase within every room, even across a room being dropped and re-made.
-	lastID uint64
 	// slow collects clients found with a full queue during one event; they are
 	// evicted after it, so no map is changed while it is being ranged over.
 	slow    []*Client
@@ -156,8 +154,10 @@ type Hub struct {
 	publicList   []*roomInfo
 	publicListAt time.Time
 
-	app     *App
-	writer  *store.Writer
+	app *App
+	// bp numbers messages and makes changes durable (internal/backplane); the
+	// local one is a global id counter and the store writer.
+	bp      backplane.Backplane
 	metrics *metrics
 	log     *slog.Logger
 	now     func() time.Time
@@ -165,7 +165,7 @@ type Hub struct {
 
 // newHub builds a hub from the state loaded from the store; call run in its own
 // goroutine.
-func newHub(app *App, st *hubState, writer *store.Writer) *Hub {
+func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 	h := &Hub{
 		register:     make(chan *Client),
 		unregister:   make(chan *Client),
@@ -195,9 +195,8 @@ func newHub(app *App, st *hubState, writer *store.Writer) *Hub {
 		bans:         st.bans,
 		audit:        st.audit,
 		auditSeq:     st.auditSeq,
-		lastID:       st.lastID,
 		app:          app,
-		writer:       writer,
+		bp:           bp,
 		metrics:      app.metrics,
 		log:          app.log,
 		now:          app.now,
@@ -349,7 +348,7 @@ func (h *Hub) persistAck(c *Client, ref string, ack []byte, writes []store.Write
 			}
 		}
 	}
-	if !h.writer.Submit(writes, done) {
+	if !h.bp.Submit(writes, done) {
 		h.log.Error("store queue full; change kept in memory only")
 		if c != nil {
 			h.deliver(c, errorEvent(codeBusy, "the server is busy; try again", ref, ""))

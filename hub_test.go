@@ -92,7 +92,7 @@ func settleHub(t testing.TB, h *Hub) {
 			t.Fatal("changes still in flight")
 		}
 		done := make(chan struct{})
-		if !h.writer.Submit(nil, func(error) { h.completions <- func() { close(done) } }) {
+		if !h.bp.Submit(nil, func(error) { h.completions <- func() { close(done) } }) {
 			t.Fatal("store queue full")
 		}
 		<-done
