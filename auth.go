@@ -259,11 +259,11 @@ func (app *App) handleLogout(w http.ResponseWriter, r *http.Request) {
 			app.log.Error("revocation not saved; it holds until restart", "err", err)
 		}
 		sid := id.SessionID
-		app.hub.kicks <- kick{
+		app.hub.endConnections(kick{
 			match:  func(c *Client) bool { return c.user.SessionID == sid },
 			code:   1008,
 			reason: "logged out",
-		}
+		})
 		app.log.Info("logout", "user", id.ID)
 	}
 	app.sessions.clear(w)

@@ -488,3 +488,13 @@ func TestGlobalBanEndsSessionsForGood(t *testing.T) {
 	assertSessionRefused(t, ts, old)
 	ts.dial(t, fresh)
 }
+
+// TestLogoutAfterShutdownAnswers: a logout that arrives after the hub's loop has
+// stopped (a request racing the server's shutdown) still answers instead of waiting
+// for ever on a loop that no longer reads, which would also hang the server's Close.
+func TestLogoutAfterShutdownAnswers(t *testing.T) {
+	ts := startServer(t, nil)
+	c := devLogin(t, ts.URL, "alice")
+	ts.App.shutdown(time.Second)
+	postLogout(t, ts, c)
+}

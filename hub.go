@@ -300,6 +300,16 @@ func (h *Hub) post(cmd command) {
 	}
 }
 
+// endConnections asks the hub to close every connection k matches. Like post it gives
+// up once the hub has stopped: a logout racing a shutdown must not block its handler
+// (and with it the server's Close) on a loop that no longer reads.
+func (h *Hub) endConnections(k kick) {
+	select {
+	case h.kicks <- k:
+	case <-h.stopped:
+	}
+}
+
 // do runs f on the hub goroutine, after every command already queued, and waits for
 // it. Tests and metrics use it to read hub state without a lock.
 func (h *Hub) do(f func()) {
