@@ -38,7 +38,8 @@ func fillHistory(t *testing.T, c *wsClient, room string, n, size int) {
 		c.send(msg)
 	}
 	for {
-		if ev := c.expect("ack"); ev["ref"] == "last" {
+		// The last ack waits for every message before it to be stored.
+		if ev := c.expectWithin(30*time.Second, "ack"); ev["ref"] == "last" {
 			return
 		}
 	}
@@ -198,16 +199,7 @@ func TestCatchupRequestsCounted(t *testing.T) {
 // expect2 skips events until one of type a or b arrives, failing after 5 s.
 func (c *wsClient) expect2(a, b string) map[string]any {
 	c.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ev, err := c.next(time.Until(deadline))
-		if err != nil {
-			c.t.Fatalf("waiting for %q or %q: %v", a, b, err)
-		}
-		if ev["type"] == a || ev["type"] == b {
-			return ev
-		}
-	}
+	return c.expectWithin(5*time.Second, a, b)
 }
 
 // historyFile finds the file entry of a history event.
