@@ -250,3 +250,32 @@ func TestBannedUserCannotRegister(t *testing.T) {
 		t.Fatalf("a banned user's connection got %s, close %d %q; want closed 1008 banned", types(evs), c.closeCode, c.closeReason)
 	}
 }
+
+// TestInviteCap: a private room keeps at most maxInvitesPerRoom open invitations
+// (DoS hardening: the room's record is rewritten on every change). The one that
+// fills the list is accepted, a new one beyond it is refused with room_limit and
+// stores nothing, and renewing an invitation already in the list still works.
+func TestInviteCap(t *testing.T) {
+	ts := startServer(t, generousLimits)
+	owner := ts.user(t, "olga")
+	owner.mustAck(map[string]any{"type": "create", "room": "vault", "private": true})
+	h := ts.App.hub
+	h.do(func() {
+		ri := h.meta["vault"]
+		for i := len(ri.Invites); i < maxInvitesPerRoom-1; i++ {
+			ri.Invites[fmt.Sprintf("user:dev:guest%d", i)] = h.now().Add(inviteTTL).Unix()
+		}
+	})
+	owner.mustAck(map[string]any{"type": "invite", "room": "vault", "user": "dev:last"})
+	owner.mustRefuse(map[string]any{"type": "invite", "room": "vault", "user": "dev:one-too-many"}, codeRoomLimit)
+	owner.mustAck(map[string]any{"type": "invite", "room": "vault", "user": "dev:guest1"})
+	var n int
+	var extra bool
+	h.do(func() {
+		n = len(h.meta["vault"].Invites)
+		_, extra = h.meta["vault"].Invites["user:dev:one-too-many"]
+	})
+	if n != maxInvitesPerRoom || extra {
+		t.Fatalf("%d open invitations (the refused one kept: %v), want %d", n, extra, maxInvitesPerRoom)
+	}
+}
