@@ -85,9 +85,10 @@ image: build
 bench:
 	bash scripts/bench.sh
 
-# fuzz runs the envelope and signed-bytes fuzzers for a bounded time (their seed
+# fuzz runs the envelope, signed-bytes and MLS wire fuzzers for a bounded time (their seed
 # corpora run in `make test`).
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseEnvelope -fuzztime 60s .
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/sigmsg
 	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 30s ./internal/sigmsg
+	$(GO) test -run '^$$' -fuzz FuzzParseMessage -fuzztime 60s ./internal/mls

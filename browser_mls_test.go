@@ -1,8 +1,12 @@
 package main
 
 import (
+	"encoding/hex"
+	"encoding/json"
 	"strings"
 	"testing"
+
+	"modified-chat/internal/mls"
 )
 
 // mlsSmokeJS runs in the signed-in page: it imports the vendored bundle from
@@ -66,7 +70,9 @@ const mlsSmokeJS = `(async () => {
     } catch (e) { out.carolSecond.push('rejected'); }
   }
   out.epochAfter = String(alice.groupContext.epoch);
-  return JSON.stringify(out);
+  const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  return JSON.stringify({out, removeCommit: hex(m.encodeMlsMessage(removed.commit)),
+    app: hex(m.encodeMlsMessage({version: 'mls10', wireformat: 'mls_private_message', privateMessage: second.privateMessage}))});
 })()`
 
 // TestBrowserMLSVendored: the vendored ts-mls 1.6.4 loads in the real page under its
@@ -78,7 +84,15 @@ const mlsSmokeJS = `(async () => {
 func TestBrowserMLSVendored(t *testing.T) {
 	ts := startServer(t, nil)
 	alice := loginUser(t, newBrowser(t), ts.URL, "alice")
-	got := evalAsync[string](t, alice, mlsSmokeJS)
+	var res struct {
+		Out          json.RawMessage
+		RemoveCommit string
+		App          string
+	}
+	if err := json.Unmarshal([]byte(evalAsync[string](t, alice, mlsSmokeJS)), &res); err != nil {
+		t.Fatal(err)
+	}
+	got := string(res.Out)
 	want := `{"epochs":["1","1","1"],"first":["applicationMessage","hello epoch 1","hello epoch 1"],` +
 		`"removeHasPath":true,"carolCommit":"removedFromGroup","bobSecond":"after the kick",` +
 		`"carolSecond":["rejected","rejected"],"epochAfter":"2"}`
@@ -89,4 +103,25 @@ func TestBrowserMLSVendored(t *testing.T) {
 		t.Errorf("the removed member decrypted the next epoch: the pinned ts-mls is not 1.6.4")
 	}
 	alice.watch.assertClean(t, "alice")
+
+	// The same bytes, made in Chromium, through the hub's Go parser.
+	commitBytes, _ := hex.DecodeString(res.RemoveCommit)
+	cm, err := mls.ParseMessage(commitBytes)
+	if err != nil {
+		t.Fatalf("parse the page's Remove commit: %v", err)
+	}
+	if c := cm.Public.Commit; string(cm.Public.GroupID) != "room-smoke" || cm.Public.Epoch != 1 ||
+		cm.Public.Sender != (mls.Sender{Type: mls.SenderMember, Index: 0}) || len(c.Proposals) != 1 ||
+		c.Proposals[0].Proposal == nil || c.Proposals[0].Proposal.Type != mls.ProposalRemove ||
+		c.Proposals[0].Proposal.Removed != 2 || !c.HasPath {
+		t.Errorf("the page's Remove commit parsed as %+v", cm.Public)
+	}
+	appBytes, _ := hex.DecodeString(res.App)
+	am, err := mls.ParseMessage(appBytes)
+	if err != nil {
+		t.Fatalf("parse the page's application message: %v", err)
+	}
+	if string(am.Private.GroupID) != "room-smoke" || am.Private.Epoch != 2 || am.Private.ContentType != mls.ContentApplication {
+		t.Errorf("the page's application message parsed as %+v", am.Private)
+	}
 }
