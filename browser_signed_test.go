@@ -292,3 +292,36 @@ func TestBrowserChecksManySenders(t *testing.T) {
 	}
 	bob.watch.assertClean(t, "bob")
 }
+
+// TestBrowserKeyChangeBlocksSending: while a member of a room has a root key change
+// the viewer has not accepted, the page sends nothing there; accepting unblocks it.
+func TestBrowserKeyChangeBlocksSending(t *testing.T) {
+	ts := startServer(t, generousLimits)
+	bob := loginUser(t, newBrowser(t), ts.URL, "bob")
+	bob.waitJS(t, "signing to be on", `document.body.dataset.signing === 'on'`)
+	carol := ts.user(t, "carol")
+	carolID := newTestIdentity("dev:carol", "carol-laptop")
+	carol.mustAck(carolID.registration(carolID.user))
+	carol.mustAck(carolID.signedSay(lobby, "carol's first key"))
+	bob.waitSig(t, "carol's first key", "signed")
+
+	fresh := newTestIdentity("dev:carol", "carol-new-laptop")
+	reset := fresh.registration(fresh.user)
+	reset["type"] = "reset_identity"
+	carol.mustAck(reset)
+	bob.waitJS(t, "the key-change warning", `!!document.querySelector('#notices .notice[data-code="key-changed:dev:carol"] .notice-action')`)
+
+	before := historyCount(t, ts, lobby)
+	bob.sayExact(t, "to a possible impersonator")
+	bob.waitJS(t, "the blocked notice", `!!document.querySelector('#notices .notice[data-code="key-blocked"]')`)
+	if n := historyCount(t, ts, lobby); n != before {
+		t.Fatalf("a say went out while the key change was unaccepted: %d messages, was %d", n, before)
+	}
+
+	if err := chromedp.Do(bob.ctx, chromedp.Click(chromedp.CSS(`#notices .notice[data-code="key-changed:dev:carol"] .notice-action`))); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitJS(t, "the change to be accepted", `!(document.body.dataset.keyChanged || '').includes('dev:carol')`)
+	bob.say(t, "after accepting")
+	bob.waitSig(t, "after accepting", "signed")
+}

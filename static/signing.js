@@ -88,9 +88,17 @@ export function cleanForSigning(text) {
   return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, '').trim();
 }
 
-// sendSigned sends a say, signed when this device is registered. Signing is
+// sendSigned sends a say, signed when this device is registered. While a member of
+// the room has a root key change the viewer has not accepted, nothing is sent there:
+// the warning blocks, so nobody writes to an impersonator without deciding to. Signing is
 // asynchronous, so says go through one queue and leave in the order they were made.
 export function sendSigned(msg, failed) {
+  const r = state.rooms.get(msg.room);
+  const blocked = r ? Array.from(sig.changed).filter((u) => r.members.has(u)) : [];
+  if (blocked.length > 0) {
+    notify('key-blocked', 'Not sent: ' + blocked.map(nameOf).join(', ') + ' in this room changed their security key. Accept or check the new key first.');
+    return;
+  }
   if (sig.status !== 'on') {
     if (!sendJSON(msg)) failed();
     return;
