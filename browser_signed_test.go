@@ -317,6 +317,10 @@ func TestBrowserKeyChangeBlocksSending(t *testing.T) {
 	if n := historyCount(t, ts, lobby); n != before {
 		t.Fatalf("a say went out while the key change was unaccepted: %d messages, was %d", n, before)
 	}
+	if kept := eval[string](t, bob, `document.getElementById('input').value`); kept != "to a possible impersonator" {
+		t.Errorf("the refused message's text box holds %q, want the text kept", kept)
+	}
+	eval[string](t, bob, `document.getElementById('input').value = ''`)
 
 	if err := chromedp.Do(bob.ctx, chromedp.Click(chromedp.CSS(`#notices .notice[data-code="key-changed:dev:carol"] .notice-action`))); err != nil {
 		t.Fatal(err)

@@ -38,7 +38,8 @@ export function sendMessage() {
   }
   const ref = String(state.nextRef++);
   const msg = { type: 'say', room: state.current, text, ref };
-  sendSigned(msg, () => notify('offline', 'Not connected; your message was not sent.'));
+  // A send the page itself refuses (a key change not yet accepted) keeps the text.
+  if (!sendSigned(msg, () => notify('offline', 'Not connected; your message was not sent.'))) return;
   state.pending.set(ref, { room: state.current, text });
   while (state.pending.size > MAX_PENDING) state.pending.delete(state.pending.keys().next().value);
   ui.input.value = '';

@@ -92,16 +92,17 @@ export function cleanForSigning(text) {
 // the room has a root key change the viewer has not accepted, nothing is sent there:
 // the warning blocks, so nobody writes to an impersonator without deciding to. Signing is
 // asynchronous, so says go through one queue and leave in the order they were made.
+// It returns false when it refused to send (the caller keeps the text).
 export function sendSigned(msg, failed) {
   const r = state.rooms.get(msg.room);
   const blocked = r ? Array.from(sig.changed).filter((u) => r.members.has(u)) : [];
   if (blocked.length > 0) {
     notify('key-blocked', 'Not sent: ' + blocked.map(nameOf).join(', ') + ' in this room changed their security key. Accept or check the new key first.');
-    return;
+    return false;
   }
   if (sig.status !== 'on') {
     if (!sendJSON(msg)) failed();
-    return;
+    return true;
   }
   const dev = sig.dev;
   sig.queue = sig.queue.then(async () => {
@@ -109,6 +110,7 @@ export function sendSigned(msg, failed) {
     msg.sig = await signSay(dev, msg.room, msg.text);
     if (!sendJSON(msg)) failed();
   }).catch(() => failed());
+  return true;
 }
 
 // keysOf returns (asking the server once) a user's key record: {urk, devices}.
