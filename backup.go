@@ -95,24 +95,14 @@ func loopbackPeer(remote string) bool {
 // (written beside it, length checked, synced, checked by bbolt, then renamed), so a
 // failed backup never replaces a good one.
 func backupCommand(args []string, getenv func(string) string) error {
-	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
-	addr := defaultConfig().MetricsAddr
-	if v := getenv(envName("metrics-addr")); v != "" {
-		addr = v
-	}
-	fs.StringVar(&addr, "admin-addr", addr, "the running server's admin (metrics) listener, as its -metrics-addr")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: modified-chat backup [-admin-addr ADDR] FILE\n\nWrites a consistent copy of a running server's state to FILE.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	addr, out, err := parseFileCommand(args, getenv, fileCommand{
+		name: "backup", flag: "admin-addr", env: "metrics-addr", value: defaultConfig().MetricsAddr,
+		help:  "the running server's admin (metrics) listener, as its -metrics-addr",
+		usage: "Usage: modified-chat backup [-admin-addr ADDR] FILE\n\nWrites a consistent copy of a running server's state to FILE.\n\n",
+	})
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("one FILE argument expected")
-	}
-	out := fs.Arg(0)
 	ctx, cancel := context.WithTimeout(context.Background(), backupTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+backupPath, nil)
@@ -169,24 +159,44 @@ func writeWhole(path string, r io.Reader, want int64) error {
 // never overwrite live state. The new directory gets a fresh session key at first
 // start, so every earlier session (and cookie) ends: users sign in again.
 func restoreCommand(args []string, getenv func(string) string) error {
-	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
-	dir := defaultConfig().DataDir
-	if v := getenv(envName("data-dir")); v != "" {
-		dir = v
+	dir, file, err := parseFileCommand(args, getenv, fileCommand{
+		name: "restore", flag: "data-dir", env: "data-dir", value: defaultConfig().DataDir,
+		help:  "the data directory to restore into; must be empty or missing",
+		usage: "Usage: modified-chat restore [-data-dir DIR] FILE\n\nPuts a backup made by `modified-chat backup` into an empty data directory.\n\n",
+	})
+	if err != nil {
+		return err
 	}
-	fs.StringVar(&dir, "data-dir", dir, "the data directory to restore into; must be empty or missing")
+	return restoreBackup(file, dir)
+}
+
+// fileCommand describes a subcommand that takes one string flag (whose default its
+// server flag's environment twin may override) and one FILE argument.
+type fileCommand struct {
+	name, flag, env, value, help, usage string
+}
+
+// parseFileCommand parses a fileCommand's arguments, returning the flag's value and
+// the FILE, so backup and restore read their command lines the same way.
+func parseFileCommand(args []string, getenv func(string) string, spec fileCommand) (value, file string, err error) {
+	fs := flag.NewFlagSet(spec.name, flag.ContinueOnError)
+	value = spec.value
+	if v := getenv(envName(spec.env)); v != "" {
+		value = v
+	}
+	fs.StringVar(&value, spec.flag, value, spec.help)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: modified-chat restore [-data-dir DIR] FILE\n\nPuts a backup made by `modified-chat backup` into an empty data directory.\n\n")
+		fmt.Fprint(fs.Output(), spec.usage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		return "", "", err
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return errors.New("one FILE argument expected")
+		return "", "", errors.New("one FILE argument expected")
 	}
-	return restoreBackup(fs.Arg(0), dir)
+	return value, fs.Arg(0), nil
 }
 
 // restoreBackup checks the backup, then copies it into dir as the data file.
