@@ -110,14 +110,7 @@ func TestCookieTamperedOnPage(t *testing.T) {
 	ts := startServer(t, nil)
 	c := devLogin(t, ts.URL, "alice")
 	c.Value = strings.ToUpper(c.Value[:10]) + c.Value[10:]
-	req, _ := http.NewRequest("GET", ts.URL+"/", nil)
-	req.AddCookie(c)
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
+	if resp := probe(t, ts, "GET", "/", nil, c); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
 		t.Fatalf("tampered cookie: %d %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
@@ -130,14 +123,7 @@ func TestCookieExpired(t *testing.T) {
 	c := devLogin(t, ts.URL, "alice")
 	home := func() *http.Response {
 		t.Helper()
-		req, _ := http.NewRequest("GET", ts.URL+"/", nil)
-		req.AddCookie(c)
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp
+		return probe(t, ts, "GET", "/", nil, c)
 	}
 	clock.Advance(ts.App.settings().SessionTTL - time.Minute)
 	if resp := home(); resp.StatusCode != http.StatusOK {
