@@ -18,8 +18,9 @@ run:
 # deps installs the Debian packages the suite drives when any is missing: Chromium for
 # the browser tests, nginx for the reverse-proxy test, pebble (Let's Encrypt's test CA)
 # for the ACME test, podman for the container test, systemd-analyze for the unit test,
-# node and npm for the vendored bundle check (make vendor-check).
-DEPS_PROGRAMS = $(CHROMIUM):chromium nginx:nginx pebble:pebble pebble-challtestsrv:pebble podman:podman systemd-analyze:systemd node:nodejs npm:npm
+# node and npm for the vendored bundle check (make vendor-check), redis-server for the
+# multi-node tests.
+DEPS_PROGRAMS = $(CHROMIUM):chromium nginx:nginx pebble:pebble pebble-challtestsrv:pebble podman:podman systemd-analyze:systemd node:nodejs npm:npm redis-server:redis-server
 deps:
 	@missing=""; for pair in $(DEPS_PROGRAMS); do \
 		prog="$${pair%%:*}"; pkg="$${pair##*:}"; \
