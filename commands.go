@@ -10,6 +10,19 @@ import (
 	"modified-chat/internal/store"
 )
 
+// How to add a command. A command is defined by its row in commandTable below, and
+// only there: its fields (fields.go: reuse a shared fieldSpec such as roomRefField or
+// userField, or write a check that validates, bounds and cleans the field in the
+// readPump), the room it acts on (room: the dispatcher looks it up, no_such_room if the
+// caller cannot see it), the permissions it needs (needs, checked in that room or
+// globally), whether a direct-message conversation allows it (dm), any permission
+// that one flag cannot say (allow, a check the dispatcher runs before the handler),
+// whether clients may send it at all (internal), and the handler (run), which starts
+// from a caller who may do what it asks and decides only what depends on the state.
+// New fields go into envelope (filter.go). Then document the command in PROTOCOL.md's
+// client-to-server table, with exactly the row's fields and the permissions it needs:
+// TestCommandTableMatchesProtocol fails until the two agree.
+
 // Error codes for refusals decided in the hub. Like those in filter.go they are part
 // of the protocol and never renamed.
 const (
@@ -24,85 +37,128 @@ const (
 	codeBusy        = "busy"
 )
 
-// cmdSpec is one row of the command table: the permission a command needs and its
-// handler. When room is true the command names a room, which must be visible to the
-// caller (else no_such_room, exactly as for a missing room) and the permission is
-// checked in that room; otherwise it is checked globally. Authorisation lives here,
-// in one place, instead of in every handler.
+// cmdSpec is one row of the command table, the one place a command is defined: the
+// fields it takes and how they are checked, the permission it needs, whether clients
+// may send it, and its handler. The readPump checks the fields (filter.checkFields);
+// the hub's dispatcher checks everything else the row says, in this order, before the
+// handler runs, so a handler starts from a caller who may do what it asks.
 type cmdSpec struct {
+	// fields are checked in the readPump, in this order (fields.go).
+	fields []fieldSpec
+	// room: the command names an existing room, which must be visible to the caller
+	// (else no_such_room, exactly as for a missing room); the permission is then
+	// checked in that room, otherwise globally.
+	room bool
+	// needs are the permissions the caller must hold (forbidden otherwise).
 	needs perm
-	room  bool
 	// dm allows the command in a direct-message conversation; the others (invite,
 	// kick, topic, ...) are refused there with forbidden, whatever roles say.
-	dm  bool
-	run func(h *Hub, c *Client, cmd command, ri *roomInfo)
+	dm bool
+	// allow, when set, is the rest of the command's permission, where it depends on
+	// more than one flag (may this user create rooms, send files into this locked
+	// room, act on that other user's device); it refuses with its own code.
+	allow func(h *Hub, c *Client, env *envelope, ri *roomInfo) *protoError
+	// internal rows are posted by the server itself (file_data, once a file's bytes
+	// arrived); a client sending the type gets unknown_type.
+	internal bool
+	run      func(h *Hub, c *Client, cmd command, ri *roomInfo)
 }
 
-// commandTable maps each client-to-server type to its spec. filter.go validates the
-// fields of each type before a command gets here. It is filled in init: a command that
+// commandTable maps each command type to its row. It is filled in init: a command that
 // waited for a record is dispatched again from the handlers' own path (durable.go),
 // a cycle Go allows only outside a variable's initialiser.
 var commandTable map[string]cmdSpec
 
 // init fills commandTable; see its comment for why it is not an initialiser.
 func init() {
+	kickFields := []fieldSpec{roomRefField, userField}
 	commandTable = map[string]cmdSpec{
-		"join":          {run: (*Hub).cmdJoin},
-		"leave":         {run: (*Hub).cmdLeave},
-		"say":           {needs: permSend, room: true, dm: true, run: (*Hub).cmdSay},
-		"rooms":         {run: (*Hub).cmdRooms},
-		"create":        {run: (*Hub).cmdCreate},
-		"invite":        {needs: permInvite, room: true, run: (*Hub).cmdInvite},
-		"kick":          {needs: permExpel, room: true, run: (*Hub).cmdKick},
-		"ban":           {needs: permExpel, room: true, run: (*Hub).cmdKick},
-		"unban":         {needs: permExpel, room: true, run: (*Hub).cmdUnban},
-		"set_room_role": {needs: permManage, room: true, run: (*Hub).cmdSetRoomRole},
-		"lock":          {needs: permManage, room: true, run: (*Hub).cmdLock},
-		"topic":         {needs: permManage, room: true, run: (*Hub).cmdTopic},
-		"delete_room":   {needs: permManage, room: true, run: (*Hub).cmdDeleteRoom},
-		"set_role":      {needs: permAdmin, run: (*Hub).cmdSetRole},
-		"global_ban":    {needs: permAdmin, run: (*Hub).cmdGlobalBan},
-		"global_unban":  {needs: permAdmin, run: (*Hub).cmdGlobalUnban},
-		"get_settings":  {needs: permAdmin, run: (*Hub).cmdGetSettings},
-		"set_settings":  {needs: permAdmin, run: (*Hub).cmdSetSettings},
-		"audit":         {needs: permAdmin, run: (*Hub).cmdAudit},
-		"history":       {room: true, run: (*Hub).cmdHistory},
-		"fetch_file":    {room: true, run: (*Hub).cmdFetchFile},
-		"file":          {run: (*Hub).cmdFileAnnounce},
-		"file_data":     {needs: permSendBinary, room: true, dm: true, run: (*Hub).cmdFileData},
+		"join":  {fields: []fieldSpec{roomRefField, afterField}, allow: (*Hub).mayJoin, run: (*Hub).cmdJoin},
+		"leave": {fields: []fieldSpec{roomRefField}, run: (*Hub).cmdLeave},
+		"say": {fields: []fieldSpec{roomRefField, field("text", checkSayText), sigField},
+			room: true, needs: permSend, dm: true, run: (*Hub).cmdSay},
+		"rooms": {run: (*Hub).cmdRooms},
+		"create": {fields: []fieldSpec{newRoomField, field("private", nil), topicField(false)},
+			allow: (*Hub).mayCreateRoom, run: (*Hub).cmdCreate},
+		"invite": {fields: []fieldSpec{roomRefField, userOrEmailField}, room: true, needs: permInvite, run: (*Hub).cmdInvite},
+		"kick":   {fields: kickFields, room: true, needs: permExpel, run: (*Hub).cmdKick},
+		"ban":    {fields: kickFields, room: true, needs: permExpel, run: (*Hub).cmdKick},
+		"unban":  {fields: kickFields, room: true, needs: permExpel, run: (*Hub).cmdUnban},
+		"set_room_role": {fields: []fieldSpec{roomRefField, userField, field("role", checkRoomRole)},
+			room: true, needs: permManage, run: (*Hub).cmdSetRoomRole},
+		"lock": {fields: []fieldSpec{roomRefField, field("locked", checkLocked)},
+			room: true, needs: permManage, run: (*Hub).cmdLock},
+		"topic":       {fields: []fieldSpec{roomRefField, topicField(true)}, room: true, needs: permManage, run: (*Hub).cmdTopic},
+		"delete_room": {fields: []fieldSpec{roomRefField}, room: true, needs: permManage, run: (*Hub).cmdDeleteRoom},
+		"set_role": {fields: []fieldSpec{userField, field("role", checkGlobalRole)},
+			needs: permAdmin, run: (*Hub).cmdSetRole},
+		"global_ban":   {fields: []fieldSpec{userField, field("reason", checkReason)}, needs: permAdmin, run: (*Hub).cmdGlobalBan},
+		"global_unban": {fields: []fieldSpec{userField}, needs: permAdmin, run: (*Hub).cmdGlobalUnban},
+		"get_settings": {needs: permAdmin, run: (*Hub).cmdGetSettings},
+		"set_settings": {fields: []fieldSpec{field("settings", checkSettings)}, needs: permAdmin, run: (*Hub).cmdSetSettings},
+		"audit":        {fields: []fieldSpec{field("limit", clampAuditLimit)}, needs: permAdmin, run: (*Hub).cmdAudit},
+		"history":      {fields: []fieldSpec{roomRefField, afterField}, room: true, run: (*Hub).cmdHistory},
+		"fetch_file": {fields: []fieldSpec{roomRefField, idField("fetch_file needs the id of a file message")},
+			room: true, run: (*Hub).cmdFetchFile},
+		// A file is announced, answered on the readPump's reply channel, then its
+		// bytes come back as file_data, checked again (a role may have changed).
+		"file": {fields: []fieldSpec{roomRefField, fieldSpec{names: []string{"name", "mime", "size"}, check: checkFileFields}, sigField},
+			room: true, needs: permSendBinary, dm: true, allow: (*Hub).maySendFile, run: (*Hub).cmdFileAnnounce},
+		"file_data": {internal: true, room: true, needs: permSendBinary, dm: true, allow: (*Hub).maySendFile, run: (*Hub).cmdFileData},
 		// The key directory (devices.go).
-		"register_device": {run: (*Hub).cmdRegisterDevice},
-		"certify_device":  {run: (*Hub).cmdRegisterDevice},
-		"reset_identity":  {run: (*Hub).cmdResetIdentity},
-		"devices":         {run: (*Hub).cmdDevices},
-		"revoke_device":   {run: (*Hub).cmdRevokeDevice},
+		"register_device": {fields: []fieldSpec{uploadFields(true), field("user", nil)}, allow: (*Hub).mayRegister, run: (*Hub).cmdRegisterDevice},
+		"certify_device":  {fields: []fieldSpec{uploadFields(false), field("user", nil)}, allow: (*Hub).mayRegister, run: (*Hub).cmdRegisterDevice},
+		"reset_identity":  {fields: []fieldSpec{uploadFields(true)}, run: (*Hub).cmdResetIdentity},
+		"devices":         {fields: []fieldSpec{{names: []string{"user", "users"}, check: checkDevicesQuery}}, run: (*Hub).cmdDevices},
+		"revoke_device":   {fields: []fieldSpec{optUserField, deviceField}, allow: (*Hub).mayRevoke, run: (*Hub).cmdRevokeDevice},
 		// Direct messages (dm.go) and deleting messages (delete.go).
-		"open_dm":  {run: (*Hub).cmdOpenDM},
-		"dm_prefs": {run: (*Hub).cmdDMPrefs},
-		"delete":   {room: true, dm: true, run: (*Hub).cmdDelete},
+		"open_dm": {fields: []fieldSpec{userOrEmailField}, run: (*Hub).cmdOpenDM},
+		"dm_prefs": {fields: []fieldSpec{{names: []string{"block", "unblock"}, check: checkDMPrefs}, field("refuse_strangers", nil)},
+			run: (*Hub).cmdDMPrefs},
+		"delete": {fields: []fieldSpec{roomRefField, idField("delete needs the message id")}, room: true, dm: true, run: (*Hub).cmdDelete},
 	}
 }
 
-// dispatch checks a command against the table and runs it.
+// dispatch checks a command against its row, in the order the row's comment gives,
+// and runs its handler. A refusal goes back as an error event, or for a file
+// announcement on its reply channel.
 func (h *Hub) dispatch(cmd command) {
 	c, env := cmd.client, cmd.env
 	spec, ok := commandTable[env.Type]
 	if !ok {
-		h.refuse(c, env, codeUnknownType, "unknown type")
+		h.refuseCmd(cmd, newProtoError(codeUnknownType, "unknown type"))
 		return
 	}
 	var ri *roomInfo
 	if spec.room {
 		if ri = h.visible(c.user, env.Room); ri == nil {
-			h.refuse(c, env, codeNoSuchRoom, "no such room")
+			h.refuseCmd(cmd, newProtoError(codeNoSuchRoom, "no such room"))
 			return
 		}
 	}
 	if h.perms(c.user, ri)&spec.needs != spec.needs || (ri != nil && ri.DM && !spec.dm) {
-		h.refuse(c, env, codeForbidden, "you are not allowed to do that")
+		h.refuseCmd(cmd, newProtoError(codeForbidden, "you are not allowed to do that"))
 		return
 	}
+	if spec.allow != nil {
+		if perr := spec.allow(h, c, env, ri); perr != nil {
+			h.refuseCmd(cmd, perr)
+			return
+		}
+	}
 	spec.run(h, c, cmd, ri)
+}
+
+// refuseCmd refuses a command the dispatcher stopped: on the readPump's reply channel
+// when it waits for one (a file announcement), else with an error event. Either way
+// the refusal is counted.
+func (h *Hub) refuseCmd(cmd command, perr *protoError) {
+	if cmd.reply != nil {
+		h.metrics.rejected.WithLabelValues(perr.Code).Inc()
+		cmd.reply <- perr // buffered; the readPump waits for exactly one answer
+		return
+	}
+	h.refuse(cmd.client, cmd.env, perr.Code, perr.Message)
 }
 
 // refuseRate answers a request over one of its connection's answer budgets with
@@ -211,7 +267,22 @@ func (h *Hub) cmdJoin(c *Client, cmd command, _ *roomInfo) {
 	h.join(c, cmd.env)
 }
 
-// join is cmdJoin, also used for the lobby on connect.
+// mayJoin is join's permission: a room c is in or can see, or a public room that does
+// not exist yet and that c may create. Anything else is no_such_room, the answer for a
+// missing room, so a private room's existence is not given away.
+func (h *Hub) mayJoin(c *Client, env *envelope, _ *roomInfo) *protoError {
+	if c.rooms[env.Room] != nil || h.visible(c.user, env.Room) != nil {
+		return nil
+	}
+	if h.meta[env.Room] != nil || isDMName(env.Room) || !h.mayCreate(c) {
+		return newProtoError(codeNoSuchRoom, "no such room")
+	}
+	return nil
+}
+
+// join is cmdJoin, also used for the lobby on connect, a conversation's opening and a
+// new room's first entry. Its callers have checked the permission (mayJoin, or the
+// room is the caller's own).
 func (h *Hub) join(c *Client, env *envelope) {
 	if r, ok := c.rooms[env.Room]; ok {
 		// Already in: a reconnecting client's join of the lobby (joined on connect)
@@ -234,11 +305,8 @@ func (h *Hub) join(c *Client, env *envelope) {
 	}
 	ri := h.visible(c.user, env.Room)
 	if ri == nil {
-		if h.meta[env.Room] != nil || isDMName(env.Room) || !h.mayCreate(c) {
-			h.refuse(c, env, codeNoSuchRoom, "no such room")
-			return
-		}
-		// Joined once the new room is durable: the join runs again then.
+		// A room c may create (mayJoin let the command through): joined once the
+		// new room is durable, when the join runs again.
 		h.createRoom(c, env, false, func(*roomInfo) { h.join(c, env) })
 		return
 	}
@@ -416,14 +484,18 @@ func (h *Hub) cmdRooms(c *Client, cmd command, _ *roomInfo) {
 	h.deliverReply(c, h.roomsEvent(c))
 }
 
+// mayCreateRoom is create's permission.
+func (h *Hub) mayCreateRoom(c *Client, _ *envelope, _ *roomInfo) *protoError {
+	if !h.mayCreate(c) {
+		return newProtoError(codeForbidden, "you are not allowed to create rooms")
+	}
+	return nil
+}
+
 // cmdCreate creates a room, public or private, and joins the creator to it once it is
 // durable.
 func (h *Hub) cmdCreate(c *Client, cmd command, _ *roomInfo) {
 	env := cmd.env
-	if !h.mayCreate(c) {
-		h.refuse(c, env, codeForbidden, "you are not allowed to create rooms")
-		return
-	}
 	if h.meta[env.Room] != nil {
 		h.refuse(c, env, codeRoomExists, "that name is taken")
 		return
@@ -833,21 +905,15 @@ func lowerEmail(e string) string {
 	return string(b)
 }
 
-// fileCheck decides whether c may send a file to a room now: the room is visible, c is
-// in it, holds send_binary there, and the room is not locked against it.
-func (h *Hub) fileCheck(c *Client, room string) *protoError {
-	ri := h.visible(c.user, room)
-	if ri == nil {
-		return newProtoError(codeNoSuchRoom, "no such room")
-	}
-	if c.rooms[room] == nil {
+// maySendFile is the rest of a file's permission, once the dispatcher checked the room
+// is visible and c holds send_binary there: c is in the room, the room is not locked
+// against c, and in a conversation the other member takes c's messages. It runs for
+// the announcement and again for the bytes (a role may have changed meanwhile).
+func (h *Hub) maySendFile(c *Client, env *envelope, ri *roomInfo) *protoError {
+	if c.rooms[env.Room] == nil {
 		return newProtoError(codeNotInRoom, "join the room before sending to it")
 	}
-	p := h.perms(c.user, ri)
-	if p&permSendBinary == 0 {
-		return newProtoError(codeForbidden, "you are not allowed to send files here")
-	}
-	if ri.Locked && p&permExpel == 0 {
+	if ri.Locked && h.perms(c.user, ri)&permExpel == 0 {
 		return newProtoError(codeReadOnly, "this room is read-only")
 	}
 	if ri.DM && h.dmRefuses(ri.peerOf(c.user.ID), c.user.ID) {
@@ -856,26 +922,18 @@ func (h *Hub) fileCheck(c *Client, room string) *protoError {
 	return nil
 }
 
-// cmdFileAnnounce answers a file announcement on the readPump's reply channel, which
-// then reads the file's binary frame, or discards it when refused.
-func (h *Hub) cmdFileAnnounce(c *Client, cmd command, _ *roomInfo) {
-	perr := h.fileCheck(c, cmd.env.Room)
-	if perr != nil {
-		h.metrics.rejected.WithLabelValues(perr.Code).Inc()
-	}
+// cmdFileAnnounce accepts a file announcement the dispatcher let through, on the
+// readPump's reply channel; the readPump then reads the file's binary frame.
+func (h *Hub) cmdFileAnnounce(_ *Client, cmd command, _ *roomInfo) {
 	if cmd.reply != nil {
-		cmd.reply <- perr // buffered; the readPump waits for exactly one answer
+		cmd.reply <- nil // buffered; the readPump waits for exactly one answer
 	}
 }
 
-// cmdFileData delivers a checked file to the room. The permission is checked again
-// here (a role may have changed while the bytes arrived). Files up to HistoryFileMax
-// are kept in history; larger ones are delivered live only.
-func (h *Hub) cmdFileData(c *Client, cmd command, ri *roomInfo) {
-	if perr := h.fileCheck(c, cmd.env.Room); perr != nil {
-		h.refuse(c, cmd.env, perr.Code, perr.Message)
-		return
-	}
+// cmdFileData delivers a checked file to the room; its row checked the permission
+// again. Files up to HistoryFileMax are kept in history; larger ones are delivered
+// live only.
+func (h *Hub) cmdFileData(c *Client, cmd command, _ *roomInfo) {
 	if cmd.env.sig != nil && !h.acceptSigned(c, cmd.env) {
 		return
 	}

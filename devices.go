@@ -50,12 +50,6 @@ type signature struct {
 	write   store.Write
 }
 
-// deviceTypes are the key directory's commands.
-var deviceTypes = map[string]bool{
-	"register_device": true, "certify_device": true, "reset_identity": true,
-	"devices": true, "revoke_device": true,
-}
-
 // decodeB64 decodes standard base64 (with padding) of exactly n bytes.
 func decodeB64(s string, n int) ([]byte, bool) {
 	if base64.StdEncoding.EncodedLen(n) != len(s) {
@@ -63,66 +57,6 @@ func decodeB64(s string, n int) ([]byte, bool) {
 	}
 	b, err := base64.StdEncoding.DecodeString(s)
 	return b, err == nil && len(b) == n
-}
-
-// checkDeviceFields validates the fields of the key directory's commands and of a
-// `sig` on a say or file. It runs in the readPump (called from checkFields), so the
-// hub only sees decoded, well-formed keys.
-func checkDeviceFields(env *envelope) *protoError {
-	if env.Sig != nil && (env.Type == "say" || env.Type == "file") {
-		s, perr := parseSig(env.Sig)
-		if perr != nil {
-			return perr
-		}
-		env.sig = s
-	}
-	switch env.Type {
-	case "register_device", "certify_device", "reset_identity":
-		up := &keydir.Upload{Device: env.Device}
-		var ok bool
-		if env.Type != "certify_device" {
-			if up.URK, ok = decodeB64(env.URK, 32); !ok {
-				return newProtoError(codeBadEnvelope, "urk must be a base64 32-byte Ed25519 public key")
-			}
-		}
-		if up.DIK, ok = decodeB64(env.DIK, 32); !ok {
-			return newProtoError(codeBadEnvelope, "dik must be a base64 32-byte Ed25519 public key")
-		}
-		if up.Cert, ok = decodeB64(env.Cert, 64); !ok {
-			return newProtoError(codeBadEnvelope, "cert must be a base64 64-byte Ed25519 signature")
-		}
-		if env.Created > maxJSSafe {
-			return newProtoError(codeBadEnvelope, "created must be a time in Unix milliseconds")
-		}
-		up.Created = env.Created
-		if !keydir.ValidDeviceID(up.Device) {
-			return newProtoError(codeBadDevice, "device ids are 8 to 64 characters of A-Z, a-z, 0-9, - and _")
-		}
-		env.upload = up
-	case "devices":
-		if len(env.Users) > maxDevicesQuery || (len(env.Users) > 0 && env.User != "") {
-			return newProtoError(codeBadEnvelope, "devices names one user, or at most %d users", maxDevicesQuery)
-		}
-		for _, u := range env.Users {
-			if perr := validUserID(u); perr != nil {
-				return perr
-			}
-		}
-		if env.User == "" {
-			break // one's own, or the list
-		}
-		return validUserID(env.User)
-	case "revoke_device":
-		if env.User != "" {
-			if perr := validUserID(env.User); perr != nil {
-				return perr
-			}
-		}
-		if !keydir.ValidDeviceID(env.Device) {
-			return newProtoError(codeBadDevice, "device ids are 8 to 64 characters of A-Z, a-z, 0-9, - and _")
-		}
-	}
-	return nil
 }
 
 // parseSig decodes a `sig` field.
@@ -257,16 +191,21 @@ func (h *Hub) tellContacts(userID string, also *Client, ev []byte) {
 	}
 }
 
+// mayRegister is the permission of register_device and certify_device: a device is
+// only ever registered for the session's own user.
+func (h *Hub) mayRegister(c *Client, env *envelope, _ *roomInfo) *protoError {
+	if env.User != "" && env.User != c.user.ID {
+		return newProtoError(codeForbidden, "devices can only be registered for yourself")
+	}
+	return nil
+}
+
 // cmdRegisterDevice registers a device for the session's user (register_device, with
 // the root key, which the first device creates) or certifies another device of theirs
 // with the root key already on record (certify_device). The user is always the
 // session's: a certificate made for anyone else does not verify.
 func (h *Hub) cmdRegisterDevice(c *Client, cmd command, _ *roomInfo) {
 	env := cmd.env
-	if env.User != "" && env.User != c.user.ID {
-		h.refuse(c, env, codeForbidden, "devices can only be registered for yourself")
-		return
-	}
 	u, writes, added, kerr := h.app.keys.Register(c.user.ID, env.upload)
 	if kerr != nil {
 		h.refuse(c, env, kerr.Code, kerr.Message)
@@ -317,6 +256,14 @@ func (h *Hub) cmdDevices(c *Client, cmd command, _ *roomInfo) {
 	}
 }
 
+// mayRevoke is revoke_device's permission: one's own device, or admins anyone's.
+func (h *Hub) mayRevoke(c *Client, env *envelope, _ *roomInfo) *protoError {
+	if env.User != "" && env.User != c.user.ID && h.perms(c.user, nil)&permAdmin == 0 {
+		return newProtoError(codeForbidden, "only admins may revoke another user's device")
+	}
+	return nil
+}
+
 // cmdRevokeDevice revokes a device: one's own, or (admins) anyone's. Its signed
 // messages are refused from then on, and contacts get `device_revoked`.
 func (h *Hub) cmdRevokeDevice(c *Client, cmd command, _ *roomInfo) {
@@ -324,10 +271,6 @@ func (h *Hub) cmdRevokeDevice(c *Client, cmd command, _ *roomInfo) {
 	user := env.User
 	if user == "" {
 		user = c.user.ID
-	}
-	if user != c.user.ID && h.perms(c.user, nil)&permAdmin == 0 {
-		h.refuse(c, env, codeForbidden, "only admins may revoke another user's device")
-		return
 	}
 	_, writes, kerr := h.app.keys.Revoke(user, env.Device, c.user.ID)
 	if kerr != nil {

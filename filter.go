@@ -166,146 +166,26 @@ func (f *filter) parseEnvelope(line []byte) (*envelope, *protoError) {
 	return &env, nil
 }
 
-// needsRoom lists the types that name a room.
-var needsRoom = map[string]bool{
-	"join": true, "leave": true, "say": true, "create": true, "invite": true, "kick": true,
-	"ban": true, "unban": true, "set_room_role": true, "lock": true, "topic": true, "delete_room": true,
-	"file": true, "history": true, "fetch_file": true, "delete": true,
-}
-
-// needsUser lists the types that name a target user.
-var needsUser = map[string]bool{
-	"kick": true, "ban": true, "unban": true, "set_room_role": true, "set_role": true,
-	"global_ban": true, "global_unban": true,
-}
-
-// checkFields validates the fields each type needs.
+// checkFields validates, bounds and cleans the fields of a command, as its row in the
+// command table lists them (fields.go), in the row's order: the first refusal is the
+// answer. A type with no row, or an internal one, is unknown_type.
 func (f *filter) checkFields(env *envelope) *protoError {
-	switch env.Type {
-	case "":
+	if env.Type == "" {
 		return newProtoError(codeBadEnvelope, "missing type")
-	case "join", "leave", "say", "rooms", "create", "invite", "kick", "ban", "unban",
-		"set_room_role", "lock", "topic", "delete_room", "set_role", "global_ban",
-		"global_unban", "get_settings", "set_settings", "audit", "file", "history", "fetch_file",
-		"open_dm", "dm_prefs", "delete":
-	default:
-		if deviceTypes[env.Type] {
-			break
-		}
+	}
+	spec, ok := commandTable[env.Type]
+	if !ok || spec.internal {
 		return newProtoError(codeUnknownType, "unknown type")
 	}
-	if needsRoom[env.Type] {
-		// Commands that make a room take a room name; the others may also name a
-		// direct-message conversation (dm.go), which only its members can see.
-		valid := validRoomRef
-		if env.Type == "create" {
-			valid = validRoom
+	for _, fs := range spec.fields {
+		if fs.check == nil {
+			continue
 		}
-		if err := valid(env.Room); err != nil {
+		if err := fs.check(f, env); err != nil {
 			return err
 		}
 	}
-	if needsUser[env.Type] {
-		if err := validUserID(env.User); err != nil {
-			return err
-		}
-	}
-	switch env.Type {
-	case "say":
-		text, err := f.cleanText(env.Text)
-		if err != nil {
-			return err
-		}
-		if env.Sig != nil && text != env.Text {
-			// The server must not change what was signed: refuse instead of cleaning.
-			return newProtoError(codeBadSignedText, "signed text must already be clean (no control or bidi characters, no surrounding space)")
-		}
-		env.Text = text
-	case "invite":
-		if (env.User == "") == (env.Email == "") {
-			return newProtoError(codeBadEnvelope, "invite names exactly one of user or email")
-		}
-		if env.User != "" {
-			return validUserID(env.User)
-		}
-		return checkEmail(env.Email)
-	case "open_dm":
-		if (env.User == "") == (env.Email == "") {
-			return newProtoError(codeBadEnvelope, "open_dm names exactly one of user or email")
-		}
-		if env.User != "" {
-			return validUserID(env.User)
-		}
-		return checkEmail(env.Email)
-	case "dm_prefs":
-		for _, id := range []string{env.Block, env.Unblock} {
-			if id != "" {
-				if err := validUserID(id); err != nil {
-					return err
-				}
-			}
-		}
-	case "delete":
-		if env.ID == 0 {
-			return newProtoError(codeBadEnvelope, "delete needs the message id")
-		}
-	case "set_room_role":
-		if env.Role != roomModerator && env.Role != roomMember {
-			return newProtoError(codeBadEnvelope, "room role must be moderator or member")
-		}
-	case "set_role":
-		if !validGlobalRole(env.Role) {
-			return newProtoError(codeBadEnvelope, "role must be admin, moderator, member or readonly")
-		}
-	case "lock":
-		if env.Locked == nil {
-			return newProtoError(codeBadEnvelope, "lock needs locked: true or false")
-		}
-	case "topic", "create":
-		if env.Topic == nil {
-			if env.Type == "topic" {
-				return newProtoError(codeBadEnvelope, "topic needs a topic")
-			}
-			break
-		}
-		t := cleanLine(*env.Topic)
-		if utf8.RuneCountInString(t) > maxTopicChars {
-			return newProtoError(codeBadEnvelope, "topics are at most %d characters", maxTopicChars)
-		}
-		env.Topic = &t
-	case "global_ban":
-		env.Reason = cleanLine(env.Reason)
-		if utf8.RuneCountInString(env.Reason) > maxReason {
-			return newProtoError(codeBadEnvelope, "reasons are at most %d characters", maxReason)
-		}
-	case "set_settings":
-		if len(env.Settings) == 0 || len(env.Settings) > maxSettings || env.Settings[0] != '{' {
-			return newProtoError(codeBadEnvelope, "settings must be an object")
-		}
-	case "audit":
-		if env.Limit <= 0 {
-			env.Limit = 50
-		}
-		env.Limit = min(env.Limit, maxAuditLimit)
-	case "fetch_file":
-		if env.ID == 0 {
-			return newProtoError(codeBadEnvelope, "fetch_file needs the id of a file message")
-		}
-	case "file":
-		if err := validFileName(env.Name); err != nil {
-			return err
-		}
-		if env.Size <= 0 {
-			return newProtoError(codeBadFile, "size must be the file's length in bytes")
-		}
-		if limit := f.fileMaxBytes(); env.Size > limit {
-			return newProtoError(codeFileTooBig, "files are at most %d bytes", limit)
-		}
-		if !sniffableTypes[env.Mime] {
-			return newProtoError(codeFileType, "files of type %q are not accepted", env.Mime)
-		}
-	}
-	return checkDeviceFields(env)
+	return nil
 }
 
 // checkEmail accepts what could be an email address, bounded.

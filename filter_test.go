@@ -49,6 +49,25 @@ func TestParseEnvelopeRefusals(t *testing.T) {
 		{"user with control", `{"type":"ban","room":"lobby","user":"dev:a\u0007"}`, codeBadEnvelope},
 		{"user with bidi", `{"type":"set_role","user":"dev:\u202eb","role":"member"}`, codeBadEnvelope},
 		{"long user", `{"type":"global_ban","user":"` + strings.Repeat("u", maxUserID+1) + `"}`, codeBadEnvelope},
+		// One refusal per row rule the cases above do not reach (the rows in commands.go).
+		{"internal type", `{"type":"file_data","room":"lobby"}`, codeUnknownType},
+		{"create a dm name", `{"type":"create","room":"dm:a"}`, codeBadRoom},
+		{"lock without locked", `{"type":"lock","room":"lobby"}`, codeBadEnvelope},
+		{"topic without topic", `{"type":"topic","room":"lobby"}`, codeBadEnvelope},
+		{"long topic", `{"type":"create","room":"x","topic":"` + strings.Repeat("t", maxTopicChars+1) + `"}`, codeBadEnvelope},
+		{"bad room role", `{"type":"set_room_role","room":"lobby","user":"dev:a","role":"owner"}`, codeBadEnvelope},
+		{"bad global role", `{"type":"set_role","user":"dev:a","role":"owner"}`, codeBadEnvelope},
+		{"long reason", `{"type":"global_ban","user":"dev:a","reason":"` + strings.Repeat("r", maxReason+1) + `"}`, codeBadEnvelope},
+		{"settings not an object", `{"type":"set_settings","settings":[1]}`, codeBadEnvelope},
+		{"invite both", `{"type":"invite","room":"lobby","user":"dev:a","email":"a@b"}`, codeBadEnvelope},
+		{"open_dm neither", `{"type":"open_dm"}`, codeBadEnvelope},
+		{"open_dm bad email", `{"type":"open_dm","email":"nobody"}`, codeBadEnvelope},
+		{"delete without id", `{"type":"delete","room":"lobby"}`, codeBadEnvelope},
+		{"fetch_file without id", `{"type":"fetch_file","room":"lobby"}`, codeBadEnvelope},
+		{"bad block", `{"type":"dm_prefs","block":"dev:a b"}`, codeBadEnvelope},
+		{"bad device to revoke", `{"type":"revoke_device","device":"x"}`, codeBadDevice},
+		{"devices user and users", `{"type":"devices","user":"dev:a","users":["dev:b"]}`, codeBadEnvelope},
+		{"certify without dik", `{"type":"certify_device","device":"abcdefgh"}`, codeBadEnvelope},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
