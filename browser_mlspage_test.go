@@ -219,3 +219,119 @@ func TestBrowserMLSPageBench(t *testing.T) {
 	}
 	t.Logf("3 runs in %v", time.Since(start))
 }
+
+// TestBrowserMLSPageRoom runs the page's own E2EE code (e2ee.js wired into the chat)
+// with the hub simulated behind the page's socket: the page creates the group of an
+// E2EE room, commits the hub's Adds of bob and carol, shows bob's decrypted message
+// with bob as its MLS author, sends one typed in the compose box, shows the room as
+// end-to-end encrypted (header tag, room list, room code equal to bob's, the tree's
+// devices), and for each attack counts it in window.__mlsStats AND shows a notice and
+// a line in the room: a bit-flipped message (not rendered), a server `from` naming
+// someone else (flagged with the invalid badge), carol's removal (a notice line, the
+// device list shrinks, the room code moves on equal to bob's).
+func TestBrowserMLSPageRoom(t *testing.T) {
+	ts := startServer(t, nil)
+	alice := loginUser(t, newBrowser(t), ts.URL, "alice")
+	var res struct {
+		Code, BobCode string
+		Members       int
+	}
+	if err := json.Unmarshal([]byte(runMLSScenario(t, alice, "pageRoom(mods)")), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Code == "" || res.Code != res.BobCode || res.Members != 3 {
+		t.Fatalf("the page's group: %+v", res)
+	}
+	msgFrom := func(text string) string {
+		return `[...document.querySelectorAll('#messages .msg')].filter((m) => m.querySelector('.msg-text')?.textContent === ` +
+			strconvQuote(text) + `)`
+	}
+	alice.waitJS(t, "bob's decrypted message, by bob, signed",
+		msgFrom("hi from bob, encrypted")+`.some((m) => m.querySelector('.msg-from').textContent === 'bob' && m.querySelector('.msg-sig').dataset.sig === 'signed')`)
+	alice.waitJS(t, "the room marked end-to-end encrypted with its code and devices",
+		`!document.getElementById('room-e2ee').hidden && !document.getElementById('e2ee-bar').hidden &&
+		 document.getElementById('e2ee-code').textContent === `+strconvQuote(res.Code)+` &&
+		 document.getElementById('e2ee-count').textContent === '3' &&
+		 document.querySelector('#rooms li[data-room="secret"]').classList.contains('room-e2ee') &&
+		 [...document.querySelectorAll('#messages .sys-text')].some((s) => /of dev:bob now reads this room/.test(s.textContent))`)
+
+	// Typed and sent from the page: bob decrypts it.
+	if err := chromedp.Do(alice.ctx, chromedp.SendKeys(chromedp.ID("input"), "hello from the page\n")); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitJS(t, "bob reads the page's message", `window.__w.w.texts(window.__w.bob, 'secret').includes('hello from the page')`)
+	alice.waitJS(t, "the page shows its own message", msgFrom("hello from the page")+`.length === 1`)
+
+	// No plaintext file goes into an E2EE room: the button is hidden, and a file chosen
+	// anyway is refused with a notice and never sent.
+	alice.waitJS(t, "a file refused in the E2EE room", `(() => {
+  if (!document.getElementById('attach').hidden) return false;
+  const input = document.getElementById('file-input');
+  const dt = new DataTransfer();
+  dt.items.add(new File(['plain secret'], 'a.txt', { type: 'text/plain' }));
+  input.files = dt.files;
+  input.dispatchEvent(new Event('change'));
+  return !!document.querySelector('#notices .notice[data-code="e2ee_file"]') && !window.__w.w.ds.errors.includes('unknown_type');
+})()`)
+
+	// 2. A bit flipped by the server: counted, a notice and a line, not rendered.
+	evalAsync[bool](t, alice, `(async () => {
+  const { w, bob, me, b64, unb64 } = window.__w;
+  w.ds.tamper = (type, ev, conn) => {
+    if (type === 'mls_app' && conn === me.conn) { const b = unb64(ev.msg); b[b.length - 3] ^= 1; ev.msg = b64(b); }
+    return ev;
+  };
+  await bob.c.send('secret', 'text', 'tampered in transit');
+  await w.settle();
+  w.ds.tamper = null;
+  return true;
+})()`)
+	alice.waitJS(t, "the bit flip counted and shown",
+		`window.__mlsStats.rejected.decrypt_failed === 1 &&
+		 !!document.querySelector('#notices .notice[data-code="mls_decrypt_failed"]') &&
+		 [...document.querySelectorAll('#messages .sys-text')].some((s) => /does not decrypt/.test(s.textContent))`)
+	if n := eval[int](t, alice, msgFrom("tampered in transit")+`.length`); n != 0 {
+		t.Errorf("the tampered message was rendered %d times", n)
+	}
+
+	// 5. The server names bob as the sender of carol's message: carol is shown, flagged.
+	evalAsync[bool](t, alice, `(async () => {
+  const { w, bob, carol } = window.__w;
+  w.ds.tamper = (type, ev) => { if (type === 'mls_app') ev.from = { id: bob.dev.user, name: 'bob', dev: bob.dev.device }; return ev; };
+  await carol.c.send('secret', 'text', 'carol wrote this');
+  await w.settle();
+  w.ds.tamper = null;
+  return true;
+})()`)
+	alice.waitJS(t, "the disagreeing from flagged",
+		msgFrom("carol wrote this")+`.some((m) => m.querySelector('.msg-from').textContent === 'carol' && m.querySelector('.msg-sig').dataset.sig === 'invalid') &&
+		 window.__mlsStats.rejected.from_mismatch === 1 &&
+		 !!document.querySelector('#notices .notice[data-code="mls_from_mismatch"]')`)
+
+	// 1. The hub removes carol: the page and bob agree on the next epoch without her.
+	evalAsync[bool](t, alice, `(async () => {
+  const { w, carol, me } = window.__w;
+  const leaf = me.c.info('secret').members.find((x) => x.device === carol.dev.device).leaf;
+  await w.ds.remove('secret', carol.conn, leaf);
+  await w.settle();
+  return true;
+})()`)
+	alice.waitJS(t, "carol's removal shown and the device list shrunk",
+		`document.getElementById('e2ee-count').textContent === '2' &&
+		 [...document.querySelectorAll('#messages .sys-text')].some((s) => /of dev:carol was removed/.test(s.textContent)) &&
+		 document.getElementById('e2ee-code').textContent === window.__w.bob.c.info('secret').code &&
+		 document.getElementById('e2ee-code').textContent !== `+strconvQuote(res.Code))
+
+	shot, err := chromedp.Run(alice.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	saveScreenshot(t, os.Getenv("CHAT_SCREENSHOTS") == "1", "/tmp/e2ee-room.png", shot)
+	alice.watch.assertClean(t, "alice")
+}
+
+// strconvQuote quotes a Go string as a JavaScript string literal.
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}

@@ -7,6 +7,7 @@ import { command, sendJSON } from './connection.js';
 import { selectRoom, updateCounter } from './panels.js';
 import { notify } from './notices.js';
 import { sendSigned } from './signing.js';
+import { isE2EE, sendE2EE } from './e2ee.js';
 
 // joinRoom opens a room, joining it first when needed.
 export function joinRoom(raw) {
@@ -36,6 +37,14 @@ export function sendMessage() {
     notify('offline', 'Not connected; your message was not sent.');
     return;
   }
+  if (isE2EE(state.current)) {
+    // Encrypted on this device; a refusal (said in a notice) keeps the draft.
+    if (sendE2EE(state.current, text)) {
+      ui.input.value = '';
+      updateCounter();
+    }
+    return;
+  }
   const ref = String(state.nextRef++);
   const msg = { type: 'say', room: state.current, text, ref };
   // A send the page itself refuses (a key change not yet accepted) keeps the text.
@@ -54,14 +63,21 @@ export function createRoom() {
     notify('bad_room', 'Room names are 1–32 characters of a–z, 0–9, - and _, starting with a letter or digit.');
     return;
   }
-  const priv = ui.createPrivate.checked;
+  const e2eeBox = document.getElementById('create-e2ee');
+  const e2ee = !!(e2eeBox && e2eeBox.checked);
+  const priv = ui.createPrivate.checked || e2ee; // an E2EE room is always private
   state.switchTo = name;
-  const ok = priv
-    ? 'Private room #' + name + ' created. Invite people from the members panel.'
-    : 'Room #' + name + ' created.';
-  if (command({ type: 'create', room: name, private: priv }, ok)) {
+  const ok = e2ee
+    ? 'End-to-end encrypted room #' + name + ' created. Invite people from the members panel.'
+    : priv
+      ? 'Private room #' + name + ' created. Invite people from the members panel.'
+      : 'Room #' + name + ' created.';
+  const msg = { type: 'create', room: name, private: priv };
+  if (e2ee) msg.e2ee = true;
+  if (command(msg, ok)) {
     ui.createName.value = '';
     ui.createPrivate.checked = false;
+    if (e2eeBox) e2eeBox.checked = false;
   }
 }
 

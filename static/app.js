@@ -16,6 +16,7 @@ import { sendFile } from './files.js';
 import { notify } from './notices.js';
 import { createRoom, inviteUser, joinRoom, sendMessage } from './actions.js';
 import { requestAudit, saveSettings, toggleAdmin } from './admin.js';
+import { isE2EE } from './e2ee.js';
 
 // bind attaches every event handler; the HTML has no on* attributes.
 function bind() {
@@ -34,6 +35,10 @@ function bind() {
   ui.fileInput.addEventListener('change', () => {
     const file = ui.fileInput.files && ui.fileInput.files[0];
     ui.fileInput.value = '';
+    if (file && isE2EE(state.current)) {
+      notify('e2ee_file', 'Files cannot be sent into end-to-end encrypted rooms yet: not sent.');
+      return;
+    }
     if (file) sendFile(file);
   });
   ui.attach.addEventListener('click', () => ui.fileInput.click());

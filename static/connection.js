@@ -13,6 +13,7 @@ import { notify } from './notices.js';
 import { onDeleted } from './messages.js';
 import { onAudit, onSettings } from './admin.js';
 import { onDevices, onKeysChanged } from './signing.js';
+import { isMLSEvent, onMLSEvent, onRoomGone } from './e2ee.js';
 
 // setStatus shows the connection state; tests and users read #status,
 // whose text contains "connected" exactly when the socket is usable.
@@ -172,6 +173,9 @@ export function onFrame(data) {
 
 // handle dispatches one server event by its type.
 export function handle(ev) {
+  // End-to-end encrypted rooms' events go to this device's MLS engine.
+  if (isMLSEvent(ev)) return onMLSEvent(ev);
+  if (ev.type === 'kicked' || ev.type === 'room_deleted') onRoomGone(str(ev.room));
   // An answer other than ack or error that carries our ref (settings,
   // audit) ends the wait for it.
   if (typeof ev.ref === 'string' && ev.type !== 'ack' && ev.type !== 'error') state.ops.delete(ev.ref);

@@ -17,6 +17,7 @@ import { onFetchRefused } from './files.js';
 import { clearNotice, hasNotice, notify } from './notices.js';
 import { joinRoom } from './actions.js';
 import { signingAnswer, startSigning } from './signing.js';
+import { historyItems, onJoinedE2EE, startE2EE } from './e2ee.js';
 
 // onWelcome learns who we are and re-joins the rooms we had before a
 // reconnect (the server joins lobby by itself).
@@ -53,6 +54,7 @@ export function onWelcome(ev) {
   sendJSON({ type: 'rooms' });
   updateCounter();
   startSigning();
+  startE2EE(ev);
 }
 
 // onJoined records the room and its members, and opens the room when the
@@ -64,6 +66,7 @@ export function onJoined(ev) {
   r.pages = 0;
   roomInfo(r.info, ev);
   if (Array.isArray(ev.my_perms)) r.perms = ev.my_perms.filter((x) => typeof x === 'string');
+  onJoinedE2EE(ev);
   r.members.clear();
   if (Array.isArray(ev.members)) {
     for (const m of ev.members) {
@@ -161,7 +164,7 @@ export function onHistory(ev) {
   nextPage(r, ev);
   const had = r.messages.some((e) => e.kind === 'msg');
   const added = [];
-  for (const m of ev.messages) {
+  for (const m of historyItems(ev.messages)) {
     if (!m || typeof m !== 'object' || Array.isArray(m)) continue;
     const entry = makeEntry(r, m);
     if (entry) added.push(entry);

@@ -10,6 +10,7 @@ import { canSendFiles } from './files.js';
 import { notify } from './notices.js';
 import { joinRoom } from './actions.js';
 import { toggleAdmin } from './admin.js';
+import { renderE2EE } from './e2ee.js';
 
 // selectRoom opens a joined room: its messages, members and header.
 export function selectRoom(name) {
@@ -39,6 +40,7 @@ export function renderHeader() {
   ui.roomTopic.hidden = topic === '';
   ui.attach.hidden = !canSendFiles();
   renderControls();
+  renderE2EE();
 }
 
 // can tells whether the user holds a permission in a joined room (its
@@ -226,6 +228,7 @@ export function renderRooms() {
     frag.appendChild(li);
   }
   ui.rooms.replaceChildren(frag);
+  renderE2EE();
 }
 
 // renderBrowse lists every room the server reported, to join with a click.

@@ -796,13 +796,13 @@ export class MlsClient {
     const mismatch = from.id !== id.user || (from.dev !== undefined && from.dev !== id.device);
     const out = {
       type: 'message', room: r.name, id: ev.id, ts: ev.ts, sent: p.ts, kind: p.kind, body: p.body, msgId: p.msg_id,
-      author: { user: id.user, device: id.device }, from: { id: from.id, name: from.name, dev: from.dev }, mismatch,
+      author: { user: id.user, device: id.device, urk: b64(id.urk) }, from: { id: from.id, name: from.name, dev: from.dev }, mismatch,
     };
     this.stats.accepted++;
     this.remember(r, out);
     await this.save(r);
-    if (mismatch) this.reject(r.name, REJECT.FROM_MISMATCH, 'the server says ' + from.id + ', MLS says ' + id.user);
     this.emit(out);
+    if (mismatch) this.reject(r.name, REJECT.FROM_MISMATCH, 'the server says ' + from.id + ', MLS says ' + id.user);
   }
 
   // see records a msg_id for the replay check, keeping the newest MAX_SEEN.

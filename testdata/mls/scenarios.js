@@ -376,3 +376,73 @@ export async function persistTwo(mods, saved) {
   await c.handle(saved.later);
   return { epoch: info.epoch, sameCode: info.code === saved.code, texts: events.filter((e) => e.type === 'message').map((e) => e.body + (e.replayed ? ' (cached)' : '')), rejected: c.stats.rejectedTotal };
 }
+
+// bridge puts the FakeDS behind the signed-in page's socket: what the page sends
+// (sendJSON, and a bin frame after its announcement) goes to the DS as that page's
+// device, and what the DS delivers goes through the page's own event dispatch. The
+// page's chat, e2ee.js and its engine run unchanged; only the hub is simulated.
+export async function bridge(mods, w) {
+  const conn = await import('/static/connection.js');
+  const st = await import('/static/state.js');
+  const e2ee = await import('/static/e2ee.js');
+  const identity = await import('/static/identity.js');
+  const me = st.state.me;
+  const d = await identity.loadDevice(me.id);
+  const dev = { user: me.id, device: d.device };
+  const pc = w.ds.connect(dev, me.name);
+  let announced = null;
+  st.state.ws = {
+    readyState: WebSocket.OPEN,
+    send(data) {
+      if (typeof data === 'string') {
+        for (const line of data.split('\n')) {
+          const obj = JSON.parse(line);
+          if (obj.bin) announced = obj;
+          else w.ds.receive(pc, obj);
+        }
+      } else {
+        const obj = announced;
+        announced = null;
+        w.ds.receive(pc, obj, new Uint8Array(data));
+      }
+    },
+    close() {},
+  };
+  pc.client = { handle: (ev) => conn.handle(ev) };
+  e2ee.startE2EE({ e2ee: { suite: 1, external_sender: w.ds.externalSender } });
+  for (let i = 0; i < 200 && !e2ee.engine(); i++) await new Promise((res) => setTimeout(res, 25));
+  const c = e2ee.engine();
+  if (!c) throw new Error('the page\'s engine did not open');
+  await c.idle();
+  const p = { name: me.name, dev, conn: pc, c, events: [] };
+  w.people[me.name] = p;
+  // Wait until the page's KeyPackages reached the DS.
+  for (let i = 0; i < 200 && !(w.ds.kps.get(dev.device) || []).length; i++) await new Promise((res) => setTimeout(res, 25));
+  return { p, conn, st, e2ee };
+}
+
+// pageRoom: the signed-in page creates an E2EE room (as joined.e2ee says, with no
+// group yet), the hub adds bob and carol (engine-only devices in the same page), they
+// talk both ways, the hub flips a bit of a message to the page and then removes carol.
+// The DOM and window.__mlsStats tell the rest (the Go test reads them).
+export async function pageRoom(mods) {
+  const w = await world(mods);
+  const bob = await w.add('bob');
+  const carol = await w.add('carol');
+  const { p: me, conn, st } = await bridge(mods, w);
+  const e2eeInfo = w.ds.createRoom('secret', me.conn);
+  st.state.switchTo = 'secret';
+  conn.handle({ type: 'joined', room: 'secret', kind: 'room', private: true, locked: false, topic: '', owner: me.dev.user,
+    e2ee: true, mls: { ...e2eeInfo }, my_role: 'owner', my_perms: ['send', 'send_binary', 'invite', 'expel', 'manage'],
+    member_count: 3, members: [{ id: me.dev.user, name: me.name, role: 'owner' }, { id: bob.dev.user, name: 'bob', role: '' }, { id: carol.dev.user, name: 'carol', role: '' }] });
+  for (let i = 0; i < 200 && !me.c.info('secret'); i++) await new Promise((res) => setTimeout(res, 25));
+  for (const x of [bob, carol]) {
+    x.c.expect('secret', e2eeInfo.group_id);
+    await w.ds.add('secret', x.conn);
+    await w.settle();
+  }
+  await bob.c.send('secret', 'text', 'hi from bob, encrypted');
+  await w.settle();
+  window.__w = { w, bob, carol, me, b64, unb64 };
+  return { code: me.c.info('secret').code, bobCode: bob.c.info('secret').code, members: me.c.info('secret').members.length };
+}
