@@ -93,6 +93,9 @@ async function open(userId) {
     dev: { ...dev, cert: unb64(reg.cert) },
     store: idbStore,
     leader: e2ee.leader,
+    // MLS command lines above this go as bin frames: the server's read limit, less room
+    // for the envelope.
+    textLimit: Math.max(1024, (state.limits && Number(state.limits.read_limit_bytes) || 8192) - 1024),
     trust: async (user, urk) => !(await pin(userId, user, urk)).changed,
     send: (obj, bin) => {
       if (!sendJSON(obj)) return;
