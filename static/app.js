@@ -17,6 +17,7 @@ import { notify } from './notices.js';
 import { createRoom, inviteUser, joinRoom, sendMessage } from './actions.js';
 import { requestAudit, saveSettings, toggleAdmin } from './admin.js';
 import { isE2EE } from './e2ee.js';
+import { bindUnread } from './unread.js';
 
 // bind attaches every event handler; the HTML has no on* attributes.
 function bind() {
@@ -174,6 +175,7 @@ function togglePanel(cls, button) {
 
 
 bind();
+bindUnread();
 renderHeader();
 renderBrowse();
 connect();

@@ -16,6 +16,7 @@ import { loadDevice, pin, registration } from './identity.js';
 import { unb64 } from './sigbytes.js';
 import { lead, openClient, supported } from './mls/client.js';
 import { idbStore, persist } from './mls/store.js';
+import { arrived, noteArrival } from './unread.js';
 
 const BIND_TRIES = 5; // kp_upload retries while register_device is still being stored
 const BIND_RETRY_MS = 1000;
@@ -229,7 +230,10 @@ function insert(r, entry) {
     trimRoom(r);
     if (r.name === state.current) renderMessages();
   }
-  if (r.name !== state.current && !entry.own) r.unread++;
+  // Counted, marked and checked for a mention as any message (unread.js); never
+  // notified: the engine does not say whether it decrypted a live message or one
+  // from a catch-up.
+  if (noteArrival(r, entry, false)) arrived();
 }
 
 // onEngine turns what the engine reports into what the user sees.

@@ -11,13 +11,13 @@ import { sendJSON, setStatus } from './connection.js';
 import { makeEntry, pushEntry, releaseEntry, renderMessages, trimRoom } from './messages.js';
 import {
   markBrowseJoined, renderBrowse, renderControls, renderHeader, renderMembers, renderRooms, selectRoom, updateCounter,
-  updateTitle,
 } from './panels.js';
 import { onFetchRefused } from './files.js';
 import { clearNotice, hasNotice, notify } from './notices.js';
 import { joinRoom } from './actions.js';
 import { signingAnswer, startSigning } from './signing.js';
 import { historyItems, onJoinedE2EE, startE2EE } from './e2ee.js';
+import { arrived, noteArrival } from './unread.js';
 
 // onWelcome learns who we are and re-joins the rooms we had before a
 // reconnect (the server joins lobby by itself).
@@ -138,8 +138,8 @@ export function onPresence(ev) {
   }
 }
 
-// onMessage stores a chat message and shows it if its room is open, or
-// counts it as unread otherwise.
+// onMessage stores a chat message and shows it if its room is open, and
+// counts it as unread when the user is not looking (see unread.js).
 export function onMessage(ev) {
   const name = str(ev.room);
   const r = state.rooms.get(name);
@@ -147,11 +147,7 @@ export function onMessage(ev) {
   const entry = makeEntry(r, ev);
   if (!entry) return;
   pushEntry(r, entry);
-  if (name !== state.current) {
-    r.unread++;
-    renderRooms();
-  }
-  updateTitle();
+  if (noteArrival(r, entry, true)) arrived();
 }
 
 // onHistory merges stored messages into a room: on a first join the
@@ -183,13 +179,11 @@ export function onHistory(ev) {
     else r.messages.splice(at, 0, entry);
   }
   trimRoom(r);
-  if (r.name === state.current) {
-    renderMessages();
-  } else if (had) {
-    r.unread += added.filter((e) => e.kind === 'msg').length;
-    renderRooms();
-    updateTitle();
-  }
+  // A first join's recent past is not news; a reconnect's catch-up is.
+  let counted = false;
+  if (had) for (const entry of added) counted = noteArrival(r, entry, false) || counted;
+  if (r.name === state.current) renderMessages();
+  if (counted) arrived();
 }
 
 // nextPage asks for the page after ev when the server says more follow, up to

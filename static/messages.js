@@ -9,6 +9,7 @@ import {
 import { fileNode } from './files.js';
 import { checkEntry, sigBadge } from './signing.js';
 import { sendJSON } from './connection.js';
+import { mentionRanges } from './mentions.js';
 
 // LINK finds http(s) links in message text; nothing else is ever a link.
 const LINK = /\bhttps?:\/\/[^\s<>"']+/gi;
@@ -64,6 +65,8 @@ export function makeEntry(r, ev) {
 export function pushEntry(r, entry) {
   r.messages.push(entry);
   trimRoom(r);
+  // Writing in a room is reading it: the marker has done its job.
+  if (entry.kind === 'msg' && isMe(entry.from)) dropMarker(r);
   if (r.name !== state.current) return;
   const stick = atBottom();
   ui.messages.appendChild(entryNode(entry, r.messages[r.messages.length - 2]));
@@ -96,7 +99,13 @@ export function renderMessages() {
   const r = state.rooms.get(state.current);
   const stick = atBottom();
   const frag = document.createDocumentFragment();
-  if (r) r.messages.forEach((e, i) => frag.appendChild(entryNode(e, r.messages[i - 1])));
+  if (r) {
+    r.messages.forEach((e, i) => {
+      const marked = r.marker !== null && e.id === r.marker;
+      if (marked) frag.appendChild(markerNode());
+      frag.appendChild(entryNode(e, r.messages[i - 1], marked));
+    });
+  }
   ui.messages.replaceChildren(frag);
   if (stick) scrollToBottom();
 }
@@ -110,8 +119,9 @@ export function continues(entry, prev) {
 }
 
 // entryNode builds the DOM for one timeline entry, text only; prev is the
-// entry before it, to group consecutive messages of one sender.
-export function entryNode(entry, prev) {
+// entry before it, to group consecutive messages of one sender, unless
+// the unread marker stands between them (afterMarker).
+export function entryNode(entry, prev, afterMarker = false) {
   if (entry.kind === 'deleted') {
     const line = make('div', 'sys msg-deleted');
     line.dataset.id = String(entry.id);
@@ -125,7 +135,12 @@ export function entryNode(entry, prev) {
   }
   const mine = isMe(entry.from);
   const item = make('div', mine ? 'msg msg-mine' : 'msg');
-  if (continues(entry, prev)) item.classList.add('msg-cont');
+  if (continues(entry, prev)) {
+    // Remembered so that the grouping comes back when the marker goes.
+    item.dataset.cont = '1';
+    if (!afterMarker) item.classList.add('msg-cont');
+  }
+  if (!mine && !entry.file && mentionsMe(entry.text)) item.classList.add('msg-mention');
   if (typeof entry.id === 'number') item.dataset.id = String(entry.id);
   item.appendChild(avatar(entry.from));
   const body = make('div', 'msg-body');
@@ -154,6 +169,7 @@ export function entryNode(entry, prev) {
   }
   if (entry.sig === 'invalid') {
     item.classList.remove('msg-cont');
+    delete item.dataset.cont;
     item.classList.add('msg-invalid');
   }
   body.appendChild(head);
@@ -163,11 +179,10 @@ export function entryNode(entry, prev) {
   return item;
 }
 
-// textNode renders message text with its http(s) links clickable: links are
-// <a> elements made with DOM APIs (their text and href set as plain strings,
-// opened in a new tab without opener or referrer), everything else is text.
-export function textNode(text) {
-  const div = make('div', 'msg-text');
+// linkRuns cuts message text into runs of plain text ({text}) and http(s) links
+// ({text, href}), in order; together they are the whole text.
+export function linkRuns(text) {
+  const runs = [];
   let at = 0;
   for (const m of text.matchAll(LINK)) {
     // A sentence's closing punctuation is not part of the link.
@@ -179,17 +194,87 @@ export function textNode(text) {
       continue;
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') continue;
-    if (m.index > at) div.appendChild(document.createTextNode(text.slice(at, m.index)));
-    const a = make('a', 'msg-link', href);
-    a.href = url.href;
-    a.target = '_blank';
-    a.rel = 'noopener noreferrer';
-    a.referrerPolicy = 'no-referrer';
-    div.appendChild(a);
+    if (m.index > at) runs.push({ text: text.slice(at, m.index) });
+    runs.push({ text: href, href: url.href });
     at = m.index + href.length;
   }
-  if (at < text.length) div.appendChild(document.createTextNode(text.slice(at)));
+  if (at < text.length) runs.push({ text: text.slice(at) });
+  return runs;
+}
+
+// mentionsMe tells whether a text mentions the signed-in user (outside links:
+// a profile URL ending in /@name is not a mention).
+export function mentionsMe(text) {
+  if (!state.me || typeof text !== 'string') return false;
+  return linkRuns(text).some((run) => !run.href && mentionRanges(run.text, state.me.name).length > 0);
+}
+
+// textNode renders message text with its http(s) links clickable and the
+// mentions of the signed-in user highlighted: links are <a> elements made
+// with DOM APIs (their text and href set as plain strings, opened in a new
+// tab without opener or referrer), mentions <mark> elements with the text
+// in textContent, everything else is text nodes.
+export function textNode(text) {
+  const div = make('div', 'msg-text');
+  const me = state.me ? state.me.name : '';
+  for (const run of linkRuns(text)) {
+    if (run.href) {
+      const a = make('a', 'msg-link', run.text);
+      a.href = run.href;
+      a.target = '_blank';
+      a.rel = 'noopener noreferrer';
+      a.referrerPolicy = 'no-referrer';
+      div.appendChild(a);
+      continue;
+    }
+    let at = 0;
+    for (const [start, end] of mentionRanges(run.text, me)) {
+      if (start > at) div.appendChild(document.createTextNode(run.text.slice(at, start)));
+      const mark = make('mark', 'mention', run.text.slice(start, end));
+      mark.title = 'Mentions you';
+      div.appendChild(mark);
+      at = end;
+    }
+    if (at < run.text.length) div.appendChild(document.createTextNode(run.text.slice(at)));
+  }
   return div;
+}
+
+// markerNode is the one-line divider before the first message the user had
+// not seen when they came back to the room.
+export function markerNode() {
+  const line = make('div', 'unread-marker');
+  line.setAttribute('role', 'separator');
+  line.appendChild(make('span', 'unread-marker-text', 'New messages'));
+  return line;
+}
+
+// dropMarker takes the "new messages" marker away from a room and, when the
+// room is open, from the page.
+export function dropMarker(r) {
+  if (r.marker === null) return;
+  r.marker = null;
+  if (r.name !== state.current) return;
+  const line = ui.messages.querySelector('.unread-marker');
+  if (!line) return;
+  const next = line.nextElementSibling;
+  line.remove();
+  // The message after it goes back into its sender's group, if it was one.
+  if (next && next.dataset.cont === '1') next.classList.add('msg-cont');
+}
+
+// showMarker scrolls the open room so that its marker is in view: at the
+// bottom when everything unread fits, else with the marker at the top (and
+// the jump button offered for the rest).
+export function showMarker() {
+  scrollToBottom();
+  const line = ui.messages.querySelector('.unread-marker');
+  if (!line) return;
+  const top = line.getBoundingClientRect().top - ui.messages.getBoundingClientRect().top;
+  if (top < 0) {
+    ui.messages.scrollTop += top - 8;
+    ui.jump.hidden = false;
+  }
 }
 
 // onDeleted replaces a deleted message with a one-line notice, dropping

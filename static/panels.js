@@ -3,22 +3,25 @@
 // (Security rule: see app.js.)
 
 import { avatar, badge, make, ui } from './dom.js';
-import { isMe, LOBBY, MAX_KNOWN_USERS, RANKS, ROLES, room, roomLabel, state, user } from './state.js';
+import {
+  comeBack, isMe, LOBBY, MAX_KNOWN_USERS, RANKS, ROLES, room, roomLabel, state, user,
+} from './state.js';
 import { command, sendJSON } from './connection.js';
-import { renderMessages, scrollToBottom } from './messages.js';
+import { renderMessages, showMarker } from './messages.js';
 import { canSendFiles } from './files.js';
 import { notify } from './notices.js';
 import { joinRoom } from './actions.js';
 import { toggleAdmin } from './admin.js';
 import { renderE2EE } from './e2ee.js';
 
-// selectRoom opens a joined room: its messages, members and header.
+// selectRoom opens a joined room: its messages (with the marker before the
+// first one not yet seen), members and header.
 export function selectRoom(name) {
   state.current = name;
   const r = state.rooms.get(name);
-  if (r) r.unread = 0;
+  if (r) comeBack(r);
   renderMessages();
-  scrollToBottom();
+  showMarker();
   renderRooms();
   renderMembers();
   renderHeader();
@@ -210,6 +213,12 @@ export function renderRooms() {
     if (r.info.private && !dm) open.title = 'Private room';
     open.appendChild(make('span', 'room-name', dm ? roomLabel(r).slice(1) : name));
     if (r.unread > 0 && name !== state.current) {
+      if (r.mentions > 0) {
+        // A mention is the unread that is for you: marked apart from the count.
+        const at = make('span', 'unread-mention', '@');
+        at.title = r.mentions === 1 ? 'You are mentioned' : 'You are mentioned ' + r.mentions + ' times';
+        open.appendChild(at);
+      }
       const badge = make('span', 'unread', r.unread > 99 ? '99+' : String(r.unread));
       badge.title = r.unread + ' unread';
       open.appendChild(badge);

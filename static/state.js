@@ -143,7 +143,10 @@ export function room(name) {
       members: new Map(), // user id -> {name, role}
       messages: [],
       seen: new Set(),
-      unread: 0,
+      unread: 0, // messages of others that arrived while the room was not in view
+      mentions: 0, // how many of them mention the user
+      unreadFrom: null, // id of the first of them, where the marker goes when the user comes back
+      marker: null, // id of the message the "new messages" marker sits before, or null
       info: { private: false, locked: false, topic: '', count: null, kind: 'room' },
       perms: [], // my_perms in this room
       lastId: 0, // highest message id seen: where a reconnect resumes
@@ -152,4 +155,15 @@ export function room(name) {
     state.rooms.set(name, r);
   }
   return r;
+}
+
+// comeBack is what happens to a room's unread part when the user returns to
+// it (opens it, or the tab becomes visible with it open): the marker moves to
+// the first message they have not seen, or goes away when nothing is new, and
+// the counts start again from nothing.
+export function comeBack(r) {
+  r.marker = r.unread > 0 ? r.unreadFrom : null;
+  r.unread = 0;
+  r.mentions = 0;
+  r.unreadFrom = null;
 }
