@@ -57,8 +57,9 @@ func (u *browserUser) marks(t *testing.T, text string) []string {
 
 // TestBrowserMentions: "@name" mentioning the viewer (display name, any case, a name
 // with a space, on word boundaries) is highlighted for that user only, built of DOM
-// nodes (a <mark> holding text, the rest text nodes). An e-mail address, a longer word
-// (or a user@host), a longer word and a longer name are no mention. (The "@" on the unread badge: TestBrowserUnreadMarker.)
+// nodes (a <mark> holding text, the rest text nodes). An e-mail address or a user@host,
+// a longer word and a longer name are no mention. (The "@" on the unread badge:
+// TestBrowserUnreadMarker.)
 func TestBrowserMentions(t *testing.T) {
 	ts := startServer(t, generousLimits)
 	b := newBrowser(t)
