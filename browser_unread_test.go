@@ -259,8 +259,9 @@ type note struct {
 // TestBrowserNotifications: the page never asks for the notification permission on
 // load; the button asks (a user gesture) and turns notifications on. While the tab is
 // hidden a mention and a direct message each make one notification naming the sender
-// and the room and nothing of the text; an ordinary message makes none, nor does a
-// mention while the tab is visible, nor anything once the button turned them off. A
+// and the room and nothing of the text; an ordinary message makes none, nor do a
+// mention and a direct message while the tab is visible, nor anything once the button
+// turned them off. A
 // click on a notification opens its room.
 func TestBrowserNotifications(t *testing.T) {
 	ts := startServer(t, generousLimits)
@@ -309,17 +310,23 @@ func TestBrowserNotifications(t *testing.T) {
 		t.Fatalf("after the click: %+v, want one request and notifications on", got)
 	}
 
-	// Visible: a mention makes no notification.
+	// Visible: neither a mention in the open room nor a direct message elsewhere
+	// makes a notification.
 	alice.say(t, "@bob while you look")
 	bob.waitMessage(t, "@bob while you look")
+	alice.waitJS(t, "bob in the member list", `!!document.querySelector('#members li[data-user="dev:bob"] button.member-dm')`)
+	eval[bool](t, alice, `(document.querySelector('#members li[data-user="dev:bob"] button.member-dm').click(), true)`)
+	alice.waitJS(t, "the conversation open", `document.querySelector('#room-title').textContent === '@bob'`)
+	alice.say(t, "while you look, too")
+	bob.waitJS(t, "the conversation listed, unread", `document.querySelector('#rooms li.room-dm .unread')?.textContent === '1'`)
+
+	// Hidden: an ordinary message makes none, a mention one, a direct message one.
 	bob.setHidden(t, true)
+	alice.clickRoom(t, "lobby")
 	alice.say(t, "an ordinary message")
 	alice.say(t, "@bob are you there?")
 	bob.waitJS(t, "a notification", `window.__notes.length >= 1`)
-
-	// A direct message while hidden.
-	alice.waitJS(t, "bob in the member list", `!!document.querySelector('#members li[data-user="dev:bob"] button.member-dm')`)
-	eval[bool](t, alice, `(document.querySelector('#members li[data-user="dev:bob"] button.member-dm').click(), true)`)
+	alice.do(t, "open the conversation", chromedp.Click(chromedp.CSS(`#rooms li.room-dm .room-open`)))
 	alice.waitJS(t, "the conversation open", `document.querySelector('#room-title').textContent === '@bob'`)
 	alice.say(t, "psst, a secret")
 	bob.waitJS(t, "a second notification", `window.__notes.length >= 2`)
@@ -332,8 +339,8 @@ func TestBrowserNotifications(t *testing.T) {
 	if dmRoom == "" || len(notes) != len(want) || notes[0] != want[0] || notes[1] != want[1] {
 		t.Fatalf("notifications: %+v, want %+v", notes, want)
 	}
-	if got := eval[string](t, bob, `document.title`); got != "(3) #lobby · Chat" {
-		t.Errorf("title while hidden: %q, want (3) #lobby · Chat", got)
+	if got := eval[string](t, bob, `document.title`); got != "(4) #lobby · Chat" {
+		t.Errorf("title while hidden: %q, want (4) #lobby · Chat", got)
 	}
 
 	// A click on the conversation's notification opens it.
