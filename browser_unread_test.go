@@ -57,9 +57,9 @@ func (u *browserUser) marks(t *testing.T, text string) []string {
 
 // TestBrowserMentions: "@name" mentioning the viewer (display name, any case, a name
 // with a space, on word boundaries) is highlighted for that user only, built of DOM
-// nodes (a <mark> holding text, the rest text nodes). An e-mail address or a user@host,
-// a longer word and a longer name are no mention. (The "@" on the unread badge:
-// TestBrowserUnreadMarker.)
+// nodes (a <mark> holding text, the rest text nodes). An e-mail address, a user@host,
+// a link, a longer word and a longer name are no mention. (The "@" on the unread
+// badge: TestBrowserUnreadMarker.)
 func TestBrowserMentions(t *testing.T) {
 	ts := startServer(t, generousLimits)
 	b := newBrowser(t)
@@ -67,7 +67,7 @@ func TestBrowserMentions(t *testing.T) {
 	bob := loginUser(t, b, ts.URL, "Bob Stone")
 	carol := loginUser(t, b, ts.URL, "carol")
 
-	plain := "ssh deploy@carol, write to dev@carol.example or ask @carolyn, not @bob stoned or @bob"
+	plain := "ssh deploy@carol, write to dev@carol.example or ask @carolyn (https://social.example/@carol), not @bob stoned or @bob"
 	alice.say(t, plain)
 	mention := "hey @BOB  STONE, can you look? thanks @carol."
 	alice.say(t, mention)
