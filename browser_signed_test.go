@@ -241,9 +241,13 @@ func TestBrowserSignedMessages(t *testing.T) {
 	upload.DIK, _ = base64.StdEncoding.DecodeString(up["dik"].(string))
 	upload.Cert, _ = base64.StdEncoding.DecodeString(up["cert"].(string))
 	ts.App.hub.do(func() {
-		if _, _, kerr := ts.App.keys.Reset("dev:alice", upload); kerr != nil {
+		ch, kerr := ts.App.keys.Reset("dev:alice", upload)
+		if kerr != nil {
 			t.Errorf("substitute the key: %v", kerr)
+			return
 		}
+		ch.Apply()
+		ch.Release()
 	})
 	forged := ghost.signedSay(lobby, "trust me, it is alice")
 	inject(t, ts, lobby, map[string]any{"type": "message", "room": lobby, "id": 1e6 + 2, "ts": 1700000000000,

@@ -111,6 +111,7 @@ func init() {
 		"reset_identity":  {fields: []fieldSpec{uploadFields(true)}, run: (*Hub).cmdResetIdentity},
 		"devices":         {fields: []fieldSpec{{names: []string{"user", "users"}, check: checkDevicesQuery}}, run: (*Hub).cmdDevices},
 		"revoke_device":   {fields: []fieldSpec{optUserField, deviceField}, allow: (*Hub).mayRevoke, run: (*Hub).cmdRevokeDevice},
+		"link_request":    {fields: []fieldSpec{linkFields}, run: (*Hub).cmdLinkRequest},
 		// Direct messages (dm.go) and deleting messages (delete.go).
 		"open_dm": {fields: []fieldSpec{userOrEmailField}, run: (*Hub).cmdOpenDM},
 		"dm_prefs": {fields: []fieldSpec{{names: []string{"block", "unblock"}, check: checkDMPrefs}, field("refuse_strangers", nil)},

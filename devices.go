@@ -146,14 +146,21 @@ func (h *Hub) acceptSigned(c *Client, env *envelope) bool {
 // devicesEvent describes a user's record for a `devices` answer, a `key_changed`
 // event and the like: the root key and every device, revoked ones included.
 func devicesEvent(typ, user string, u *keydir.User, ref string) []byte {
+	return devicesEventLinks(typ, user, u, nil, ref)
+}
+
+// devicesEventLinks is devicesEvent with the user's waiting link requests, which only
+// the user's own connections are told about.
+func devicesEventLinks(typ, user string, u *keydir.User, links []keydir.Link, ref string) []byte {
 	v := struct {
 		Type    string          `json:"type"`
 		User    string          `json:"user"`
 		URK     []byte          `json:"urk"`
 		Devices []keydir.Device `json:"devices"`
+		Links   []keydir.Link   `json:"links,omitempty"`
 		ResetAt int64           `json:"reset_at,omitempty"`
 		Ref     string          `json:"ref,omitempty"`
-	}{Type: typ, User: user, Devices: []keydir.Device{}, Ref: ref}
+	}{Type: typ, User: user, Devices: []keydir.Device{}, Links: links, Ref: ref}
 	if u != nil {
 		v.URK, v.Devices, v.ResetAt = u.URK, u.Devices, u.ResetAt
 	}
@@ -181,11 +188,14 @@ func (h *Hub) contacts(userID string) map[*Client]struct{} {
 }
 
 // tellContacts sends ev to the contacts of userID, and to also (the actor, who may not
-// be one).
+// be one) while it is still connected: the event may follow a store write that
+// outlived the actor's connection.
 func (h *Hub) tellContacts(userID string, also *Client, ev []byte) {
 	shared := &ev
 	to := h.contacts(userID)
-	to[also] = struct{}{}
+	if _, ok := h.clients[also]; ok {
+		to[also] = struct{}{}
+	}
 	for m := range to {
 		h.enqueue(m, shared)
 	}
@@ -200,28 +210,59 @@ func (h *Hub) mayRegister(c *Client, env *envelope, _ *roomInfo) *protoError {
 	return nil
 }
 
+// keysKey names a user's key-directory record for changes in flight (durable.go).
+func keysKey(userID string) string { return "keys/" + userID }
+
+// commitKeys makes a planned directory change durable and only then applies it and
+// runs effects (the events to contacts); see durable.go. A change that changes nothing
+// (a page registering its known device again) is acknowledged at once.
+func (h *Hub) commitKeys(c *Client, env *envelope, user string, ch *keydir.Change, audit *auditEntry, effects func()) {
+	if ch.Writes == nil {
+		ch.Release()
+		if env.Ref != "" {
+			h.deliver(c, ackOnly(env.Ref))
+		}
+		return
+	}
+	h.commit(c, env, change{
+		key:    keysKey(user),
+		writes: ch.Writes,
+		audit:  audit,
+		apply: func() {
+			ch.Apply()
+			effects()
+		},
+		release: ch.Release,
+	})
+}
+
 // cmdRegisterDevice registers a device for the session's user (register_device, with
 // the root key, which the first device creates) or certifies another device of theirs
 // with the root key already on record (certify_device). The user is always the
 // session's: a certificate made for anyone else does not verify.
 func (h *Hub) cmdRegisterDevice(c *Client, cmd command, _ *roomInfo) {
 	env := cmd.env
-	u, writes, added, kerr := h.app.keys.Register(c.user.ID, env.upload)
+	if h.waitTurn(keysKey(c.user.ID), c, env) {
+		return
+	}
+	ch, kerr := h.app.keys.Register(c.user.ID, env.upload)
 	if kerr != nil {
 		h.refuse(c, env, kerr.Code, kerr.Message)
 		return
 	}
-	if added {
-		dev := u.Live(env.upload.Device)
+	h.commitKeys(c, env, c.user.ID, ch, nil, func() {
+		if !ch.Added {
+			return
+		}
+		h.app.keys.ForgetLink(c.user.ID, env.upload.Device)
 		b, _ := json.Marshal(struct {
 			Type   string        `json:"type"`
 			User   string        `json:"user"`
 			URK    []byte        `json:"urk"`
 			Device keydir.Device `json:"device"`
-		}{"device_added", c.user.ID, u.URK, *dev})
+		}{"device_added", c.user.ID, ch.User.URK, *ch.User.Live(env.upload.Device)})
 		h.tellContacts(c.user.ID, c, b)
-	}
-	h.persist(c, env.Ref, writes, nil)
+	})
 }
 
 // cmdResetIdentity replaces the session user's root key: all their devices are
@@ -229,14 +270,65 @@ func (h *Hub) cmdRegisterDevice(c *Client, cmd command, _ *roomInfo) {
 // contact gets `key_changed`, which pages show as a blocking warning.
 func (h *Hub) cmdResetIdentity(c *Client, cmd command, _ *roomInfo) {
 	env := cmd.env
-	u, writes, kerr := h.app.keys.Reset(c.user.ID, env.upload)
+	if h.waitTurn(keysKey(c.user.ID), c, env) {
+		return
+	}
+	ch, kerr := h.app.keys.Reset(c.user.ID, env.upload)
 	if kerr != nil {
 		h.refuse(c, env, kerr.Code, kerr.Message)
 		return
 	}
-	h.tellContacts(c.user.ID, c, devicesEvent("key_changed", c.user.ID, u, ""))
-	audit := newAudit(h.now(), c.user.ID, "reset_identity", c.user.ID, nil, base64.StdEncoding.EncodeToString(u.URK))
-	h.persist(c, env.Ref, writes, &audit)
+	audit := newAudit(h.now(), c.user.ID, "reset_identity", c.user.ID, nil, base64.StdEncoding.EncodeToString(ch.User.URK))
+	h.commitKeys(c, env, c.user.ID, ch, &audit, func() {
+		h.app.keys.ForgetLink(c.user.ID, env.upload.Device)
+		h.tellContacts(c.user.ID, c, devicesEvent("key_changed", c.user.ID, ch.User, ""))
+	})
+}
+
+// linkFields are a link_request: the new device's id, key and creation time, decoded
+// into env.upload (no root key and no certificate: the device has neither yet).
+var linkFields = fieldSpec{names: []string{"device", "dik", "created"}, check: func(_ *filter, env *envelope) *protoError {
+	up := &keydir.Upload{Device: env.Device}
+	var ok bool
+	if up.DIK, ok = decodeB64(env.DIK, 32); !ok {
+		return newProtoError(codeBadEnvelope, "dik must be a base64 32-byte Ed25519 public key")
+	}
+	if env.Created > maxJSSafe {
+		return newProtoError(codeBadEnvelope, "created must be a time in Unix milliseconds")
+	}
+	up.Created = env.Created
+	if perr := checkDeviceID(up.Device); perr != nil {
+		return perr
+	}
+	env.upload = up
+	return nil
+}}
+
+// cmdLinkRequest records a new device's request to be certified by one of the
+// session user's devices that holds their root key, and shows it to every connection
+// of that user (`link_request`); nobody else hears of it. It changes nothing durable:
+// the certify_device that follows does, and a request lapses unanswered.
+func (h *Hub) cmdLinkRequest(c *Client, cmd command, _ *roomInfo) {
+	env := cmd.env
+	l, kerr := h.app.keys.RequestLink(c.user.ID, env.upload)
+	if kerr != nil {
+		h.refuse(c, env, kerr.Code, kerr.Message)
+		return
+	}
+	b, _ := json.Marshal(struct {
+		Type string `json:"type"`
+		User string `json:"user"`
+		keydir.Link
+	}{"link_request", c.user.ID, *l})
+	shared := &b
+	for o := range h.clients {
+		if o.user.ID == c.user.ID {
+			h.enqueue(o, shared)
+		}
+	}
+	if env.Ref != "" {
+		h.deliver(c, ackOnly(env.Ref))
+	}
 }
 
 // cmdDevices answers with a user's record (one's own when no user is named), or with
@@ -252,7 +344,11 @@ func (h *Hub) cmdDevices(c *Client, cmd command, _ *roomInfo) {
 		users = []string{user}
 	}
 	for _, user := range users {
-		h.deliver(c, devicesEvent("devices", user, h.app.keys.Describe(user), cmd.env.Ref))
+		var links []keydir.Link
+		if user == c.user.ID {
+			links = h.app.keys.Links(user)
+		}
+		h.deliver(c, devicesEventLinks("devices", user, h.app.keys.Describe(user), links, cmd.env.Ref))
 	}
 }
 
@@ -272,24 +368,29 @@ func (h *Hub) cmdRevokeDevice(c *Client, cmd command, _ *roomInfo) {
 	if user == "" {
 		user = c.user.ID
 	}
-	_, writes, kerr := h.app.keys.Revoke(user, env.Device, c.user.ID)
+	if h.waitTurn(keysKey(user), c, env) {
+		return
+	}
+	ch, kerr := h.app.keys.Revoke(user, env.Device, c.user.ID)
 	if kerr != nil {
 		h.refuse(c, env, kerr.Code, kerr.Message)
 		return
 	}
-	ev := appendObject(nil, "device_revoked", "", func(b []byte) []byte {
-		b = append(b, `,"user":`...)
-		b = appendJSONString(b, user)
-		b = append(b, `,"device":"`...)
-		b = append(b, env.Device...) // validated device id
-		b = append(b, `","by":`...)
-		return appendJSONString(b, c.user.ID)
-	})
-	h.tellContacts(user, c, ev)
 	var audit *auditEntry
 	if user != c.user.ID {
 		a := newAudit(h.now(), c.user.ID, "revoke_device", user+" "+env.Device, nil, nil)
 		audit = &a
 	}
-	h.persist(c, env.Ref, writes, audit)
+	by := c.user.ID
+	h.commitKeys(c, env, user, ch, audit, func() {
+		ev := appendObject(nil, "device_revoked", "", func(b []byte) []byte {
+			b = append(b, `,"user":`...)
+			b = appendJSONString(b, user)
+			b = append(b, `,"device":"`...)
+			b = append(b, env.Device...) // validated device id
+			b = append(b, `","by":`...)
+			return appendJSONString(b, by)
+		})
+		h.tellContacts(user, c, ev)
+	})
 }

@@ -368,9 +368,13 @@ func TestHubRefusesDeviceRevokedAfterCheck(t *testing.T) {
 	up.URK = id.urk.Public().(ed25519.PublicKey)
 	up.Cert, _ = base64.StdEncoding.DecodeString(reg["cert"].(string))
 	h.do(func() {
-		if _, _, _, kerr := h.app.keys.Register("dev:alice", up); kerr != nil {
+		ch, kerr := h.app.keys.Register("dev:alice", up)
+		if kerr != nil {
 			t.Errorf("register: %v", kerr)
+			return
 		}
+		ch.Apply()
+		ch.Release()
 	})
 	drain(t, h, alice)
 	drain(t, h, bob)
@@ -379,9 +383,12 @@ func TestHubRefusesDeviceRevokedAfterCheck(t *testing.T) {
 	cmd := sayCmd(alice, lobby, "checked, then revoked")
 	cmd.env.sig = &signature{device: id.device, counter: 1, sig: make([]byte, 64), dik: up.DIK}
 	h.do(func() {
-		if _, _, kerr := h.app.keys.Revoke("dev:alice", id.device, "dev:alice"); kerr != nil {
+		ch, kerr := h.app.keys.Revoke("dev:alice", id.device, "dev:alice")
+		if kerr != nil {
 			t.Errorf("revoke: %v", kerr)
+			return
 		}
+		ch.Apply()
 	})
 	h.inbound <- cmd
 	got := drain(t, h, alice)

@@ -14,6 +14,7 @@ import { onDeleted } from './messages.js';
 import { onAudit, onSettings } from './admin.js';
 import { onDevices, onKeysChanged } from './signing.js';
 import { isMLSEvent, onMLSEvent, onRoomGone } from './e2ee.js';
+import { onLinkRequest } from './devices.js';
 
 // setStatus shows the connection state; tests and users read #status,
 // whose text contains "connected" exactly when the socket is usable.
@@ -209,6 +210,7 @@ export function handle(ev) {
     case 'device_revoked':
     case 'key_changed':
       return onKeysChanged(ev);
+    case 'link_request': return onLinkRequest(ev);
     default: return undefined; // newer servers may add events
   }
 }

@@ -91,9 +91,13 @@ export async function loadDevice(user) {
   return dev;
 }
 
-// registration is the register_device command for dev: its root key certifies its
-// device key for this user.
+// registration is the command that (re)registers dev: register_device, its own root
+// key certifying its device key, or, for a device another device linked (it holds no
+// root key), certify_device with the certificate it was given.
 export async function registration(dev) {
+  if (dev.linked) {
+    return { type: 'certify_device', device: dev.device, dik: b64(dev.dikRaw), created: dev.created, cert: dev.cert };
+  }
   const cert = await crypto.subtle.sign(ED25519, dev.urk.privateKey,
     certBytes({ user: dev.user, device: dev.device, dik: dev.dikRaw, created: dev.created }));
   return {
@@ -104,6 +108,56 @@ export async function registration(dev) {
     created: dev.created,
     cert: b64(new Uint8Array(cert)),
   };
+}
+
+// resetRegistration is the reset_identity command: dev's own root key replaces the
+// user's, and certifies dev.
+export async function resetRegistration(dev) {
+  const reg = await registration(Object.assign({}, dev, { linked: false }));
+  reg.type = 'reset_identity';
+  return reg;
+}
+
+// linkRequest is the link_request command for dev: its public key, for a device of
+// the same user that holds the root key to certify.
+export function linkRequest(dev) {
+  return { type: 'link_request', device: dev.device, dik: b64(dev.dikRaw), created: dev.created };
+}
+
+// canCertify reports whether dev holds the root key on record (urk, base64): only then
+// can it certify another device.
+export function canCertify(dev, urk) {
+  return !!dev && !dev.linked && !!dev.urk && b64(dev.urkRaw) === urk;
+}
+
+// certifyLink is the certify_device command for a link request {device, dik, created}
+// of user, signed by dev's root key. The caller has compared the link codes.
+export async function certifyLink(dev, req) {
+  const dik = unb64(req.dik);
+  if (!dik || dik.length !== 32 || !Number.isSafeInteger(req.created)) throw new Error('malformed link request');
+  const cert = await crypto.subtle.sign(ED25519, dev.urk.privateKey,
+    certBytes({ user: dev.user, device: req.device, dik, created: req.created }));
+  return { type: 'certify_device', device: req.device, dik: req.dik, created: req.created, cert: b64(new Uint8Array(cert)) };
+}
+
+// markLinked records that dev was certified by the user's root key (urk, base64) with
+// cert: from now on it registers with that certificate, and its own root key, which
+// the directory never took, is dropped.
+export async function markLinked(dev, urk, cert) {
+  dev.linked = true;
+  dev.cert = cert;
+  dev.rootUrk = urk;
+  dev.urk = null;
+  dev.urkRaw = null;
+  await tx(DEVICES, 'readwrite', (s) => s.put(dev));
+}
+
+// markRoot records that dev's own root key is now the user's (after a reset).
+export async function markRoot(dev) {
+  if (!dev.linked) return;
+  const urk = await newKey();
+  Object.assign(dev, { linked: false, cert: null, rootUrk: null, urk: urk.pair, urkRaw: urk.raw });
+  await tx(DEVICES, 'readwrite', (s) => s.put(dev));
 }
 
 // nextCounter gives a counter above every earlier one of this device, without a
@@ -206,24 +260,45 @@ const SAFETY_ITERATIONS = 5200; // as Signal's fingerprints: slows down a search
 // fingerprint is one user's half of a safety number: 30 digits from iterated SHA-512
 // over their root key and user id.
 async function fingerprint(user, urkRaw) {
-  const id = new TextEncoder().encode(user);
-  let h = new Uint8Array(2 + urkRaw.length + id.length);
-  h.set(urkRaw, 2);
-  h.set(id, 2 + urkRaw.length);
-  const buf = new Uint8Array(64 + urkRaw.length);
-  buf.set(urkRaw, 64);
+  return digits(await iteratedHash(new TextEncoder().encode(user), urkRaw), 30);
+}
+
+// iteratedHash is Signal's fingerprint hash: SHA-512 over a version, the key and an
+// identifier, then 5199 more rounds over the previous hash and the key.
+async function iteratedHash(id, keyRaw) {
+  let h = new Uint8Array(2 + keyRaw.length + id.length);
+  h.set(keyRaw, 2);
+  h.set(id, 2 + keyRaw.length);
+  const buf = new Uint8Array(64 + keyRaw.length);
+  buf.set(keyRaw, 64);
   h = new Uint8Array(await crypto.subtle.digest('SHA-512', h));
   for (let i = 1; i < SAFETY_ITERATIONS; i++) {
     buf.set(h, 0);
     h = new Uint8Array(await crypto.subtle.digest('SHA-512', buf));
   }
-  let digits = '';
-  for (let i = 0; i < 30; i += 5) {
-    let n = 0;
-    for (let j = 0; j < 5; j++) n = n * 256 + h[i + j];
-    digits += String(n % 100000).padStart(5, '0');
+  return h;
+}
+
+// digits turns a hash into n decimal digits (n a multiple of 5), five from each 5 bytes.
+function digits(h, n) {
+  let out = '';
+  for (let i = 0; i < n; i += 5) {
+    let v = 0;
+    for (let j = 0; j < 5; j++) v = v * 256 + h[i + j];
+    out += String(v % 100000).padStart(5, '0');
   }
-  return digits;
+  return out;
+}
+
+const LINK_DIGITS = 25; // about 83 bits: a server cannot find a second key with the same code
+
+// linkCode is the code a new device shows and the user types into the device that
+// certifies it: 25 digits committing to exactly what the certificate will cover
+// (user, device id, device key, created), made like a safety number's half with the
+// certificate bytes as the identifier and the device key as the key.
+export async function linkCode(user, device, dikRaw, created) {
+  const id = certBytes({ user, device, dik: dikRaw, created });
+  return digits(await iteratedHash(id, dikRaw), LINK_DIGITS).replace(/(\d{5})(?=\d)/g, '$1 ');
 }
 
 // safetyNumber is the 60-digit number two users compare (in person, on a call) to know

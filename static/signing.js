@@ -14,8 +14,10 @@ import { sendJSON } from './connection.js';
 import { entryNode, renderMessages } from './messages.js';
 import { notify } from './notices.js';
 import {
-  acceptKey, checkDevice, checkSay, loadDevice, markVerified, pin, registration, safetyNumber, signSay, supported,
+  acceptKey, checkDevice, checkSay, loadDevice, markLinked, markRoot, markVerified, pin, registration,
+  resetRegistration, safetyNumber, signSay, supported,
 } from './identity.js';
+import { linkAnswer, offerLink, onOtherDevices, onOwnDeviceAdded, onOwnDeviceRevoked, onOwnDevices } from './devices.js';
 import { unb64 } from './sigbytes.js';
 
 const MAX_USERS = 500; // key records cached
@@ -27,7 +29,7 @@ const ASK_MAX_USERS = 50; // the server's limit per `devices`
 // sig is the signing state: this device, whether the server accepted it, what is
 // known of other users' keys, and which message ids were seen where.
 const sig = {
-  status: 'off', // off, unsupported, registering, on, refused
+  status: 'off', // off, unsupported, registering, on, refused, unlinked (waiting to be linked), revoked
   dev: null,
   queue: Promise.resolve(),
   users: new Map(), // user id -> {rec, waiters: [], asked}
@@ -68,16 +70,49 @@ export async function startSigning() {
   }
 }
 
-// signingAnswer takes the ack or error for a registration; true when it was one.
+// signingAnswer takes the ack or error for a registration; true when it was one. A
+// registration refused because the user already has another root key makes this a new
+// device of theirs, which asks to be linked (devices.js).
 export function signingAnswer(ev) {
+  if (linkAnswer(ev)) return true;
   if (typeof ev.ref !== 'string' || !ev.ref.startsWith('k')) return false;
   if (ev.type === 'ack') {
     setStatus('on');
+  } else if (ev.code === 'urk_mismatch' && sig.dev && !sig.dev.linked && sig.status === 'registering') {
+    setStatus('unlinked');
+    offerLink(sig.dev);
   } else {
     setStatus('refused');
     notify('signing', 'This browser is not a certified device of yours (' + str(ev.code) + '); your messages are sent unsigned.');
   }
   return true;
+}
+
+// signingDevice is this profile's device for the signed-in user (null before it loaded).
+export function signingDevice() {
+  return sig.dev;
+}
+
+// signingLinked records that another device certified this one under the user's root
+// key (urk, base64) with cert, and starts signing.
+export async function signingLinked(dev, urk, cert) {
+  await markLinked(dev, urk, cert);
+  if (sig.dev === dev) setStatus('on');
+}
+
+// signingRevoked stops signing: the directory revoked this device.
+export function signingRevoked() {
+  setStatus('revoked');
+}
+
+// signingReset replaces the user's root key with a new one made here (reset_identity):
+// every other device of theirs is revoked and contacts see a key change.
+export async function signingReset() {
+  const dev = sig.dev;
+  if (!dev) return;
+  await markRoot(dev);
+  setStatus('registering');
+  sendJSON(Object.assign(await resetRegistration(dev), { ref: 'k' + ++sig.refs }));
 }
 
 // cleanForSigning applies the server's cleaning (PROTOCOL.md, "Text cleaning") so that
@@ -151,6 +186,8 @@ function askKeys() {
 // onDevices stores a user's record from the directory and wakes the checks waiting for it.
 export function onDevices(ev) {
   const user = str(ev.user);
+  if (state.me && user === state.me.id) onOwnDevices(ev);
+  else onOtherDevices(ev);
   const k = sig.users.get(user);
   if (!k) return;
   k.rec = { urk: str(ev.urk), devices: Array.isArray(ev.devices) ? ev.devices : [] };
@@ -165,6 +202,8 @@ export function onDevices(ev) {
 // key_changed also warns at once when the new root key is not the pinned one.
 export function onKeysChanged(ev) {
   const user = str(ev.user);
+  if (ev.type === 'device_added') onOwnDeviceAdded(ev);
+  if (ev.type === 'device_revoked') onOwnDeviceRevoked(ev);
   const k = sig.users.get(user);
   if (k) k.rec = null;
   if (ev.type !== 'key_changed' || !state.me || !user || typeof ev.urk !== 'string') return;

@@ -18,6 +18,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -147,6 +148,53 @@ type Upload struct {
 	Cert    []byte
 }
 
+// Change is a change to one user's record, computed from the published record but
+// not yet in effect: the caller makes Writes durable first, then calls Apply, so
+// readers never see a device, revocation or root key the next restart would not
+// have. A Change that is not applied (the store failed) leaves the directory as it
+// was; Release must then still be called.
+type Change struct {
+	// User is the record once applied.
+	User *User
+	// Writes keep the change; nil for a change that changes nothing.
+	Writes []store.Write
+	// Added says whether a device was added.
+	Added bool
+	// dropSeen are the counters the change forgets (BucketSeen keys).
+	dropSeen []string
+	// isNew says the change creates the user's record.
+	isNew    bool
+	d        *Directory
+	released bool
+}
+
+// Apply publishes the change to every reader. Call it only once Writes are durable,
+// on the directory's goroutine.
+func (c *Change) Apply() {
+	if c.Writes == nil {
+		return
+	}
+	for _, k := range c.dropSeen {
+		delete(c.d.seen, k)
+	}
+	if c.isNew {
+		c.d.count++
+	}
+	c.d.users.Store(c.User.ID, c.User)
+}
+
+// Release ends the change's claim on the directory's bounds, applied or not. Calling it
+// again does nothing.
+func (c *Change) Release() {
+	if c.released {
+		return
+	}
+	c.released = true
+	if c.isNew {
+		c.d.pendingNew--
+	}
+}
+
 // Limits bound the directory.
 type Limits struct {
 	// MaxDevices is the most live devices per user. Zero means DefaultMaxDevices.
@@ -167,11 +215,15 @@ type seen struct {
 type Directory struct {
 	users sync.Map // user id -> *User
 	// Owned by the writing goroutine:
-	count    int
-	seen     map[string]seen // seenKey -> seen
-	limiters map[string]*rate.Limiter
-	limits   Limits
-	now      func() time.Time
+	count int
+	// pendingNew counts users whose first device is planned but not yet durable, so
+	// changes in flight cannot together pass MaxUsers.
+	pendingNew int
+	seen       map[string]seen // seenKey -> seen
+	limiters   map[string]*rate.Limiter
+	links      map[string][]Link // user id -> waiting link requests, oldest first
+	limits     Limits
+	now        func() time.Time
 }
 
 // New makes an empty directory.
@@ -182,7 +234,7 @@ func New(limits Limits, now func() time.Time) *Directory {
 	if limits.MaxUsers <= 0 {
 		limits.MaxUsers = DefaultMaxUsers
 	}
-	return &Directory{seen: map[string]seen{}, limiters: map[string]*rate.Limiter{}, limits: limits, now: now}
+	return &Directory{seen: map[string]seen{}, limiters: map[string]*rate.Limiter{}, links: map[string][]Link{}, limits: limits, now: now}
 }
 
 // Load reads the directory from the store (at start-up, before the hub runs).
@@ -286,74 +338,78 @@ func checkCert(user string, urk []byte, up *Upload) *Error {
 // key; without it (a certify_device) the record's root key must already exist. The
 // certificate must verify under that key for this user. Registering a live device
 // again with the same key changes nothing and is not refused (a page does it at every
-// load); with another key it is bad_device. It returns the new record and the writes
-// that keep it, or an Error and no change. added says whether a device was added.
-func (d *Directory) Register(user string, up *Upload) (u *User, writes []store.Write, added bool, err *Error) {
+// load); with another key it is bad_device. It returns the change (to apply once
+// durable), or an Error and no change.
+func (d *Directory) Register(user string, up *Upload) (*Change, *Error) {
 	old := d.User(user)
 	urk := up.URK
 	switch {
 	case old == nil && urk == nil:
-		return nil, nil, false, refuse(CodeBadCertificate, "this user has no root key yet; register a first device with its root key")
+		return nil, refuse(CodeBadCertificate, "this user has no root key yet; register a first device with its root key")
 	case old != nil && urk == nil:
 		urk = old.URK
 	case old != nil && !bytes.Equal(old.URK, urk):
-		return nil, nil, false, refuse(CodeURKMismatch, "this user already has another root key; certify the device with it, or reset the identity")
+		return nil, refuse(CodeURKMismatch, "this user already has another root key; certify the device with it, or reset the identity")
 	}
 	if e := checkCert(user, urk, up); e != nil {
-		return nil, nil, false, e
+		return nil, e
 	}
 	if live := old.Live(up.Device); live != nil {
 		if !bytes.Equal(live.DIK, up.DIK) {
-			return nil, nil, false, refuse(CodeBadDevice, "this device id is registered with another key")
+			return nil, refuse(CodeBadDevice, "this device id is registered with another key")
 		}
-		return old, nil, false, nil
+		return &Change{User: old, d: d, released: true}, nil
 	}
 	if old != nil && old.find(up.Device) >= 0 {
 		// Revoked ids stay revoked: otherwise whoever holds a revoked device (and the
 		// session) could bring it back by sending its old registration again.
-		return nil, nil, false, refuse(CodeBadDevice, "this device id was revoked; make a new device")
+		return nil, refuse(CodeBadDevice, "this device id was revoked; make a new device")
 	}
-	if old == nil && d.count >= d.limits.MaxUsers {
-		return nil, nil, false, refuse(CodeDirectoryFull, "the key directory is full")
+	if old == nil && d.count+d.pendingNew >= d.limits.MaxUsers {
+		return nil, refuse(CodeDirectoryFull, "the key directory is full")
 	}
 	if old != nil && d.liveCount(old) >= d.limits.MaxDevices {
-		return nil, nil, false, refuse(CodeTooManyDevices, "a user may have at most %d devices; revoke one first", d.limits.MaxDevices)
+		return nil, refuse(CodeTooManyDevices, "a user may have at most %d devices; revoke one first", d.limits.MaxDevices)
 	}
 	if !d.allow(user) {
-		return nil, nil, false, refuse(CodeRateLimited, "too many device changes; try again in a minute")
+		return nil, refuse(CodeRateLimited, "too many device changes; try again in a minute")
 	}
 	next := &User{ID: user, URK: bytes.Clone(urk)}
 	if old != nil {
 		next = old.clone()
-	} else {
-		d.count++
 	}
 	now := d.now().UnixMilli()
 	next.Devices = append(next.Devices, Device{ID: up.Device, DIK: bytes.Clone(up.DIK), Cert: bytes.Clone(up.Cert), Created: up.Created, FirstSeen: now, LastSeen: now})
-	delete(d.seen, seenKey(user, up.Device))
-	writes = append(d.publish(next), store.Write{Bucket: BucketSeen, Key: []byte(seenKey(user, up.Device))})
-	return next, writes, true, nil
+	ch := d.prepare(next)
+	ch.Added, ch.isNew = true, old == nil
+	if ch.isNew {
+		d.pendingNew++
+		ch.released = false
+	}
+	ch.dropSeen = append(ch.dropSeen, seenKey(user, up.Device))
+	ch.Writes = append(ch.Writes, store.Write{Bucket: BucketSeen, Key: []byte(seenKey(user, up.Device))})
+	return ch, nil
 }
 
 // Reset replaces a user's root key: every device of theirs is revoked and the
 // uploaded one, certified by the new key, becomes the only live device. It is the
 // only way a known user's root key changes; contacts then see a key change.
-func (d *Directory) Reset(user string, up *Upload) (*User, []store.Write, *Error) {
+func (d *Directory) Reset(user string, up *Upload) (*Change, *Error) {
 	old := d.User(user)
 	if old == nil {
-		return nil, nil, refuse(CodeBadCertificate, "this user has no root key to reset; register a device")
+		return nil, refuse(CodeBadCertificate, "this user has no root key to reset; register a device")
 	}
 	if e := checkCert(user, up.URK, up); e != nil {
-		return nil, nil, e
+		return nil, e
 	}
 	if bytes.Equal(old.URK, up.URK) {
-		return nil, nil, refuse(CodeURKMismatch, "the new root key is the current one")
+		return nil, refuse(CodeURKMismatch, "the new root key is the current one")
 	}
 	if i := old.find(up.Device); i >= 0 && old.Devices[i].Revoked != 0 {
-		return nil, nil, refuse(CodeBadDevice, "this device id was revoked; make a new device")
+		return nil, refuse(CodeBadDevice, "this device id was revoked; make a new device")
 	}
 	if !d.allow(user) {
-		return nil, nil, refuse(CodeRateLimited, "too many device changes; try again in a minute")
+		return nil, refuse(CodeRateLimited, "too many device changes; try again in a minute")
 	}
 	now := d.now().UnixMilli()
 	next := old.clone()
@@ -367,25 +423,27 @@ func (d *Directory) Reset(user string, up *Upload) (*User, []store.Write, *Error
 		next.Devices = append(next.Devices[:i], next.Devices[i+1:]...)
 	}
 	next.Devices = append(next.Devices, Device{ID: up.Device, DIK: bytes.Clone(up.DIK), Cert: bytes.Clone(up.Cert), Created: up.Created, FirstSeen: now, LastSeen: now})
-	delete(d.seen, seenKey(user, up.Device))
-	writes := append(d.publish(next), store.Write{Bucket: BucketSeen, Key: []byte(seenKey(user, up.Device))})
-	return next, writes, nil
+	ch := d.prepare(next)
+	ch.Added = true
+	ch.dropSeen = append(ch.dropSeen, seenKey(user, up.Device))
+	ch.Writes = append(ch.Writes, store.Write{Bucket: BucketSeen, Key: []byte(seenKey(user, up.Device))})
+	return ch, nil
 }
 
 // Revoke revokes a live device of user, recording who did it. A revoked device's
-// messages are refused from then on.
-func (d *Directory) Revoke(user, device, by string) (*User, []store.Write, *Error) {
+// messages are refused from then on (once the change is applied).
+func (d *Directory) Revoke(user, device, by string) (*Change, *Error) {
 	old := d.User(user)
 	if old.Live(device) == nil {
-		return nil, nil, refuse(CodeBadDevice, "no such live device")
+		return nil, refuse(CodeBadDevice, "no such live device")
 	}
 	if !d.allow(by) {
-		return nil, nil, refuse(CodeRateLimited, "too many device changes; try again in a minute")
+		return nil, refuse(CodeRateLimited, "too many device changes; try again in a minute")
 	}
 	next := old.clone()
 	i := next.find(device)
 	next.Devices[i].Revoked, next.Devices[i].RevokedBy = d.now().UnixMilli(), by
-	return next, d.publish(next), nil
+	return d.prepare(next), nil
 }
 
 // liveCount counts a record's live devices.
@@ -399,25 +457,25 @@ func (d *Directory) liveCount(u *User) int {
 	return n
 }
 
-// publish trims revoked devices beyond keepRevoked (oldest first), makes next the
-// user's record for every reader, and returns the writes that keep it.
-func (d *Directory) publish(next *User) []store.Write {
-	var writes []store.Write
+// prepare trims revoked devices beyond keepRevoked (oldest first) from next, a copy
+// no reader holds, and returns the change that writes and then publishes it.
+func (d *Directory) prepare(next *User) *Change {
+	ch := &Change{User: next, d: d, released: true}
 	revoked := len(next.Devices) - d.liveCount(next)
 	kept := next.Devices[:0]
 	for _, dev := range next.Devices {
 		if dev.Revoked != 0 && revoked > keepRevoked {
 			revoked--
-			delete(d.seen, seenKey(next.ID, dev.ID))
-			writes = append(writes, store.Write{Bucket: BucketSeen, Key: []byte(seenKey(next.ID, dev.ID))})
+			ch.dropSeen = append(ch.dropSeen, seenKey(next.ID, dev.ID))
+			ch.Writes = append(ch.Writes, store.Write{Bucket: BucketSeen, Key: []byte(seenKey(next.ID, dev.ID))})
 			continue
 		}
 		kept = append(kept, dev)
 	}
 	next.Devices = kept
-	d.users.Store(next.ID, next)
 	b, _ := json.Marshal(next)
-	return append(writes, store.Write{Bucket: BucketUsers, Key: []byte(next.ID), Value: b})
+	ch.Writes = append(ch.Writes, store.Write{Bucket: BucketUsers, Key: []byte(next.ID), Value: b})
+	return ch
 }
 
 // Use records a signed message from a live device: its counter must be above every
@@ -451,4 +509,102 @@ func (d *Directory) Describe(user string) *User {
 		}
 	}
 	return c
+}
+
+// Link requests: a new browser profile of a user who already has a root key asks to
+// be certified by a device holding that key. The request only carries the new
+// device's public key to the user's other connections; the certificate that follows
+// is the proof, checked like any other. What keeps the server from swapping the key
+// on the way is the code the user compares on both screens (PROTOCOL.md, "Linking a
+// device"), which the pages compute; the server checks no code.
+
+// Link request tunables.
+const (
+	// linkTTL is how long a request waits for a certificate: time to walk to the
+	// other device and type a code.
+	linkTTL = 10 * time.Minute
+	// maxLinksPerUser bounds one user's waiting requests (DoS hardening: each is
+	// shown on every one of the user's devices).
+	maxLinksPerUser = 3
+	// maxLinkUsers bounds the users with waiting requests (DoS hardening: memory).
+	maxLinkUsers = 10000
+)
+
+// CodeTooManyLinks refuses a link request while the user has maxLinksPerUser
+// waiting (part of the protocol, never renamed).
+const CodeTooManyLinks = "too_many_links"
+
+// Link is a waiting request to certify a new device.
+type Link struct {
+	Device  string `json:"device"`
+	DIK     []byte `json:"dik"`
+	Created uint64 `json:"created"`
+	// At is when the request was made (Unix ms); it lapses linkTTL later.
+	At int64 `json:"at"`
+}
+
+// RequestLink records a request to certify up's device (no certificate: the device
+// has no root key) for user, who must already have one. A request for a device
+// already waiting replaces it. It returns the request, or an Error and no change.
+func (d *Directory) RequestLink(user string, up *Upload) (*Link, *Error) {
+	u := d.User(user)
+	if u == nil {
+		return nil, refuse(CodeBadCertificate, "this user has no root key yet; register this device as the first")
+	}
+	if !ValidDeviceID(up.Device) || len(up.DIK) != ed25519.PublicKeySize {
+		return nil, refuse(CodeBadDevice, "a device id of 8 to 64 characters and a 32-byte Ed25519 key")
+	}
+	if u.find(up.Device) >= 0 {
+		return nil, refuse(CodeBadDevice, "this device id is already in the directory; make a new device")
+	}
+	if d.liveCount(u) >= d.limits.MaxDevices {
+		return nil, refuse(CodeTooManyDevices, "a user may have at most %d devices; revoke one first", d.limits.MaxDevices)
+	}
+	now := d.now()
+	links := d.pendingLinks(user, now)
+	i := slices.IndexFunc(links, func(l Link) bool { return l.Device == up.Device })
+	if i < 0 && len(links) >= maxLinksPerUser {
+		return nil, refuse(CodeTooManyLinks, "%d devices are already waiting to be linked; link or let them lapse first", maxLinksPerUser)
+	}
+	if len(links) == 0 && len(d.links) >= maxLinkUsers {
+		return nil, refuse(CodeDirectoryFull, "too many devices are waiting to be linked; try again later")
+	}
+	if !d.allow(user) {
+		return nil, refuse(CodeRateLimited, "too many device changes; try again in a minute")
+	}
+	l := Link{Device: up.Device, DIK: bytes.Clone(up.DIK), Created: up.Created, At: now.UnixMilli()}
+	if i >= 0 {
+		links = slices.Delete(links, i, i+1)
+	}
+	d.links[user] = append(links, l)
+	return &l, nil
+}
+
+// pendingLinks returns user's requests that have not lapsed, forgetting the others.
+func (d *Directory) pendingLinks(user string, now time.Time) []Link {
+	links := slices.DeleteFunc(d.links[user], func(l Link) bool {
+		return now.UnixMilli()-l.At > linkTTL.Milliseconds()
+	})
+	if len(links) == 0 {
+		delete(d.links, user)
+		return nil
+	}
+	d.links[user] = links
+	return links
+}
+
+// Links returns a copy of user's waiting requests.
+func (d *Directory) Links(user string) []Link {
+	return slices.Clone(d.pendingLinks(user, d.now()))
+}
+
+// ForgetLink drops a request once its device is in the directory (or the user's root
+// key was replaced).
+func (d *Directory) ForgetLink(user, device string) {
+	links := slices.DeleteFunc(d.links[user], func(l Link) bool { return l.Device == device })
+	if len(links) == 0 {
+		delete(d.links, user)
+		return
+	}
+	d.links[user] = links
 }

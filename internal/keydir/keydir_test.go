@@ -40,6 +40,16 @@ func apply(t *testing.T, s store.Store, writes []store.Write) {
 	}
 }
 
+// applied applies a planned change at once, as the hub does once its writes are
+// durable, and passes it on.
+func applied(ch *Change, e *Error) (*Change, *Error) {
+	if ch != nil {
+		ch.Apply()
+		ch.Release()
+	}
+	return ch, e
+}
+
 // code returns an Error's code ("" for nil).
 func code(e *Error) string {
 	if e == nil {
@@ -52,7 +62,7 @@ func code(e *Error) string {
 func TestRegisterRefusals(t *testing.T) {
 	d := New(Limits{MaxDevices: 2}, time.Now)
 	alice, mallory := newIdentity("alice"), newIdentity("mallory")
-	if _, _, _, e := d.Register("alice", alice.device("device-01")); e != nil {
+	if _, e := applied(d.Register("alice", alice.device("device-01"))); e != nil {
 		t.Fatal(e)
 	}
 	before := d.User("alice")
@@ -77,24 +87,24 @@ func TestRegisterRefusals(t *testing.T) {
 		{"short key", func() *Upload { u := alice.device("device-07"); u.DIK = u.DIK[:31]; return u }(), CodeBadDevice},
 	}
 	for _, tc := range cases {
-		if _, w, _, e := d.Register("alice", tc.up); code(e) != tc.want || w != nil {
-			t.Errorf("%s: got %v with %d writes, want %s", tc.name, e, len(w), tc.want)
+		if ch, e := applied(d.Register("alice", tc.up)); code(e) != tc.want || ch != nil {
+			t.Errorf("%s: got %v, change %v, want %s", tc.name, e, ch, tc.want)
 		}
 	}
 	if d.User("alice") != before {
 		t.Fatal("a refused upload changed the record")
 	}
-	if _, _, _, e := d.Register("carol", certless); code(e) != CodeBadCertificate {
+	if _, e := applied(d.Register("carol", certless)); code(e) != CodeBadCertificate {
 		t.Fatalf("certify without a root key: %v", e)
 	}
 	if d.User("carol") != nil {
 		t.Fatal("a refused upload made a record")
 	}
 	// The limit on live devices.
-	if _, _, _, e := d.Register("alice", alice.device("device-08")); e != nil {
+	if _, e := applied(d.Register("alice", alice.device("device-08"))); e != nil {
 		t.Fatal(e)
 	}
-	if _, _, _, e := d.Register("alice", alice.device("device-09")); code(e) != CodeTooManyDevices {
+	if _, e := applied(d.Register("alice", alice.device("device-09"))); code(e) != CodeTooManyDevices {
 		t.Fatalf("third device: %v", e)
 	}
 }
@@ -104,12 +114,12 @@ func TestRegisterAgainIsANoOp(t *testing.T) {
 	d := New(Limits{}, time.Now)
 	alice := newIdentity("alice")
 	up := alice.device("device-01")
-	if _, _, added, e := d.Register("alice", up); e != nil || !added {
+	if ch, e := applied(d.Register("alice", up)); e != nil || !ch.Added {
 		t.Fatal(e)
 	}
 	for range registerBurst * 2 {
-		if _, w, added, e := d.Register("alice", up); e != nil || added || w != nil {
-			t.Fatalf("again: %v, added %v, %d writes", e, added, len(w))
+		if ch, e := applied(d.Register("alice", up)); e != nil || ch.Added || ch.Writes != nil {
+			t.Fatalf("again: %v, %+v", e, ch)
 		}
 	}
 }
@@ -120,15 +130,15 @@ func TestRateLimit(t *testing.T) {
 	d := New(Limits{MaxDevices: 100}, func() time.Time { return now })
 	alice := newIdentity("alice")
 	for i := range registerBurst {
-		if _, _, _, e := d.Register("alice", alice.device("device-0"+string(rune('a'+i)))); e != nil {
+		if _, e := applied(d.Register("alice", alice.device("device-0"+string(rune('a'+i))))); e != nil {
 			t.Fatal(e)
 		}
 	}
-	if _, w, _, e := d.Register("alice", alice.device("device-zz")); code(e) != CodeRateLimited || w != nil {
+	if ch, e := applied(d.Register("alice", alice.device("device-zz"))); code(e) != CodeRateLimited || ch != nil {
 		t.Fatalf("over the burst: %v", e)
 	}
 	now = now.Add(registerEvery)
-	if _, _, _, e := d.Register("alice", alice.device("device-zz")); e != nil {
+	if _, e := applied(d.Register("alice", alice.device("device-zz"))); e != nil {
 		t.Fatalf("after a minute: %v", e)
 	}
 }
@@ -139,7 +149,7 @@ func TestRevokeAndUse(t *testing.T) {
 	d := New(Limits{}, time.Now)
 	alice := newIdentity("alice")
 	up := alice.device("device-01")
-	d.Register("alice", up)
+	applied(d.Register("alice", up))
 	if _, e := d.Use("alice", "device-01", 5); e != nil {
 		t.Fatal(e)
 	}
@@ -148,16 +158,16 @@ func TestRevokeAndUse(t *testing.T) {
 			t.Fatalf("counter %d after 5: %v", n, e)
 		}
 	}
-	if _, _, e := d.Revoke("alice", "device-02", "alice"); code(e) != CodeBadDevice {
+	if _, e := applied(d.Revoke("alice", "device-02", "alice")); code(e) != CodeBadDevice {
 		t.Fatalf("revoke unknown: %v", e)
 	}
-	if _, _, e := d.Revoke("alice", "device-01", "alice"); e != nil {
+	if _, e := applied(d.Revoke("alice", "device-01", "alice")); e != nil {
 		t.Fatal(e)
 	}
 	if d.Lookup("alice", "device-01") != nil {
 		t.Fatal("revoked device still found")
 	}
-	if _, _, _, e := d.Register("alice", up); code(e) != CodeBadDevice {
+	if _, e := applied(d.Register("alice", up)); code(e) != CodeBadDevice {
 		t.Fatalf("revoked device registered again: %v", e)
 	}
 }
@@ -168,20 +178,21 @@ func TestResetAndLoad(t *testing.T) {
 	s := store.NewMem()
 	d := New(Limits{}, time.Now)
 	alice := newIdentity("alice")
-	_, w, _, _ := d.Register("alice", alice.device("device-01"))
-	apply(t, s, w)
+	ch, _ := applied(d.Register("alice", alice.device("device-01")))
+	apply(t, s, ch.Writes)
 	cw, _ := d.Use("alice", "device-01", 9)
 	apply(t, s, []store.Write{cw})
 
 	again := newIdentity("alice")
-	if _, _, e := d.Reset("alice", alice.device("device-02")); code(e) != CodeURKMismatch {
+	if _, e := applied(d.Reset("alice", alice.device("device-02"))); code(e) != CodeURKMismatch {
 		t.Fatalf("reset to the same key: %v", e)
 	}
-	u, w, e := d.Reset("alice", again.device("device-02"))
+	ch, e := applied(d.Reset("alice", again.device("device-02")))
 	if e != nil {
 		t.Fatal(e)
 	}
-	apply(t, s, w)
+	apply(t, s, ch.Writes)
+	u := ch.User
 	if u.Live("device-01") != nil || u.Live("device-02") == nil || string(u.URK) != string(again.urk.Public().(ed25519.PublicKey)) {
 		t.Fatalf("after reset: %+v", u)
 	}
@@ -204,15 +215,70 @@ func TestRevokedAreBounded(t *testing.T) {
 	alice := newIdentity("alice")
 	for i := range keepRevoked + 10 {
 		name := fmt.Sprintf("device-%02d", i)
-		if _, _, _, e := d.Register("alice", alice.device(name)); e != nil {
+		if _, e := applied(d.Register("alice", alice.device(name))); e != nil {
 			t.Fatal(e)
 		}
-		if _, _, e := d.Revoke("alice", name, "alice"); e != nil {
+		if _, e := applied(d.Revoke("alice", name, "alice")); e != nil {
 			t.Fatal(e)
 		}
 		now = now.Add(2 * registerEvery)
 	}
 	if n := len(d.User("alice").Devices); n != keepRevoked {
 		t.Fatalf("%d devices kept, want %d", n, keepRevoked)
+	}
+}
+
+// TestChangeAppliesOnlyWhenAsked: a planned change is invisible to readers until
+// applied, and changes in flight count against MaxUsers, so two first devices in
+// flight cannot both pass the limit.
+func TestChangeAppliesOnlyWhenAsked(t *testing.T) {
+	d := New(Limits{MaxUsers: 1}, time.Now)
+	ch, e := d.Register("alice", newIdentity("alice").device("device-01"))
+	if e != nil || len(ch.Writes) == 0 {
+		t.Fatalf("plan: %v %+v", e, ch)
+	}
+	if d.User("alice") != nil || d.Lookup("alice", "device-01") != nil {
+		t.Fatal("a planned change is visible before it was applied")
+	}
+	if _, e := d.Register("bob", newIdentity("bob").device("device-01")); code(e) != CodeDirectoryFull {
+		t.Fatalf("second user while the first is in flight: %v", e)
+	}
+	ch.Release() // the store refused it: never applied
+	if d.User("alice") != nil {
+		t.Fatal("a released change was applied")
+	}
+	if _, e := applied(d.Register("bob", newIdentity("bob").device("device-01"))); e != nil {
+		t.Fatalf("after the refused change left: %v", e)
+	}
+	if d.Lookup("bob", "device-01") == nil {
+		t.Fatal("an applied change is not visible")
+	}
+}
+
+// TestLinkRequests: requests lapse after linkTTL, a device asking again replaces its
+// request, and at most maxLinksPerUser wait.
+func TestLinkRequests(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := New(Limits{}, func() time.Time { return now })
+	alice := newIdentity("alice")
+	applied(d.Register("alice", alice.device("device-01")))
+	for i := range maxLinksPerUser {
+		now = now.Add(registerEvery) // stay within the rate limit
+		if _, e := d.RequestLink("alice", alice.device(fmt.Sprintf("new-dev-%02d", i))); e != nil {
+			t.Fatal(e)
+		}
+	}
+	if _, e := d.RequestLink("alice", alice.device("new-dev-99")); code(e) != CodeTooManyLinks {
+		t.Fatalf("one too many: %v", e)
+	}
+	if _, e := d.RequestLink("alice", alice.device("new-dev-00")); e != nil || len(d.Links("alice")) != maxLinksPerUser {
+		t.Fatalf("asking again: %v, %d waiting", e, len(d.Links("alice")))
+	}
+	now = now.Add(linkTTL + time.Second)
+	if n := len(d.Links("alice")); n != 0 {
+		t.Fatalf("%d requests outlived their time", n)
+	}
+	if _, e := d.RequestLink("bob", alice.device("new-dev-01")); code(e) != CodeBadCertificate {
+		t.Fatalf("a user without a root key: %v", e)
 	}
 }

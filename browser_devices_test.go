@@ -1,0 +1,137 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+)
+
+// liveDevices counts a user's live devices in the directory.
+func liveDevices(t *testing.T, ts *testServer, user string) int {
+	t.Helper()
+	n := 0
+	ts.App.hub.do(func() {
+		if u := ts.App.keys.User(user); u != nil {
+			for _, d := range u.Devices {
+				if d.Revoked == 0 {
+					n++
+				}
+			}
+		}
+	})
+	return n
+}
+
+// click clicks the element a CSS selector names in u's tab.
+func (u *browserUser) click(t *testing.T, sel string) {
+	t.Helper()
+	if err := chromedp.Do(u.ctx, chromedp.Click(chromedp.CSS(sel))); err != nil {
+		t.Fatalf("%s: click %s: %v\npage: %s", u.name, sel, err, u.describe())
+	}
+}
+
+// TestBrowserLinkDevice: a second browser profile of alice (its own Chromium and
+// user-data dir) cannot register itself under her root key; it shows a link code,
+// which typed wrong into her first device certifies nothing, and typed right
+// certifies the new device, whose messages a third user's page then shows as signed.
+// The first device's Devices panel lists both and revokes the second, which stops
+// signing; a contact sees its later messages unsigned.
+func TestBrowserLinkDevice(t *testing.T) {
+	ts := startServer(t, generousLimits)
+	first := newBrowser(t)
+	alice := loginUser(t, first, ts.URL, "alice")
+	carol := loginUser(t, first, ts.URL, "carol") // her own browser context: another profile
+	for _, u := range []*browserUser{alice, carol} {
+		u.waitJS(t, "signing to be on", `document.body.dataset.signing === 'on'`)
+	}
+	phone := loginUser(t, newBrowser(t), ts.URL, "alice")
+	phone.name = "alice's second profile"
+	phone.waitJS(t, "the new profile to ask to be linked", `document.body.dataset.signing === 'unlinked'`)
+	phone.say(t, "before linking")
+	carol.waitSig(t, "before linking", "unsigned")
+
+	phone.click(t, "#devices-toggle")
+	phone.waitJS(t, "the link code", `/^(\d{5} ){4}\d{5}$/.test(document.querySelector('#link-code')?.textContent || '')`)
+	code := eval[string](t, phone, `document.querySelector('#link-code').textContent`)
+	if shot, err := chromedp.Run(phone.ctx, chromedp.FullScreenshot(100)); err != nil {
+		t.Fatal(err)
+	} else {
+		saveScreenshot(t, os.Getenv("CHAT_SCREENSHOTS") == "1", "/tmp/link-code-screenshot.png", shot)
+	}
+	phoneDevice := evalAsync[string](t, phone, `import('/static/signing.js').then((s) => s.signingDevice().device)`)
+
+	alice.waitJS(t, "the link request notice", `!!document.querySelector('#notices .notice[data-code="link-request"]')`)
+	alice.click(t, "#devices-toggle")
+	row := `#devices-panel li[data-link="` + phoneDevice + `"]`
+	alice.waitJS(t, "the request in the panel", `!!document.querySelector('`+row+` input.link-code-input')`)
+
+	// A wrong code (one digit off) certifies nothing.
+	wrong := []byte(code)
+	if wrong[len(wrong)-1] == '9' {
+		wrong[len(wrong)-1] = '0'
+	} else {
+		wrong[len(wrong)-1]++
+	}
+	if err := chromedp.Do(alice.ctx, chromedp.SendKeys(chromedp.CSS(row+" input.link-code-input"), string(wrong))); err != nil {
+		t.Fatal(err)
+	}
+	alice.click(t, row+" button.link-submit")
+	alice.waitJS(t, "the mismatch", `document.querySelector('`+row+` .link-result')?.dataset.result === 'mismatch'`)
+	settleHub(t, ts.App.hub)
+	if n := liveDevices(t, ts, "dev:alice"); n != 1 {
+		t.Fatalf("after a wrong code alice has %d live devices, want 1", n)
+	}
+	if s := eval[string](t, phone, `document.body.dataset.signing`); s != "unlinked" {
+		t.Fatalf("after a wrong code the new profile is %q", s)
+	}
+
+	// The right code links it.
+	if err := chromedp.Do(alice.ctx,
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('`+row+` input.link-code-input').value = ''`),
+		chromedp.SendKeys(chromedp.CSS(row+" input.link-code-input"), code),
+	); err != nil {
+		t.Fatal(err)
+	}
+	alice.click(t, row+" button.link-submit")
+	alice.waitJS(t, "the link to be acknowledged", `document.body.dataset.linkResult === 'linked'`)
+	phone.waitJS(t, "the new profile to sign", `document.body.dataset.signing === 'on'`)
+	if n := liveDevices(t, ts, "dev:alice"); n != 2 {
+		t.Fatalf("after linking alice has %d live devices, want 2", n)
+	}
+	phone.say(t, "from my second profile")
+	carol.waitSig(t, "from my second profile", "signed")
+
+	// A reload keeps the linked device certified (it registers with its certificate).
+	if err := chromedp.Do(phone.ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	phone.waitJS(t, "the reloaded profile to sign", `document.querySelector('#status')?.dataset.state === 'connected' && document.body.dataset.signing === 'on'`)
+
+	// The first device's panel lists both devices, this one marked.
+	alice.waitJS(t, "both devices listed", `document.querySelectorAll('#devices-panel .own-devices li[data-device]').length === 2 &&
+		!!document.querySelector('#devices-panel .own-devices li[data-device="`+phoneDevice+`"] .device-revoke')`)
+	if n := eval[int](t, alice, `Array.from(document.querySelectorAll('#devices-panel .own-devices li[data-device] .tag')).filter((t) => t.textContent === 'this device').length`); n != 1 {
+		t.Fatalf("%d devices marked as this device", n)
+	}
+	if shot, err := chromedp.Run(alice.ctx, chromedp.FullScreenshot(100)); err != nil {
+		t.Fatal(err)
+	} else {
+		saveScreenshot(t, os.Getenv("CHAT_SCREENSHOTS") == "1", "/tmp/devices-screenshot.png", shot)
+	}
+
+	// Revoking the second profile from the first: it stops signing, and what it sends
+	// now reaches carol unsigned.
+	alice.click(t, `#devices-panel .own-devices li[data-device="`+phoneDevice+`"] .device-revoke`)
+	phone.waitJS(t, "the revoked profile to stop signing", `document.body.dataset.signing === 'revoked'`)
+	alice.waitJS(t, "the device shown revoked", `document.querySelector('#devices-panel .own-devices li[data-device="`+phoneDevice+`"]')?.dataset.revoked === 'true'`)
+	phone.say(t, "after the revocation")
+	carol.waitSig(t, "after the revocation", "unsigned")
+	if !regexp.MustCompile(`^(\d{5} ){4}\d{5}$`).MatchString(code) {
+		t.Fatalf("link code %q", code)
+	}
+	for _, u := range []*browserUser{alice, carol, phone} {
+		u.watch.assertClean(t, u.name)
+	}
+}
