@@ -11,7 +11,7 @@ import { $ } from './dom.js';
 // permission granted once stays granted, but the user may still want silence.
 const PREF_KEY = 'chat.notifications';
 
-// The notifications button in the top bar, found by bindNotifications (not at
+// The notifications button beside "Your rooms", found by bindNotifications (not at
 // module evaluation: dom.js may not have run yet in the import graph).
 let button = null;
 
