@@ -51,6 +51,9 @@ type App struct {
 	bans *userSet
 	// janitorStop ends the history janitor at shutdown.
 	janitorStop chan struct{}
+	// cluster is the link to Redis in cluster mode (-redis-url); nil on a single
+	// node, where nothing connects to Redis (cluster.go).
+	cluster *clusterNode
 
 	// conns counts the pumps (two per connection) that have not finished, for
 	// shutdown: the hub stops only after both pumps of every connection are done.
@@ -84,7 +87,7 @@ func newAppWithClock(cfg *Config, log *slog.Logger, now func() time.Time) (*App,
 // newAppWithStore is newAppWithClock over a store already open, which the App owns
 // from here on (it closes it at shutdown, or now if it fails). Tests hand it stores that
 // fail or stall, and the same store again to restart on it.
-func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st store.Store) (*App, error) {
+func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st store.Store) (_ *App, err error) {
 	app := &App{
 		store:   st,
 		metrics: newMetrics(),
@@ -98,6 +101,17 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 	if err != nil {
 		st.Close()
 		return nil, err
+	}
+	if cfg.RedisURL != "" {
+		if app.cluster, err = connectCluster(cfg, log, now); err != nil {
+			st.Close()
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				app.cluster.close()
+			}
+		}()
 	}
 	app.policyPtr.Store(pol)
 	state, err := loadHubState(app.store)
@@ -268,5 +282,6 @@ func (app *App) shutdown(grace time.Duration) {
 		if err := app.store.Close(); err != nil {
 			app.log.Error("closing the store", "err", err)
 		}
+		app.cluster.close()
 	})
 }

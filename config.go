@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"modified-chat/internal/cluster"
 )
 
 // Config holds every tunable of the server. Each field is set by a flag and by its
@@ -175,6 +177,23 @@ type Config struct {
 	// MetricsAddr is the separate listener for Prometheus metrics and pprof; empty = off.
 	MetricsAddr string
 
+	// RedisURL turns cluster mode on (redis://[user:password@]host:port[/db], or
+	// rediss:// for TLS): Redis numbers, keeps and fans out every room's messages, so
+	// several nodes behind a load balancer share rooms (SCALE-OUT.md). Empty (the
+	// default) means a single node: nothing connects to any Redis.
+	RedisURL string
+	// RedisPrefix starts every key and channel name, so one Redis can hold several
+	// deployments and the ACL can confine this one (~<prefix>:*). Default mc.
+	RedisPrefix string
+	// RedisWait bounds how long start-up waits for Redis before it gives up and exits
+	// 1. A node never falls back to its own store: that would be a split brain.
+	// Default 30s.
+	RedisWait time.Duration
+	// ClusterKeyFile holds the cluster key (64 hex characters a line; the first seals,
+	// the others are accepted while a key is rotated), the same file on every node,
+	// mode 0600, separate from the session key. Required with -redis-url.
+	ClusterKeyFile string
+
 	// explicit holds the names of the flags given on the command line or through their
 	// environment twins (nil: none), so start-up can say when stored run-time settings
 	// override what the operator asked for. Copies share it; nobody writes it after
@@ -232,6 +251,8 @@ func defaultConfig() *Config {
 		MaxDevicesPerUser:     10,
 		ShutdownGrace:         5 * time.Second,
 		MetricsAddr:           "127.0.0.1:9090",
+		RedisPrefix:           "mc",
+		RedisWait:             30 * time.Second,
 	}
 }
 
@@ -377,6 +398,10 @@ func newFlagSet(cfg *Config) *flag.FlagSet {
 
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long shutdown waits for clients")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "listener for /metrics and /debug/pprof (empty: off)")
+	fs.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis URL turning cluster mode on, e.g. redis://127.0.0.1:6379 (empty: single node, no Redis)")
+	fs.StringVar(&cfg.RedisPrefix, "redis-prefix", cfg.RedisPrefix, "prefix of every Redis key and channel (the ACL pattern is <prefix>:*)")
+	fs.DurationVar(&cfg.RedisWait, "redis-wait", cfg.RedisWait, "how long start-up waits for Redis before exiting 1")
+	fs.StringVar(&cfg.ClusterKeyFile, "cluster-key-file", cfg.ClusterKeyFile, "file with the cluster key (64 hex characters, mode 0600), the same on every node; required with -redis-url")
 	return fs
 }
 
@@ -489,6 +514,7 @@ func (c *Config) validate() error {
 		}
 	}
 	errs = append(errs, c.validateOIDC()...)
+	errs = append(errs, c.validateCluster()...)
 	return errors.Join(errs...)
 }
 
@@ -506,4 +532,23 @@ func readSecretFile(path string) (string, error) {
 		return "", err
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// validateCluster checks the cluster flags: they matter only with -redis-url, and then
+// the cluster key is required (without it any Redis client could write as a node).
+func (c *Config) validateCluster() []error {
+	if c.RedisURL == "" {
+		return nil
+	}
+	var errs []error
+	if c.ClusterKeyFile == "" {
+		errs = append(errs, errors.New("-redis-url needs -cluster-key-file (the same key file on every node)"))
+	}
+	if _, err := cluster.NewKeys(c.RedisPrefix); err != nil {
+		errs = append(errs, err)
+	}
+	if c.RedisWait <= 0 {
+		errs = append(errs, errors.New("-redis-wait must be positive"))
+	}
+	return errs
 }

@@ -61,15 +61,17 @@ type childServer struct {
 	ready, reloaded chan struct{}
 }
 
-// startChild runs the server in a child process on dir and waits until it listens.
-// The child stops by itself after a minute in any case.
-func startChild(t *testing.T, dir, port string) *childServer {
+// startChild runs the server in a child process on dir and waits until it listens;
+// extra holds more NAME=value settings (the cluster tests' Redis and keys). The child
+// stops by itself after a minute in any case.
+func startChild(t *testing.T, dir, port string, extra ...string) *childServer {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=1",
 		"CHAT_ADDR=127.0.0.1:"+port, "CHAT_DATA_DIR="+dir, "CHAT_STORE=bolt",
 		"CHAT_METRICS_ADDR=127.0.0.1:0", "CHAT_ADMINS=dev:root",
 		"CHAT_MSG_BURST=1000", "CHAT_USER_MSG_BURST=1000", "CHAT_MSG_RATE=1000", "CHAT_USER_MSG_RATE=1000")
+	cmd.Env = append(cmd.Env, extra...)
 	// The child writes its log straight into a pipe of ours (no copying goroutine
 	// in os/exec); the pipe ends when the child does.
 	logR, logW, err := os.Pipe()
