@@ -120,8 +120,19 @@ export function clearRetry() {
   state.countdownTimer = 0;
 }
 
-// scheduleReconnect waits an exponentially growing, jittered delay
-// (1 s up to 30 s) so that a restarted server is not stampeded.
+// reconnectDelay is the wait before reconnect attempt number attempt (0 for
+// the first): full jitter, uniform between 0 and a ceiling that doubles from
+// 1 s up to 30 s. The first retry must be spread too: when a node of a cluster
+// dies, all its pages lose their sockets at the same instant, and a fixed first
+// delay would send them all to the remaining nodes in the same millisecond.
+// random is Math.random, injected so a test can pin it.
+export function reconnectDelay(attempt, random = Math.random) {
+  const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
+  return random() * ceiling;
+}
+
+// scheduleReconnect waits reconnectDelay, so that a restarted server (or the
+// rest of a cluster that lost a node) is not stampeded.
 export function scheduleReconnect() {
   clearRetry();
   if (state.leaving) return;
@@ -129,8 +140,7 @@ export function scheduleReconnect() {
     setStatus('offline', 'offline');
     return;
   }
-  const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** state.attempt);
-  const delay = Math.max(BACKOFF_MIN_MS, ceiling / 2 + Math.random() * (ceiling / 2));
+  const delay = reconnectDelay(state.attempt);
   state.attempt = Math.min(state.attempt + 1, 10);
   state.retryAt = Date.now() + delay;
   const tick = () => {
