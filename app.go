@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"modified-chat/internal/backplane"
+	"modified-chat/internal/cluster"
 	"modified-chat/internal/keydir"
 	"modified-chat/internal/store"
 )
@@ -54,6 +55,11 @@ type App struct {
 	// cluster is the link to Redis in cluster mode (-redis-url); nil on a single
 	// node, where nothing connects to Redis (cluster.go).
 	cluster *clusterNode
+	// feed is the cluster's room feed; clusterReady says Redis answers and the feed
+	// has caught up, clusterLost that Redis lost its data (both false on one node).
+	feed         *cluster.Feed
+	clusterReady atomic.Bool
+	clusterLost  atomic.Bool
 
 	// conns counts the pumps (two per connection) that have not finished, for
 	// shutdown: the hub stops only after both pumps of every connection are done.
@@ -175,6 +181,10 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 	}
 	app.writer = store.NewWriter(app.store, storeQueue, linger, app.metrics.observeCommit)
 	app.hub = newHub(app, state, backplane.NewLocal(state.lastID, app.writer))
+	if app.cluster != nil {
+		app.feed = app.startFeed(cfg)
+		app.hub.feed = app.feed
+	}
 	app.sessions.writer = app.writer
 	app.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  handshakeTimeout,
@@ -186,6 +196,10 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 		CheckOrigin: app.originAllowed,
 	}
 	go app.hub.run()
+	if app.feed != nil && !app.waitClusterReady(cfg.RedisWait) {
+		app.shutdown(0)
+		return nil, fmt.Errorf("redis did not become ready within %v (-redis-wait)", cfg.RedisWait)
+	}
 	app.janitorStop = make(chan struct{})
 	go app.runJanitor(app.janitorStop)
 	app.ready.Store(true)
@@ -253,6 +267,10 @@ func (app *App) routes() http.Handler {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 			return
 		}
+		if reason := app.clusterUnready(); reason != "" {
+			http.Error(w, reason, http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ready\n"))
 	})
 	return app.securityHeaders(app.hostGuard(app.crossOriginGuard(mux)))
@@ -275,7 +293,12 @@ func (app *App) shutdown(grace time.Duration) {
 			app.log.Warn("shutdown grace ran out with connections still open")
 		}
 		// Every write the hub handed over is committed before the store closes.
-		close(app.janitorStop)
+		if app.janitorStop != nil {
+			close(app.janitorStop)
+		}
+		if app.feed != nil {
+			app.feed.Stop()
+		}
 		app.writer.Close()
 		// Last, the hub's loop: the writer's completions have been handed to it.
 		app.hub.halt()

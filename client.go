@@ -725,6 +725,14 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cross-origin WebSocket refused", http.StatusForbidden)
 		return
 	}
+	if reason := app.clusterUnready(); reason != "" {
+		// Cluster mode without Redis: no session opens against state that may be
+		// stale (a revocation or ban this node has not heard of).
+		app.metrics.refused.WithLabelValues("cluster").Inc()
+		w.Header().Set("Retry-After", "2")
+		http.Error(w, reason, http.StatusServiceUnavailable)
+		return
+	}
 	user, err := app.sessions.fromRequest(r)
 	if err != nil {
 		app.metrics.refused.WithLabelValues("session").Inc()

@@ -65,3 +65,56 @@ func (cn *clusterNode) close() {
 		cn.client.Close()
 	}
 }
+
+// startFeed starts the room feed over the cluster link; its events run on the hub.
+func (app *App) startFeed(cfg *Config) *cluster.Feed {
+	h := app.hub
+	return cluster.StartFeed(cluster.FeedConfig{
+		Client:     app.cluster.client,
+		Keys:       app.cluster.keys,
+		Sealer:     app.cluster.sealer,
+		Epoch:      app.cluster.epoch,
+		HistoryMax: cfg.HistoryMax,
+		ResumeMax:  cfg.HistoryResumeMax,
+		Log:        app.log,
+		Now:        app.now,
+		Deliver: func(ev cluster.Event) bool {
+			select {
+			case h.completions <- func() { h.onFeed(ev) }:
+				return true
+			case <-h.stopped:
+				return false
+			}
+		},
+	})
+}
+
+// readyPoll is how often start-up looks whether the feed is ready.
+const readyPoll = 10 * time.Millisecond
+
+// waitClusterReady waits, at most wait, until the feed says Redis answers and PUB/SUB
+// is subscribed, so the node says it listens only once it can serve.
+func (app *App) waitClusterReady(wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for !app.clusterReady.Load() {
+		if app.clusterLost.Load() || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(readyPoll)
+	}
+	return true
+}
+
+// clusterUnready says why a cluster node does not serve now ("" when it does, and
+// always on a single node).
+func (app *App) clusterUnready() string {
+	switch {
+	case app.feed == nil:
+		return ""
+	case app.clusterLost.Load():
+		return "cluster state lost (Redis epoch changed); an operator must restore or re-initialise"
+	case !app.clusterReady.Load():
+		return "the cluster store (Redis) cannot be reached"
+	}
+	return ""
+}

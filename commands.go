@@ -432,11 +432,18 @@ func (h *Hub) stamp(c *Client, r *room, cmd command, keep bool) {
 	if r.info.DM {
 		h.pullIntoDM(r.info)
 	}
-	id := h.bp.Next(env.Room)
 	typ := "message"
 	if env.Type == "file_data" {
 		typ = "file"
 	}
+	if h.feed != nil {
+		if env.sig != nil {
+			h.persist(nil, "", []store.Write{env.sig.write}, nil) // the device's counter
+		}
+		h.clusterStamp(c, r, cmd, typ, keep)
+		return
+	}
+	id := h.bp.Next(env.Room)
 	msg := make([]byte, 0, 64+len(env.Room)+len(cmd.body))
 	msg = append(msg, `{"type":"`...)
 	msg = append(msg, typ...)

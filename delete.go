@@ -32,7 +32,7 @@ type storedSender struct {
 // cmdDelete deletes a message from a room's history and from every open page.
 func (h *Hub) cmdDelete(c *Client, cmd command, ri *roomInfo) {
 	env := cmd.env
-	if env.ID <= ri.FirstID || env.ID > h.bp.Last() {
+	if env.ID <= ri.FirstID || (h.feed == nil && env.ID > h.bp.Last()) || (h.feed != nil && env.ID > h.boundary(ri.Name)) {
 		h.refuse(c, env, codeNoSuchMessage, "no such message")
 		return
 	}

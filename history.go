@@ -187,7 +187,13 @@ func (h *Hub) startHistory(c *Client, l historyLoad) {
 		h.refuseRate(c, l.room, l.ref, retry)
 		return
 	}
-	key := pageKey{room: l.room, first: r.info.FirstID, boundary: h.bp.Last()}
+	if lf := h.feeds[l.room]; lf != nil && !lf.ready {
+		// Cluster mode, the room just opened here: history waits until the feed says
+		// where live delivery starts (hubcluster.go).
+		h.clusterHistory(c, l, r.info.FirstID, nil)
+		return
+	}
+	key := pageKey{room: l.room, first: r.info.FirstID, boundary: h.boundary(l.room)}
 	if l.after != nil {
 		key.after, key.resume = *l.after, true
 	}
@@ -206,6 +212,10 @@ func (h *Hub) startHistory(c *Client, l historyLoad) {
 		h.prunePages()
 		shared = &sharedPage{}
 		h.pages[key] = shared
+	}
+	if h.feed != nil {
+		h.clusterHistory(c, l, key.first, shared)
+		return
 	}
 	cfg, st, now := h.settings(), h.app.store, h.now()
 	c.histBusy = true
@@ -247,7 +257,7 @@ func (h *Hub) finishPage(c *Client, room string, shared *sharedPage, ev []byte) 
 // has passed) or, when too many are kept, all that are read.
 func (h *Hub) prunePages() {
 	for k, p := range h.pages {
-		if p.ev != nil && (k.boundary != h.bp.Last() || len(h.pages) >= sharedPagesMax) {
+		if p.ev != nil && (k.boundary != h.boundary(k.room) || len(h.pages) >= sharedPagesMax) {
 			delete(h.pages, k)
 		}
 	}

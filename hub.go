@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"modified-chat/internal/backplane"
+	"modified-chat/internal/cluster"
 	"modified-chat/internal/store"
 )
 
@@ -157,7 +158,12 @@ type Hub struct {
 	app *App
 	// bp numbers messages and makes changes durable (internal/backplane); the
 	// local one is a global id counter and the store writer.
-	bp      backplane.Backplane
+	bp backplane.Backplane
+	// feed, in cluster mode, numbers, keeps and fans out the rooms' messages through
+	// Redis (hubcluster.go); feeds is the hub's state of each room it asked it for.
+	// Both nil on a single node.
+	feed    *cluster.Feed
+	feeds   map[string]*liveFeed
 	metrics *metrics
 	log     *slog.Logger
 	now     func() time.Time
@@ -197,6 +203,7 @@ func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 		auditSeq:     st.auditSeq,
 		app:          app,
 		bp:           bp,
+		feeds:        make(map[string]*liveFeed),
 		metrics:      app.metrics,
 		log:          app.log,
 		now:          app.now,
@@ -707,6 +714,7 @@ func (h *Hub) enter(c *Client, ri *roomInfo, ref string) {
 		r = &room{info: ri, clients: make(map[*Client]struct{}), members: make(map[string]*member)}
 		h.rooms[ri.Name] = r
 		h.metrics.rooms.Set(float64(len(h.rooms)))
+		h.openFeed(ri.Name)
 	}
 	r.clients[c] = struct{}{}
 	c.rooms[ri.Name] = r
@@ -742,6 +750,7 @@ func (h *Hub) leaveRoom(c *Client, name string) {
 	if len(r.clients) == 0 {
 		delete(h.rooms, name)
 		h.metrics.rooms.Set(float64(len(h.rooms)))
+		h.closeFeed(name)
 	}
 }
 

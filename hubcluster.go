@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"modified-chat/internal/cluster"
+)
+
+// The hub's side of cluster mode. In cluster mode a room's messages are numbered by
+// Redis, not by the hub: a say is handed to the feed (internal/cluster), which runs
+// the script off the hub's loop, and the message is delivered here, to this node's
+// members of the room, only when the feed hands it back in id order, the sender's own
+// included; the ack follows that delivery. Ids increase per room and are not unique
+// across rooms. The hub never waits on Redis: Say, Open and Close return at once and
+// everything comes back as events through h.completions.
+
+// Cluster tunables and codes.
+const (
+	// codeUnavailable answers a say while Redis cannot be reached: nothing was stored,
+	// nothing was delivered, try again after retry_after_ms.
+	codeUnavailable = "unavailable"
+	// unavailableRetry is the retry hint of `unavailable`.
+	unavailableRetry = 2 * time.Second
+	// closeResync (4000) closes a room's local members when this node missed entries
+	// the Stream can no longer give it: they reconnect and resume with `after`.
+	closeResync = 4000
+	// historyReadTimeout bounds one history read from Redis.
+	historyReadTimeout = 5 * time.Second
+)
+
+// liveFeed is the hub's state of a room it has asked the feed for: ready once the feed
+// said where live delivery starts (applied), waiting holds the history answers that
+// wait for that.
+type liveFeed struct {
+	ready   bool
+	applied uint64
+	waiting []historyLoad
+	// waitingFor is the connection of each waiting load.
+	waitingFor []*Client
+}
+
+// sayToken rides with a say through the feed, so its answer finds the sender.
+type sayToken struct {
+	c   *Client
+	ref string
+}
+
+// clusterBody is what a room's Stream keeps of a message: its type, time and the JSON
+// tail the readPump prepared ("<type> <ts> <tail>"); the id and room are added by each
+// node when it delivers (clusterEvent).
+func clusterBody(typ string, ts int64, tail []byte) []byte {
+	b := make([]byte, 0, len(typ)+len(tail)+24)
+	b = append(b, typ...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, ts, 10)
+	b = append(b, ' ')
+	return append(b, tail...)
+}
+
+// clusterEvent turns a Stream body back into the event clients get, or nil when the
+// body is not one (the MAC held, so only a bug writes such a body; it is dropped).
+func clusterEvent(room string, seq uint64, body []byte) []byte {
+	typ, rest, ok := bytes.Cut(body, []byte{' '})
+	if !ok || (string(typ) != "message" && string(typ) != "file") {
+		return nil
+	}
+	ts, tail, ok := bytes.Cut(rest, []byte{' '})
+	if !ok || len(tail) == 0 {
+		return nil
+	}
+	msg := make([]byte, 0, 48+len(room)+len(tail))
+	msg = append(msg, `{"type":"`...)
+	msg = append(msg, typ...)
+	msg = append(msg, `","room":"`...)
+	msg = append(msg, room...)
+	msg = append(msg, `","id":`...)
+	msg = strconv.AppendUint(msg, seq, 10)
+	msg = append(msg, `,"ts":`...)
+	msg = append(msg, ts...)
+	msg = append(msg, ',')
+	return append(msg, tail...)
+}
+
+// clusterStamp hands a message to the feed. The text (or the file with its bytes, when
+// the history keeps it) is the Stream entry; a file too large for history is published
+// whole but kept as metadata only.
+func (h *Hub) clusterStamp(c *Client, r *room, cmd command, typ string, keep bool) {
+	env := cmd.env
+	if !h.app.clusterReady.Load() {
+		h.refuseUnavailable(c, env)
+		return
+	}
+	ts := h.now().UnixMilli()
+	live := clusterBody(typ, ts, cmd.body)
+	var stored []byte
+	if typ == "file" && !keep {
+		end := cmd.meta
+		stored = clusterBody(typ, ts, append(cmd.body[:end:end], '}'))
+	}
+	if stored == nil {
+		stored, live = live, nil
+	}
+	if !h.feed.Say(env.Room, stored, live, &sayToken{c: c, ref: env.Ref}) {
+		h.refuse(c, env, codeBusy, "the server is busy; try again")
+	}
+}
+
+// refuseUnavailable answers a say that cannot reach Redis.
+func (h *Hub) refuseUnavailable(c *Client, env *envelope) {
+	h.metrics.rejected.WithLabelValues(codeUnavailable).Inc()
+	h.deliver(c, unavailableEvent(env.Ref, env.Room))
+}
+
+// unavailableEvent is the `error` with code unavailable and a retry hint.
+func unavailableEvent(ref, room string) []byte {
+	return appendObject(nil, "error", room, func(b []byte) []byte {
+		b = append(b, `,"code":"unavailable","message":"the cluster store cannot be reached; nothing was sent, try again","retry_after_ms":`...)
+		b = strconv.AppendInt(b, retryMillis(unavailableRetry), 10)
+		if ref != "" {
+			b = append(b, `,"ref":`...)
+			b = appendJSONString(b, ref)
+		}
+		return b
+	})
+}
+
+// onFeed handles one event of the feed, on the hub goroutine.
+func (h *Hub) onFeed(ev cluster.Event) {
+	switch ev.Kind {
+	case cluster.Entry:
+		h.feedEntry(ev)
+	case cluster.Stored:
+		h.metrics.messages.Inc()
+		h.ackSay(ev.Token, ev.Room, ev.Seq)
+	case cluster.Failed:
+		if t, ok := ev.Token.(*sayToken); ok {
+			if _, live := h.clients[t.c]; live {
+				h.metrics.rejected.WithLabelValues(codeUnavailable).Inc()
+				h.deliver(t.c, unavailableEvent(t.ref, ev.Room))
+			}
+		}
+	case cluster.Opened:
+		lf := h.feeds[ev.Room]
+		if lf == nil || lf.ready {
+			return
+		}
+		lf.ready, lf.applied = true, ev.Seq
+		waiting, who := lf.waiting, lf.waitingFor
+		lf.waiting, lf.waitingFor = nil, nil
+		for i, l := range waiting {
+			if _, ok := h.clients[who[i]]; ok {
+				who[i].histBusy = false
+				h.startHistory(who[i], l)
+				h.nextHistory(who[i])
+			}
+		}
+	case cluster.Resync:
+		if r := h.rooms[ev.Room]; r != nil {
+			h.metrics.rejected.WithLabelValues("resync").Inc()
+			for c := range r.clients {
+				h.doom(c, closeResync, "resync: reconnect and resume")
+			}
+		}
+	case cluster.Health:
+		h.app.clusterReady.Store(ev.Ready)
+	case cluster.Lost:
+		h.app.clusterLost.Store(true)
+		h.app.clusterReady.Store(false)
+		for c := range h.clients {
+			h.doom(c, websocket.CloseServiceRestart, "cluster state lost; try again later")
+		}
+	}
+}
+
+// feedEntry delivers an entry of a room to this node's members, then acknowledges the
+// sender when it is this node's.
+func (h *Hub) feedEntry(ev cluster.Event) {
+	lf, r := h.feeds[ev.Room], h.rooms[ev.Room]
+	if lf != nil && lf.ready && r != nil && ev.Seq > lf.applied {
+		lf.applied = ev.Seq
+		if msg := clusterEvent(ev.Room, ev.Seq, ev.Body); msg != nil {
+			shared := &msg
+			for m := range r.clients {
+				h.enqueue(m, shared)
+			}
+			h.metrics.deliveries.Add(float64(len(r.clients)))
+		}
+	}
+	if ev.Token != nil {
+		h.metrics.messages.Inc() // this node's say; counted once, here or at Stored
+	}
+	h.ackSay(ev.Token, ev.Room, ev.Seq)
+}
+
+// ackSay acknowledges a say of this node once Redis has it (and it was delivered here).
+func (h *Hub) ackSay(token any, room string, seq uint64) {
+	t, ok := token.(*sayToken)
+	if !ok || t.ref == "" {
+		return
+	}
+	if _, live := h.clients[t.c]; live {
+		h.deliver(t.c, ackEvent(t.ref, room, seq))
+	}
+}
+
+// openFeed asks the feed for a room that just got its first local member.
+func (h *Hub) openFeed(name string) {
+	if h.feed == nil {
+		return
+	}
+	h.feeds[name] = &liveFeed{}
+	h.feed.Open(name)
+}
+
+// closeFeed tells the feed nobody here is in the room any more.
+func (h *Hub) closeFeed(name string) {
+	if h.feed == nil {
+		return
+	}
+	delete(h.feeds, name)
+	h.feed.Close(name)
+}
+
+// boundary is where a room's history ends and live delivery begins: on one node the
+// last id handed out, in cluster mode the last entry delivered here.
+func (h *Hub) boundary(room string) uint64 {
+	if h.feed == nil {
+		return h.bp.Last()
+	}
+	if lf := h.feeds[room]; lf != nil {
+		return lf.applied
+	}
+	return 0
+}
+
+// clusterHistory answers a history load from the room's Stream, once the feed has
+// said where live delivery starts; it reports whether it took the load.
+func (h *Hub) clusterHistory(c *Client, l historyLoad, first uint64, shared *sharedPage) bool {
+	lf := h.feeds[l.room]
+	if lf == nil {
+		return false
+	}
+	if !lf.ready {
+		c.histBusy = true
+		lf.waiting = append(lf.waiting, l)
+		lf.waitingFor = append(lf.waitingFor, c)
+		return true
+	}
+	cfg, now, feed, boundary := h.settings(), h.now(), h.feed, lf.applied
+	c.histBusy = true
+	go func() {
+		ev := loadClusterHistory(feed, l, first, boundary, cfg, now)
+		h.completions <- func() { h.finishPage(c, l.room, shared, ev) }
+	}()
+	return true
+}
+
+// loadClusterHistory is loadHistory over a room's Stream: ids in (first, boundary],
+// the newest HistoryOnJoin for a join, or those after `after` for a resume (at most
+// HistoryResumeMax, and one page of bytes). Ids of one epoch are consecutive, so gap
+// says exactly whether something after `after` is gone: the first id found is not
+// after+1, or `after` is from before the room's floor (Redis lost its data).
+func loadClusterHistory(feed *cluster.Feed, l historyLoad, first, boundary uint64, cfg *Config, now time.Time) []byte {
+	ctx, cancel := context.WithTimeout(context.Background(), historyReadTimeout)
+	defer cancel()
+	cutoff := now.Add(-cfg.HistoryMaxAge).UnixMilli()
+	var items []cluster.Item
+	var floor uint64
+	var err error
+	gap, more := false, false
+	limit := cfg.HistoryResumeMax
+	if l.after == nil {
+		items, floor, err = feed.History(ctx, l.room, first, boundary, cfg.HistoryOnJoin, true)
+	} else {
+		after := max(*l.after, first)
+		items, floor, err = feed.History(ctx, l.room, after, boundary, limit+1, false)
+		if *l.after > 0 && *l.after < boundary && err == nil {
+			gap = *l.after+1 < floor || len(items) == 0 || items[0].Seq != *l.after+1
+		}
+	}
+	if err != nil {
+		gap = l.after != nil && *l.after < boundary
+	}
+	var msgs [][]byte
+	size := 0
+	for _, it := range items {
+		if it.Seq <= first || it.Seq > boundary || it.TS < cutoff {
+			continue
+		}
+		m := clusterEvent(l.room, it.Seq, it.Body)
+		if m == nil {
+			continue
+		}
+		m = fileMeta(m)
+		if len(msgs) > 0 && (size+len(m)+1 > historyPageBytes || len(msgs) >= limit) {
+			more = true
+			break
+		}
+		msgs = append(msgs, m)
+		size += len(m) + 1
+	}
+	return appendObject(nil, "history", l.room, func(b []byte) []byte {
+		b = append(b, `,"gap":`...)
+		b = strconv.AppendBool(b, gap)
+		b = append(b, `,"more":`...)
+		b = strconv.AppendBool(b, more)
+		if l.ref != "" {
+			b = append(b, `,"ref":`...)
+			b = appendJSONString(b, l.ref)
+		}
+		b = append(b, `,"messages":[`...)
+		for i, m := range msgs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, m...)
+		}
+		return append(b, ']')
+	})
+}

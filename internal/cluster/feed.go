@@ -1,0 +1,760 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// The room feed (SCALE-OUT.md §3.3): per room, Redis hands out the ids, keeps the
+// entries in the room's Stream and fans them out over PUB/SUB, all in one Lua script;
+// every node delivers a room's entries strictly in id order, fills gaps from the
+// Stream and drops duplicates. PUB/SUB is at-most-once (a slow subscriber is cut off by
+// Redis, a reconnect loses what was published meanwhile), so the Stream is the truth
+// and PUB/SUB only the fast path: every subscription confirmation, every overflow of
+// the inbox and a position check every second make a node catch up from the Stream.
+//
+// Three goroutines, none of them the hub's: the writer runs the scripts (batched), the
+// subscriber reads PUB/SUB and never blocks (a full inbox drops the message and marks
+// the feed for a catch-up), and the orderer owns every room's position, reads the
+// Stream to fill gaps, checks health and hands events to the hub through Deliver.
+// The hub talks to the feed only through Say, Open and Close, which never wait on Redis.
+
+// Feed tunables.
+const (
+	// sayQueue bounds the messages waiting for the writer; a full queue is `busy`.
+	sayQueue = 4096
+	// sayBatch is the most scripts one pipeline carries (SCALE-OUT.md: ≤64).
+	sayBatch = 64
+	// inboxSize bounds the PUB/SUB messages waiting for the orderer. Beyond it the
+	// subscriber drops and the orderer catches up from the Stream.
+	inboxSize = 4096
+	// healthEvery is how often the orderer pings Redis and compares the epoch.
+	healthEvery = 250 * time.Millisecond
+	// positionEvery is how often every open room's top id is compared with what was
+	// delivered: it finds the tail a dead subscription lost.
+	positionEvery = time.Second
+	// unreadyAfter is how long Redis may fail before the node says it is not ready
+	// (then /readyz and /ws answer 503): within 2 s of Redis going away.
+	unreadyAfter = time.Second
+	// callTimeout bounds one call to Redis.
+	callTimeout = 2 * time.Second
+	// resubscribeEvery is the pause before subscribing again after PUB/SUB broke.
+	resubscribeEvery = 200 * time.Millisecond
+)
+
+// sayScript numbers, stores and publishes one entry atomically. KEYS: the room's meta
+// hash and log stream; ARGV: channel, stored envelope, published envelope ("" = the
+// stored one), MAXLEN. A room whose meta is new (never used, or lost with Redis's data)
+// starts at Redis's time in ms × 1000 (≈1.8e15 < 2^53), so ids never go backwards even
+// after a loss; `floor` remembers where this epoch of the room began. Ids are kept as
+// strings: Lua numbers print with 14 digits.
+const sayScript = `
+local seq
+if redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
+  local t = redis.call('TIME')
+  seq = t[1] .. string.sub(string.format('%06d', tonumber(t[2])), 1, 3) .. '000'
+  redis.call('HSET', KEYS[1], 'seq', seq, 'floor', seq)
+else
+  seq = string.format('%.0f', redis.call('HINCRBY', KEYS[1], 'seq', 1))
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'e', ARGV[2])
+local live = ARGV[3]
+if live == '' then live = ARGV[2] end
+redis.call('PUBLISH', ARGV[1], seq .. ' ' .. live)
+return seq
+`
+
+// Kind says what an Event is.
+type Kind int
+
+// The events a feed hands to the hub.
+const (
+	// Entry is the next entry of an open room, in order (Room, Seq, Body, TS; Token
+	// when it is this node's Say, which the hub acknowledges after delivering it).
+	Entry Kind = iota
+	// Stored acknowledges this node's Say whose room is not open here (Token, Seq).
+	Stored
+	// Failed says a Say did not reach Redis (Token, Err): nothing was stored.
+	Failed
+	// Opened says a room is open: entries after Seq will follow as Entry events, so
+	// history up to Seq is the joiners' (Room, Seq).
+	Opened
+	// Resync says a room's gap cannot be filled (trimmed, or larger than the resume
+	// bound): the hub closes its local members, who resume from history (Room).
+	Resync
+	// Health reports readiness (Ready): Redis answers, PUB/SUB is subscribed and every
+	// open room has caught up.
+	Health
+	// Lost says Redis's epoch changed: it lost its data. Final.
+	Lost
+)
+
+// Event is one thing the feed tells the hub.
+type Event struct {
+	Kind  Kind
+	Room  string
+	Seq   uint64
+	Body  []byte
+	TS    int64
+	Token any
+	Err   error
+	Ready bool
+}
+
+// FeedConfig is what a feed needs.
+type FeedConfig struct {
+	Client rueidis.Client
+	Keys   Keys
+	Sealer *Sealer
+	// Epoch is the cluster epoch the node joined (CheckEpoch).
+	Epoch string
+	// HistoryMax is the Stream's approximate MAXLEN per room.
+	HistoryMax int
+	// ResumeMax is the largest gap the feed fills; beyond it, Resync.
+	ResumeMax int
+	// Deliver hands an event to the hub, in order; it may wait for the hub (never the
+	// other way round) and returns false once the hub has stopped.
+	Deliver func(Event) bool
+	Log     *slog.Logger
+	Now     func() time.Time
+}
+
+// Counters are the feed's numbers, for metrics and tests.
+type Counters struct {
+	BadMAC, Replayed, Dropped, Filled, Resyncs atomic.Uint64
+}
+
+// sayReq is one message on its way to the writer.
+type sayReq struct {
+	room         string
+	stored, live []byte
+	token        any
+}
+
+// reply is a script's answer, on its way to the orderer.
+type reply struct {
+	room  string
+	seq   uint64
+	env   []byte
+	token any
+}
+
+// roomReq is an Open or Close from the hub.
+type roomReq struct {
+	room string
+	open bool
+}
+
+// Feed is one node's room feed.
+type Feed struct {
+	cfg    FeedConfig
+	script *rueidis.Lua
+	says   chan sayReq
+	inbox  chan rueidis.PubSubMessage
+	// replies carry the writer's results to the orderer.
+	replies chan reply
+	// reqs are the hub's Opens and Closes, in order; wake tells the orderer.
+	mu   sync.Mutex
+	reqs []roomReq
+	wake chan struct{}
+	// overflow says the inbox dropped something; resubscribed that PUB/SUB was
+	// (re)confirmed: either makes the orderer catch up every open room.
+	overflow     atomic.Bool
+	resubscribed atomic.Bool
+	subscribed   atomic.Bool
+	Counters     Counters
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// StartFeed starts a feed's goroutines; Stop ends them.
+func StartFeed(cfg FeedConfig) *Feed {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Feed{
+		cfg:     cfg,
+		script:  rueidis.NewLuaScript(sayScript),
+		says:    make(chan sayReq, sayQueue),
+		inbox:   make(chan rueidis.PubSubMessage, inboxSize),
+		replies: make(chan reply, sayQueue),
+		wake:    make(chan struct{}, 1),
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+	f.wg.Add(3)
+	go f.runWriter()
+	go f.runSubscriber()
+	go f.runOrderer()
+	return f
+}
+
+// Stop ends the feed and waits for its goroutines.
+func (f *Feed) Stop() {
+	f.cancel()
+	f.wg.Wait()
+}
+
+// Say queues a message for room; stored is what the Stream keeps, live what PUB/SUB
+// carries (nil: the same). false means the queue is full: nothing was queued and the
+// token comes back never. Otherwise exactly one event comes back with the token:
+// Entry (delivered here, then acknowledge), Stored, or Failed.
+func (f *Feed) Say(room string, stored, live []byte, token any) bool {
+	select {
+	case f.says <- sayReq{room, stored, live, token}:
+		return true
+	default:
+		return false
+	}
+}
+
+// Open asks for a room's entries: an Opened event answers, then its entries follow.
+func (f *Feed) Open(room string) { f.request(roomReq{room, true}) }
+
+// Close says nobody on this node is in room any more.
+func (f *Feed) Close(room string) { f.request(roomReq{room, false}) }
+
+// request queues an Open or Close for the orderer without waiting for it.
+func (f *Feed) request(r roomReq) {
+	f.mu.Lock()
+	f.reqs = append(f.reqs, r)
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// scope is the MAC scope of a room's entries.
+func scope(room string) string { return "r:" + room }
+
+// runWriter runs the scripts, up to sayBatch in one pipeline, in the order Say was
+// called, so one node's entries reach each room in the order it sent them (the
+// replay filter relies on it).
+func (f *Feed) runWriter() {
+	defer f.wg.Done()
+	batch := make([]sayReq, 0, sayBatch)
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case r := <-f.says:
+			batch = append(batch[:0], r)
+		}
+	fill:
+		for len(batch) < sayBatch {
+			select {
+			case r := <-f.says:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		f.write(batch)
+	}
+}
+
+// write runs one batch of scripts and passes the results on.
+func (f *Feed) write(batch []sayReq) {
+	k := f.cfg.Keys
+	execs := make([]rueidis.LuaExec, 0, len(batch))
+	envs := make([][]byte, len(batch))
+	maxLen := strconv.Itoa(f.cfg.HistoryMax)
+	for i, r := range batch {
+		meta, _ := k.RoomMeta(r.room)
+		log, _ := k.RoomLog(r.room)
+		ch, _ := k.RoomChannel(r.room)
+		sc := scope(r.room)
+		stored := f.cfg.Sealer.Seal(sc, r.stored)
+		envs[i] = stored
+		live := ""
+		if r.live != nil {
+			live = string(f.cfg.Sealer.Seal(sc, r.live))
+			envs[i] = []byte(live)
+		}
+		execs = append(execs, rueidis.LuaExec{Keys: []string{meta, log}, Args: []string{ch, string(stored), live, maxLen}})
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, callTimeout)
+	results := f.script.ExecMulti(ctx, f.cfg.Client, execs...)
+	cancel()
+	for i, res := range results {
+		r := batch[i]
+		s, err := res.ToString()
+		var seq uint64
+		if err == nil {
+			seq, err = strconv.ParseUint(s, 10, 64)
+		}
+		if err != nil {
+			f.cfg.Deliver(Event{Kind: Failed, Room: r.room, Token: r.token, Err: err})
+			continue
+		}
+		select {
+		case f.replies <- reply{room: r.room, seq: seq, env: envs[i], token: r.token}:
+		case <-f.ctx.Done():
+			return
+		}
+	}
+}
+
+// runSubscriber keeps one pattern subscription to every room's channel. The callback
+// never blocks the connection: a full inbox drops and marks the feed for a catch-up.
+// Each confirmation, the first and every one after a reconnect, also asks for one,
+// since messages published while unsubscribed are only in the Streams.
+func (f *Feed) runSubscriber() {
+	defer f.wg.Done()
+	c := f.cfg.Client
+	for f.ctx.Err() == nil {
+		ctx := rueidis.WithOnSubscriptionHook(f.ctx, func(s rueidis.PubSubSubscription) {
+			if s.Kind == "psubscribe" {
+				f.subscribed.Store(true)
+				f.resubscribed.Store(true)
+			}
+		})
+		// A connection of its own: PUB/SUB must not share the one the scripts use
+		// (RESP2 servers and miniredis refuse commands on a subscribed connection).
+		dc, release := c.Dedicate()
+		err := dc.Receive(ctx, dc.B().Psubscribe().Pattern(f.cfg.Keys.RoomPattern()).Build(), func(m rueidis.PubSubMessage) {
+			select {
+			case f.inbox <- m:
+			default:
+				f.Counters.Dropped.Add(1)
+				f.overflow.Store(true)
+			}
+		})
+		release()
+		f.subscribed.Store(false)
+		if f.ctx.Err() != nil {
+			return
+		}
+		f.cfg.Log.Debug("redis subscription ended; subscribing again", "err", err)
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-time.After(resubscribeEvery):
+		}
+	}
+}
+
+// held is an entry waiting for its turn.
+type held struct {
+	env   []byte
+	token any
+}
+
+// feedRoom is the orderer's state of one open room.
+type feedRoom struct {
+	applied uint64
+	held    map[uint64]held
+}
+
+// orderer is the orderer goroutine's state.
+type orderer struct {
+	f      *Feed
+	rooms  map[string]*feedRoom
+	replay *Replay
+	// lastOK is when Redis last answered a health check; ready what the hub was told.
+	lastOK time.Time
+	ready  bool
+	lost   bool
+}
+
+// runOrderer owns every open room's position.
+func (f *Feed) runOrderer() {
+	defer f.wg.Done()
+	o := &orderer{f: f, rooms: map[string]*feedRoom{}, replay: NewReplay(f.cfg.Now), lastOK: time.Now()}
+	health := time.NewTicker(healthEvery)
+	defer health.Stop()
+	position := time.NewTicker(positionEvery)
+	defer position.Stop()
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case m := <-f.inbox:
+			o.onPublished(m)
+		case r := <-f.replies:
+			o.onReply(r)
+		case <-f.wake:
+			o.onRequests()
+		case <-health.C:
+			o.checkHealth()
+		case <-position.C:
+			o.catchUpAll()
+		}
+		if f.overflow.Swap(false) || f.resubscribed.Swap(false) {
+			o.catchUpAll()
+		}
+		o.fillGaps()
+	}
+}
+
+// onRequests applies the hub's Opens and Closes in order. An Open answers with the
+// room's top id as the boundary between history and live entries.
+func (o *orderer) onRequests() {
+	f := o.f
+	f.mu.Lock()
+	reqs := f.reqs
+	f.reqs = nil
+	f.mu.Unlock()
+	for _, r := range reqs {
+		if !r.open {
+			delete(o.rooms, r.room)
+			o.replay.Forget(scope(r.room))
+			continue
+		}
+		fr := o.rooms[r.room]
+		if fr == nil {
+			top, err := o.top(r.room)
+			if err != nil {
+				// Redis is away: the room opens at 0 and catches up once Redis is back
+				// (history then says what was there).
+				f.cfg.Log.Warn("opening a room without redis", "room", r.room, "err", err)
+			}
+			fr = &feedRoom{applied: top, held: map[uint64]held{}}
+			o.rooms[r.room] = fr
+		}
+		if !f.cfg.Deliver(Event{Kind: Opened, Room: r.room, Seq: fr.applied}) {
+			return
+		}
+	}
+}
+
+// top reads a room's last id (0 for a room without messages).
+func (o *orderer) top(room string) (uint64, error) {
+	c := o.f.cfg.Client
+	meta, _ := o.f.cfg.Keys.RoomMeta(room)
+	ctx, cancel := context.WithTimeout(o.f.ctx, callTimeout)
+	defer cancel()
+	s, err := c.Do(ctx, c.B().Hget().Key(meta).Field("seq").Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+// onPublished takes one PUB/SUB message: "<seq> <envelope>" on a room's channel.
+func (o *orderer) onPublished(m rueidis.PubSubMessage) {
+	room, ok := o.f.cfg.Keys.RoomOfChannel(m.Channel)
+	if !ok {
+		return
+	}
+	fr := o.rooms[room]
+	if fr == nil {
+		return // nobody here is in the room
+	}
+	seqS, env, ok := strings.Cut(m.Message, " ")
+	seq, err := strconv.ParseUint(seqS, 10, 64)
+	if !ok || err != nil {
+		o.f.Counters.BadMAC.Add(1)
+		return
+	}
+	o.hold(room, fr, seq, []byte(env), nil)
+}
+
+// onReply takes the writer's result for this node's own message.
+func (o *orderer) onReply(r reply) {
+	fr := o.rooms[r.room]
+	if fr == nil || r.seq <= fr.applied {
+		// Not open here, or delivered already (PUB/SUB was faster): just the ack.
+		o.f.cfg.Deliver(Event{Kind: Stored, Room: r.room, Seq: r.seq, Token: r.token})
+		return
+	}
+	o.hold(r.room, fr, r.seq, r.env, r.token)
+}
+
+// hold puts an entry in line and delivers whatever is now next in order.
+func (o *orderer) hold(room string, fr *feedRoom, seq uint64, env []byte, token any) {
+	if seq <= fr.applied {
+		return // a duplicate
+	}
+	if h, ok := fr.held[seq]; ok {
+		if token != nil && h.token == nil {
+			h.token = token
+			fr.held[seq] = h
+		}
+		return
+	}
+	fr.held[seq] = held{env: env, token: token}
+	o.drain(room, fr)
+}
+
+// drain delivers a room's held entries while the next one is there.
+func (o *orderer) drain(room string, fr *feedRoom) {
+	for {
+		h, ok := fr.held[fr.applied+1]
+		if !ok {
+			// An epoch's first id jumps (the time floor): a room at 0 whose only
+			// entries start there takes the lowest as next.
+			if fr.applied != 0 || len(fr.held) == 0 {
+				return
+			}
+			low := uint64(0)
+			for s := range fr.held {
+				if low == 0 || s < low {
+					low = s
+				}
+			}
+			fr.applied = low - 1
+			continue
+		}
+		delete(fr.held, fr.applied+1)
+		fr.applied++
+		o.deliver(room, fr.applied, h)
+	}
+}
+
+// deliver checks an entry's envelope and hands it to the hub. A forged or replayed one
+// still used its id: it is counted and skipped, never delivered.
+func (o *orderer) deliver(room string, seq uint64, h held) {
+	sc := scope(room)
+	e, err := o.f.cfg.Sealer.Open(sc, h.env)
+	if err == nil {
+		err = o.replay.Check(sc, e)
+	}
+	if err != nil {
+		if errors.Is(err, ErrReplay) {
+			o.f.Counters.Replayed.Add(1)
+		} else {
+			o.f.Counters.BadMAC.Add(1)
+		}
+		o.f.cfg.Log.Warn("dropped a cluster entry", "room", room, "seq", seq, "err", err)
+		if h.token != nil {
+			o.f.cfg.Deliver(Event{Kind: Stored, Room: room, Seq: seq, Token: h.token})
+		}
+		return
+	}
+	o.f.cfg.Deliver(Event{Kind: Entry, Room: room, Seq: seq, Body: e.Body, TS: e.TS, Token: h.token})
+}
+
+// fillGaps reads from the Stream what every room with held entries is missing.
+func (o *orderer) fillGaps() {
+	for room, fr := range o.rooms {
+		if len(fr.held) == 0 || fr.applied == 0 {
+			continue
+		}
+		low := uint64(0)
+		for s := range fr.held {
+			if low == 0 || s < low {
+				low = s
+			}
+		}
+		o.fill(room, fr, low-1)
+	}
+}
+
+// catchUpAll compares every open room's top id with what was delivered and fills the
+// difference: the tail PUB/SUB lost is found this way.
+func (o *orderer) catchUpAll() {
+	if len(o.rooms) == 0 {
+		return
+	}
+	c := o.f.cfg.Client
+	names := make([]string, 0, len(o.rooms))
+	cmds := make(rueidis.Commands, 0, len(o.rooms))
+	for room := range o.rooms {
+		meta, _ := o.f.cfg.Keys.RoomMeta(room)
+		names = append(names, room)
+		cmds = append(cmds, c.B().Hget().Key(meta).Field("seq").Build())
+	}
+	ctx, cancel := context.WithTimeout(o.f.ctx, callTimeout)
+	results := c.DoMulti(ctx, cmds...)
+	cancel()
+	for i, res := range results {
+		s, err := res.ToString()
+		if err != nil {
+			continue
+		}
+		top, err := strconv.ParseUint(s, 10, 64)
+		fr := o.rooms[names[i]]
+		if err != nil || fr == nil || top <= fr.applied {
+			continue
+		}
+		if fr.applied == 0 {
+			// Opened while Redis was away: start from the room's first id of this
+			// epoch (the clients resume from history).
+			fr.applied = top
+			continue
+		}
+		o.fill(names[i], fr, top)
+	}
+}
+
+// fill reads the entries in (applied, upTo] from the Stream and delivers them. A gap
+// that the Stream cannot fill (trimmed, or larger than ResumeMax) is a Resync.
+func (o *orderer) fill(room string, fr *feedRoom, upTo uint64) {
+	if upTo <= fr.applied {
+		return
+	}
+	want := upTo - fr.applied
+	if want > uint64(o.f.cfg.ResumeMax) {
+		o.resync(room)
+		return
+	}
+	c := o.f.cfg.Client
+	log, _ := o.f.cfg.Keys.RoomLog(room)
+	ctx, cancel := context.WithTimeout(o.f.ctx, callTimeout)
+	entries, err := c.Do(ctx, c.B().Xrange().Key(log).Start(strconv.FormatUint(fr.applied+1, 10)).
+		End(strconv.FormatUint(upTo, 10)).Count(int64(want)).Build()).AsXRange()
+	cancel()
+	if err != nil {
+		return // Redis is away: the next check tries again
+	}
+	for _, e := range entries {
+		seq, ok := entrySeq(e.ID)
+		if !ok || seq <= fr.applied || seq > upTo {
+			continue
+		}
+		if _, have := fr.held[seq]; !have {
+			fr.held[seq] = held{env: []byte(e.FieldValues["e"])}
+			o.f.Counters.Filled.Add(1)
+		}
+	}
+	o.drain(room, fr)
+	if fr.applied < upTo {
+		o.resync(room)
+	}
+}
+
+// resync gives up on a room: its local members start again from history.
+func (o *orderer) resync(room string) {
+	o.f.Counters.Resyncs.Add(1)
+	fr := o.rooms[room]
+	delete(o.rooms, room)
+	o.replay.Forget(scope(room))
+	o.f.cfg.Log.Warn("room gap cannot be filled; resync", "room", room)
+	if fr != nil {
+		for seq, h := range fr.held {
+			if h.token != nil {
+				o.f.cfg.Deliver(Event{Kind: Stored, Room: room, Seq: seq, Token: h.token})
+			}
+		}
+	}
+	o.f.cfg.Deliver(Event{Kind: Resync, Room: room})
+}
+
+// entrySeq reads the seq of a Stream id "<seq>-0".
+func entrySeq(id string) (uint64, bool) {
+	s, rest, ok := strings.Cut(id, "-")
+	if !ok || rest != "0" {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil
+}
+
+// checkHealth pings Redis and compares the epoch. Failing for unreadyAfter makes the
+// node unready; a different or missing epoch makes it Lost for good; coming back, it
+// catches every open room up before it says it is ready again.
+func (o *orderer) checkHealth() {
+	if o.lost {
+		return
+	}
+	f := o.f
+	ctx, cancel := context.WithTimeout(f.ctx, healthEvery)
+	same, err := SameEpoch(ctx, f.cfg.Client, f.cfg.Keys, f.cfg.Epoch)
+	cancel()
+	now := time.Now()
+	switch {
+	case err == nil && !same:
+		o.lost = true
+		f.cfg.Log.Error("redis lost its data: the cluster epoch is gone or different; not serving")
+		f.cfg.Deliver(Event{Kind: Lost})
+		return
+	case err == nil:
+		o.lastOK = now
+	}
+	ready := err == nil && f.subscribed.Load()
+	if ready && !o.ready {
+		o.catchUpAll()
+	}
+	if !ready && o.ready && now.Sub(o.lastOK) < unreadyAfter && err != nil {
+		return // a blip: not yet
+	}
+	if ready != o.ready {
+		o.ready = ready
+		f.cfg.Log.Info("cluster readiness", "ready", ready)
+		f.cfg.Deliver(Event{Kind: Health, Ready: ready})
+	}
+}
+
+// Item is one entry of a room's Stream read for history.
+type Item struct {
+	Seq  uint64
+	TS   int64
+	Body []byte
+}
+
+// History reads a room's Stream for history: entries with ids in (after, upTo],
+// oldest first, at most n; with tail, the newest n of them. It also returns the room's
+// floor (the first id of this epoch, 0 if none). Entries whose MAC fails are left out
+// and counted; so are copies of an entry already in the answer (same node and node
+// seq: a replay at a new id). Called from the hub's history goroutines, never its loop.
+func (f *Feed) History(ctx context.Context, room string, after, upTo uint64, n int, tail bool) ([]Item, uint64, error) {
+	if upTo <= after || n <= 0 {
+		return nil, 0, nil
+	}
+	c := f.cfg.Client
+	log, err := f.cfg.Keys.RoomLog(room)
+	if err != nil {
+		return nil, 0, err
+	}
+	meta, _ := f.cfg.Keys.RoomMeta(room)
+	start, end := strconv.FormatUint(after+1, 10), strconv.FormatUint(upTo, 10)
+	var rng rueidis.Completed
+	if tail {
+		rng = c.B().Xrevrange().Key(log).End(end).Start(start).Count(int64(n)).Build()
+	} else {
+		rng = c.B().Xrange().Key(log).Start(start).End(end).Count(int64(n)).Build()
+	}
+	res := c.DoMulti(ctx, rng, c.B().Hget().Key(meta).Field("floor").Build())
+	entries, err := res[0].AsXRange()
+	if err != nil {
+		return nil, 0, err
+	}
+	var floor uint64
+	if s, err := res[1].ToString(); err == nil {
+		floor, _ = strconv.ParseUint(s, 10, 64)
+	}
+	if tail {
+		for i, j := 0, len(entries)-1; i < j; i, j = i+1, j-1 {
+			entries[i], entries[j] = entries[j], entries[i]
+		}
+	}
+	type origin struct {
+		node string
+		seq  uint64
+	}
+	seen := map[origin]bool{}
+	items := make([]Item, 0, len(entries))
+	sc := scope(room)
+	for _, e := range entries {
+		seq, ok := entrySeq(e.ID)
+		if !ok {
+			continue
+		}
+		env, err := f.cfg.Sealer.Open(sc, []byte(e.FieldValues["e"]))
+		if err != nil {
+			f.Counters.BadMAC.Add(1)
+			continue
+		}
+		if o := (origin{env.Node, env.NodeSeq}); seen[o] {
+			f.Counters.Replayed.Add(1)
+			continue
+		} else {
+			seen[o] = true
+		}
+		items = append(items, Item{Seq: seq, TS: env.TS, Body: env.Body})
+	}
+	return items, floor, nil
+}
