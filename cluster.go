@@ -69,7 +69,7 @@ func (cn *clusterNode) close() {
 // startFeed starts the room feed over the cluster link; its events run on the hub.
 func (app *App) startFeed(cfg *Config) *cluster.Feed {
 	h := app.hub
-	return cluster.StartFeed(cluster.FeedConfig{
+	feed := cluster.StartFeed(cluster.FeedConfig{
 		Client:     app.cluster.client,
 		Keys:       app.cluster.keys,
 		Sealer:     app.cluster.sealer,
@@ -87,6 +87,8 @@ func (app *App) startFeed(cfg *Config) *cluster.Feed {
 			}
 		},
 	})
+	app.metrics.registerCluster(&feed.Counters)
+	return feed
 }
 
 // readyPoll is how often start-up looks whether the feed is ready.

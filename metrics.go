@@ -3,11 +3,13 @@ package main
 import (
 	"net/http"
 	"net/http/pprof"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"modified-chat/internal/cluster"
 	"modified-chat/internal/store"
 )
 
@@ -38,6 +40,25 @@ type metrics struct {
 	storeErrors      prometheus.Counter
 	storeSeconds     prometheus.Histogram
 	backups          *prometheus.CounterVec
+}
+
+// registerCluster exposes the room feed's counters (cluster mode only): forged and
+// replayed entries dropped, PUB/SUB messages dropped by a full inbox, entries read from
+// the Streams to fill gaps, and rooms given up with a resync.
+func (m *metrics) registerCluster(c *cluster.Counters) {
+	for name, v := range map[string]struct {
+		help string
+		n    *atomic.Uint64
+	}{
+		"chat_cluster_bad_mac_total":        {"Cluster entries dropped because their MAC did not verify (forged, or another key).", &c.BadMAC},
+		"chat_cluster_replayed_total":       {"Cluster entries dropped as replays of ones already seen.", &c.Replayed},
+		"chat_cluster_pubsub_dropped_total": {"PUB/SUB messages dropped by a full inbox (then caught up from the Streams).", &c.Dropped},
+		"chat_cluster_filled_total":         {"Room entries read from the Streams to fill gaps PUB/SUB left.", &c.Filled},
+		"chat_cluster_resyncs_total":        {"Rooms whose gap could not be filled; their local members were closed with 4000.", &c.Resyncs},
+	} {
+		n := v.n
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: v.help}, func() float64 { return float64(n.Load()) }))
+	}
 }
 
 // newMetrics registers every instrument on a fresh registry.

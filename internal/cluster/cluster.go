@@ -66,7 +66,8 @@ func Connect(ctx context.Context, url string, wait time.Duration, log *slog.Logg
 			}
 			c.Close()
 		}
-		if time.Now().Add(retryEvery).After(deadline) {
+		left := time.Until(deadline)
+		if left <= 0 {
 			return nil, fmt.Errorf("redis at %s unreachable after %v (-redis-wait): %w", addr, wait, err)
 		}
 		if attempt == 1 {
@@ -75,7 +76,7 @@ func Connect(ctx context.Context, url string, wait time.Duration, log *slog.Logg
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(retryEvery):
+		case <-time.After(min(retryEvery, left)):
 		}
 	}
 }
