@@ -12,6 +12,15 @@ import (
 	"modified-chat/internal/cluster/redistest"
 )
 
+// ready waits for a new connection's lobby history: from then on the node has the
+// lobby open and delivers its messages live (before, a message may come in that
+// history instead).
+func ready(c *wsClient) *wsClient {
+	c.t.Helper()
+	c.expect("history")
+	return c
+}
+
 // idOf reads an event's id.
 func idOf(ev map[string]any) uint64 {
 	f, _ := ev["id"].(float64)
@@ -41,7 +50,7 @@ func (c *wsClient) messagesUntil(n int, d time.Duration) []map[string]any {
 func TestClusterMessageAcrossNodes(t *testing.T) {
 	rs := redistest.Start(t)
 	nodes := startNodes(t, 2, rs, newClusterFiles(t))
-	a, b := nodes[0].ts.user(t, "alice"), nodes[1].ts.user(t, "bob")
+	a, b := ready(nodes[0].ts.user(t, "alice")), ready(nodes[1].ts.user(t, "bob"))
 	a.send(map[string]any{"type": "say", "room": lobby, "text": "x", "ref": "r1"})
 	var own []map[string]any
 	ack := a.expectWithin(5*time.Second, "ack", "message")
@@ -77,8 +86,8 @@ func noMessages(t *testing.T, c *wsClient) []map[string]any {
 func TestClusterOrderAcrossNodes(t *testing.T) {
 	rs := redistest.Start(t)
 	nodes := startNodes(t, 2, rs, newClusterFiles(t))
-	s1, s2 := nodes[0].ts.user(t, "s1"), nodes[1].ts.user(t, "s2")
-	r1, r2 := nodes[0].ts.user(t, "r1"), nodes[1].ts.user(t, "r2")
+	s1, s2 := ready(nodes[0].ts.user(t, "s1")), ready(nodes[1].ts.user(t, "s2"))
+	r1, r2 := ready(nodes[0].ts.user(t, "r1")), ready(nodes[1].ts.user(t, "r2"))
 	const each = 500
 	done := make(chan map[uint64]bool, 2)
 	for _, s := range []*wsClient{s1, s2} {
@@ -143,9 +152,9 @@ func TestClusterOrderAcrossNodes(t *testing.T) {
 func TestClusterResumeOnAnotherNode(t *testing.T) {
 	rs := redistest.Start(t)
 	nodes := startNodes(t, 2, rs, newClusterFiles(t))
-	a := nodes[0].ts.user(t, "alice")
+	a := ready(nodes[0].ts.user(t, "alice"))
 	cookie := devLogin(t, nodes[1].ts.URL, "bob")
-	b := nodes[1].ts.dial(t, cookie)
+	b := ready(nodes[1].ts.dial(t, cookie))
 	first := a.cmd(map[string]any{"type": "say", "room": lobby, "text": "before"})
 	last := idOf(b.messagesUntil(1, 5*time.Second)[0])
 	if last != idOf(first) {
@@ -156,8 +165,7 @@ func TestClusterResumeOnAnotherNode(t *testing.T) {
 	for i := range 10 {
 		want = append(want, idOf(a.cmd(map[string]any{"type": "say", "room": lobby, "text": "while away " + strconv.Itoa(i)})))
 	}
-	b = nodes[0].ts.dial(t, cookie)
-	b.expect("history") // the lobby's join history
+	b = ready(nodes[0].ts.dial(t, cookie))
 	b.send(map[string]any{"type": "join", "room": lobby, "after": last})
 	checkHistory(t, b.expect("history"), want, false)
 }
@@ -205,7 +213,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	rs := redistest.Start(t)
 	nodes := startNodes(t, 2, rs, newClusterFiles(t))
 	cookie := devLogin(t, nodes[1].ts.URL, "reader")
-	sender, reader := nodes[1].ts.user(t, "sender"), nodes[1].ts.dial(t, cookie)
+	sender, reader := ready(nodes[1].ts.user(t, "sender")), ready(nodes[1].ts.dial(t, cookie))
 	const total = 300
 	go func() {
 		for i := range total {
@@ -249,8 +257,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	if len(shown) == 0 {
 		t.Fatal("the reader saw nothing before the kill")
 	}
-	reader = nodes[0].ts.dial(t, cookie)
-	reader.expect("history")
+	reader = ready(nodes[0].ts.dial(t, cookie))
 	reader.send(map[string]any{"type": "join", "room": lobby, "after": shown[len(shown)-1]})
 	for {
 		h := reader.expectWithin(10*time.Second, "history")
@@ -304,7 +311,7 @@ func TestClusterRedisDownAndBack(t *testing.T) {
 	rs := redistest.Start(t)
 	nodes := startNodes(t, 2, rs, newClusterFiles(t))
 	cookie := devLogin(t, nodes[0].ts.URL, "alice")
-	a, b := nodes[0].ts.dial(t, cookie), nodes[1].ts.user(t, "bob")
+	a, b := ready(nodes[0].ts.dial(t, cookie)), ready(nodes[1].ts.user(t, "bob"))
 	var acked []uint64
 	for i := range 5 {
 		acked = append(acked, idOf(a.cmd(map[string]any{"type": "say", "room": lobby, "text": "up " + strconv.Itoa(i)})))
@@ -334,7 +341,7 @@ func TestClusterRedisDownAndBack(t *testing.T) {
 	if ev := b.cmd(map[string]any{"type": "say", "room": lobby, "text": "back too"}); ev["type"] != "ack" {
 		t.Fatalf("bob's socket on node 2 after redis came back: %v", ev)
 	}
-	fresh := nodes[1].ts.dial(t, cookie)
+	fresh := ready(nodes[1].ts.dial(t, cookie))
 	fresh.send(map[string]any{"type": "history", "room": lobby, "after": acked[0] - 1})
 	h := fresh.expect("history")
 	for h["ref"] != nil || len(h["messages"].([]any)) < len(acked) {
@@ -351,7 +358,7 @@ func TestClusterRedisLostData(t *testing.T) {
 	rs := redistest.Start(t)
 	nodes := startNodes(t, 2, rs, newClusterFiles(t))
 	cookie := devLogin(t, nodes[0].ts.URL, "alice")
-	a, b := nodes[0].ts.dial(t, cookie), nodes[1].ts.user(t, "bob")
+	a, b := ready(nodes[0].ts.dial(t, cookie)), ready(nodes[1].ts.user(t, "bob"))
 	old := idOf(a.cmd(map[string]any{"type": "say", "room": lobby, "text": "before the loss"}))
 	rs.Kill()
 	rs.RestartEmpty()
@@ -371,8 +378,7 @@ func TestClusterRedisLostData(t *testing.T) {
 		}
 		nd.restart(t)
 	}
-	a = nodes[0].ts.dial(t, cookie)
-	a.expect("history")
+	a = ready(nodes[0].ts.dial(t, cookie))
 	if id := idOf(a.cmd(map[string]any{"type": "say", "room": lobby, "text": "after"})); id <= old {
 		t.Fatalf("new id %d is not above the old %d", id, old)
 	}
