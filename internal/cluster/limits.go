@@ -45,9 +45,9 @@ var (
 // the raw user id never in a key); Limits only asks.
 type UserKeys interface {
 	// UserRate is the key of the user's message budget (GCRA arrival time).
-	UserRate(userID string) string
+	UserRate(userID string) (string, error)
 	// UserConns is the key of the user's connection slots.
-	UserConns(userID string) string
+	UserConns(userID string) (string, error)
 }
 
 // Limits runs the two per-user limits that must hold across nodes: the message budget
@@ -91,7 +91,11 @@ func (l *Limits) AllowMessage(ctx context.Context, userID string, rate float64, 
 	ctx, cancel := context.WithTimeout(ctx, limitTimeout)
 	defer cancel()
 	interval := int64(1e6 / rate)
-	res := gcraScript.Exec(ctx, l.client, []string{l.keys.UserRate(userID)},
+	key, err := l.keys.UserRate(userID)
+	if err != nil {
+		return false, 0, err
+	}
+	res := gcraScript.Exec(ctx, l.client, []string{key},
 		[]string{strconv.FormatInt(max(interval, 1), 10), strconv.Itoa(burst)})
 	ok, wait, err := pair(res)
 	if err != nil {
@@ -117,7 +121,10 @@ func (l *Limits) TakeSlot(ctx context.Context, userID string, cap int) (*Slot, t
 	}
 	ctx, cancel := context.WithTimeout(ctx, limitTimeout)
 	defer cancel()
-	key := l.keys.UserConns(userID)
+	key, err := l.keys.UserConns(userID)
+	if err != nil {
+		return nil, 0, err
+	}
 	l.mu.Lock()
 	l.seq++
 	name := l.slotPrefix + strconv.FormatUint(l.seq, 10)

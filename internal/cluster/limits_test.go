@@ -12,8 +12,8 @@ import (
 // testKeys names limit keys plainly; the real key builder is tested on its own.
 type testKeys struct{}
 
-func (testKeys) UserRate(uid string) string  { return "t:{u:" + uid + "}:rate" }
-func (testKeys) UserConns(uid string) string { return "t:{u:" + uid + "}:conns" }
+func (testKeys) UserRate(uid string) (string, error)  { return "t:{u:" + uid + "}:rate", nil }
+func (testKeys) UserConns(uid string) (string, error) { return "t:{u:" + uid + "}:conns", nil }
 
 // newMini starts a miniredis with its clock fixed at start and a rueidis client on it.
 func newMini(t *testing.T, start time.Time) (*miniredis.Miniredis, rueidis.Client) {

@@ -1,0 +1,55 @@
+-- ctl.lua: append one sealed entry to the global control log, write the state it
+-- changes, and wake every node, in one atomic step: no node can see the state without
+-- the entry or the entry without the state.
+-- KEYS[1]   the control stream; its PUB/SUB channel has the same name
+-- KEYS[2..] the state keys the ops name by index
+-- ARGV[1]   the sealed entry (also the value the ops store, so stored state is sealed)
+-- ARGV[2]   MAXLEN of the stream (approximate trimming)
+-- ARGV[3]   cap of a ZSET an op adds to, after sweeping expired members
+-- ARGV[4..] ops, three values each: name, key index, argument
+--   hset k field   HSET KEYS[k] field <entry>
+--   hdel k field   HDEL KEYS[k] field
+--   set  k -       SET KEYS[k] <entry>
+--   zadd k expiry  sweep members whose score (ms) has passed, refuse when still at the
+--                  cap, else ZADD KEYS[k] expiry <entry>
+-- Returns the entry's stream id, or the error 'FULL' (nothing written) when a zadd
+-- found its set at the cap.
+local entry = ARGV[1]
+local cap = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ops = {}
+for i = 4, #ARGV, 3 do
+  local name, k, arg = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  if k == nil or k < 2 or KEYS[k] == nil or arg == nil then
+    return redis.error_reply('ERR ctl: bad op')
+  end
+  if name == 'zadd' then
+    if cap == nil or tonumber(arg) == nil then
+      return redis.error_reply('ERR ctl: bad zadd')
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
+    if redis.call('ZCARD', KEYS[k]) >= cap then
+      return redis.error_reply('FULL')
+    end
+  elseif name ~= 'hset' and name ~= 'hdel' and name ~= 'set' then
+    return redis.error_reply('ERR ctl: unknown op')
+  end
+  ops[#ops + 1] = {name, KEYS[k], arg}
+end
+for _, op in ipairs(ops) do
+  if op[1] == 'hset' then
+    redis.call('HSET', op[2], op[3], entry)
+  elseif op[1] == 'hdel' then
+    redis.call('HDEL', op[2], op[3])
+  elseif op[1] == 'set' then
+    redis.call('SET', op[2], entry)
+  else
+    redis.call('ZADD', op[2], op[3], entry)
+  end
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', entry)
+-- The channel only wakes the nodes: they read the entry from the stream, so a lost
+-- publication costs latency (until the next position check), never the entry.
+redis.call('PUBLISH', KEYS[1], id)
+return id
