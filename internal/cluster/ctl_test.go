@@ -21,15 +21,15 @@ type ctlNode struct {
 	done    chan struct{}
 }
 
-// testKey is the cluster key every test node shares.
-var testKey = bytes.Repeat([]byte{7}, ClusterKeySize)
+// ctlTestKey is the cluster key every test node shares.
+var ctlTestKey = bytes.Repeat([]byte{7}, ClusterKeySize)
 
 // newCtlNode makes node id's control log over c and starts its feed from the log's
 // current top; subscribe false leaves only the position check.
 func newCtlNode(t *testing.T, c rueidis.Client, id string, subscribe bool) *ctlNode {
 	t.Helper()
 	keys, _ := NewKeys("mc")
-	s, err := NewSealer([][]byte{testKey}, id, time.Now)
+	s, err := NewSealer([][]byte{ctlTestKey}, id, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestRevokedBounded(t *testing.T) {
 	start := time.Unix(1_800_000_000, 0)
 	mr, c := newMini(t, start)
 	keys, _ := NewKeys("mc")
-	s, _ := NewSealer([][]byte{testKey}, "a1", time.Now)
+	s, _ := NewSealer([][]byte{ctlTestKey}, "a1", time.Now)
 	ctl := NewCtl(c, keys, s)
 	ctl.maxRevoked = 3
 	ctx := context.Background()

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,8 +30,21 @@ func newMini(t *testing.T, start time.Time) (*miniredis.Miniredis, rueidis.Clien
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Close)
+	t.Cleanup(func() { c.Close(); waitRedialsDone(t) })
 	return mr, c
+}
+
+// waitRedialsDone waits (bounded) until rueidis's delayed redials have ended: a client
+// that lost its server sleeps up to a second before its next dial, even once closed,
+// and goleak would take that sleeper for a leak.
+func waitRedialsDone(t *testing.T) {
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "rueidis.(*call).DelayDo") {
+			return
+		}
+	}
+	t.Error("rueidis redial still sleeping 3s after Close")
 }
 
 // TestGCRABudget spends a user's budget from two "nodes" (two Limits over the same
