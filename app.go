@@ -60,6 +60,9 @@ type App struct {
 	feed         *cluster.Feed
 	clusterReady atomic.Bool
 	clusterLost  atomic.Bool
+	// ctl is cluster mode's control log and per-user limits (clusterctl.go); nil on a
+	// single node.
+	ctl *clusterControl
 
 	// conns counts the pumps (two per connection) that have not finished, for
 	// shutdown: the hub stops only after both pumps of every connection are done.
@@ -124,6 +127,13 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 	if err != nil {
 		return nil, fmt.Errorf("loading state: %w", err)
 	}
+	var ctlState *cluster.CtlState
+	if app.cluster != nil {
+		if app.ctl, ctlState, err = newClusterControl(app, state); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("loading the cluster's control state: %w", err)
+		}
+	}
 	if app.keys, err = keydir.Load(app.store, keydir.Limits{MaxDevices: cfg.MaxDevicesPerUser}, app.now); err != nil {
 		app.store.Close()
 		return nil, fmt.Errorf("loading the key directory: %w", err)
@@ -166,6 +176,9 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 		app.store.Close()
 		return nil, fmt.Errorf("revoked sessions: %w", err)
 	}
+	if app.ctl != nil {
+		app.ctl.loadSessions(ctlState)
+	}
 	if cfg.OIDCClientID != "" {
 		app.dev = false
 		if app.oidc, err = newOIDCLogin(cfg, app.sessions.aead, app.now, app.settings, log); err != nil {
@@ -196,6 +209,9 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 		CheckOrigin: app.originAllowed,
 	}
 	go app.hub.run()
+	if app.ctl != nil {
+		app.ctl.start(ctlState.Top)
+	}
 	if app.feed != nil && !app.waitClusterReady(cfg.RedisWait) {
 		app.shutdown(0)
 		return nil, fmt.Errorf("redis did not become ready within %v (-redis-wait)", cfg.RedisWait)
@@ -299,6 +315,8 @@ func (app *App) shutdown(grace time.Duration) {
 		if app.feed != nil {
 			app.feed.Stop()
 		}
+		// The control log's last answers go to the hub, still running.
+		app.ctl.close()
 		app.writer.Close()
 		// Last, the hub's loop: the writer's completions have been handed to it.
 		app.hub.halt()

@@ -79,6 +79,10 @@ type sessions struct {
 
 	// banned reports globally banned users (nil: none); set once at start-up.
 	banned func(userID string) bool
+	// remote, in cluster mode, keeps a revocation in Redis's control log instead of
+	// the store (true: the revoked set was full and the user's cutoff moved instead);
+	// set once at start-up.
+	remote func(id identity) (cutoff bool, err error)
 }
 
 // newSessions builds the session manager from a 32-byte key.

@@ -744,6 +744,11 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 		app.refuse(w, ref)
 		return
 	}
+	if ref := app.clusterAdmit(tk, user.ID); ref != nil {
+		tk.release()
+		app.refuse(w, ref)
+		return
+	}
 	if !app.trackConn() {
 		tk.release()
 		app.metrics.refused.WithLabelValues("shutting_down").Inc()
@@ -775,6 +780,7 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 		app:       app,
 	}
 	c.id = app.nextConnID()
+	c.limiter.budget = app.clusterBudget(user.ID)
 	c.fromTail = append(append([]byte(`"from":`), c.userJSON...), `,"text":`...)
 	// Register before the pumps start, so the hub knows the client before its first
 	// command or its unregister can arrive.

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"strconv"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"modified-chat/internal/cluster"
 	"modified-chat/internal/store"
 )
 
@@ -734,6 +736,10 @@ func (h *Hub) cmdSetRole(c *Client, cmd command, _ *roomInfo) {
 		key:    grantKey(env.User),
 		writes: []store.Write{{Bucket: bucketGrants, Key: []byte(env.User), Value: b}},
 		audit:  &audit,
+		ctl: h.ctlChange(func(ctx context.Context, l *cluster.Ctl) error {
+			_, err := l.SetRole(ctx, env.User, env.Role)
+			return err
+		}),
 		apply: func() {
 			h.grants[env.User] = env.Role
 			h.deliverUser(env.User, h.youEvent(h.identityOf(env.User)))
@@ -762,6 +768,10 @@ func (h *Hub) cmdGlobalBan(c *Client, cmd command, _ *roomInfo) {
 		key:    banKey(env.User),
 		writes: []store.Write{{Bucket: bucketBans, Key: []byte(env.User), Value: b}, h.app.sessions.cutoffWrite(env.User, at)},
 		audit:  &audit,
+		ctl: h.ctlChange(func(ctx context.Context, l *cluster.Ctl) error {
+			_, err := l.Ban(ctx, env.User, b, at)
+			return err
+		}),
 		apply: func() {
 			h.bans[env.User] = ban
 			h.app.bans.add(env.User)
@@ -785,6 +795,10 @@ func (h *Hub) cmdGlobalUnban(c *Client, cmd command, _ *roomInfo) {
 		key:    banKey(env.User),
 		writes: []store.Write{{Bucket: bucketBans, Key: []byte(env.User)}},
 		audit:  &audit,
+		ctl: h.ctlChange(func(ctx context.Context, l *cluster.Ctl) error {
+			_, err := l.Unban(ctx, env.User)
+			return err
+		}),
 		apply: func() {
 			delete(h.bans, env.User)
 			h.app.bans.remove(env.User)
@@ -830,7 +844,11 @@ func (h *Hub) cmdSetSettings(c *Client, cmd command, _ *roomInfo) {
 		key:    settingsKey,
 		writes: []store.Write{{Bucket: bucketSettings, Key: []byte("current"), Value: b}},
 		audit:  &audit,
-		apply:  func() { h.applySettings(c, cfg, old, next) },
+		ctl: h.ctlChange(func(ctx context.Context, l *cluster.Ctl) error {
+			_, err := l.SetSettings(ctx, b)
+			return err
+		}),
+		apply: func() { h.applySettings(c, cfg, old, next) },
 	})
 }
 

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"maps"
 
+	"modified-chat/internal/cluster"
 	"modified-chat/internal/store"
 )
 
@@ -44,6 +46,10 @@ type change struct {
 	// noAck leaves out the ack: the change answers with something else (an accepted
 	// invitation answers its join with `joined`).
 	noAck bool
+	// ctl, in cluster mode, writes the change to the global control log; it is then
+	// applied once Redis has it (commitCtl), and every other node applies it from the
+	// log. nil on a single node.
+	ctl func(context.Context, *cluster.Ctl) error
 }
 
 // Record keys for changes in flight, one namespace per kind of record.
@@ -98,6 +104,10 @@ func (h *Hub) commit(c *Client, env *envelope, ch change) {
 		if ch.release != nil {
 			ch.release()
 		}
+		return
+	}
+	if ch.ctl != nil {
+		h.commitCtl(c, env, ch)
 		return
 	}
 	writes := ch.writes

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"modified-chat/internal/cluster"
 )
 
 // Admission tunables that are not worth a flag.
@@ -96,7 +98,10 @@ type ticket struct {
 	ip      netip.Prefix
 	user    string
 	userMsg *rate.Limiter
-	once    sync.Once
+	// slot is the cluster-wide connection slot (cluster mode), given back with the
+	// ticket.
+	slot *cluster.Slot
+	once sync.Once
 }
 
 // ipKey maps an address to the unit that limits count: the address itself for IPv4,
@@ -246,6 +251,9 @@ func (a *admission) trackedIPs() int {
 // release returns the slot. Safe to call more than once.
 func (t *ticket) release() {
 	t.once.Do(func() {
+		if t.slot != nil {
+			t.slot.Release()
+		}
 		a := t.a
 		a.mu.Lock()
 		defer a.mu.Unlock()
@@ -272,6 +280,9 @@ type connLimiter struct {
 	bytes *rate.Limiter
 	files *rate.Limiter
 	user  *rate.Limiter
+	// budget, in cluster mode, spends from the user's cluster-wide message budget in
+	// Redis; when Redis does not answer (an error), user stands in. nil on one node.
+	budget func() (bool, time.Duration, error)
 	// reply pays for the bytes of answers to this connection's requests (history
 	// pages, member lists in joined, rooms, audit): charged after the answer is built,
 	// so it may run into debt, and while in debt such requests are refused.
@@ -342,6 +353,20 @@ func (l *connLimiter) allow(size int) (ok bool, retry time.Duration, abusive boo
 	}
 	ok = take(l.msgs, 1)
 	ok = take(l.bytes, size) && ok
+	if ok && l.budget != nil {
+		// The user's budget last, so a refusal by the local buckets never reaches
+		// Redis (floods stay local) and a refusal by Redis has spent nothing there.
+		allowed, wait, err := l.budget()
+		if err == nil {
+			if allowed {
+				return true, 0, false
+			}
+			for _, r := range rs {
+				r.CancelAt(now)
+			}
+			return false, wait, l.noteDrop(now)
+		}
+	}
 	ok = take(l.user, 1) && ok
 	if ok {
 		return true, 0, false

@@ -56,6 +56,15 @@ func (s *sessions) revoke(id identity) error {
 	} else {
 		w = s.cutoffLocked(id.ID, s.now())
 	}
+	if s.remote != nil {
+		// Cluster mode: the control log keeps it and tells the other nodes.
+		s.mu.Unlock()
+		cut, err := s.remote(id)
+		if cut {
+			s.endSessions(id.ID, s.now())
+		}
+		return err
+	}
 	// Submitted under the lock, so a sweep's deletes and this write reach the writer
 	// in the order memory saw them.
 	done, err := s.submitLocked([]store.Write{w})
@@ -64,6 +73,18 @@ func (s *sessions) revoke(id identity) error {
 		return err
 	}
 	return <-done
+}
+
+// remember adds a revocation another node made (cluster mode) to memory, or, with the
+// list at maxRevoked, moves its user's cutoff to now instead (fail closed).
+func (s *sessions) remember(sid, uid string, exp int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.revoked[sid]; ok || len(s.revoked) < maxRevoked {
+		s.revoked[sid] = exp
+		return
+	}
+	s.cutoffLocked(uid, s.now())
 }
 
 // endSessions kills every session of uid issued up to at, in memory at once, and

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"modified-chat/internal/cluster"
+)
+
+// The control side of cluster mode (SCALE-OUT.md §3.4): global bans, roles, settings
+// and logouts go through the global control log in Redis, so every node applies them
+// within about a second; the per-user message budget and connection cap are kept in
+// Redis, so they hold across nodes. The node that makes a change applies it when the
+// script returns, as the single node applies a change once the store has it; every
+// other node applies it from the log (clusterControl.apply). The HTTP side keeps
+// answering from memory (bans, revoked sessions), so a handshake costs no Redis round
+// trip.
+
+// Control tunables.
+const (
+	// ctlQueue bounds the changes waiting for the control log (admins' commands and
+	// logouts: few). A full queue answers busy, as a full store queue does.
+	ctlQueue = 256
+)
+
+// clusterControl is a node's control log writer, its feed and its limits.
+type clusterControl struct {
+	app    *App
+	ctl    *cluster.Ctl
+	limits *cluster.Limits
+	feed   *cluster.Feed
+	node   string
+
+	jobs chan ctlJob
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// ctlJob is one change on its way to the control log: run writes it, done gets the
+// result (on the control writer's goroutine).
+type ctlJob struct {
+	run  func(context.Context, *cluster.Ctl) error
+	done func(error)
+}
+
+// newClusterControl reads the control state from Redis and puts it in place of the
+// local store's (Redis is the source of truth in cluster mode): global bans, grants
+// and settings into the hub's start-up state. It returns the control with the state
+// it read, for the sessions and the feed.
+func newClusterControl(app *App, state *hubState) (*clusterControl, *cluster.CtlState, error) {
+	cn := app.cluster
+	cc := &clusterControl{
+		app:  app,
+		ctl:  cluster.NewCtl(cn.client, cn.keys, cn.sealer),
+		node: cn.sealer.Node(),
+		jobs: make(chan ctlJob, ctlQueue),
+		stop: make(chan struct{}),
+	}
+	var err error
+	if cc.limits, err = cluster.NewLimits(cn.client, cn.keys, cc.node); err != nil {
+		return nil, nil, err
+	}
+	cs, err := cc.ctl.Load(context.Background(), app.now(), app.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	state.bans = map[string]banInfo{}
+	for uid, e := range cs.Bans {
+		var b banInfo
+		if json.Unmarshal(e.Value, &b) == nil {
+			state.bans[uid] = b
+		}
+	}
+	state.grants = cs.Grants
+	state.settings = nil
+	if cs.Settings != nil {
+		var s Settings
+		if err := json.Unmarshal(cs.Settings, &s); err != nil {
+			app.log.Warn("cluster settings unreadable; using flags", "err", err)
+		} else {
+			state.settings = &s
+		}
+	}
+	return cc, cs, nil
+}
+
+// loadSessions puts the revoked sessions and cutoffs read from Redis into the session
+// mirror and sends every later logout through the control log.
+func (cc *clusterControl) loadSessions(cs *cluster.CtlState) {
+	s := cc.app.sessions
+	s.mu.Lock()
+	for sid, exp := range cs.Revoked {
+		s.revoked[sid] = exp
+	}
+	for uid, ms := range cs.Cutoffs {
+		s.cutoffs[uid] = max(s.cutoffs[uid], ms)
+	}
+	s.mu.Unlock()
+	s.remote = cc.revoke
+}
+
+// start runs the control writer, the feed (from top, the log's position when the
+// state was read) and the slot renewals.
+func (cc *clusterControl) start(top string) {
+	cc.feed = cc.ctl.NewFeed(top, cc.app.now, cc.app.log, cc.apply)
+	cc.wg.Add(3)
+	go func() { defer cc.wg.Done(); cc.write() }()
+	go func() { defer cc.wg.Done(); cc.feed.Run(cc.stop) }()
+	go func() {
+		defer cc.wg.Done()
+		cc.limits.RunRenewals(cc.stop, func(err error) { cc.app.log.Warn("renewing connection slots", "err", err) })
+	}()
+}
+
+// close stops the goroutines and waits for them. Changes still queued are answered
+// with an error.
+func (cc *clusterControl) close() {
+	if cc == nil {
+		return
+	}
+	close(cc.stop)
+	cc.wg.Wait()
+	for {
+		select {
+		case j := <-cc.jobs:
+			j.done(errors.New("shutting down"))
+		default:
+			return
+		}
+	}
+}
+
+// write is the control writer: one change at a time, in the order they came, so one
+// node's changes reach the log in the order its hub made them.
+func (cc *clusterControl) write() {
+	for {
+		select {
+		case <-cc.stop:
+			return
+		case j := <-cc.jobs:
+			j.done(j.run(context.Background(), cc.ctl))
+		}
+	}
+}
+
+// submit queues a change for the control log; false when the queue is full.
+func (cc *clusterControl) submit(j ctlJob) bool {
+	select {
+	case cc.jobs <- j:
+		return true
+	default:
+		return false
+	}
+}
+
+// revoke writes a logout to the control log and waits for it (sessions.revoke calls
+// it from the logout handler). cutoff reports that the revoked set was full and the
+// user's cutoff moved instead.
+func (cc *clusterControl) revoke(id identity) (cutoff bool, err error) {
+	type result struct {
+		cutoff bool
+		err    error
+	}
+	res := make(chan result, 1)
+	ok := cc.submit(ctlJob{
+		run: func(ctx context.Context, c *cluster.Ctl) error {
+			_, cut, err := c.Revoke(ctx, id.ID, id.SessionID, id.Expires, cc.app.now())
+			res <- result{cut, err}
+			return err
+		},
+		done: func(err error) {
+			select {
+			case res <- result{err: err}:
+			default:
+			}
+		},
+	})
+	if !ok {
+		return false, errStoreBusy
+	}
+	r := <-res
+	return r.cutoff, r.err
+}
+
+// apply applies one entry of the control log written by node. This node's own
+// entries were applied when their script returned. Memory the HTTP side reads (bans,
+// revoked sessions) changes at once, on the feed's goroutine; the hub's state changes
+// on the hub's goroutine.
+func (cc *clusterControl) apply(_, node string, e cluster.CtlEntry) {
+	if node == cc.node {
+		return
+	}
+	app, h := cc.app, cc.app.hub
+	switch e.Op {
+	case cluster.OpBan:
+		var ban banInfo
+		if err := json.Unmarshal(e.Value, &ban); err != nil {
+			app.log.Warn("control entry: bad ban record", "err", err)
+		}
+		app.bans.add(e.User)
+		app.sessions.endSessions(e.User, time.UnixMilli(e.At))
+		h.post(command{fn: func() {
+			h.bans[e.User] = ban
+			for o := range h.clientsOf(e.User) {
+				h.doom(o, websocket.ClosePolicyViolation, "banned")
+			}
+		}})
+	case cluster.OpUnban:
+		app.bans.remove(e.User)
+		h.post(command{fn: func() { delete(h.bans, e.User) }})
+	case cluster.OpRole:
+		h.post(command{fn: func() {
+			h.grants[e.User] = e.Role
+			h.deliverUser(e.User, h.youEvent(h.identityOf(e.User)))
+			h.refreshUser(e.User)
+		}})
+	case cluster.OpSettings:
+		var next Settings
+		if err := json.Unmarshal(e.Value, &next); err != nil {
+			app.log.Warn("control entry: bad settings", "err", err)
+			return
+		}
+		h.post(command{fn: func() {
+			cur := h.settings()
+			cfg, err := next.applyTo(cur)
+			if err != nil {
+				app.log.Warn("control entry: settings refused", "err", err)
+				return
+			}
+			h.applySettings(nil, cfg, settingsOf(cur), next)
+		}})
+	case cluster.OpRevoke, cluster.OpCutoff:
+		if e.Op == cluster.OpRevoke {
+			app.sessions.remember(e.SID, e.User, e.Exp)
+		} else {
+			app.sessions.endSessions(e.User, time.UnixMilli(e.At))
+		}
+		sid := e.SID
+		h.endConnections(kick{
+			match:  func(c *Client) bool { return c.user.SessionID == sid },
+			code:   websocket.ClosePolicyViolation,
+			reason: "logged out",
+		})
+	}
+}
+
+// ctlChange is the control-log write of a hub change in cluster mode, nil on a single
+// node (commit then uses the store alone).
+func (h *Hub) ctlChange(run func(context.Context, *cluster.Ctl) error) func(context.Context, *cluster.Ctl) error {
+	if h.app.ctl == nil {
+		return nil
+	}
+	return run
+}
+
+// commitCtl is commit for a change that goes through the control log: the change is
+// applied once Redis has it (the script returned), and only then kept in the local
+// store too (its audit entry, and a copy of the record). Like commit it never waits on
+// the hub's goroutine.
+func (h *Hub) commitCtl(c *Client, env *envelope, ch change) {
+	writes := ch.writes
+	if ch.audit != nil {
+		writes = append(writes, h.auditWrite(ch.audit))
+	}
+	h.inflight[ch.key] = &flight{}
+	ok := h.app.ctl.submit(ctlJob{run: ch.ctl, done: func(err error) {
+		h.completions <- func() {
+			if err == nil {
+				h.bp.Submit(writes, func(error) {})
+			}
+			h.settle(c, env, ch, err)
+		}
+	}})
+	if !ok {
+		h.log.Warn("control log queue full; change refused")
+		h.refuseLater(c, env, codeBusy, "the server is busy; nothing changed, try again")
+		h.leaveFlight(ch)
+	}
+}
+
+// clusterAdmit takes a cluster-wide connection slot for tk's user (cap: the per-user
+// connection limit, counted over every node). Refused, it says so with 429; when
+// Redis does not answer, the local per-user count (already checked) stands in.
+func (app *App) clusterAdmit(tk *ticket, userID string) *refusal {
+	if app.ctl == nil {
+		return nil
+	}
+	slot, wait, err := app.ctl.limits.TakeSlot(context.Background(), userID, app.settings().MaxConnsPerUser)
+	if err != nil {
+		app.log.Warn("cluster connection cap unavailable; local cap only", "err", err)
+		return nil
+	}
+	if slot == nil {
+		return &refusal{reason: refuseUserConns, status: 429, retryAfter: max(wait, time.Second)}
+	}
+	tk.slot = slot
+	return nil
+}
+
+// clusterBudget is the cluster-wide per-user message budget for one connection's
+// limiter: nil on a single node.
+func (app *App) clusterBudget(userID string) func() (bool, time.Duration, error) {
+	if app.ctl == nil {
+		return nil
+	}
+	return func() (bool, time.Duration, error) {
+		cfg := app.settings()
+		return app.ctl.limits.AllowMessage(context.Background(), userID, cfg.UserMsgRate, cfg.UserMsgBurst)
+	}
+}
