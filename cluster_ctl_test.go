@@ -255,3 +255,33 @@ func TestClusterConnCap(t *testing.T) {
 		t.Fatalf("a 9th socket after the kill: %d, want 429", got)
 	}
 }
+
+// TestClusterLogoutDuringOutage: a logout while Redis is down ends the session on the
+// node that took it at once, and reaches the other node once Redis is back (the
+// outbox), closing the session's socket there and refusing its cookie.
+func TestClusterLogoutDuringOutage(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	cookie := devLogin(t, nodes[0].ts.URL, "alice")
+	s2 := nodes[1].ts.dial(t, cookie)
+	rs.Kill()
+	req, _ := http.NewRequest(http.MethodPost, nodes[0].ts.URL+"/logout", nil)
+	req.Header.Set("Origin", nodes[0].ts.URL)
+	req.AddCookie(cookie)
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("logout during the outage: %d", resp.StatusCode)
+	}
+	if got := dialStatus(t, nodes[0].ts, cookie); got != http.StatusUnauthorized {
+		t.Fatalf("node 1 answered the logged-out cookie with %d during the outage, want 401", got)
+	}
+	rs.Restart()
+	// Back within a retry of the outbox, a position check and a redial.
+	deadline := time.Now().Add(5 * time.Second)
+	closedBy(t, s2, websocket.ClosePolicyViolation, deadline, "the session's socket on node 2 after Redis came back")
+	untilStatus(t, nodes[1].ts, cookie, http.StatusUnauthorized, deadline, "the cookie on node 2 after Redis came back")
+}

@@ -26,6 +26,12 @@ const (
 	// ctlQueue bounds the changes waiting for the control log (admins' commands and
 	// logouts: few). A full queue answers busy, as a full store queue does.
 	ctlQueue = 256
+	// outboxMax bounds the logouts kept while Redis does not answer (DoS hardening:
+	// each holds a session id). Beyond it a logout still ends its sockets and holds on
+	// this node until restart, but the other nodes do not learn of it.
+	outboxMax = 10_000
+	// outboxRetryEvery is how often the kept logouts are tried again.
+	outboxRetryEvery = time.Second
 )
 
 // clusterControl is a node's control log writer, its feed and its limits.
@@ -39,6 +45,11 @@ type clusterControl struct {
 	jobs chan ctlJob
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	// outbox holds logouts Redis did not take, oldest first, for the writer to retry:
+	// a logout during an outage reaches the other nodes once Redis is back.
+	outboxMu sync.Mutex
+	outbox   []identity
 }
 
 // ctlJob is one change on its way to the control log: run writes it, done gets the
@@ -138,13 +149,45 @@ func (cc *clusterControl) close() {
 // write is the control writer: one change at a time, in the order they came, so one
 // node's changes reach the log in the order its hub made them.
 func (cc *clusterControl) write() {
+	t := time.NewTicker(outboxRetryEvery)
+	defer t.Stop()
 	for {
 		select {
 		case <-cc.stop:
 			return
 		case j := <-cc.jobs:
 			j.done(j.run(context.Background(), cc.ctl))
+		case <-t.C:
+			cc.flushOutbox()
 		}
+	}
+}
+
+// keep puts a logout Redis did not take in the outbox; false when the outbox is full.
+func (cc *clusterControl) keep(id identity) bool {
+	cc.outboxMu.Lock()
+	defer cc.outboxMu.Unlock()
+	if len(cc.outbox) >= outboxMax {
+		return false
+	}
+	cc.outbox = append(cc.outbox, id)
+	return true
+}
+
+// flushOutbox writes the kept logouts, in order, until one fails (Redis still away).
+func (cc *clusterControl) flushOutbox() {
+	cc.outboxMu.Lock()
+	kept := cc.outbox
+	cc.outbox = nil
+	cc.outboxMu.Unlock()
+	for i, id := range kept {
+		if _, _, err := cc.ctl.Revoke(context.Background(), id.ID, id.SessionID, id.Expires, cc.app.now()); err != nil {
+			cc.outboxMu.Lock()
+			cc.outbox = append(kept[i:], cc.outbox...)
+			cc.outboxMu.Unlock()
+			return
+		}
+		cc.app.log.Info("kept logout written to the control log")
 	}
 }
 
@@ -184,6 +227,13 @@ func (cc *clusterControl) revoke(id identity) (cutoff bool, err error) {
 		return false, errStoreBusy
 	}
 	r := <-res
+	if r.err != nil && !errors.Is(r.err, cluster.ErrRevokedFull) {
+		if !cc.keep(id) {
+			return false, errors.New("cluster: logout outbox full: " + r.err.Error())
+		}
+		cc.app.log.Warn("logout kept until Redis answers; it holds on this node meanwhile", "err", r.err)
+		return false, nil
+	}
 	return r.cutoff, r.err
 }
 
