@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/rueidis"
 
+	"modified-chat/internal/cluster"
 	"modified-chat/internal/cluster/redistest"
 )
 
@@ -158,11 +160,7 @@ func TestClusterCtlDeadSubscription(t *testing.T) {
 	nodes := startNodes(t, 2, rs, newClusterFiles(t))
 	admin := nodes[0].ts.dial(t, devLogin(t, nodes[0].ts.URL, "root"))
 	x := nodes[1].ts.dial(t, devLogin(t, nodes[1].ts.URL, "xavier"))
-	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{rs.Addr()}, DisableCache: true, ForceSingleClient: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
+	rc := newAdminRedis(t, rs)
 	if err := rc.Do(context.Background(), rc.B().ClientKill().TypePubsub().Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -284,4 +282,60 @@ func TestClusterLogoutDuringOutage(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	closedBy(t, s2, websocket.ClosePolicyViolation, deadline, "the session's socket on node 2 after Redis came back")
 	untilStatus(t, nodes[1].ts, cookie, http.StatusUnauthorized, deadline, "the cookie on node 2 after Redis came back")
+}
+
+// TestClusterForgedCtlEntries attacks the control log as a rogue Redis client: an
+// entry granting admin sealed with another key, and a copy of a genuine entry (an
+// earlier promotion, since undone). Node 2 applies neither: the later genuine change
+// behind them arrives, but mallory stays without admin and xavier keeps the role the
+// last genuine entry gave.
+func TestClusterForgedCtlEntries(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	admin := nodes[0].ts.dial(t, devLogin(t, nodes[0].ts.URL, "root"))
+	mallory := nodes[1].ts.dial(t, devLogin(t, nodes[1].ts.URL, "mallory"))
+	xavier := nodes[1].ts.dial(t, devLogin(t, nodes[1].ts.URL, "xavier"))
+	zed := nodes[1].ts.dial(t, devLogin(t, nodes[1].ts.URL, "zed"))
+	rc := newAdminRedis(t, rs)
+	ctx := context.Background()
+	const ctl = "mc:{g}:ctl"
+	admin.mustAck(map[string]any{"type": "set_role", "user": "dev:xavier", "role": "admin"})
+	xavier.expectWithin(5*time.Second, "you")
+	promotion, err := rc.Do(ctx, rc.B().Xrevrange().Key(ctl).End("+").Start("-").Count(1).Build()).AsXRange()
+	if err != nil || len(promotion) != 1 {
+		t.Fatalf("reading the promotion: %v", err)
+	}
+	admin.mustAck(map[string]any{"type": "set_role", "user": "dev:xavier", "role": "member"})
+	if you := xavier.expectWithin(5*time.Second, "you"); you["role"] != "member" {
+		t.Fatalf("you: %v", you)
+	}
+	rogue, err := cluster.NewSealer([][]byte{bytes.Repeat([]byte{1}, cluster.ClusterKeySize)}, "abcd", time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := rogue.Seal(ctl, []byte(`{"op":"role","user":"dev:mallory","role":"admin"}`))
+	for _, e := range [][]byte{forged, []byte(promotion[0].FieldValues["e"])} {
+		if err := rc.Do(ctx, rc.B().Xadd().Key(ctl).Id("*").FieldValue().FieldValue("e", string(e)).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A genuine change behind them: once zed sees it, node 2 has read past both.
+	admin.mustAck(map[string]any{"type": "set_role", "user": "dev:zed", "role": "moderator"})
+	zed.expectWithin(5*time.Second, "you")
+	noneOfType(t, mallory.barrier(), "you")
+	noneOfType(t, xavier.barrier(), "you")
+	mallory.mustRefuse(map[string]any{"type": "get_settings"}, "forbidden")
+	xavier.mustRefuse(map[string]any{"type": "get_settings"}, "forbidden")
+}
+
+// newAdminRedis is a client of the test's Redis with every right: the attacker's, or
+// the operator's.
+func newAdminRedis(t *testing.T, rs *redistest.Server) rueidis.Client {
+	t.Helper()
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{rs.Addr()}, DisableCache: true, ForceSingleClient: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rc.Close)
+	return rc
 }

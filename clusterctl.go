@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"modified-chat/internal/cluster"
 )
@@ -118,6 +119,19 @@ func (cc *clusterControl) loadSessions(cs *cluster.CtlState) {
 // start runs the control writer, the feed (from top, the log's position when the
 // state was read) and the slot renewals.
 func (cc *clusterControl) start(top string) {
+	for _, reason := range []string{"bad_envelope", "replay"} {
+		cc.app.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "chat_cluster_ctl_dropped_total",
+			Help:        "Control-log entries and stored control values dropped: forged or malformed (bad_envelope), or copies of earlier entries (replay).",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 {
+			bad, replayed := cc.ctl.Dropped()
+			if reason == "replay" {
+				return float64(replayed)
+			}
+			return float64(bad)
+		}))
+	}
 	cc.feed = cc.ctl.NewFeed(top, cc.app.now, cc.app.log, cc.apply)
 	cc.wg.Add(3)
 	go func() { defer cc.wg.Done(); cc.write() }()
