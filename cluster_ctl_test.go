@@ -135,7 +135,7 @@ func TestClusterLogout(t *testing.T) {
 
 // TestClusterSetRole (acceptance 10): an admin on node 1 makes X an admin; X's socket
 // on node 2 gets `you` with the new role within 1 s, and an admin-only command that
-// was refused before now works there.
+// was refused before now works there. Then a settings change reaches node 2 as well.
 func TestClusterSetRole(t *testing.T) {
 	rs := redistest.Start(t)
 	nodes := startNodes(t, 2, rs, newClusterFiles(t))
@@ -149,6 +149,11 @@ func TestClusterSetRole(t *testing.T) {
 	}
 	if ev := x.cmd(map[string]any{"type": "get_settings"}); ev["type"] != "settings" {
 		t.Fatalf("get_settings as the new admin: %v", ev)
+	}
+	// Settings too: a new message of the day reaches node 2's sockets within 1 s.
+	admin.mustAck(map[string]any{"type": "set_settings", "settings": map[string]any{"motd": "across nodes"}})
+	if m := x.expectWithin(ctlBound, "motd"); m["motd"] != "across nodes" {
+		t.Fatalf("motd on node 2: %v", m)
 	}
 }
 
