@@ -40,7 +40,7 @@ type clusterControl struct {
 	app    *App
 	ctl    *cluster.Ctl
 	limits *cluster.Limits
-	feed   *cluster.Feed
+	feed   *cluster.CtlFeed
 	node   string
 
 	jobs chan ctlJob
@@ -132,7 +132,7 @@ func (cc *clusterControl) start(top string) {
 			return float64(bad)
 		}))
 	}
-	cc.feed = cc.ctl.NewFeed(top, cc.app.now, cc.app.log, cc.apply)
+	cc.feed = cc.ctl.NewCtlFeed(top, cc.app.now, cc.app.log, cc.apply)
 	cc.wg.Add(3)
 	go func() { defer cc.wg.Done(); cc.write() }()
 	go func() { defer cc.wg.Done(); cc.feed.Run(cc.stop) }()

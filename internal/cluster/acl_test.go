@@ -41,7 +41,7 @@ func TestACLConfinesTheApp(t *testing.T) {
 		t.Fatalf("load as the app user: %v", err)
 	}
 	applied := make(chan CtlEntry, 8)
-	feed := ctl.NewFeed(st.Top, time.Now, slog.New(slog.DiscardHandler), func(_, _ string, e CtlEntry) { applied <- e })
+	feed := ctl.NewCtlFeed(st.Top, time.Now, slog.New(slog.DiscardHandler), func(_, _ string, e CtlEntry) { applied <- e })
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() { defer close(done); feed.Run(stop) }()
 	defer func() { close(stop); <-done }()

@@ -276,8 +276,8 @@ func (c *Ctl) top(ctx context.Context) (string, error) {
 	return es[0].ID, nil
 }
 
-// Feed applies the control log on one node, in order, from a position on.
-type Feed struct {
+// CtlFeed applies the control log on one node, in order, from a position on.
+type CtlFeed struct {
 	ctl   *Ctl
 	log   *slog.Logger
 	apply func(id string, from string, e CtlEntry)
@@ -293,21 +293,21 @@ type Feed struct {
 	position atomic.Pointer[string]
 }
 
-// NewFeed makes a feed that applies entries after position from (a CtlState's Top).
+// NewCtlFeed makes a feed that applies entries after position from (a CtlState's Top).
 // apply runs on the feed's goroutine, one entry at a time in log order, with the id
 // of the node that wrote it; it must not block for long (hand work to the hub).
-func (c *Ctl) NewFeed(from string, now func() time.Time, log *slog.Logger, apply func(id, node string, e CtlEntry)) *Feed {
-	f := &Feed{ctl: c, log: log, apply: apply, replay: NewReplay(now), last: from, poke: make(chan struct{}, 1), subscribe: true}
+func (c *Ctl) NewCtlFeed(from string, now func() time.Time, log *slog.Logger, apply func(id, node string, e CtlEntry)) *CtlFeed {
+	f := &CtlFeed{ctl: c, log: log, apply: apply, replay: NewReplay(now), last: from, poke: make(chan struct{}, 1), subscribe: true}
 	f.position.Store(&from)
 	return f
 }
 
 // Position is the id of the last entry the feed read.
-func (f *Feed) Position() string { return *f.position.Load() }
+func (f *CtlFeed) Position() string { return *f.position.Load() }
 
 // Run applies the log until stop is closed: on every wake-up from the channel, every
 // (re)subscription and every CtlPollEvery. It returns once its goroutines are done.
-func (f *Feed) Run(stop <-chan struct{}) {
+func (f *CtlFeed) Run(stop <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	if f.subscribe {
@@ -329,7 +329,7 @@ func (f *Feed) Run(stop <-chan struct{}) {
 }
 
 // wake asks the feed to read the log now, without ever blocking the caller.
-func (f *Feed) wake() {
+func (f *CtlFeed) wake() {
 	select {
 	case f.poke <- struct{}{}:
 	default:
@@ -339,7 +339,7 @@ func (f *Feed) wake() {
 // listen keeps a subscription to the log's channel, subscribing again whenever it
 // ends. Every confirmed (re)subscription wakes the feed too: whatever was published
 // while there was none is read then.
-func (f *Feed) listen(ctx context.Context) {
+func (f *CtlFeed) listen(ctx context.Context) {
 	c := f.ctl.client
 	hook := rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
 		if s.Kind == "subscribe" {
@@ -365,7 +365,7 @@ func (f *Feed) listen(ctx context.Context) {
 }
 
 // catchUp reads and applies every entry after the last one, in batches.
-func (f *Feed) catchUp() {
+func (f *CtlFeed) catchUp() {
 	c := f.ctl
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), ctlTimeout)
@@ -399,7 +399,7 @@ func (f *Feed) catchUp() {
 
 // noteErr logs a Redis failure at most once a second: while Redis is down every poll
 // fails, and one line a poll would flood the log.
-func (f *Feed) noteErr(msg string, err error) {
+func (f *CtlFeed) noteErr(msg string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if time.Since(f.lastErr) >= time.Second {

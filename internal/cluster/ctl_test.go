@@ -15,7 +15,7 @@ import (
 // the entries the feed applied.
 type ctlNode struct {
 	ctl     *Ctl
-	feed    *Feed
+	feed    *CtlFeed
 	applied chan CtlEntry
 	stop    chan struct{}
 	done    chan struct{}
@@ -38,7 +38,7 @@ func newCtlNode(t *testing.T, c rueidis.Client, id string, subscribe bool) *ctlN
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.feed = n.ctl.NewFeed(st.Top, time.Now, slog.New(slog.DiscardHandler), func(_, _ string, e CtlEntry) { n.applied <- e })
+	n.feed = n.ctl.NewCtlFeed(st.Top, time.Now, slog.New(slog.DiscardHandler), func(_, _ string, e CtlEntry) { n.applied <- e })
 	n.feed.subscribe = subscribe
 	go func() { defer close(n.done); n.feed.Run(n.stop) }()
 	t.Cleanup(func() { close(n.stop); <-n.done })
