@@ -334,10 +334,19 @@ func (h *Hub) commitCtl(c *Client, env *envelope, ch change) {
 	h.inflight[ch.key] = &flight{}
 	ok := h.app.ctl.submit(ctlJob{run: ch.ctl, done: func(err error) {
 		h.completions <- func() {
-			if err == nil {
-				h.bp.Submit(writes, func(error) {})
+			if err != nil {
+				// Redis did not take it: nothing changed anywhere; like a say, the
+				// answer is unavailable with a retry hint.
+				h.log.Error("control log write failed; change not applied", "err", err)
+				if _, ok := h.clients[c]; ok && c != nil {
+					h.metrics.rejected.WithLabelValues(codeUnavailable).Inc()
+					h.deliver(c, unavailableEvent(env.Ref, ""))
+				}
+				h.leaveFlight(ch)
+				return
 			}
-			h.settle(c, env, ch, err)
+			h.bp.Submit(writes, func(error) {})
+			h.settle(c, env, ch, nil)
 		}
 	}})
 	if !ok {

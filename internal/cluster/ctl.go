@@ -36,8 +36,8 @@ const (
 	ctlReadBatch = 256
 	// ctlTimeout bounds one append or one read.
 	ctlTimeout = 2 * time.Second
-	// resubscribeEvery spaces attempts to subscribe again after the subscription ended.
-	resubscribeEvery = 250 * time.Millisecond
+	// ctlResubscribeEvery spaces attempts to subscribe again after the subscription ended.
+	ctlResubscribeEvery = 250 * time.Millisecond
 	// MaxRevoked bounds the revoked sessions kept in Redis (DoS hardening: every login
 	// followed by a logout adds one until its cookie expires). At the cap a logout ends
 	// all of its user's sessions instead (a cutoff), as the single-node store does.
@@ -359,7 +359,7 @@ func (f *CtlFeed) listen(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(resubscribeEvery):
+		case <-time.After(ctlResubscribeEvery):
 		}
 	}
 }
