@@ -40,13 +40,15 @@ func (u *browserUser) click(t *testing.T, sel string) {
 // signing; a contact sees its later messages unsigned.
 func TestBrowserLinkDevice(t *testing.T) {
 	ts := startServer(t, generousLimits)
-	first := newBrowser(t)
+	// Two browsers and three pages, a link code (5200 SHA-512 rounds) on each side and a
+	// reload: more than one browser test's usual bound on a loaded machine.
+	first := newBrowserWithin(t, 3*browserTestTimeout)
 	alice := loginUser(t, first, ts.URL, "alice")
 	carol := loginUser(t, first, ts.URL, "carol") // her own browser context: another profile
 	for _, u := range []*browserUser{alice, carol} {
 		u.waitJS(t, "signing to be on", `document.body.dataset.signing === 'on'`)
 	}
-	phone := loginUser(t, newBrowser(t), ts.URL, "alice")
+	phone := loginUser(t, newBrowserWithin(t, 3*browserTestTimeout), ts.URL, "alice")
 	phone.name = "alice's second profile"
 	phone.waitJS(t, "the new profile to ask to be linked", `document.body.dataset.signing === 'unlinked'`)
 	phone.say(t, "before linking")

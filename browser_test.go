@@ -46,10 +46,17 @@ const (
 // t.Cleanup, and the test's deadline bounds the browser's life.
 func newBrowser(t *testing.T) context.Context {
 	t.Helper()
+	return newBrowserWithin(t, browserTestTimeout)
+}
+
+// newBrowserWithin is newBrowser for a test that needs longer than browserTestTimeout
+// (several browsers and pages in one story).
+func newBrowserWithin(t *testing.T, limit time.Duration) context.Context {
+	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("chromium is required for the browser tests: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), browserTestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	t.Cleanup(cancel)
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath),

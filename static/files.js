@@ -11,6 +11,7 @@ import { sendJSON } from './connection.js';
 import { retryLater } from './events.js';
 import { renderMessages } from './messages.js';
 import { notify } from './notices.js';
+import { sendSignedFile } from './signing.js';
 
 // wantFile queues a history file for its bytes; one fetch runs at a time.
 export function wantFile(f) {
@@ -42,6 +43,8 @@ export function onFetched(ev) {
   state.fetching = null;
   f.data = str(ev.data);
   f.fetch = f.data ? '' : 'failed';
+  if (f.data && f.onData) f.onData(f.data); // its signature is checked against these bytes
+  f.onData = null;
   if (f.room === state.current) renderMessages();
   pumpFetch();
 }
@@ -199,12 +202,16 @@ export async function sendFile(file) {
     notify('bad_file', 'The file cannot be read.');
     return;
   }
-  const ws = state.ws;
-  if (!state.connected || !ws || ws.readyState !== WebSocket.OPEN) {
-    notify('offline', 'Not connected; the file was not sent.');
-    return;
-  }
   const ref = String(state.nextRef++);
-  ws.send(JSON.stringify({ type: 'file', room: state.current, name: file.name, mime, size: buf.byteLength, ref }));
-  ws.send(buf);
+  const ann = { type: 'file', room: state.current, name: file.name, mime, size: buf.byteLength, ref };
+  // Signed when this device can sign; the announcement and its bytes leave together.
+  sendSignedFile(ann, buf, (a) => {
+    const ws = state.ws;
+    if (!state.connected || !ws || ws.readyState !== WebSocket.OPEN) {
+      notify('offline', 'Not connected; the file was not sent.');
+      return;
+    }
+    ws.send(JSON.stringify(a));
+    ws.send(buf);
+  });
 }

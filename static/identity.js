@@ -6,7 +6,7 @@
 // use (TOFU); a different one later is a key change the page must warn about.
 // This module never touches the DOM.
 
-import { b64, certBytes, sayBytes, unb64 } from './sigbytes.js';
+import { b64, certBytes, fileBytes, sayBytes, unb64 } from './sigbytes.js';
 
 const DB_NAME = 'modified-chat';
 const DB_VERSION = 1;
@@ -177,6 +177,20 @@ export async function signSay(dev, room, text) {
   return { device: dev.device, counter: m.counter, msg_id: b64(msgId), ts: m.ts, signature: b64(new Uint8Array(s)) };
 }
 
+// sha256 is the SHA-256 digest of bytes.
+export async function sha256(bytes) {
+  return new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+}
+
+// signFile returns the `sig` field for a file announcement in room: its name, declared
+// type and the SHA-256 of its bytes.
+export async function signFile(dev, room, name, mime, bytes) {
+  const msgId = crypto.getRandomValues(new Uint8Array(16));
+  const m = { room, user: dev.user, device: dev.device, counter: nextCounter(dev), msgId, ts: Date.now(), name, mime, sha256: await sha256(bytes) };
+  const s = await crypto.subtle.sign(ED25519, dev.dik.privateKey, fileBytes(m));
+  return { device: dev.device, counter: m.counter, msg_id: b64(msgId), ts: m.ts, signature: b64(new Uint8Array(s)) };
+}
+
 const MAX_KEYS = 1000; // imported public keys kept, so each is imported once
 const imported = new Map(); // base64 of a raw public key -> CryptoKey
 
@@ -220,6 +234,18 @@ export async function checkSay(dikRaw, room, user, text, sig) {
   if (!msgId || msgId.length !== 16 || !Number.isSafeInteger(sig.counter) || !Number.isSafeInteger(sig.ts) ||
       sig.counter < 1 || sig.ts < 0 || typeof sig.device !== 'string') return false;
   const bytes = sayBytes({ room, user, device: sig.device, counter: sig.counter, msgId, ts: sig.ts, text });
+  return verifyRaw(dikRaw, s, bytes);
+}
+
+// checkFile verifies a received file's signature with a device key (raw): for the room
+// it arrived in, the sender the server names, its name and type, and the SHA-256 of the
+// bytes that actually arrived (digest).
+export async function checkFile(dikRaw, room, user, name, mime, digest, sig) {
+  const msgId = unb64(sig.msg_id);
+  const s = unb64(sig.signature);
+  if (!msgId || msgId.length !== 16 || !Number.isSafeInteger(sig.counter) || !Number.isSafeInteger(sig.ts) ||
+      sig.counter < 1 || sig.ts < 0 || typeof sig.device !== 'string' || !(digest instanceof Uint8Array)) return false;
+  const bytes = fileBytes({ room, user, device: sig.device, counter: sig.counter, msgId, ts: sig.ts, name, mime, sha256: digest });
   return verifyRaw(dikRaw, s, bytes);
 }
 

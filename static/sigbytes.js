@@ -6,6 +6,7 @@
 
 const TAG_SAY = 'modified-chat/v1/say\0';
 const TAG_DEVICE = 'modified-chat/v1/device\0';
+const TAG_FILE = 'modified-chat/v1/file\0';
 
 const utf8 = new TextEncoder();
 
@@ -60,6 +61,26 @@ export function sayBytes(m) {
   w.raw(m.msgId);
   w.u64(m.ts);
   w.field(m.text);
+  return w.bytes();
+}
+
+// fileBytes encodes a file announcement: tag, room, user id, device id, counter, the
+// 16-byte message id, the client's time, the file's name and declared type, and the
+// SHA-256 of its bytes (32 bytes).
+export function fileBytes(m) {
+  const w = new Writer();
+  w.raw(utf8.encode(TAG_FILE));
+  w.field(m.room);
+  w.field(m.user);
+  w.field(m.device);
+  w.u64(m.counter);
+  if (!(m.msgId instanceof Uint8Array) || m.msgId.length !== 16) throw new Error('msg_id must be 16 bytes');
+  w.raw(m.msgId);
+  w.u64(m.ts);
+  w.field(m.name);
+  w.field(m.mime);
+  if (!(m.sha256 instanceof Uint8Array) || m.sha256.length !== 32) throw new Error('the digest must be 32 bytes');
+  w.raw(m.sha256);
   return w.bytes();
 }
 

@@ -3,7 +3,7 @@
 // browser first saw it (trust on first use). Each message shows one badge: verified
 // (chain valid, and the viewer compared safety numbers with the sender), signed (chain
 // valid), invalid (a signature, key or replay check failed: shown as not from that
-// user), unsigned (a client without keys, or a file) or, when the directory did not
+// user), unsigned (a client without keys) or, when the directory did not
 // answer, not checked. A sender whose root key changed is shown invalid, with a
 // warning, until the viewer accepts the new key.
 // (Security rule: see app.js.)
@@ -14,8 +14,8 @@ import { sendJSON } from './connection.js';
 import { entryNode, renderMessages } from './messages.js';
 import { notify } from './notices.js';
 import {
-  acceptKey, checkDevice, checkSay, loadDevice, markLinked, markRoot, markVerified, pin, registration,
-  resetRegistration, safetyNumber, signSay, supported,
+  acceptKey, checkDevice, checkFile, checkSay, loadDevice, markLinked, markRoot, markVerified, pin, registration,
+  resetRegistration, safetyNumber, sha256, signFile, signSay, supported,
 } from './identity.js';
 import { linkAnswer, offerLink, onOtherDevices, onOwnDeviceAdded, onOwnDeviceRevoked, onOwnDevices } from './devices.js';
 import { unb64 } from './sigbytes.js';
@@ -148,6 +148,22 @@ export function sendSigned(msg, failed) {
   return true;
 }
 
+// sendSignedFile sends a file announcement signed (over the file's name, type and the
+// SHA-256 of its bytes) when this device is registered, through the same queue as
+// says, so counters reach the server in order; send puts the announcement and the
+// bytes on the wire together.
+export function sendSignedFile(ann, buf, send) {
+  if (sig.status !== 'on') {
+    send(ann);
+    return;
+  }
+  const dev = sig.dev;
+  sig.queue = sig.queue.then(async () => {
+    ann.sig = await signFile(dev, ann.room, ann.name, ann.mime, new Uint8Array(buf));
+    send(ann);
+  }).catch(() => notify('bad_file', 'The file could not be signed; it was not sent.'));
+}
+
 // keysOf returns (asking the server once) a user's key record: {urk, devices}.
 function keysOf(user, fresh) {
   let k = sig.users.get(user);
@@ -225,21 +241,36 @@ function nameOf(user) {
 // checkEntry gives a new message entry its badge: unsigned at once, or checking while
 // its signature is verified in the background.
 export function checkEntry(r, entry, ev) {
-  if (!ev.sig || typeof ev.sig !== 'object' || entry.file) {
+  if (!ev.sig || typeof ev.sig !== 'object') {
     entry.sig = 'unsigned';
     return;
   }
   entry.sig = 'checking';
-  verify(r.name, entry, ev.sig).then((v) => {
+  const done = (v) => {
     entry.sig = v;
     redraw(r, entry);
-  });
+  };
+  const s = ev.sig;
+  if (!entry.file) {
+    verify(r.name, entry, s, (dik) => checkSay(dik, r.name, entry.from.id, entry.text, s)).then(done);
+    return;
+  }
+  // A file is checked against the bytes that arrived: now for a live one, once
+  // fetched for one from history (files.js calls onData before showing it).
+  const f = entry.file;
+  const check = (data) => {
+    const bytes = unb64(data);
+    if (!bytes) return done('invalid');
+    sha256(bytes).then((digest) => verify(r.name, entry, s, (dik) => checkFile(dik, r.name, entry.from.id, f.name, f.mime, digest, s))).then(done);
+  };
+  if (f.data) check(f.data);
+  else f.onData = check;
 }
 
 // verify decides a signed message's badge: the sender's device must be certified by
 // the root key this browser pinned for them, the signature must cover this room, this
 // sender and this text, and its message id must not have been seen on another message.
-async function verify(room, entry, s) {
+async function verify(room, entry, s, check) {
   const user = entry.from.id;
   const where = room + '\n' + entry.id;
   const msgId = str(s.msg_id);
@@ -270,7 +301,7 @@ async function verify(room, entry, s) {
     if (sig.certified.size >= MAX_USERS) sig.certified.delete(sig.certified.keys().next().value);
     sig.certified.set(certified, dik);
   }
-  if (!(await checkSay(dik, room, user, entry.text, s))) return 'invalid';
+  if (!(await check(dik))) return 'invalid';
   return pinned.verified ? 'verified' : 'signed';
 }
 
