@@ -219,4 +219,3 @@ func TestE2EEFlow(t *testing.T) {
 		t.Fatalf("mls_app after the Remove: %v", ack)
 	}
 }
-
