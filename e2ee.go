@@ -546,11 +546,11 @@ func (h *Hub) cmdKPUpload(c *Client, cmd command, _ *roomInfo) {
 		})
 	}
 	h.persistAck(c, env.Ref, ack, writes, nil)
-	if len(entries) > 0 {
-		h.reconcileUser(c.user.ID)
-	}
-	if n = h.mls.kps.count(c.user.ID, env.Device); n < kpLow {
+	if n < kpLow {
 		h.tellKPLow(c.user.ID, env.Device, n)
+	}
+	if len(entries) > 0 {
+		h.reconcileUser(c.user.ID) // may use some, telling kp_low again
 	}
 	for name := range c.rooms {
 		if g := h.group(h.meta[name]); g != nil {
