@@ -200,6 +200,9 @@ type e2eeEvent struct {
 
 // welcomeE2EE builds welcome's `e2ee` field.
 func (h *Hub) welcomeE2EE() *e2eeEvent {
+	if h.hideE2EE {
+		return nil
+	}
 	e := &e2eeEvent{Suite: mls.Suite1}
 	e.ExternalSender.SignatureKey = h.app.mlsKey.Public().(ed25519.PublicKey)
 	e.ExternalSender.Identity = []byte(mls.ExternalSenderIdentity)

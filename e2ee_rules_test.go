@@ -241,7 +241,11 @@ func TestKeyPackageDirectory(t *testing.T) {
 	now := time.Now().Unix()
 	idb := mlsoracle.B64(alice.id.identityBytes(alice.leafPub))
 	expired := o.Do(map[string]any{"op": "kp", "id": "alice", "identity": idb, "not_before": now - 7200, "not_after": now - 3600}).Str("kp")
-	long := o.Do(map[string]any{"op": "kp", "id": "alice", "identity": idb, "not_before": now, "not_after": now + 31*86400}).Str("kp")
+	long := o.Do(map[string]any{"op": "kp", "id": "alice", "identity": idb, "not_before": now - 3600, "not_after": now + 31*86400}).Str("kp")
+	// A page's usual one: from an hour back (slow clocks) to 30 days ahead.
+	if ev := up(alice, o.Do(map[string]any{"op": "kp", "id": "alice", "identity": idb, "not_before": now - 3600, "not_after": now + 30*86400}).Str("kp")); ev["type"] != "ack" {
+		t.Fatalf("a KeyPackage from an hour back to 30 days ahead: %v", ev)
+	}
 	for name, kp := range map[string]string{"expired": expired, "31 days": long} {
 		if ev := up(alice, kp); ev["code"] != codeBadMLS || !strings.Contains(ev["message"].(string), "lifetime") {
 			t.Errorf("%s: %v", name, ev)
@@ -254,16 +258,16 @@ func TestKeyPackageDirectory(t *testing.T) {
 	if ev := up(alice, one, one); ev["code"] != codeBadMLS {
 		t.Errorf("the same KeyPackage twice: %v", ev)
 	}
-	if ev := up(alice, one); ev["type"] != "ack" || ev["count"] != float64(1) {
+	if ev := up(alice, one); ev["type"] != "ack" || ev["count"] != float64(2) {
 		t.Fatalf("a good KeyPackage: %v", ev)
 	}
 	if ev := up(alice, one); ev["code"] != codeBadMLS {
 		t.Errorf("a stored KeyPackage again: %v", ev)
 	}
-	if ev := up(alice, alice.keyPackages(kpPerDevice/2)...); ev["type"] != "ack" || ev["count"] != float64(kpPerDevice/2+1) {
+	if ev := up(alice, alice.keyPackages(kpPerDevice/2)...); ev["type"] != "ack" || ev["count"] != float64(kpPerDevice/2+2) {
 		t.Fatalf("ten more: %v", ev)
 	}
-	if ev := up(alice, alice.keyPackages(kpPerDevice/2)...); ev["code"] != codeKPFull {
+	if ev := up(alice, alice.keyPackages(kpPerDevice/2-1)...); ev["code"] != codeKPFull {
 		t.Errorf("the 21st KeyPackage: %v", ev)
 	}
 

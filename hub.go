@@ -156,6 +156,9 @@ type Hub struct {
 
 	// mls is the Delivery Service state of the E2EE rooms (e2ee.go).
 	mls *mlsState
+	// hideE2EE is a test hook: welcome carries no e2ee, for page tests that bring
+	// their own Delivery Service (testdata/mls). Only _test.go files set it.
+	hideE2EE bool
 
 	app *App
 	// bp numbers messages and makes changes durable (internal/backplane); the
@@ -686,7 +689,7 @@ func (h *Hub) welcomeEvent(c *Client) []byte {
 		Dev    bool            `json:"dev"`
 		Limits limits          `json:"limits"`
 		MOTD   string          `json:"motd"`
-		E2EE   *e2eeEvent      `json:"e2ee"`
+		E2EE   *e2eeEvent      `json:"e2ee,omitempty"`
 	}{"welcome", c.userJSON, role, effectivePerms(role, "").names(), c.user.Dev,
 		h.currentLimits(), cfg.MOTD, h.welcomeE2EE()})
 	return b

@@ -90,8 +90,8 @@ func (app *App) checkKeyPackage(user, device string, b []byte) (*kpEntry, *proto
 	}
 	now := app.now()
 	nb, na := int64(kp.Leaf.NotBefore), int64(kp.Leaf.NotAfter)
-	if kp.Leaf.NotAfter > 1<<62 || nb > now.Add(kpSlack).Unix() || na < now.Unix() || na-nb > int64((kpMaxLifetime+kpSlack)/time.Second) {
-		return bad("the KeyPackage's lifetime must cover now and last at most 30 days")
+	if kp.Leaf.NotAfter > 1<<62 || nb > now.Add(kpSlack).Unix() || na < now.Unix() || na > now.Add(kpMaxLifetime+kpSlack).Unix() {
+		return bad("the KeyPackage's lifetime must cover now and end within 30 days")
 	}
 	return &kpEntry{user: user, device: id.Device, ref: mls.KeyPackageRef(kp), msg: b, kp: kp, notAfter: na}, nil
 }
