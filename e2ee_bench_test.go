@@ -58,11 +58,13 @@ func BenchmarkHubFanoutE2EE(b *testing.B) {
 				dc := sigmsg.DeviceCert{User: sender.user.ID, Device: "bench-device", Created: 1}
 				copy(dc.DIK[:], dik.Public().(ed25519.PublicKey))
 				h.do(func() {
-					_, _, _, kerr := h.app.keys.Register(sender.user.ID, &keydir.Upload{URK: urk.Public().(ed25519.PublicKey),
+					ch, kerr := h.app.keys.Register(sender.user.ID, &keydir.Upload{URK: urk.Public().(ed25519.PublicKey),
 						Device: dc.Device, DIK: dik.Public().(ed25519.PublicKey), Created: 1, Cert: ed25519.Sign(urk, dc.Encode())})
 					if kerr != nil {
 						b.Error(kerr)
+						return
 					}
+					ch.Apply()
 					ri := h.meta[lobby]
 					ri.E2EE, ri.MLSGroup = true, gid
 					g := h.group(ri)
