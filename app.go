@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -45,6 +46,8 @@ type App struct {
 	// keys is the key directory: users' root keys and certified devices. The hub
 	// changes it; readPumps read it to verify signed messages.
 	keys *keydir.Directory
+	// mlsKey is the hub's Ed25519 key as the E2EE groups' external sender.
+	mlsKey ed25519.PrivateKey
 	// policyPtr holds the start-up role policy; SIGHUP swaps in a reloaded one.
 	policyPtr atomic.Pointer[policy]
 	// bans mirrors the hub's global bans for the HTTP side (sessions, login), which
@@ -160,6 +163,9 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 	key, err := loadOrCreateKey(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("session key: %w", err)
+	}
+	if app.mlsKey, err = loadExternalSender(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("MLS external-sender key: %w", err)
 	}
 	app.sessions, err = newSessions(key, app.tls, func() time.Duration { return app.settings().SessionTTL }, app.now)
 	if err != nil {

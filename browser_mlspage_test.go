@@ -231,6 +231,8 @@ func TestBrowserMLSPageBench(t *testing.T) {
 // device list shrinks, the room code moves on equal to bob's).
 func TestBrowserMLSPageRoom(t *testing.T) {
 	ts := startServer(t, nil)
+	// The page talks to the fake DS of testdata/mls here, not to this hub's.
+	ts.App.hub.do(func() { ts.App.hub.hideE2EE = true })
 	alice := loginUser(t, newBrowser(t), ts.URL, "alice")
 	var res struct {
 		Code, BobCode string

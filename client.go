@@ -106,6 +106,11 @@ type Client struct {
 	// Both are used by readPump only.
 	pendingFile   *envelope
 	discardBinary bool
+	// pendingMLS is the accepted E2EE announcement (`bin`) whose bytes the next
+	// binary frame carries; discardMLS says the next one belongs to a refused one.
+	// Used by readPump only (e2ee_wire.go).
+	pendingMLS *envelope
+	discardMLS bool
 
 	// closePending and tickPending are set by writePump when it takes a marker from
 	// the replies queue; it acts on them after the frame it is writing. frames counts
@@ -120,7 +125,10 @@ type Client struct {
 	queued atomic.Int64
 
 	// Fields below are owned by the hub goroutine.
-	rooms  map[string]*room
+	rooms map[string]*room
+	// device is the key-directory device this connection speaks for in E2EE rooms,
+	// set by kp_upload.
+	device string
 	doomed bool // already queued for eviction
 	// backlog holds events that did not fit in send (see Hub.enqueue).
 	backlog []*[]byte
@@ -326,6 +334,17 @@ func (c *Client) handleLine(line []byte, cfg *Config) bool {
 		c.announceFile(env, cfg)
 		return true
 	}
+	if env.Bin > 0 {
+		c.announceMLS(env)
+		return true
+	}
+	if env.Type == "kp_upload" || env.Type == "mls_group_init" {
+		if perr := c.checkKeyPackages(env); perr != nil {
+			c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
+			c.reply(errorEvent(perr.Code, perr.Message, env.Ref, env.Room))
+			return true
+		}
+	}
 	if env.sig != nil && env.Type == "say" {
 		if perr := c.verifySigned(env, nil); perr != nil {
 			c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
@@ -391,6 +410,9 @@ func (c *Client) discardNextFile(cfg *Config) {
 // must match the announced size, fit the file bucket, and sniff as an allowed type
 // equal to the declared one. It returns false when the connection must end.
 func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
+	if c.pendingMLS != nil || c.discardMLS {
+		return c.readMLSFrame(r, cfg)
+	}
 	env, discard := c.pendingFile, c.discardBinary
 	c.pendingFile, c.discardBinary = nil, false
 	if env == nil && !discard {

@@ -80,7 +80,7 @@ func init() {
 		"say": {fields: []fieldSpec{roomRefField, field("text", checkSayText), sigField},
 			room: true, needs: permSend, dm: true, run: (*Hub).cmdSay},
 		"rooms": {run: (*Hub).cmdRooms},
-		"create": {fields: []fieldSpec{newRoomField, field("private", nil), topicField(false)},
+		"create": {fields: []fieldSpec{newRoomField, field("private", nil), topicField(false), e2eeCreateField},
 			allow: (*Hub).mayCreateRoom, run: (*Hub).cmdCreate},
 		"invite": {fields: []fieldSpec{roomRefField, userOrEmailField}, room: true, needs: permInvite, run: (*Hub).cmdInvite},
 		"kick":   {fields: kickFields, room: true, needs: permExpel, run: (*Hub).cmdKick},
@@ -237,6 +237,9 @@ func (h *Hub) createRoom(c *Client, env *envelope, private bool, entered func(*r
 	}
 	ri := newRoomInfo(env.Room, c.user.ID, private, h.now())
 	ri.FirstID = h.bp.Last()
+	if env.E2EE && env.Type == "create" {
+		ri.E2EE, ri.MLSGroup = true, newGroupID()
+	}
 	if env.Topic != nil {
 		ri.Topic = *env.Topic
 	}
@@ -329,6 +332,7 @@ func (h *Hub) join(c *Client, env *envelope) {
 	}
 	h.enter(c, ri, env.Ref)
 	h.sendHistory(c, ri.Name, env.After, "")
+	h.mlsEntered(c, ri)
 }
 
 // cmdHistory answers a page of history for a room c is in: the newest messages, or
@@ -395,6 +399,7 @@ func (h *Hub) cmdLeave(c *Client, cmd command, _ *roomInfo) {
 		return
 	}
 	h.leaveRoom(c, env.Room)
+	h.mlsLeft(c, env)
 	h.deliver(c, appendObject(nil, "left", env.Room, func(b []byte) []byte {
 		if env.Ref != "" {
 			b = append(b, `,"ref":`...)
@@ -609,6 +614,7 @@ func (h *Hub) cmdKick(c *Client, cmd command, ri *roomInfo) {
 			if r := h.rooms[next.Name]; r != nil {
 				h.removeUser(r, env.User, kicked)
 			}
+			h.reconcileUser(env.User) // E2EE rooms: Remove their leaves
 		},
 	})
 }
@@ -779,6 +785,7 @@ func (h *Hub) cmdGlobalBan(c *Client, cmd command, _ *roomInfo) {
 			for o := range h.clientsOf(env.User) {
 				h.doom(o, websocket.ClosePolicyViolation, "banned")
 			}
+			h.reconcileUser(env.User) // E2EE rooms: Remove their leaves
 		},
 	})
 }

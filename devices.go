@@ -282,6 +282,7 @@ func (h *Hub) cmdResetIdentity(c *Client, cmd command, _ *roomInfo) {
 	h.commitKeys(c, env, c.user.ID, ch, &audit, func() {
 		h.app.keys.ForgetLink(c.user.ID, env.upload.Device)
 		h.tellContacts(c.user.ID, c, devicesEvent("key_changed", c.user.ID, ch.User, ""))
+		h.reconcileUser(c.user.ID) // E2EE rooms: Remove the revoked devices' leaves
 	})
 }
 
@@ -392,5 +393,6 @@ func (h *Hub) cmdRevokeDevice(c *Client, cmd command, _ *roomInfo) {
 			return appendJSONString(b, by)
 		})
 		h.tellContacts(user, c, ev)
+		h.reconcileUser(user) // E2EE rooms: Remove the device's leaves
 	})
 }

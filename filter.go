@@ -89,9 +89,22 @@ type envelope struct {
 	Cert    string       `json:"cert"`
 	// Users asks `devices` about several users at once.
 	Users []string `json:"users"`
-	// sig and upload are Sig and the registration, decoded by checkDeviceFields.
+	// E2EE rooms (e2ee.go): E2EE on create; Epoch, the MLS bytes in base64 (or Bin,
+	// their length in the binary frame that follows), KPs for kp_upload.
+	E2EE       bool     `json:"e2ee"`
+	Epoch      *uint64  `json:"epoch"`
+	KPs        []string `json:"kps"`
+	GroupInfo  string   `json:"group_info"`
+	KeyPackage string   `json:"key_package"`
+	Commit     string   `json:"commit"`
+	Welcome    string   `json:"welcome"`
+	Msg        string   `json:"msg"`
+	Bin        int      `json:"bin"`
+	// sig and upload are Sig and the registration, decoded by checkDeviceFields;
+	// mls the MLS bytes, decoded by checkMLSFields.
 	sig    *signature
 	upload *keydir.Upload
+	mls    *mlsPayload
 }
 
 // Field limits for commands.

@@ -155,6 +155,12 @@ type Hub struct {
 	publicList   []*roomInfo
 	publicListAt time.Time
 
+	// mls is the Delivery Service state of the E2EE rooms (e2ee.go).
+	mls *mlsState
+	// hideE2EE is a test hook: welcome carries no e2ee, for page tests that bring
+	// their own Delivery Service (testdata/mls). Only _test.go files set it.
+	hideE2EE bool
+
 	app *App
 	// bp numbers messages and makes changes durable (internal/backplane); the
 	// local one is a global id counter and the store writer.
@@ -207,6 +213,7 @@ func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 		metrics:      app.metrics,
 		log:          app.log,
 		now:          app.now,
+		mls:          &mlsState{groups: st.mlsGroups, kps: st.kps},
 	}
 	for _, ri := range h.meta {
 		h.indexRoom(ri)
@@ -689,8 +696,9 @@ func (h *Hub) welcomeEvent(c *Client) []byte {
 		Dev    bool            `json:"dev"`
 		Limits limits          `json:"limits"`
 		MOTD   string          `json:"motd"`
+		E2EE   *e2eeEvent      `json:"e2ee,omitempty"`
 	}{"welcome", c.userJSON, role, effectivePerms(role, "").names(), c.user.Dev,
-		h.currentLimits(), cfg.MOTD})
+		h.currentLimits(), cfg.MOTD, h.welcomeE2EE()})
 	return b
 }
 
@@ -816,6 +824,7 @@ func (h *Hub) joinedEvent(c *Client, r *room, ref string) []byte {
 			b = h.appendMember(b, r.members[id].user, r.info)
 		}
 		b = append(b, ']')
+		b = h.appendE2EE(b, r.info)
 		if ref != "" {
 			b = append(b, `,"ref":`...)
 			b = appendJSONString(b, ref)

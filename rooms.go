@@ -52,6 +52,10 @@ type roomInfo struct {
 	// their names when it was opened in Names (dm.go).
 	DM    bool              `json:"dm,omitempty"`
 	Names map[string]string `json:"names,omitempty"`
+	// E2EE marks an end-to-end encrypted room; MLSGroup is its MLS group_id, picked
+	// at creation, so a re-created room of the same name is another group (e2ee.go).
+	E2EE     bool   `json:"e2ee,omitempty"`
+	MLSGroup []byte `json:"mls_group,omitempty"`
 }
 
 // banInfo is a global ban.
@@ -115,6 +119,9 @@ func roomEvent(typ string, ri *roomInfo, online int, extra func([]byte) []byte) 
 		b = appendJSONString(b, ri.Owner)
 		b = append(b, `,"online":`...)
 		b = strconv.AppendInt(b, int64(online), 10)
+		if ri.E2EE {
+			b = append(b, `,"e2ee":true`...)
+		}
 		if extra != nil {
 			b = extra(b)
 		}

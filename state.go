@@ -29,6 +29,9 @@ type hubState struct {
 	lastID   uint64
 	users    map[string]knownUser
 	dmPrefs  map[string]*dmPrefs
+	// mlsGroups and kps are the E2EE Delivery Service's groups and KeyPackages.
+	mlsGroups map[string]*mlsGroup
+	kps       *kpDirectory
 }
 
 // openStore opens the configured store.
@@ -130,6 +133,13 @@ func loadHubState(s store.Store) (*hubState, error) {
 		st.auditSeq = store.KeySeq(k)
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	if st.mlsGroups, err = loadMLSGroups(s); err != nil {
+		return nil, err
+	}
+	st.kps, err = loadKPDirectory(s)
 	return st, err
 }
 

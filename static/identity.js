@@ -72,7 +72,24 @@ function randomID() {
 
 // loadDevice returns this profile's device for user, making it (and a root key) the
 // first time. The same device and keys come back after a reload.
-export async function loadDevice(user) {
+export function loadDevice(user) {
+  // Two modules ask at every welcome (signing.js, e2ee.js): on a fresh profile both
+  // would make a device, and the page would sign with one and bind MLS to the other.
+  // One load per user, shared: a failed one is forgotten so the next call retries.
+  let p = loadingDevice.get(user);
+  if (!p) {
+    p = openDevice(user);
+    p.catch(() => loadingDevice.delete(user));
+    loadingDevice.set(user, p);
+  }
+  return p;
+}
+
+// loadingDevice holds each user's device load (see loadDevice).
+const loadingDevice = new Map();
+
+// openDevice reads the device of user, or makes it.
+async function openDevice(user) {
   const have = await tx(DEVICES, 'readonly', (s) => s.get(user));
   if (have) return have;
   const dik = await newKey();

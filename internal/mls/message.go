@@ -124,7 +124,9 @@ type LeafNode struct {
 	SignatureKey  []byte
 	Credential    Credential
 	Source        uint8
-	Signature     []byte
+	// NotBefore and NotAfter are the lifetime (Unix seconds) of a KeyPackage's leaf.
+	NotBefore, NotAfter uint64
+	Signature           []byte
 }
 
 // KeyPackage is a client's published offer to be added (§10).
@@ -134,6 +136,9 @@ type KeyPackage struct {
 	InitKey     []byte
 	Leaf        LeafNode
 	Signature   []byte
+	// Raw is the whole encoded KeyPackage (what KeyPackageRef hashes and an Add
+	// carries); TBS is its signed part, everything before the signature.
+	Raw, TBS []byte
 }
 
 // Welcome carries group secrets to new members (§12.4.3.1); the hub needs only to
@@ -389,8 +394,8 @@ func parseLeafNode(r *reader) LeafNode {
 	l.Source = r.u8("leaf_node_source")
 	switch l.Source {
 	case leafSourceKeyPackage:
-		r.u64("lifetime.not_before")
-		r.u64("lifetime.not_after")
+		l.NotBefore = r.u64("lifetime.not_before")
+		l.NotAfter = r.u64("lifetime.not_after")
 	case leafSourceUpdate:
 	case leafSourceCommit:
 		r.opaque("parent_hash")
@@ -407,6 +412,7 @@ func parseLeafNode(r *reader) LeafNode {
 
 // parseKeyPackage reads a KeyPackage (§10).
 func parseKeyPackage(r *reader) *KeyPackage {
+	start := r.off
 	k := &KeyPackage{Version: r.u16("key_package.version"), CipherSuite: r.u16("key_package.cipher_suite")}
 	if r.err == nil && k.Version != Version10 {
 		r.off -= 4
@@ -415,7 +421,11 @@ func parseKeyPackage(r *reader) *KeyPackage {
 	k.InitKey = r.opaque("init_key")
 	k.Leaf = parseLeafNode(r)
 	skipExtensions(r, "key_package.extensions")
+	signed := r.off
 	k.Signature = r.opaque("key_package.signature")
+	if r.err == nil {
+		k.Raw, k.TBS = r.b[start:r.off:r.off], r.b[start:signed:signed]
+	}
 	return k
 }
 
