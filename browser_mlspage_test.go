@@ -155,8 +155,9 @@ func TestBrowserMLSPageReload(t *testing.T) {
 
 // TestBrowserMLSPageOneTab: acceptance 11 (tabs). The Web Lock makes exactly one tab
 // of a device drive its MLS state: the second tab of the same device does not get it,
-// so its client refuses to send (nothing reaches the wire) and counts nothing sent;
-// when the first tab goes, the second takes over.
+// so its client refuses to send (nothing reaches the wire) and counts nothing sent,
+// and the page's own engine there is a follower; when the first tab goes, the second
+// takes over and its engine leads.
 func TestBrowserMLSPageOneTab(t *testing.T) {
 	ts := startServer(t, nil)
 	alice := loginUser(t, newBrowser(t), ts.URL, "alice")
@@ -195,11 +196,14 @@ func TestBrowserMLSPageOneTab(t *testing.T) {
 	if want := `{"r":"refused: another tab holds this device's encryption: send from that tab","frames":0,"sentCount":0}`; got != want {
 		t.Errorf("second tab send:\n got %s\nwant %s", got, want)
 	}
-	// The first tab goes away; the second takes the lock over.
+	// The page's own engine (the server offers E2EE) is a follower in the second tab.
+	second.waitJS(t, "the second tab's engine follows", `import('/static/e2ee.js').then((e) => !!e.engine() && e.engine().leader === false)`)
+	// The first tab goes away; the second takes the locks over: the test's, and the
+	// device's, for which the page starts over from the stored state as the leader.
 	if err := chromedp.Do(alice.ctx, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatal(err)
 	}
-	second.waitJS(t, "the second tab takes over", `window.__tookOver === true`)
+	second.waitJS(t, "the second tab takes over", `import('/static/e2ee.js').then((e) => !!e.engine() && e.engine().leader === true)`)
 }
 
 // TestBrowserMLSPageBench measures, in headless Chromium, what E2EE.md budgets: a chat

@@ -7,7 +7,7 @@ import { command, sendJSON } from './connection.js';
 import { selectRoom, updateCounter } from './panels.js';
 import { notify } from './notices.js';
 import { sendSigned } from './signing.js';
-import { isE2EE, sendE2EE } from './e2ee.js';
+import { isE2EE, resumeAfter, sendE2EE } from './e2ee.js';
 
 // joinRoom opens a room, joining it first when needed.
 export function joinRoom(raw) {
@@ -21,7 +21,10 @@ export function joinRoom(raw) {
     return true;
   }
   state.switchTo = name;
-  if (!sendJSON({ type: 'join', room: name })) {
+  // An E2EE room this device has a group for resumes after the last event it
+  // processed: its group must see every commit since, in order.
+  const after = resumeAfter(name);
+  if (!sendJSON(after ? { type: 'join', room: name, after } : { type: 'join', room: name })) {
     notify('offline', 'Not connected; try again when the status says connected.');
     return false;
   }

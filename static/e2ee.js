@@ -91,7 +91,8 @@ async function open(userId) {
   });
   persist();
   const c = await openClient({
-    dev: { ...dev, cert: unb64(reg.cert) },
+    // A linked device holds no root key: its credential names the user's (rootUrk).
+    dev: { ...dev, cert: unb64(reg.cert), urkRaw: dev.urkRaw || unb64(dev.rootUrk) },
     store: idbStore,
     leader: e2ee.leader,
     // MLS command lines above this go as bin frames: the server's read limit, less room
@@ -136,7 +137,11 @@ export function onJoinedE2EE(ev) {
   r.e2ee = ev.e2ee === true;
   if (!r.e2ee) return;
   r.mls = ev.mls && typeof ev.mls === 'object' ? ev.mls : {};
-  withClient(() => joinedGroup(ev.room, r.mls));
+  withClient((c) => {
+    joinedGroup(ev.room, r.mls);
+    // What this device decrypted before (a reload): shown again from its cache.
+    if (!r.messages.some((e) => e.kind === 'msg')) c.cached(ev.room);
+  });
   renderE2EE();
 }
 
@@ -147,6 +152,14 @@ function joinedGroup(name, mls) {
   c.expect(name, mls.group_id);
   const have = c.info(name);
   if (mls.ready === false && !have && e2ee.leader) c.createRoom(name, mls.group_id).catch((err) => console.warn('mls', err));
+}
+
+// resumeAfter is where a join of room should resume: after the last event this
+// device's group processed (0 when it has none).
+export function resumeAfter(name) {
+  const c = e2ee.client;
+  const r = c && c.rooms.get(name);
+  return r && r.state ? r.lastId : 0;
 }
 
 // isMLSEvent tells whether a server event (live or in history) is the engine's.

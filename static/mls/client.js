@@ -20,7 +20,7 @@ const KP_CHUNK = 5; // KeyPackages per kp_upload, so that each line stays far be
 const TEXT_LIMIT = 6000; // longest MLS command line sent as JSON; longer ones go as a bin frame
 const MAX_EARLY = 500; // events kept while waiting for our Welcome (the history comes before it)
 const KP_LIFETIME_S = 30 * 24 * 3600; // 30 days; ts-mls's default lifetime is 2^63
-const KP_SKEW_S = 3600; // notBefore this far back, for clocks a little behind ours
+const KP_SKEW_S = 120; // notBefore this far back, for clocks a little behind ours; the whole lifetime stays 30 days (the hub allows 30 days and 5 minutes)
 const PAYLOAD_V = 1; // version of the encrypted payload {v, msg_id, ts, kind, body}
 const MAX_SEEN = 4096; // msg_ids remembered per room for the replay check
 const MAX_PLAIN = 1000; // decrypted messages cached per room (reload shows them again)
@@ -281,8 +281,7 @@ export class MlsClient {
   // keyPackages makes n fresh KeyPackages, keeps their private halves and returns the
   // public ones, base64 MLSMessages, for kp_upload.
   async keyPackages(n) {
-    const now = Math.floor(Date.now() / 1000);
-    const lifetime = { notBefore: BigInt(now - KP_SKEW_S), notAfter: BigInt(now + KP_LIFETIME_S) };
+    const lifetime = this.lifetime();
     const cred = { credentialType: 'basic', identity: this.signer.identity };
     const out = [];
     for (let i = 0; i < n; i++) {
@@ -300,12 +299,19 @@ export class MlsClient {
 
   // uploadKeyPackages tops the directory up to KP_TARGET (kp_upload); `have` is how many
   // the hub says it holds (kp_low), 0 at start.
+  // One top-up at a time: the hub answers a kp_upload that leaves the device low both
+  // with kp_low and with the ack, and two top-ups would overfill it (kp_full).
   async uploadKeyPackages(have = 0) {
     const n = Math.max(0, KP_TARGET - (Number.isSafeInteger(have) ? have : 0));
-    if (!n || !this.leader) return 0;
-    const kps = await this.keyPackages(n);
-    for (let i = 0; i < kps.length; i += KP_CHUNK) {
-      this.command({ type: 'kp_upload', device: this.dev.device, kps: kps.slice(i, i + KP_CHUNK) }, () => {});
+    if (!n || !this.leader || this.uploading) return 0;
+    this.uploading = true;
+    try {
+      const kps = await this.keyPackages(n);
+      for (let i = 0; i < kps.length; i += KP_CHUNK) {
+        this.command({ type: 'kp_upload', device: this.dev.device, kps: kps.slice(i, i + KP_CHUNK) }, () => {});
+      }
+    } finally {
+      this.uploading = false;
     }
     return n;
   }
@@ -326,6 +332,9 @@ export class MlsClient {
 
   // restore loads every room this device has state for (after a reload).
   async restore() {
+    // KeyPackages past their lifetime can no longer be used: drop their private halves.
+    const old = Date.now() - (KP_LIFETIME_S + KP_SKEW_S) * 1000;
+    for (const kp of await this.store.byOwner(KPS, this.owner)) if (kp.made < old) await this.store.del(KPS, kp.ref);
     const rows = await this.store.byOwner(GROUPS, this.owner);
     for (const row of rows) {
       const r = this.room(row.room);
@@ -345,7 +354,9 @@ export class MlsClient {
   // save writes a room's state, so that a reload continues exactly where we are; it is
   // awaited before anything that depends on it leaves the page (a sent message's
   // generation must never be reused).
+  // A tab that is not the leader never writes: the stored state is the leader's.
   async save(r) {
+    if (!this.leader) return;
     await this.store.put(GROUPS, {
       key: this.owner + '\n' + r.name,
       owner: this.owner,
@@ -358,10 +369,17 @@ export class MlsClient {
     });
   }
 
+  // cached shows again (as 'message' events marked replayed) what this device decrypted
+  // or sent in a room, from its store: after a reload the history resumes after them.
+  cached(name) {
+    const r = this.rooms.get(name);
+    if (r) for (const kept of r.plain) this.emit({ ...kept, replayed: true });
+  }
+
   // forget drops a room's group (removed, room deleted).
   async forget(name) {
     this.rooms.delete(name);
-    await this.store.del(GROUPS, this.owner + '\n' + name);
+    if (this.leader) await this.store.del(GROUPS, this.owner + '\n' + name);
   }
 
   // info describes a room for the page: epoch, room code, members from the tree.
@@ -402,7 +420,8 @@ export class MlsClient {
     if (!this.externalSender) throw new Error('the server named no external sender');
     const r = this.room(name);
     return this.enqueue(r, async () => {
-      if (r.state) return;
+      if (r.state || r.creating) return;
+      r.creating = true;
       const kp = await m.generateKeyPackageWithKey({ credentialType: 'basic', identity: this.signer.identity },
         m.defaultCapabilities(), this.lifetime(), [], { signKey: this.signer.priv, publicKey: this.signer.pub }, this.cs);
       const ext = { extensionType: 'external_senders', extensionData: m.encodeExternalSender(this.externalSender) };
@@ -415,6 +434,7 @@ export class MlsClient {
         group_info: encode({ version: 'mls10', wireformat: 'mls_group_info', groupInfo: gi }),
         key_package: encode({ version: 'mls10', wireformat: 'mls_key_package', keyPackage: kp.publicPackage }),
       }, (ans) => this.enqueue(r, async () => {
+        r.creating = false;
         if (ans.type !== 'ack' || r.state) {
           this.emit({ type: 'group_refused', room: name, code: ans.code || '' });
           return;
@@ -430,7 +450,7 @@ export class MlsClient {
 
   lifetime() {
     const now = Math.floor(Date.now() / 1000);
-    return { notBefore: BigInt(now - KP_SKEW_S), notAfter: BigInt(now + KP_LIFETIME_S) };
+    return { notBefore: BigInt(now - KP_SKEW_S), notAfter: BigInt(now - KP_SKEW_S + KP_LIFETIME_S) };
   }
 
   // expect records the group id the hub gave a room (joined.e2ee), checked at Welcome.
@@ -855,12 +875,17 @@ export class MlsClient {
 
 // makeSigner makes (or loads) the device's MLS signature key and its credential
 // identity, certified by the device key.
+// A stored key whose credential names another root key or certificate than the
+// device's current ones (the device was linked, or its user reset their root key) is
+// replaced: a credential must always chain to the root key on record.
 async function makeSigner(cs, store, dev, owner) {
   const have = await store.get(SIGNERS, owner);
-  if (have) return have;
-  const kp = await cs.signature.keygen();
+  if (have && !dev.dik) return have; // a device known only by its ids (tests): its stored key
   const cert = dev.cert instanceof Uint8Array ? dev.cert : new Uint8Array(await crypto.subtle.sign({ name: 'Ed25519' },
     dev.urk.privateKey, certBytes({ user: dev.user, device: dev.device, dik: dev.dikRaw, created: dev.created })));
+  const id = have && decodeIdentity(have.identity);
+  if (id && equal(id.urk, dev.urkRaw) && equal(id.cert, cert)) return have;
+  const kp = await cs.signature.keygen();
   const identity = await makeIdentity(dev, cert, kp.publicKey);
   const row = { owner, pub: kp.publicKey, priv: kp.signKey, identity };
   await store.put(SIGNERS, row);
