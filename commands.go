@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"modified-chat/internal/store"
 )
 
@@ -21,21 +19,9 @@ import (
 // from a caller who may do what it asks and decides only what depends on the state.
 // New fields go into envelope (filter.go). Then document the command in PROTOCOL.md's
 // client-to-server table, with exactly the row's fields and the permissions it needs:
-// TestCommandTableMatchesProtocol fails until the two agree.
-
-// Error codes for refusals decided in the hub. Like those in filter.go they are part
-// of the protocol and never renamed.
-const (
-	codeForbidden   = "forbidden"
-	codeNoSuchRoom  = "no_such_room"
-	codeBanned      = "banned"
-	codeReadOnly    = "read_only"
-	codeRoomExists  = "room_exists"
-	codeRoomLimit   = "room_limit"
-	codeBadSetting  = "bad_setting"
-	codeStoreFailed = "store_failed"
-	codeBusy        = "busy"
-)
+// TestCommandTableMatchesProtocol fails until the two agree. A refusal uses an error
+// code defined in codes.go, by name; a new code goes there and into PROTOCOL.md's
+// error-code table (TestErrorCodesMatchProtocol), and likewise a close.
 
 // cmdSpec is one row of the command table, the one place a command is defined: the
 // fields it takes and how they are checked, the permission it needs, whether clients
@@ -760,7 +746,7 @@ func (h *Hub) cmdGlobalBan(c *Client, cmd command, _ *roomInfo) {
 			h.app.bans.add(env.User)
 			h.app.sessions.endSessions(env.User, at)
 			for o := range h.clientsOf(env.User) {
-				h.doom(o, websocket.ClosePolicyViolation, "banned")
+				h.doom(o, closeBanned)
 			}
 		},
 	})
