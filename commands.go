@@ -524,25 +524,18 @@ func (h *Hub) cmdInvite(c *Client, cmd command, ri *roomInfo) {
 		next.Invites[key] = h.now().Add(inviteTTL).Unix()
 	}
 	audit := newAudit(h.now(), c.user.ID, "invite", ri.Name, nil, key)
-	h.commit(c, env, change{
-		key:    roomKey(ri.Name),
-		writes: []store.Write{next.write()},
-		audit:  &audit,
-		apply: func() {
-			h.putRoom(next)
-			ri := h.meta[next.Name]
-			invited := roomEvent("invited", ri, 0, func(b []byte) []byte {
-				b = append(b, `,"by":`...)
-				return append(b, c.userJSON...)
-			})
-			invitees := h.clientsOf(env.User)
-			if env.Email != "" {
-				invitees = h.clientsWithEmail(env.Email)
-			}
-			for o := range invitees {
-				h.deliver(o, invited)
-			}
-		},
+	h.commitRoom(c, env, next, &audit, func() {
+		invited := roomEvent("invited", h.meta[next.Name], 0, func(b []byte) []byte {
+			b = append(b, `,"by":`...)
+			return append(b, c.userJSON...)
+		})
+		invitees := h.clientsOf(env.User)
+		if env.Email != "" {
+			invitees = h.clientsWithEmail(env.Email)
+		}
+		for o := range invitees {
+			h.deliver(o, invited)
+		}
 	})
 }
 
@@ -577,16 +570,10 @@ func (h *Hub) cmdKick(c *Client, cmd command, ri *roomInfo) {
 		return append(b, c.userJSON...)
 	})
 	audit := newAudit(h.now(), c.user.ID, env.Type, ri.Name+" "+env.User, old, nil)
-	h.commit(c, env, change{
-		key:    roomKey(ri.Name),
-		writes: []store.Write{next.write()},
-		audit:  &audit,
-		apply: func() {
-			h.putRoom(next)
-			if r := h.rooms[next.Name]; r != nil {
-				h.removeUser(r, env.User, kicked)
-			}
-		},
+	h.commitRoom(c, env, next, &audit, func() {
+		if r := h.rooms[next.Name]; r != nil {
+			h.removeUser(r, env.User, kicked)
+		}
 	})
 }
 
