@@ -264,9 +264,8 @@ func (app *App) handleLogout(w http.ResponseWriter, r *http.Request) {
 		}
 		sid := id.SessionID
 		app.hub.endConnections(kick{
-			match:  func(c *Client) bool { return c.user.SessionID == sid },
-			code:   1008,
-			reason: "logged out",
+			match: func(c *Client) bool { return c.user.SessionID == sid },
+			close: closeLoggedOut,
 		})
 		app.log.Info("logout", "user", id.ID)
 	}

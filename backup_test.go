@@ -91,21 +91,9 @@ func backupConfig(t *testing.T, dir string) *Config {
 // server sends only once the change is durable.
 func (c *wsClient) command(v map[string]any) {
 	c.t.Helper()
-	ref := fmt.Sprintf("cmd-%v", v["type"])
-	v["ref"] = ref
-	c.send(v)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ev, err := c.next(time.Until(deadline))
-		if err != nil {
-			c.t.Fatalf("waiting for the ack of %v: %v", v["type"], err)
-		}
-		if ev["type"] == "error" && ev["ref"] == ref {
-			c.t.Fatalf("%v refused: %v", v["type"], ev)
-		}
-		if ev["type"] == "ack" && ev["ref"] == ref {
-			return
-		}
+	ev := c.sendAwait(v, fmt.Sprintf("cmd-%v", v["type"]), func(ev map[string]any) bool { return ev["type"] == "ack" || ev["type"] == "error" })
+	if ev["type"] == "error" {
+		c.t.Fatalf("%v refused: %v", v["type"], ev)
 	}
 }
 

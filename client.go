@@ -138,10 +138,9 @@ type Client struct {
 	histBusy  bool
 	histQueue []historyLoad
 	fetching  bool
-	// closeCode and closeReason are set by the hub before it closes send; writePump
-	// reads them after seeing send closed (the close orders the two).
-	closeCode   int
-	closeReason string
+	// hubClose is set by the hub before it closes send; writePump reads it after
+	// seeing send closed (the close orders the two).
+	hubClose closeFrame
 
 	app *App
 	id  string // connection number, for logs
@@ -232,10 +231,10 @@ func (c *Client) readFailed(err error) {
 	switch {
 	case errors.Is(err, errPingFlood):
 		c.app.metrics.abuseCloses.Inc()
-		c.closeWith(websocket.ClosePolicyViolation, "ping flood", false)
+		c.closeWith(closePingFlood, false)
 	case errors.Is(err, websocket.ErrReadLimit):
 		c.app.metrics.rejected.WithLabelValues("too_big").Inc()
-		c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.CloseMessageTooBig)).Inc()
+		c.app.metrics.closes.WithLabelValues(strconv.Itoa(closeMessageTooBig.code)).Inc()
 		c.drainRaw()
 	case websocket.IsUnexpectedCloseError(err, websocket.CloseGoingAway, websocket.CloseNormalClosure, websocket.CloseNoStatusReceived):
 		c.app.log.Debug("connection ended", "conn", c.id, "err", err)
@@ -253,14 +252,14 @@ func (c *Client) readText(r io.Reader, cfg *Config) bool {
 	if err != nil || n > cfg.ReadLimit {
 		if errors.Is(err, websocket.ErrReadLimit) || n > cfg.ReadLimit {
 			c.app.metrics.rejected.WithLabelValues("too_big").Inc()
-			c.closeWith(websocket.CloseMessageTooBig, "message too big", false)
+			c.closeWith(closeMessageTooBig, false)
 		}
 		return false
 	}
 	data := buf.Bytes()
 	if !utf8.Valid(data) {
 		c.app.metrics.rejected.WithLabelValues("bad_utf8").Inc()
-		c.closeWith(websocket.CloseInvalidFramePayloadData, "invalid UTF-8", true)
+		c.closeWith(closeBadUTF8, true)
 		return false
 	}
 	return c.handleFrame(data, cfg)
@@ -304,7 +303,7 @@ func (c *Client) handleLine(line []byte, cfg *Config) bool {
 		if abusive {
 			c.app.metrics.abuseCloses.Inc()
 			c.app.log.Info("closing abusive connection", "conn", c.id, "user", c.user.ID)
-			c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded repeatedly", true)
+			c.closeWith(closeAbuse, true)
 			return false
 		}
 		typ, ref := peekEnvelope(line)
@@ -417,7 +416,7 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 	c.pendingFile, c.discardBinary = nil, false
 	if env == nil && !discard {
 		c.app.metrics.rejected.WithLabelValues("binary").Inc()
-		c.closeWith(websocket.CloseUnsupportedData, "binary frames must follow a file announcement", true)
+		c.closeWith(closeUnannouncedBinary, true)
 		return false
 	}
 	defer c.conn.SetReadLimit(cfg.ReadLimit)
@@ -425,7 +424,7 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 	if err != nil || int64(len(data)) > cfg.FileMaxBytes {
 		if errors.Is(err, websocket.ErrReadLimit) || int64(len(data)) > cfg.FileMaxBytes {
 			c.app.metrics.rejected.WithLabelValues("too_big").Inc()
-			c.closeWith(websocket.CloseMessageTooBig, "file too big", false)
+			c.closeWith(closeFileTooBig, false)
 		}
 		return false
 	}
@@ -436,7 +435,7 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 		c.app.metrics.rateLimited.Inc()
 		if c.limiter.noteDrop(c.app.now()) {
 			c.app.metrics.abuseCloses.Inc()
-			c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded repeatedly", true)
+			c.closeWith(closeAbuse, true)
 			return false
 		}
 	}
@@ -501,12 +500,6 @@ func (c *Client) reply(msg []byte) {
 // errPingFlood ends a connection whose pings keep exceeding its buckets.
 var errPingFlood = errors.New("ping flood")
 
-// closeFrame is a close that readPump asks writePump to send.
-type closeFrame struct {
-	code   int
-	reason string
-}
-
 // closeWith ends the connection from readPump with a close code, without losing what
 // explains it: writePump first flushes the error events already queued (the
 // rate_limited errors before an abuse close, say), then sends the close frame. readPump
@@ -514,10 +507,10 @@ type closeFrame struct {
 // peer answers with its own close frame: closing a socket with unread data in it makes
 // the kernel send a reset, and the peer would lose the close frame and see 1006. When
 // the unread rest may be unbounded (an oversize or inflating frame), drain is false.
-func (c *Client) closeWith(code int, reason string, drain bool) {
-	c.app.metrics.closes.WithLabelValues(strconv.Itoa(code)).Inc()
+func (c *Client) closeWith(f closeFrame, drain bool) {
+	c.app.metrics.closes.WithLabelValues(strconv.Itoa(f.code)).Inc()
 	// The channel send orders this write before writePump's read of it.
-	c.readClose = closeFrame{code, reason}
+	c.readClose = f
 	wait := time.NewTimer(writeWait)
 	defer wait.Stop()
 	select {
@@ -595,10 +588,10 @@ func (c *Client) writePump() {
 		case msg, ok := <-c.send:
 			if !ok {
 				// The hub closed the queue.
-				if c.closeCode != 0 {
-					c.app.metrics.closes.WithLabelValues(strconv.Itoa(c.closeCode)).Inc()
+				if c.hubClose.code != 0 {
+					c.app.metrics.closes.WithLabelValues(strconv.Itoa(c.hubClose.code)).Inc()
 				}
-				c.writeClose(c.closeCode, c.closeReason)
+				c.writeClose(c.hubClose)
 				return
 			}
 			err = c.writeFrame(*msg, true)
@@ -621,7 +614,7 @@ func (c *Client) writePump() {
 		}
 		if c.closePending {
 			// readPump asked for a close (the errors before it are written).
-			c.writeClose(c.readClose.code, c.readClose.reason)
+			c.writeClose(c.readClose)
 			c.markCloseSent()
 			// Nothing more is written; wait for readPump to end (it drains the
 			// peer's last frames) and the hub to close the queue.
@@ -645,8 +638,8 @@ func (c *Client) tick() {
 // WebSocket must not outlive the login that opened it.
 func (c *Client) onTick() error {
 	if !c.app.now().Before(c.user.Expires) {
-		c.app.metrics.closes.WithLabelValues(strconv.Itoa(websocket.ClosePolicyViolation)).Inc()
-		c.writeClose(websocket.ClosePolicyViolation, "session expired")
+		c.app.metrics.closes.WithLabelValues(strconv.Itoa(closeSessionOver.code)).Inc()
+		c.writeClose(closeSessionOver)
 		return errSessionOver
 	}
 	if err := c.write(websocket.PingMessage, nil); err != nil {
@@ -673,13 +666,13 @@ func (c *Client) write(mt int, data []byte) error {
 // writeClose writes a close frame with code (none: an empty close frame), with a
 // deadline of its own: once the hub has let go of the connection, its watchdog no
 // longer looks. The caller has counted the close.
-func (c *Client) writeClose(code int, reason string) {
+func (c *Client) writeClose(f closeFrame) {
 	c.conn.SetWriteDeadline(time.Now().Add(writeWait))
-	if code == 0 {
+	if f.code == 0 {
 		c.conn.WriteMessage(websocket.CloseMessage, []byte{})
 		return
 	}
-	c.conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason))
+	c.conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(f.code, f.reason))
 }
 
 // writeFrame writes first and then whatever else is already queued, in one frame. A

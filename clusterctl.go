@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"modified-chat/internal/cluster"
@@ -119,10 +118,10 @@ func (cc *clusterControl) loadSessions(cs *cluster.CtlState) {
 // start runs the control writer, the feed (from top, the log's position when the
 // state was read) and the slot renewals.
 func (cc *clusterControl) start(top string) {
-	for _, reason := range []string{"bad_envelope", "replay"} {
+	for _, reason := range []string{"forged", "replay"} {
 		cc.app.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        "chat_cluster_ctl_dropped_total",
-			Help:        "Control-log entries and stored control values dropped: forged or malformed (bad_envelope), or copies of earlier entries (replay).",
+			Help:        "Control-log entries and stored control values dropped: forged or malformed (forged), or copies of earlier entries (replay).",
 			ConstLabels: prometheus.Labels{"reason": reason},
 		}, func() float64 {
 			bad, replayed := cc.ctl.Dropped()
@@ -271,7 +270,7 @@ func (cc *clusterControl) apply(_, node string, e cluster.CtlEntry) {
 		h.post(command{fn: func() {
 			h.bans[e.User] = ban
 			for o := range h.clientsOf(e.User) {
-				h.doom(o, websocket.ClosePolicyViolation, "banned")
+				h.doom(o, closeBanned)
 			}
 		}})
 	case cluster.OpUnban:
@@ -306,9 +305,8 @@ func (cc *clusterControl) apply(_, node string, e cluster.CtlEntry) {
 		}
 		sid := e.SID
 		h.endConnections(kick{
-			match:  func(c *Client) bool { return c.user.SessionID == sid },
-			code:   websocket.ClosePolicyViolation,
-			reason: "logged out",
+			match: func(c *Client) bool { return c.user.SessionID == sid },
+			close: closeLoggedOut,
 		})
 	}
 }

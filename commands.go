@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"modified-chat/internal/cluster"
 	"modified-chat/internal/store"
 )
@@ -23,21 +21,9 @@ import (
 // from a caller who may do what it asks and decides only what depends on the state.
 // New fields go into envelope (filter.go). Then document the command in PROTOCOL.md's
 // client-to-server table, with exactly the row's fields and the permissions it needs:
-// TestCommandTableMatchesProtocol fails until the two agree.
-
-// Error codes for refusals decided in the hub. Like those in filter.go they are part
-// of the protocol and never renamed.
-const (
-	codeForbidden   = "forbidden"
-	codeNoSuchRoom  = "no_such_room"
-	codeBanned      = "banned"
-	codeReadOnly    = "read_only"
-	codeRoomExists  = "room_exists"
-	codeRoomLimit   = "room_limit"
-	codeBadSetting  = "bad_setting"
-	codeStoreFailed = "store_failed"
-	codeBusy        = "busy"
-)
+// TestCommandTableMatchesProtocol fails until the two agree. A refusal uses an error
+// code defined in codes.go, by name; a new code goes there and into PROTOCOL.md's
+// error-code table (TestErrorCodesMatchProtocol), and likewise a close.
 
 // cmdSpec is one row of the command table, the one place a command is defined: the
 // fields it takes and how they are checked, the permission it needs, whether clients
@@ -552,25 +538,18 @@ func (h *Hub) cmdInvite(c *Client, cmd command, ri *roomInfo) {
 		next.Invites[key] = h.now().Add(inviteTTL).Unix()
 	}
 	audit := newAudit(h.now(), c.user.ID, "invite", ri.Name, nil, key)
-	h.commit(c, env, change{
-		key:    roomKey(ri.Name),
-		writes: []store.Write{next.write()},
-		audit:  &audit,
-		apply: func() {
-			h.putRoom(next)
-			ri := h.meta[next.Name]
-			invited := roomEvent("invited", ri, 0, func(b []byte) []byte {
-				b = append(b, `,"by":`...)
-				return append(b, c.userJSON...)
-			})
-			invitees := h.clientsOf(env.User)
-			if env.Email != "" {
-				invitees = h.clientsWithEmail(env.Email)
-			}
-			for o := range invitees {
-				h.deliver(o, invited)
-			}
-		},
+	h.commitRoom(c, env, next, &audit, func() {
+		invited := roomEvent("invited", h.meta[next.Name], 0, func(b []byte) []byte {
+			b = append(b, `,"by":`...)
+			return append(b, c.userJSON...)
+		})
+		invitees := h.clientsOf(env.User)
+		if env.Email != "" {
+			invitees = h.clientsWithEmail(env.Email)
+		}
+		for o := range invitees {
+			h.deliver(o, invited)
+		}
 	})
 }
 
@@ -605,17 +584,11 @@ func (h *Hub) cmdKick(c *Client, cmd command, ri *roomInfo) {
 		return append(b, c.userJSON...)
 	})
 	audit := newAudit(h.now(), c.user.ID, env.Type, ri.Name+" "+env.User, old, nil)
-	h.commit(c, env, change{
-		key:    roomKey(ri.Name),
-		writes: []store.Write{next.write()},
-		audit:  &audit,
-		apply: func() {
-			h.putRoom(next)
-			if r := h.rooms[next.Name]; r != nil {
-				h.removeUser(r, env.User, kicked)
-			}
-			h.reconcileUser(env.User) // E2EE rooms: Remove their leaves
-		},
+	h.commitRoom(c, env, next, &audit, func() {
+		if r := h.rooms[next.Name]; r != nil {
+			h.removeUser(r, env.User, kicked)
+		}
+		h.reconcileUser(env.User) // E2EE rooms: Remove their leaves
 	})
 }
 
@@ -783,7 +756,7 @@ func (h *Hub) cmdGlobalBan(c *Client, cmd command, _ *roomInfo) {
 			h.app.bans.add(env.User)
 			h.app.sessions.endSessions(env.User, at)
 			for o := range h.clientsOf(env.User) {
-				h.doom(o, websocket.ClosePolicyViolation, "banned")
+				h.doom(o, closeBanned)
 			}
 			h.reconcileUser(env.User) // E2EE rooms: Remove their leaves
 		},

@@ -12,14 +12,6 @@ import (
 	"modified-chat/internal/store"
 )
 
-// Error codes of signed messages. Like those in filter.go they are part of the
-// protocol and never renamed; the key directory's own codes are in internal/keydir.
-const (
-	codeBadSignature  = "bad_signature"
-	codeBadSignedText = "bad_signed_text"
-	codeBadDevice     = keydir.CodeBadDevice
-)
-
 // maxDevicesQuery bounds the users one `devices` asks about: a page that opens a busy
 // room asks about every sender at once, in one message, instead of one per sender.
 const maxDevicesQuery = 50

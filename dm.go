@@ -44,15 +44,6 @@ const (
 	bucketDMPrefs = "dm_prefs"
 )
 
-// Error codes of direct messages and deletion.
-const (
-	// codeDMRefused: the other user does not take direct messages from you, or there
-	// is no such user. Deliberately one code for both: the sender learns nothing else.
-	codeDMRefused = "dm_refused"
-	// codeNoSuchMessage: delete of a message that is not (or no longer) in history.
-	codeNoSuchMessage = "no_such_message"
-)
-
 // dmPrefs is whom a user takes direct messages from: everyone but Blocked, and when
 // RefuseStrangers is set only users they share a room with.
 type dmPrefs struct {

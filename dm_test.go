@@ -3,7 +3,6 @@ package main
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -12,19 +11,7 @@ import (
 // carrying that ref.
 func (c *wsClient) answer(v map[string]any, typ string) map[string]any {
 	c.t.Helper()
-	ref := "ref-" + time.Now().Format("150405.000000000")
-	v["ref"] = ref
-	c.send(v)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ev, err := c.next(time.Until(deadline))
-		if err != nil {
-			c.t.Fatalf("waiting for the answer to %v: %v", v, err)
-		}
-		if ev["ref"] == ref && (ev["type"] == typ || ev["type"] == "error") {
-			return ev
-		}
-	}
+	return c.sendAwait(v, uniqueRef(), func(ev map[string]any) bool { return ev["type"] == typ || ev["type"] == "error" })
 }
 
 // openDM opens a conversation and returns its joined event, failing on a refusal.

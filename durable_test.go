@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -74,26 +72,9 @@ func (s *faultStore) stall() (release func()) {
 // ends or when stop is called.
 func startServerOn(t *testing.T, st store.Store, mutate func(*Config)) *testServer {
 	t.Helper()
-	cfg := testConfig(t)
-	if mutate != nil {
-		mutate(cfg)
-	}
-	if err := cfg.validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	app, err := newAppWithStore(cfg, log, time.Now, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(app.routes())
-	var once sync.Once
-	stop := func() { once.Do(func() { app.shutdown(2 * time.Second); srv.Close() }) }
-	t.Cleanup(stop)
-	return &testServer{URL: srv.URL, App: app, srv: srv}
+	return serveTestApp(t, testApp(t, testConfig(t), mutate, func(cfg *Config, log *slog.Logger) (*App, error) {
+		return newAppWithStore(cfg, log, time.Now, st)
+	}))
 }
 
 // securitySnapshot is the hub's security state in memory, encoded: every room record,

@@ -13,18 +13,6 @@ import (
 	"modified-chat/internal/keydir"
 )
 
-// E2EE protocol errors (PROTOCOL.md, "End-to-end encrypted rooms"). Part of the
-// protocol: never renamed.
-const (
-	codeBadMLS         = "bad_mls"
-	codeStaleEpoch     = "stale_epoch"
-	codeCommitInvalid  = "commit_invalid"
-	codeCommitRequired = "commit_required"
-	codeNoKeyPackage   = "no_keypackage"
-	codeUnknownDevice  = "unknown_device"
-	codeKPFull         = "kp_full"
-)
-
 // Wire bounds of the E2EE commands.
 const (
 	// maxKPsPerUpload bounds one kp_upload, the same as the per-device store: a page
@@ -241,7 +229,7 @@ func (c *Client) readMLSFrame(r io.Reader, cfg *Config) bool {
 	if err != nil || int64(len(data)) > limit {
 		if errors.Is(err, websocket.ErrReadLimit) || int64(len(data)) > limit {
 			c.app.metrics.rejected.WithLabelValues("too_big").Inc()
-			c.closeWith(websocket.CloseMessageTooBig, "MLS frame too big", false)
+			c.closeWith(closeMLSTooBig, false)
 		}
 		return false
 	}
@@ -250,7 +238,7 @@ func (c *Client) readMLSFrame(r io.Reader, cfg *Config) bool {
 		c.app.metrics.rateLimited.Inc()
 		if c.limiter.noteDrop(c.app.now()) {
 			c.app.metrics.abuseCloses.Inc()
-			c.closeWith(websocket.ClosePolicyViolation, "rate limit exceeded repeatedly", true)
+			c.closeWith(closeAbuse, true)
 			return false
 		}
 	}

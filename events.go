@@ -55,7 +55,9 @@ func rateLimitedEvent(ref string, retry time.Duration) []byte {
 // (left out when empty).
 func rateLimitedRoomEvent(ref, room string, retry time.Duration) []byte {
 	return appendObject(nil, "error", room, func(b []byte) []byte {
-		b = append(b, `,"code":"rate_limited","message":"slow down","retry_after_ms":`...)
+		b = append(b, `,"code":"`...)
+		b = append(b, codeRateLimited...)
+		b = append(b, `","message":"slow down","retry_after_ms":`...)
 		b = strconv.AppendInt(b, retryMillis(retry), 10)
 		if ref != "" {
 			b = append(b, `,"ref":`...)

@@ -10,20 +10,6 @@ import (
 	"unicode/utf8"
 )
 
-// File-related protocol errors.
-const (
-	codeFileType    = "file_type"
-	codeFileTooBig  = "file_too_big"
-	codeBadFileName = "bad_filename"
-	codeBadFile     = "bad_file"
-	// codeNoSuchFile: fetch_file names no file in the room's history (pruned, too
-	// big to be kept, or never there).
-	codeNoSuchFile = "no_such_file"
-	// codeFetchPending: a fetch_file while this connection's previous one is still
-	// being answered; files are fetched one at a time.
-	codeFetchPending = "fetch_pending"
-)
-
 // maxFileName bounds a file name, in characters.
 const maxFileName = 128
 

@@ -19,22 +19,6 @@ const (
 	maxRef = 64
 )
 
-// Error codes sent in `error` events. They are part of the protocol (PROTOCOL.md):
-// clients switch on them, so they are never renamed.
-const (
-	codeBadJSON        = "bad_json"
-	codeBadEnvelope    = "bad_envelope"
-	codeUnknownType    = "unknown_type"
-	codeBadRoom        = "bad_room"
-	codeNotInRoom      = "not_in_room"
-	codeTooManyRooms   = "too_many_rooms"
-	codeRoomFull       = "room_full"
-	codeEmptyText      = "empty_text"
-	codeTextTooLong    = "text_too_long"
-	codeBlockedContent = "blocked_content"
-	codeRateLimited    = "rate_limited"
-)
-
 // protoError is a refusal that goes back to the client as an `error` event.
 type protoError struct {
 	Code    string

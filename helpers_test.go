@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,9 +19,19 @@ import (
 
 // testServer is a real App behind an httptest server on loopback.
 type testServer struct {
-	URL string
-	App *App
-	srv *httptest.Server
+	URL      string
+	App      *App
+	srv      *httptest.Server
+	stopOnce sync.Once
+}
+
+// stop shuts a test server down, once: before the test ends (restart tests), and
+// again harmlessly when it ends.
+func (ts *testServer) stop() {
+	ts.stopOnce.Do(func() {
+		ts.App.shutdown(2 * time.Second)
+		ts.srv.Close()
+	})
 }
 
 // testConfig is the default configuration with a private data directory and no
@@ -43,27 +54,43 @@ func startServer(t *testing.T, mutate func(*Config)) *testServer {
 // startServerAt is startServer with the App's clock injected.
 func startServerAt(t *testing.T, now func() time.Time, mutate func(*Config)) *testServer {
 	t.Helper()
-	cfg := testConfig(t)
+	return serveTestApp(t, testApp(t, testConfig(t), mutate, func(cfg *Config, log *slog.Logger) (*App, error) {
+		return newAppWithClock(cfg, log, now)
+	}))
+}
+
+// testApp builds the App of a test: cfg after mutate, validated, logging to testLog;
+// build picks the clock and the store.
+func testApp(t *testing.T, cfg *Config, mutate func(*Config), build func(*Config, *slog.Logger) (*App, error)) *App {
+	t.Helper()
 	if mutate != nil {
 		mutate(cfg)
 	}
 	if err := cfg.validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	app, err := newAppWithClock(cfg, log, now)
+	app, err := build(cfg, testLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return app
+}
+
+// testLog is a test server's log: discarded, or in verbose runs the test's own log.
+func testLog(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// serveTestApp serves app on a loopback httptest server until the test ends (or
+// stop, for restart tests).
+func serveTestApp(t *testing.T, app *App) *testServer {
 	srv := httptest.NewServer(app.routes())
-	t.Cleanup(func() {
-		app.shutdown(2 * time.Second)
-		srv.Close()
-	})
-	return &testServer{URL: srv.URL, App: app, srv: srv}
+	ts := &testServer{URL: srv.URL, App: app, srv: srv}
+	t.Cleanup(ts.stop)
+	return ts
 }
 
 // testWriter sends server logs to the test log in verbose runs.
@@ -201,6 +228,28 @@ func (c *wsClient) next(d time.Duration) (map[string]any, error) {
 	c.lastLen, c.pendingLen = c.pendingLen[0], c.pendingLen[1:]
 	return ev, nil
 }
+
+// sendAwait sends v with the given ref and returns the first event carrying that ref
+// that answers accepts, failing the test after five seconds without one. The command
+// helpers of the tests (cmd, answer, command) are this with their own answers.
+func (c *wsClient) sendAwait(v map[string]any, ref string, answers func(ev map[string]any) bool) map[string]any {
+	c.t.Helper()
+	v["ref"] = ref
+	c.send(v)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ev, err := c.next(time.Until(deadline))
+		if err != nil {
+			c.t.Fatalf("waiting for the answer to %v: %v", v, err)
+		}
+		if ev["ref"] == ref && answers(ev) {
+			return ev
+		}
+	}
+}
+
+// uniqueRef is a ref no earlier command of the test has used.
+func uniqueRef() string { return "ref-" + time.Now().Format("150405.000000000") }
 
 // expect skips events until one of type typ arrives, failing after 5 s.
 func (c *wsClient) expect(typ string) map[string]any {

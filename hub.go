@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
 	"modified-chat/internal/backplane"
@@ -66,9 +65,8 @@ type command struct {
 // kick asks the hub to disconnect every connection matching a predicate with the
 // given close code; used for logout, session expiry and bans.
 type kick struct {
-	match  func(*Client) bool
-	code   int
-	reason string
+	match func(*Client) bool
+	close closeFrame
 }
 
 // member is one user in a live room: their identity and how many of their connections
@@ -253,7 +251,7 @@ func (h *Hub) run() {
 		case c := <-h.register:
 			h.addClient(c)
 		case c := <-h.unregister:
-			h.dropClient(c, 0, "")
+			h.dropClient(c, closeFrame{})
 		case cmd := <-h.inbound:
 			if cmd.fn != nil {
 				cmd.fn()
@@ -263,7 +261,7 @@ func (h *Hub) run() {
 		case k := <-h.kicks:
 			for c := range h.clients {
 				if k.match(c) {
-					h.doom(c, k.code, k.reason)
+					h.doom(c, k.close)
 				}
 			}
 		case f := <-h.completions:
@@ -271,7 +269,7 @@ func (h *Hub) run() {
 		case done := <-h.quit:
 			h.closing = true
 			for c := range h.clients {
-				h.dropClient(c, websocket.CloseGoingAway, "server shutting down")
+				h.dropClient(c, closeShutdown)
 			}
 			close(done)
 		case <-h.stop:
@@ -399,12 +397,12 @@ func (h *Hub) rememberAudit(audit auditEntry) {
 // addClient registers a new connection, greets it and joins it to the lobby.
 func (h *Hub) addClient(c *Client) {
 	if h.closing {
-		c.closeCode, c.closeReason = websocket.CloseGoingAway, "server shutting down"
+		c.hubClose = closeShutdown
 		close(c.send)
 		return
 	}
 	if _, banned := h.bans[c.user.ID]; banned {
-		c.closeCode, c.closeReason = websocket.ClosePolicyViolation, "banned"
+		c.hubClose = closeBanned
 		close(c.send)
 		return
 	}
@@ -420,7 +418,7 @@ func (h *Hub) addClient(c *Client) {
 
 // dropClient removes a connection from every room and closes its queue, which tells its
 // writePump to send the close frame (code, when non-zero) and stop.
-func (h *Hub) dropClient(c *Client, code int, reason string) {
+func (h *Hub) dropClient(c *Client, f closeFrame) {
 	if _, ok := h.clients[c]; !ok {
 		return
 	}
@@ -431,18 +429,18 @@ func (h *Hub) dropClient(c *Client, code int, reason string) {
 	for name := range c.rooms {
 		h.leaveRoom(c, name)
 	}
-	if code != 0 {
-		c.closeCode, c.closeReason = code, reason
+	if f.code != 0 {
+		c.hubClose = f
 	}
 	close(c.send)
 	h.metrics.connections.Set(float64(len(h.clients)))
 }
 
 // doom marks c to be closed with code after the current event.
-func (h *Hub) doom(c *Client, code int, reason string) {
+func (h *Hub) doom(c *Client, f closeFrame) {
 	if !c.doomed {
 		c.doomed = true
-		c.closeCode, c.closeReason = code, reason
+		c.hubClose = f
 		h.slow = append(h.slow, c)
 	}
 }
@@ -456,13 +454,13 @@ func (h *Hub) evictSlow() {
 		if _, ok := h.clients[c]; !ok {
 			continue
 		}
-		if c.closeCode == 0 {
+		if c.hubClose.code == 0 {
 			// A full queue: the client is dead or cannot keep up.
 			h.metrics.evictions.Inc()
 			h.log.Info("evicting slow consumer", "conn", c.id)
-			c.closeCode, c.closeReason = websocket.ClosePolicyViolation, "too slow"
+			c.hubClose = closeTooSlow
 		}
-		h.dropClient(c, c.closeCode, c.closeReason)
+		h.dropClient(c, c.hubClose)
 	}
 	h.slow = h.slow[:0]
 }
@@ -487,7 +485,7 @@ func (h *Hub) deliver(c *Client, msg []byte) { h.enqueue(c, &msg) }
 func (h *Hub) enqueue(c *Client, msg *[]byte) {
 	size := int64(len(*msg))
 	if c.queued.Load()+size > h.settings().SendQueueBytes {
-		h.doom(c, 0, "")
+		h.doom(c, closeFrame{})
 		return
 	}
 	if len(c.backlog) > 0 {
@@ -505,7 +503,7 @@ func (h *Hub) enqueue(c *Client, msg *[]byte) {
 		return
 	}
 	if len(c.backlog) >= h.settings().SendBacklog {
-		h.doom(c, 0, "")
+		h.doom(c, closeFrame{})
 		return
 	}
 	if c.backlog == nil {

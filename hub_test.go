@@ -238,8 +238,8 @@ func TestHubSlowConsumerEvicted(t *testing.T) {
 	// Its queue is closed: the writePump would send 1008 and stop.
 	for range slow.send {
 	}
-	if slow.closeCode != 1008 {
-		t.Fatalf("close code %d", slow.closeCode)
+	if slow.hubClose.code != 1008 {
+		t.Fatalf("close code %d", slow.hubClose.code)
 	}
 }
 

@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"modified-chat/internal/cluster"
 )
 
@@ -21,14 +19,8 @@ import (
 
 // Cluster tunables and codes.
 const (
-	// codeUnavailable answers a say while Redis cannot be reached: nothing was stored,
-	// nothing was delivered, try again after retry_after_ms.
-	codeUnavailable = "unavailable"
 	// unavailableRetry is the retry hint of `unavailable`.
 	unavailableRetry = 2 * time.Second
-	// closeResync (4000) closes a room's local members when this node missed entries
-	// the Stream can no longer give it: they reconnect and resume with `after`.
-	closeResync = 4000
 	// historyReadTimeout bounds one history read from Redis.
 	historyReadTimeout = 5 * time.Second
 )
@@ -119,7 +111,9 @@ func (h *Hub) refuseUnavailable(c *Client, env *envelope) {
 // unavailableEvent is the `error` with code unavailable and a retry hint.
 func unavailableEvent(ref, room string) []byte {
 	return appendObject(nil, "error", room, func(b []byte) []byte {
-		b = append(b, `,"code":"unavailable","message":"the cluster store cannot be reached; nothing was sent, try again","retry_after_ms":`...)
+		b = append(b, `,"code":`...)
+		b = appendJSONString(b, codeUnavailable)
+		b = append(b, `,"message":"the cluster store cannot be reached; nothing was sent, try again","retry_after_ms":`...)
 		b = strconv.AppendInt(b, retryMillis(unavailableRetry), 10)
 		if ref != "" {
 			b = append(b, `,"ref":`...)
@@ -163,7 +157,7 @@ func (h *Hub) onFeed(ev cluster.Event) {
 		if r := h.rooms[ev.Room]; r != nil {
 			h.metrics.rejected.WithLabelValues("resync").Inc()
 			for c := range r.clients {
-				h.doom(c, closeResync, "resync: reconnect and resume")
+				h.doom(c, closeResync)
 			}
 		}
 	case cluster.Health:
@@ -172,7 +166,7 @@ func (h *Hub) onFeed(ev cluster.Event) {
 		h.app.clusterLost.Store(true)
 		h.app.clusterReady.Store(false)
 		for c := range h.clients {
-			h.doom(c, websocket.CloseServiceRestart, "cluster state lost; try again later")
+			h.doom(c, closeClusterLost)
 		}
 	}
 }

@@ -402,40 +402,16 @@ func startOIDCServerAt(t *testing.T, now func() time.Time, p *testProvider, muta
 	cfg.OIDCIssuer = p.issuer
 	cfg.OIDCClientID = testClientID
 	cfg.OIDCClientSecret = testClientSecret
-	if mutate != nil {
-		mutate(cfg)
-	}
-	if err := cfg.validate(); err != nil {
-		srv.Listener.Close()
-		t.Fatalf("config: %v", err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	app, err := newAppWithClock(cfg, log, now)
-	if err != nil {
-		srv.Listener.Close()
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { srv.Listener.Close() }) // unserved if the App cannot be built
+	app := testApp(t, cfg, mutate, func(cfg *Config, log *slog.Logger) (*App, error) {
+		return newAppWithClock(cfg, log, now)
+	})
 	p.register(base + callbackPath)
 	srv.Config.Handler = app.routes()
 	srv.Start()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			app.shutdown(2 * time.Second)
-			srv.Close()
-		})
-	}
-	t.Cleanup(stop)
-	return &testServer{URL: srv.URL, App: app, srv: srv}
-}
-
-// stop shuts a test server down before the test ends (for restart tests).
-func (ts *testServer) stop() {
-	ts.App.shutdown(2 * time.Second)
-	ts.srv.Close()
+	ts := &testServer{URL: srv.URL, App: app, srv: srv}
+	t.Cleanup(ts.stop)
+	return ts
 }
 
 // newJarClient is a browser stand-in: it keeps cookies and shows each redirect

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -8,89 +11,218 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/gorilla/websocket"
 )
 
-// TestCloseCodesMatchProtocol: the close codes PROTOCOL.md documents are exactly the
-// ones the server's code sends, so a client is never promised a close it cannot get
-// (the server-wide cap is refused before the upgrade with 503, never with 1013) and
-// never gets one the contract does not name.
+// TestCloseCodesMatchProtocol: PROTOCOL.md's close-code table and the closes defined
+// in codes.go agree both ways. Every defined close has a row for its code that says
+// when it is sent (its when phrase), and every documented code is one the server
+// defines, so a client is never promised a close it cannot get (the server-wide cap is
+// refused before the upgrade with 503, never with 1013) nor gets one the contract
+// does not name. TestCodesNotScattered keeps closes from being sent any other way.
 func TestCloseCodesMatchProtocol(t *testing.T) {
-	doc, err := os.ReadFile("PROTOCOL.md")
-	if err != nil {
-		t.Fatal(err)
+	documented := map[int]string{}
+	for _, cells := range tableRows(protocolSection(t, "## Close codes")) {
+		n, err := strconv.Atoi(cells[0])
+		if err != nil || len(cells) != 2 {
+			t.Fatalf("close-code row %q is not | number | when |", cells)
+		}
+		documented[n] = cells[1]
 	}
-	section := string(doc[strings.Index(string(doc), "## Close codes"):])
-	documented := map[int]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^\| (\d{4}) \|`).FindAllStringSubmatch(section, -1) {
-		n, _ := strconv.Atoi(m[1])
-		documented[n] = true
-	}
-	if strings.Contains(string(doc), "1013") {
+	if doc, _ := os.ReadFile("PROTOCOL.md"); strings.Contains(string(doc), "1013") {
 		t.Error("PROTOCOL.md still mentions 1013")
 	}
-
-	// Every websocket.Close* code named in the server's own files, except where it
-	// only classifies a close the peer sent.
-	codes := map[string]int{
-		"CloseNormalClosure": websocket.CloseNormalClosure, "CloseGoingAway": websocket.CloseGoingAway,
-		"CloseUnsupportedData": websocket.CloseUnsupportedData, "CloseInvalidFramePayloadData": websocket.CloseInvalidFramePayloadData,
-		"ClosePolicyViolation": websocket.ClosePolicyViolation, "CloseMessageTooBig": websocket.CloseMessageTooBig,
-		"CloseTryAgainLater": websocket.CloseTryAgainLater, "CloseInternalServerErr": websocket.CloseInternalServerErr,
-		"CloseServiceRestart": websocket.CloseServiceRestart, "CloseProtocolError": websocket.CloseProtocolError,
+	defined := map[int]bool{}
+	for _, f := range closeFrames {
+		defined[f.code] = true
+		when, ok := documented[f.code]
+		switch {
+		case !ok:
+			t.Errorf("close %d %q is defined but PROTOCOL.md has no row for %d", f.code, f.reason, f.code)
+		case f.when == "" || !strings.Contains(when, f.when):
+			t.Errorf("close %d %q: PROTOCOL.md's row for %d does not say %q", f.code, f.reason, f.code, f.when)
+		}
 	}
-	sent := map[int]bool{}
-	files, _ := filepath.Glob("*.go")
-	name := regexp.MustCompile(`websocket\.(Close[A-Za-z]+)`)
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
+	for n := range documented {
+		if !defined[n] {
+			t.Errorf("PROTOCOL.md documents close %d but codes.go defines no close with it", n)
+		}
+	}
+	if len(defined) < 5 {
+		t.Fatalf("only %d close codes defined: is closeFrames filled?", len(defined))
+	}
+}
+
+// pendingErrorCodes are documented (the E2EE errors) ahead of their code. Each must
+// go from this list when codes.go defines it; the tests fail while both hold.
+var pendingErrorCodes []string
+
+// documentedErrorCodes reads PROTOCOL.md's error-code tables: code to meaning. A row
+// naming several codes and saying "see ..." points to another table, which must
+// document each of them.
+func documentedErrorCodes(t *testing.T) map[string]string {
+	t.Helper()
+	documented := map[string]string{}
+	var pointers []string
+	for _, heading := range []string{"### Error codes", "### Errors (E2EE)"} {
+		for _, cells := range tableRows(protocolSection(t, heading)) {
+			code := backticked(cells[0])
+			if len(cells) == 2 && len(code) > 1 && strings.HasPrefix(cells[1], "see ") {
+				// A row pointing to the section that documents these codes.
+				pointers = append(pointers, code...)
+				continue
+			}
+			if len(cells) != 2 || len(code) != 1 {
+				t.Fatalf("error-code row %q is not | `code` | meaning |", cells)
+			}
+			if _, dup := documented[code[0]]; dup {
+				t.Errorf("PROTOCOL.md documents %s twice", code[0])
+			}
+			documented[code[0]] = cells[1]
+		}
+	}
+	for _, code := range pointers {
+		if _, ok := documented[code]; !ok {
+			t.Errorf("PROTOCOL.md points to %s but no table documents it", code)
+		}
+	}
+	return documented
+}
+
+// TestErrorCodesMatchProtocol: PROTOCOL.md's error-code tables and the codes defined
+// in codes.go agree both ways, each code with the same meaning word for word; and
+// every code the key directory package returns is among them.
+func TestErrorCodesMatchProtocol(t *testing.T) {
+	documented := documentedErrorCodes(t)
+	for code, meaning := range errorCodes {
+		doc, ok := documented[code]
+		switch {
+		case !ok:
+			t.Errorf("error code %s is defined but PROTOCOL.md does not document it", code)
+		case doc != meaning:
+			t.Errorf("error code %s: codes.go says %q, PROTOCOL.md says %q", code, meaning, doc)
+		}
+		if slices.Contains(pendingErrorCodes, code) {
+			t.Errorf("error code %s is defined now; remove it from pendingErrorCodes", code)
+		}
+	}
+	for code := range documented {
+		if _, ok := errorCodes[code]; !ok && !slices.Contains(pendingErrorCodes, code) {
+			t.Errorf("PROTOCOL.md documents error code %s but codes.go does not define it", code)
+		}
+	}
+	if len(errorCodes) < 30 {
+		t.Fatalf("only %d error codes defined: is errorCodes filled?", len(errorCodes))
+	}
+	// The key directory's codes, read from its source: it returns them in its errors.
+	fset := token.NewFileSet()
+	files, _ := filepath.Glob("internal/keydir/*.go")
+	found := 0
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
 			continue
 		}
-		src, err := os.ReadFile(f)
+		file, err := parser.ParseFile(fset, name, nil, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, line := range strings.Split(string(src), "\n") {
-			code := strings.TrimSpace(strings.SplitN(line, "//", 2)[0])
-			if strings.Contains(code, "IsUnexpectedCloseError") {
-				continue
+		ast.Inspect(file, func(n ast.Node) bool {
+			vs, ok := n.(*ast.ValueSpec)
+			if !ok {
+				return true
 			}
-			for _, m := range name.FindAllStringSubmatch(code, -1) {
-				if m[1] == "CloseMessage" {
-					continue // a frame type, not a code
+			for i, id := range vs.Names {
+				if !strings.HasPrefix(id.Name, "Code") || i >= len(vs.Values) {
+					continue
 				}
-				n, ok := codes[m[1]]
-				if !ok {
-					t.Fatalf("%s:%d: unknown close constant %s", f, i+1, m[1])
+				if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					code, _ := strconv.Unquote(lit.Value)
+					found++
+					if _, ok := errorCodes[code]; !ok {
+						t.Errorf("%s: keydir.%s = %q is not defined in codes.go", fset.Position(lit.Pos()), id.Name, code)
+					}
 				}
-				sent[n] = true
 			}
-		}
+			return true
+		})
 	}
-	keys := func(m map[int]bool) []int {
-		var out []int
-		for k := range m {
-			out = append(out, k)
-		}
-		slices.Sort(out)
-		return out
+	if found == 0 {
+		t.Fatal("found no Code constants in internal/keydir")
 	}
-	// The application's own codes (4000–4999) are named constants close<Name>.
-	own := regexp.MustCompile(`(?m)^\s*close[A-Z][A-Za-z]* *= *(4\d{3})\b`)
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
+}
+
+// loginVocabulary are strings that happen to equal an error code but belong to
+// another vocabulary: the reasons a login is refused (oidc.go) and the login outcome
+// metric (auth.go), which the login page and dashboards read, not WebSocket clients.
+var loginVocabulary = map[string][]string{
+	"oidc.go": {"busy", "banned"},
+	"auth.go": {"banned"},
+}
+
+// TestCodesNotScattered reads the server's own Go files (not tests, not codes.go): no
+// string literal there is an error code or carries one ("code":"..."), no integer
+// literal is a close code the server could send (1001 to 1015), and no websocket
+// close constant appears except where it classifies a close the peer sent. Codes are
+// used by name, so the protocol tests above see every one.
+func TestCodesNotScattered(t *testing.T) {
+	documented := documentedErrorCodes(t)
+	isCode := func(s string) bool {
+		_, def := errorCodes[s]
+		_, doc := documented[s]
+		return def || doc
+	}
+	inJSON := regexp.MustCompile(`"code":"([a-z_]+)"`)
+	fset := token.NewFileSet()
+	files, _ := filepath.Glob("*.go")
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") || name == "codes.go" {
 			continue
 		}
-		src, _ := os.ReadFile(f)
-		for _, m := range own.FindAllStringSubmatch(string(src), -1) {
-			n, _ := strconv.Atoi(m[1])
-			sent[n] = true
+		file, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
 		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.CallExpr:
+				// Classifying the peer's close names codes the server never sends.
+				if sel, ok := n.Fun.(*ast.SelectorExpr); ok && isPkg(sel.X, "websocket") &&
+					(sel.Sel.Name == "IsUnexpectedCloseError" || sel.Sel.Name == "IsCloseError") {
+					return false
+				}
+			case *ast.SelectorExpr:
+				if isPkg(n.X, "websocket") && strings.HasPrefix(n.Sel.Name, "Close") && n.Sel.Name != "CloseMessage" && n.Sel.Name != "CloseError" {
+					t.Errorf("%s: websocket.%s: send a close defined in codes.go", fset.Position(n.Pos()), n.Sel.Name)
+				}
+			case *ast.BasicLit:
+				switch n.Kind {
+				case token.INT:
+					if v, err := strconv.Atoi(n.Value); err == nil && v >= 1001 && v <= 1015 {
+						t.Errorf("%s: close code %d written as a number: use its closeFrame from codes.go", fset.Position(n.Pos()), v)
+					}
+				case token.STRING:
+					s, err := strconv.Unquote(n.Value)
+					if err != nil {
+						break
+					}
+					if isCode(s) && !slices.Contains(loginVocabulary[name], s) {
+						t.Errorf("%s: error code %q written as a string: use its name from codes.go", fset.Position(n.Pos()), s)
+					}
+					for _, m := range inJSON.FindAllStringSubmatch(s, -1) {
+						if isCode(m[1]) {
+							t.Errorf("%s: error code %q inside a string: use its name from codes.go", fset.Position(n.Pos()), m[1])
+						}
+					}
+				}
+			}
+			return true
+		})
 	}
-	if !slices.Equal(keys(documented), keys(sent)) {
-		t.Fatalf("PROTOCOL.md documents close codes %v, the server sends %v", keys(documented), keys(sent))
-	}
+}
+
+// isPkg reports whether x is the identifier of the named package.
+func isPkg(x ast.Expr, name string) bool {
+	id, ok := x.(*ast.Ident)
+	return ok && id.Name == name
 }
 
 // protocolSection returns the text of PROTOCOL.md from a heading to the next heading

@@ -46,19 +46,13 @@ func syncStore(t *testing.T, app *App) {
 // cmd sends a command with a ref and returns the first ack or error answering it.
 func (c *wsClient) cmd(v map[string]any) map[string]any {
 	c.t.Helper()
-	ref := "ref-" + time.Now().Format("150405.000000000")
-	v["ref"] = ref
-	c.send(v)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ev, err := c.next(time.Until(deadline))
-		if err != nil {
-			c.t.Fatalf("waiting for the answer to %v: %v", v, err)
+	return c.sendAwait(v, uniqueRef(), func(ev map[string]any) bool {
+		switch ev["type"] {
+		case "ack", "error", "joined", "left", "settings":
+			return true
 		}
-		if ev["ref"] == ref && (ev["type"] == "ack" || ev["type"] == "error" || ev["type"] == "joined" || ev["type"] == "left" || ev["type"] == "settings") {
-			return ev
-		}
-	}
+		return false
+	})
 }
 
 // mustAck fails unless the command is acknowledged.

@@ -246,8 +246,8 @@ func TestBannedUserCannotRegister(t *testing.T) {
 	h.do(func() { h.bans[c.user.ID] = banInfo{By: "dev:root"} })
 	h.register <- c
 	evs := drain(t, h, c)
-	if types(evs) != "closed" || c.closeCode != 1008 || c.closeReason != "banned" {
-		t.Fatalf("a banned user's connection got %s, close %d %q; want closed 1008 banned", types(evs), c.closeCode, c.closeReason)
+	if types(evs) != "closed" || c.hubClose.code != 1008 || c.hubClose.reason != "banned" {
+		t.Fatalf("a banned user's connection got %s, close %d %q; want closed 1008 banned", types(evs), c.hubClose.code, c.hubClose.reason)
 	}
 }
 
