@@ -307,24 +307,7 @@ func loadHistory(s store.Store, l historyLoad, first, boundary uint64, cfg *Conf
 			return nil
 		})
 	}
-	return appendObject(nil, "history", l.room, func(b []byte) []byte {
-		b = append(b, `,"gap":`...)
-		b = strconv.AppendBool(b, gap)
-		b = append(b, `,"more":`...)
-		b = strconv.AppendBool(b, more)
-		if l.ref != "" {
-			b = append(b, `,"ref":`...)
-			b = appendJSONString(b, l.ref)
-		}
-		b = append(b, `,"messages":[`...)
-		for i, m := range msgs {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, m...)
-		}
-		return append(b, ']')
-	})
+	return historyEvent(l, gap, more, msgs)
 }
 
 // fetchFile answers a fetch_file: once the file is durable it reads the entry's
@@ -492,4 +475,28 @@ func (app *App) pruneHistory(now time.Time) error {
 		return errStoreBusy
 	}
 	return <-done
+}
+
+// historyEvent encodes the history answer to l: the stored messages as they are (each
+// already a JSON object), whether messages are missing before them (gap) and whether
+// more follow (more). The store's reader and the cluster's Stream reader share it.
+func historyEvent(l historyLoad, gap, more bool, msgs [][]byte) []byte {
+	return appendObject(nil, "history", l.room, func(b []byte) []byte {
+		b = append(b, `,"gap":`...)
+		b = strconv.AppendBool(b, gap)
+		b = append(b, `,"more":`...)
+		b = strconv.AppendBool(b, more)
+		if l.ref != "" {
+			b = append(b, `,"ref":`...)
+			b = appendJSONString(b, l.ref)
+		}
+		b = append(b, `,"messages":[`...)
+		for i, m := range msgs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, m...)
+		}
+		return append(b, ']')
+	})
 }

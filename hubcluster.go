@@ -298,22 +298,5 @@ func loadClusterHistory(feed *cluster.Feed, l historyLoad, first, boundary uint6
 		msgs = append(msgs, m)
 		size += len(m) + 1
 	}
-	return appendObject(nil, "history", l.room, func(b []byte) []byte {
-		b = append(b, `,"gap":`...)
-		b = strconv.AppendBool(b, gap)
-		b = append(b, `,"more":`...)
-		b = strconv.AppendBool(b, more)
-		if l.ref != "" {
-			b = append(b, `,"ref":`...)
-			b = appendJSONString(b, l.ref)
-		}
-		b = append(b, `,"messages":[`...)
-		for i, m := range msgs {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, m...)
-		}
-		return append(b, ']')
-	})
+	return historyEvent(l, gap, more, msgs)
 }
