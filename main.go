@@ -57,6 +57,8 @@ func main() {
 		os.Exit(2)
 	}
 	log := newLogger(cfg)
+	gcPercent, gcFromEnv := applyGCDefault(os.Getenv)
+	log.Info("garbage collector", "gogc", gcPercent, "from_env", gcFromEnv)
 	if err := run(cfg, log); err != nil {
 		log.Error("stopped", "err", err)
 		os.Exit(1)
