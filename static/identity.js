@@ -6,6 +6,7 @@
 // use (TOFU); a different one later is a key change the page must warn about.
 // This module never touches the DOM.
 
+import { database } from './idb.js';
 import { b64, certBytes, fileBytes, sayBytes, unb64 } from './sigbytes.js';
 
 const DB_NAME = 'modified-chat';
@@ -14,36 +15,11 @@ const DEVICES = 'devices'; // user id -> {user, device, dik, urk, dikRaw, urkRaw
 const PINS = 'pins'; // viewer id + '\n' + user id -> {key, urk (base64), verified}
 const ED25519 = { name: 'Ed25519' };
 
-let dbPromise = null;
-
-// db opens (once) the page's database.
-function db() {
-  if (!dbPromise) {
-    dbPromise = new Promise((resolve, reject) => {
-      const req = indexedDB.open(DB_NAME, DB_VERSION);
-      req.onupgradeneeded = () => {
-        const d = req.result;
-        if (!d.objectStoreNames.contains(DEVICES)) d.createObjectStore(DEVICES, { keyPath: 'user' });
-        if (!d.objectStoreNames.contains(PINS)) d.createObjectStore(PINS, { keyPath: 'key' });
-      };
-      req.onsuccess = () => resolve(req.result);
-      req.onerror = () => reject(req.error);
-    });
-  }
-  return dbPromise;
-}
-
-// tx runs one request on a store and resolves with its result.
-async function tx(store, mode, fn) {
-  const d = await db();
-  return new Promise((resolve, reject) => {
-    const t = d.transaction(store, mode);
-    const req = fn(t.objectStore(store));
-    t.oncomplete = () => resolve(req.result);
-    t.onerror = () => reject(t.error);
-    t.onabort = () => reject(t.error);
-  });
-}
+// tx runs one request on a store of the page's database and resolves with its result.
+const tx = database(DB_NAME, DB_VERSION, (d) => {
+  if (!d.objectStoreNames.contains(DEVICES)) d.createObjectStore(DEVICES, { keyPath: 'user' });
+  if (!d.objectStoreNames.contains(PINS)) d.createObjectStore(PINS, { keyPath: 'key' });
+});
 
 // supported reports whether this browser can make and use Ed25519 keys.
 export async function supported() {

@@ -7,44 +7,21 @@
 // unlike the DIK and URK, which WebCrypto keeps non-extractable (README threat model).
 // This module never touches the DOM.
 
+import { database } from '../idb.js';
+
 const DB_NAME = 'modified-chat-mls';
 const DB_VERSION = 1;
 export const SIGNERS = 'signers';
 export const KPS = 'kps';
 export const GROUPS = 'groups';
 
-let dbPromise = null;
-
-// db opens (once) the MLS database.
-function db() {
-  if (!dbPromise) {
-    dbPromise = new Promise((resolve, reject) => {
-      const req = indexedDB.open(DB_NAME, DB_VERSION);
-      req.onupgradeneeded = () => {
-        const d = req.result;
-        if (!d.objectStoreNames.contains(SIGNERS)) d.createObjectStore(SIGNERS, { keyPath: 'owner' });
-        if (!d.objectStoreNames.contains(KPS)) d.createObjectStore(KPS, { keyPath: 'ref' }).createIndex('owner', 'owner');
-        if (!d.objectStoreNames.contains(GROUPS)) d.createObjectStore(GROUPS, { keyPath: 'key' }).createIndex('owner', 'owner');
-      };
-      req.onsuccess = () => resolve(req.result);
-      req.onerror = () => reject(req.error);
-    });
-  }
-  return dbPromise;
-}
-
-// run runs fn on one store in one transaction and resolves with the last request's
-// result once the transaction has committed (so a resolved put is on disk).
-async function run(store, mode, fn) {
-  const d = await db();
-  return new Promise((resolve, reject) => {
-    const t = d.transaction(store, mode);
-    const req = fn(t.objectStore(store));
-    t.oncomplete = () => resolve(req ? req.result : undefined);
-    t.onerror = () => reject(t.error);
-    t.onabort = () => reject(t.error);
-  });
-}
+// run runs fn on one store of the MLS database in one transaction and resolves with
+// its request's result once the transaction has committed (so a resolved put is on disk).
+const run = database(DB_NAME, DB_VERSION, (d) => {
+  if (!d.objectStoreNames.contains(SIGNERS)) d.createObjectStore(SIGNERS, { keyPath: 'owner' });
+  if (!d.objectStoreNames.contains(KPS)) d.createObjectStore(KPS, { keyPath: 'ref' }).createIndex('owner', 'owner');
+  if (!d.objectStoreNames.contains(GROUPS)) d.createObjectStore(GROUPS, { keyPath: 'key' }).createIndex('owner', 'owner');
+});
 
 // idbStore is the persistence the MLS client uses in the page. Tests may pass another
 // object with the same methods (an in-memory one) to run many clients side by side.
