@@ -10,6 +10,8 @@
 #   BENCH_ONLY="W1 W3" run only these workloads
 #   BENCH_OUT=dir     where the JSON reports and logs go (default bin/bench-<time>)
 #   BENCH_PORT=N      first of three loopback ports used (default 18080)
+#   BENCH_PIN=1       pin each server to CPU 0 and chatload to CPU 1 (taskset), so the
+#                     load generator's own work never competes with the server's
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,6 +28,18 @@ log() { printf 'bench: %s\n' "$*" >&2; }
 
 # Every client and every server connection is a file descriptor.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || log "could not raise ulimit -n (now $(ulimit -n))"
+
+# --- pinning -------------------------------------------------------------------
+# With BENCH_PIN=1 both servers, alike, run on CPU 0 and chatload on CPU 1.
+SERVER_PIN=()
+LOAD_PIN=()
+if [[ ${BENCH_PIN:-0} == 1 ]]; then
+	command -v taskset >/dev/null || { log "BENCH_PIN=1 needs taskset (util-linux)"; exit 1; }
+	[[ $(nproc) -ge 2 ]] || { log "BENCH_PIN=1 needs two CPUs"; exit 1; }
+	SERVER_PIN=(taskset -c 0)
+	LOAD_PIN=(taskset -c 1)
+	log "pinned: servers on CPU 0, chatload on CPU 1"
+fi
 
 # --- build -----------------------------------------------------------------
 # The original comes from the module cache at the version go.mod pins.
@@ -126,11 +140,11 @@ start_server() {
 		port=$ORIG_PORT
 		port_open "$port" && { log "port $port is already in use"; return 1; }
 		# The example serves home.html from its working directory; /ws needs nothing.
-		(cd "$OUT" && exec "$BIN/original-chat" -addr "127.0.0.1:$port") >"$OUT/$id.server.log" 2>&1 &
+		(cd "$OUT" && exec "${SERVER_PIN[@]}" "$BIN/original-chat" -addr "127.0.0.1:$port") >"$OUT/$id.server.log" 2>&1 &
 	else
 		port=$MOD_PORT
 		port_open "$port" && { log "port $port is already in use"; return 1; }
-		"$BIN/modified-chat" -addr "127.0.0.1:$port" -data-dir "$OUT/data-$id" "${MOD_ARGS[@]}" \
+		"${SERVER_PIN[@]}" "$BIN/modified-chat" -addr "127.0.0.1:$port" -data-dir "$OUT/data-$id" "${MOD_ARGS[@]}" \
 			>"$OUT/$id.server.log" 2>&1 &
 	fi
 	SERVER_PID=$!
@@ -174,7 +188,7 @@ run_one() {
 		log "$id: modified-chat ${MOD_ARGS[*]}"
 	fi
 	log "$id: chatload ${args[*]}"
-	if "$BIN/chatload" "${args[@]}" >"$OUT/$id.json" 2>"$OUT/$id.log"; then
+	if "${LOAD_PIN[@]}" "$BIN/chatload" "${args[@]}" >"$OUT/$id.json" 2>"$OUT/$id.log"; then
 		REPORTS+=("$OUT/$id.json")
 	else
 		log "$id: chatload failed; see $OUT/$id.log"
