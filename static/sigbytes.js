@@ -48,39 +48,40 @@ class Writer {
   }
 }
 
-// sayBytes encodes a chat message: tag, room, user id, device id, counter, the 16-byte
-// message id, the client's time (Unix ms) and the exact text.
-export function sayBytes(m) {
+// fixed appends bytes that must have exactly n of them (ids, digests, keys).
+function fixed(w, bytes, n, what) {
+  if (!(bytes instanceof Uint8Array) || bytes.length !== n) throw new Error(`${what} must be ${n} bytes`);
+  w.raw(bytes);
+}
+
+// messageHead starts the bytes of anything a device says in a room: the tag, room,
+// user id, device id, counter, the 16-byte message id and the client's time (Unix ms).
+function messageHead(tag, m) {
   const w = new Writer();
-  w.raw(utf8.encode(TAG_SAY));
+  w.raw(utf8.encode(tag));
   w.field(m.room);
   w.field(m.user);
   w.field(m.device);
   w.u64(m.counter);
-  if (!(m.msgId instanceof Uint8Array) || m.msgId.length !== 16) throw new Error('msg_id must be 16 bytes');
-  w.raw(m.msgId);
+  fixed(w, m.msgId, 16, 'msg_id');
   w.u64(m.ts);
+  return w;
+}
+
+// sayBytes encodes a chat message: the message head, then the exact text.
+export function sayBytes(m) {
+  const w = messageHead(TAG_SAY, m);
   w.field(m.text);
   return w.bytes();
 }
 
-// fileBytes encodes a file announcement: tag, room, user id, device id, counter, the
-// 16-byte message id, the client's time, the file's name and declared type, and the
-// SHA-256 of its bytes (32 bytes).
+// fileBytes encodes a file announcement: the message head, then the file's name and
+// declared type, and the SHA-256 of its bytes (32 bytes).
 export function fileBytes(m) {
-  const w = new Writer();
-  w.raw(utf8.encode(TAG_FILE));
-  w.field(m.room);
-  w.field(m.user);
-  w.field(m.device);
-  w.u64(m.counter);
-  if (!(m.msgId instanceof Uint8Array) || m.msgId.length !== 16) throw new Error('msg_id must be 16 bytes');
-  w.raw(m.msgId);
-  w.u64(m.ts);
+  const w = messageHead(TAG_FILE, m);
   w.field(m.name);
   w.field(m.mime);
-  if (!(m.sha256 instanceof Uint8Array) || m.sha256.length !== 32) throw new Error('the digest must be 32 bytes');
-  w.raw(m.sha256);
+  fixed(w, m.sha256, 32, 'the digest');
   return w.bytes();
 }
 
@@ -91,8 +92,7 @@ export function certBytes(c) {
   w.raw(utf8.encode(TAG_DEVICE));
   w.field(c.user);
   w.field(c.device);
-  if (!(c.dik instanceof Uint8Array) || c.dik.length !== 32) throw new Error('the device key must be 32 bytes');
-  w.raw(c.dik);
+  fixed(w, c.dik, 32, 'the device key');
   w.u64(c.created);
   return w.bytes();
 }
