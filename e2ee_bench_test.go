@@ -3,11 +3,8 @@ package main
 import (
 	"bytes"
 	"crypto/ed25519"
-	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"modified-chat/internal/keydir"
 	"modified-chat/internal/mls"
@@ -28,27 +25,7 @@ func BenchmarkHubFanoutE2EE(b *testing.B) {
 	for _, kind := range []string{"say", "mls_app"} {
 		b.Run(kind, func(b *testing.B) {
 			const members = 1000
-			h := newTestHub(b, func(c *Config) { c.SendQueue = 1 << 16 })
-			clients := make([]*Client, members)
-			stop := make(chan struct{})
-			defer close(stop)
-			for i := range clients {
-				clients[i] = fakeClient(fmt.Sprint("u", i), 4096)
-				h.register <- clients[i]
-				go func(c *Client) {
-					for {
-						select {
-						case b, ok := <-c.send:
-							if !ok {
-								return
-							}
-							c.queued.Add(-int64(len(*b)))
-						case <-stop:
-							return
-						}
-					}
-				}(clients[i])
-			}
+			h, clients := fanoutBench(b, members)
 			cmd := sayCmd(clients[0], lobby, strings.Repeat("x", 64))
 			if kind == "mls_app" {
 				gid := bytes.Repeat([]byte{1}, groupIDLen)
@@ -75,22 +52,7 @@ func BenchmarkHubFanoutE2EE(b *testing.B) {
 				cmd = command{client: sender, env: &envelope{Type: "mls_app", Room: lobby, Epoch: &epoch,
 					mls: &mlsPayload{msg: benchPrivateMessage(gid)}}}
 			}
-			h.do(func() {})
-			before := testutil.ToFloat64(h.metrics.messages)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				h.inbound <- cmd
-			}
-			h.do(func() {})
-			b.StopTimer()
-			if n := testutil.ToFloat64(h.metrics.messages) - before; n != float64(b.N) {
-				b.Fatalf("%v of %d messages relayed", n, b.N)
-			}
-			if n := testutil.ToFloat64(h.metrics.evictions); n != 0 {
-				b.Fatalf("%v clients evicted: the readers did not keep up", n)
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*members), "ns/delivery")
+			runFanout(b, h, cmd, members)
 		})
 	}
 }
