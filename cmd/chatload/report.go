@@ -50,6 +50,9 @@ type Report struct {
 	Errors map[string]int64 `json:"errors"`
 	Events map[string]int64 `json:"events"`
 
+	// LoadCPUSendS is chatload's own CPU time over send and settle, seconds.
+	LoadCPUSendS float64 `json:"load_cpu_send_s"`
+
 	Server *ServerStats `json:"server,omitempty"`
 }
 

@@ -268,6 +268,9 @@ func TestRunModifiedProtocol(t *testing.T) {
 	if rep.Acked != rep.Sent {
 		t.Errorf("acked %d, sent %d", rep.Acked, rep.Sent)
 	}
+	if rep.LoadCPUSendS <= 0 {
+		t.Errorf("chatload's own CPU over the send phase is %v s; it parsed every delivery", rep.LoadCPUSendS)
+	}
 	if rep.Events["presence"] == 0 || rep.Events["welcome"] != 5 {
 		t.Errorf("events %v", rep.Events)
 	}

@@ -340,7 +340,8 @@ func TestSummarize(t *testing.T) {
 	mk := func(tag, proto string, ratio, dps float64, idle bool, perConn float64) *Report {
 		return &Report{Tag: tag, Proto: proto, Clients: 10, Senders: 2, Rate: 1, Size: 64, DurationS: 5,
 			DeliveryRatio: ratio, DeliveriesPerS: dps, Idle: idle, Connected: 10,
-			Server: &ServerStats{CPUSeconds: 1, RSSPerConnKB: perConn}}
+			Delivered: int64(dps * 5), LoadCPUSendS: 0.001 * dps * 5,
+			Server: &ServerStats{CPUSeconds: 1, CPUSendSeconds: 0.002 * dps * 5, RSSPerConnKB: perConn}}
 	}
 	reps := []*Report{
 		mk("W1", protoOriginal, 1, 100, false, 0), mk("W1", protoModified, 1, 50, false, 0),
@@ -353,7 +354,8 @@ func TestSummarize(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := out.String()
-	for _, want := range []string{"deliveries/s", " 200 ", " 60 ", "0.30", "rss/conn kB", "2.50", "rounds 3/3"} {
+	for _, want := range []string{"deliveries/s", " 200 ", " 60 ", "0.30", "rss/conn kB", "2.50", "rounds 3/3",
+		"server cpu µs/deliv", "chatload cpu µs/deliv", " 2000 ", " 1000 "} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
 		}

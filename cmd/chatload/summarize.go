@@ -31,6 +31,18 @@ func serverVal(f func(*ServerStats) float64) func(*Report) (float64, bool) {
 	}
 }
 
+// perDelivery turns CPU seconds over the send phase into microseconds per delivery;
+// a report with no deliveries has no figure.
+func perDelivery(f func(*Report) (float64, bool)) func(*Report) (float64, bool) {
+	return func(r *Report) (float64, bool) {
+		v, ok := f(r)
+		if !ok || r.Delivered == 0 {
+			return 0, false
+		}
+		return v * 1e6 / float64(r.Delivered), true
+	}
+}
+
 // always wraps a field that every report has.
 func always(f func(*Report) float64) func(*Report) (float64, bool) {
 	return func(r *Report) (float64, bool) { return f(r), true }
@@ -46,6 +58,13 @@ var summaryMetrics = []metric{
 	{name: "dropped conns", get: always(func(r *Report) float64 { return float64(r.Dropped) }), both: true},
 	{name: "rss/conn kB", get: serverVal(func(s *ServerStats) float64 { return s.RSSPerConnKB }), idle: true},
 	{name: "server cpu s", get: serverVal(func(s *ServerStats) float64 { return s.CPUSeconds }), both: true},
+	{name: "server cpu µs/deliv", get: perDelivery(func(r *Report) (float64, bool) {
+		if r.Server == nil {
+			return 0, false
+		}
+		return r.Server.CPUSendSeconds, true
+	})},
+	{name: "chatload cpu µs/deliv", get: perDelivery(func(r *Report) (float64, bool) { return r.LoadCPUSendS, r.LoadCPUSendS > 0 })},
 	{name: "server rss peak MB", get: serverVal(func(s *ServerStats) float64 { return float64(s.RSSPeakKB) / 1024 }), both: true},
 }
 
