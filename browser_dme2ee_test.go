@@ -47,6 +47,20 @@ func deviceReady(t *testing.T, u *browserUser) {
 	u.waitJS(t, "the device registered with its KeyPackages", `window.__mlsStats.kps === 20`)
 }
 
+// dmSettled waits, when the conversation open on u's page is end-to-end encrypted
+// (both pages had device keys when it was opened), until u's device has the group with
+// the peer's device in it and no commit of its own in flight: a message typed earlier
+// meets the Add still being committed (commit_required or stale_epoch) and is not sent.
+func dmSettled(t *testing.T, u *browserUser) {
+	t.Helper()
+	u.waitJS(t, "the conversation's group settled, if it is encrypted", `Promise.all([import('/static/e2ee.js'), import('/static/state.js')]).then(([e, s]) => {
+  const room = s.state.current;
+  if (!e.isE2EE(room)) return true;
+  const i = e.engine() && e.engine().info(room);
+  return !!i && i.members.length === 2 && !i.pending;
+})`)
+}
+
 // e2eeShown is a JavaScript test that the open room is marked end-to-end encrypted
 // in the header and in the room list.
 func e2eeShown(room string) string {
