@@ -200,3 +200,31 @@ func TestDME2EEFlow(t *testing.T) {
 		t.Fatal("the deleted ciphertext is still in the store file")
 	}
 }
+
+// TestE2EERoomModeratorDelete: in an E2EE room the owner removes bob's mls_app by its
+// id: both get `deleted` by moderator, the ciphertext is gone from history, and bob, a
+// member without expel, cannot delete alice's.
+func TestE2EERoomModeratorDelete(t *testing.T) {
+	ts := startServer(t, generousLimits)
+	o := mlsoracle.Start(t)
+	alice, bob, _ := twoInRoom(t, ts, o, "vault")
+	mine := alice.send("vault", 1, "alice-says")
+	bobs := bob.send("vault", 1, "bob-says")
+	if mine["type"] != "ack" || bobs["type"] != "ack" {
+		t.Fatalf("mls_app: %v %v", mine, bobs)
+	}
+	bob.c.refusedWith(map[string]any{"type": "delete", "room": "vault", "id": mine["id"]}, codeForbidden)
+	id := uint64(bobs["id"].(float64))
+	alice.c.mustKeep(map[string]any{"type": "delete", "room": "vault", "id": id})
+	for _, d := range []*mlsDevice{alice, bob} {
+		if ev := d.c.awaitKeep("deleted"); uint64(ev["id"].(float64)) != id || ev["by"] != deletedByModerator {
+			t.Fatalf("%s was told %v", d.name, ev)
+		}
+	}
+	h := bob.c.answer(map[string]any{"type": "history", "room": "vault"}, "history")
+	for _, e := range h["messages"].([]any) {
+		if e := e.(map[string]any); uint64(e["id"].(float64)) == id {
+			t.Fatalf("the removed mls_app is still in history: %v", e)
+		}
+	}
+}
