@@ -249,9 +249,11 @@ func (h *Hub) cmdOpenDM(c *Client, cmd command, _ *roomInfo) {
 	ri.Roles[c.user.ID] = roomMember
 	ri.Roles[peer] = roomMember
 	ri.Names = map[string]string{c.user.ID: c.user.Name, peer: other.Name}
-	if (env.E2EE == nil || *env.E2EE) && h.hasLiveDevice(c.user.ID) && h.hasLiveDevice(peer) {
+	if (env.E2EE == nil || *env.E2EE) && h.feed == nil && h.hasLiveDevice(c.user.ID) && h.hasLiveDevice(peer) {
 		// End-to-end encrypted by default when both can be: its own group, as create
-		// with e2ee makes, whose first device to join creates it (e2ee.go).
+		// with e2ee makes, whose first device to join creates it (e2ee.go). Not in a
+		// cluster: the Delivery Service's state is per process, and the two members
+		// may be on different nodes.
 		ri.E2EE, ri.MLSGroup = true, newGroupID()
 	}
 	h.creating[name] = c.user.ID

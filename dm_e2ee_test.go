@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"modified-chat/internal/cluster/redistest"
 	"modified-chat/internal/mlsoracle"
 )
 
@@ -226,5 +227,24 @@ func TestE2EERoomModeratorDelete(t *testing.T) {
 		if e := e.(map[string]any); uint64(e["id"].(float64)) == id {
 			t.Fatalf("the removed mls_app is still in history: %v", e)
 		}
+	}
+}
+
+// TestDME2EEPlainInCluster: a cluster node opens conversations plain even between two
+// users with live devices: the Delivery Service's state is per process, and the two
+// members may be on different nodes.
+func TestDME2EEPlainInCluster(t *testing.T) {
+	rs := redistest.Start(t)
+	nd := startNodes(t, 1, rs, newClusterFiles(t))[0]
+	alice, bob := ready(nd.ts.user(t, "alice")), ready(nd.ts.user(t, "bob"))
+	for _, u := range []struct {
+		c    *wsClient
+		name string
+	}{{alice, "alice"}, {bob, "bob"}} {
+		id := newTestIdentity("dev:"+u.name, u.name+"-device")
+		u.c.mustAck(id.registration(id.user))
+	}
+	if j := alice.openDM("dev:bob"); j["e2ee"] != nil || j["mls"] != nil {
+		t.Fatalf("a conversation in a cluster: %v", j)
 	}
 }
