@@ -95,6 +95,7 @@ func TestBrowserDirectMessages(t *testing.T) {
 	alice.waitJS(t, "bob in the member list", `!!document.querySelector('#members li[data-user="dev:bob"] button.member-dm')`)
 	eval[bool](t, alice, `(document.querySelector('#members li[data-user="dev:bob"] button.member-dm').click(), true)`)
 	alice.waitJS(t, "the conversation open", `document.querySelector('#room-title').textContent === '@bob'`)
+	dmSettled(t, alice) // end-to-end encrypted: both pages have device keys
 	alice.say(t, "psst, lunch?")
 
 	bob.waitJS(t, "the conversation listed apart with an unread count", `(() => {

@@ -317,6 +317,7 @@ func TestBrowserNotifications(t *testing.T) {
 	alice.waitJS(t, "bob in the member list", `!!document.querySelector('#members li[data-user="dev:bob"] button.member-dm')`)
 	eval[bool](t, alice, `(document.querySelector('#members li[data-user="dev:bob"] button.member-dm').click(), true)`)
 	alice.waitJS(t, "the conversation open", `document.querySelector('#room-title').textContent === '@bob'`)
+	dmSettled(t, alice) // end-to-end encrypted: both pages have device keys
 	alice.say(t, "while you look, too")
 	bob.waitJS(t, "the conversation listed, unread", `document.querySelector('#rooms li.room-dm .unread')?.textContent === '1'`)
 

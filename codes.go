@@ -90,9 +90,9 @@ var (
 	codeBadRoom = defineError("bad_room",
 		"room name is not 1–32 characters of `a-z`, `0-9`, `-`, `_`, starting with a letter or digit (commands on an existing room also take a conversation's `dm:` name; `create` never does)")
 	codeDMRefused = defineError("dm_refused",
-		"`open_dm`, or a `say` or file in a conversation, to a user who does not take direct messages from you, or who does not exist: one answer for both, nothing else is said")
+		"`open_dm`, or a `say`, file or `mls_app` in a conversation, to a user who does not take direct messages from you, or who does not exist: one answer for both, nothing else is said")
 	codeNoSuchMessage = defineError("no_such_message",
-		"`delete` of an id that is not (or no longer) a message in that room's history")
+		"`delete` of an id that is not (or no longer) a message in that room's history (an E2EE room's `mls_app` is one; its proposals, group info and commits are not)")
 	codeNotInRoom = defineError("not_in_room",
 		"`say` or `leave` for a room the connection has not joined")
 	codeTooManyRooms = defineError("too_many_rooms",

@@ -85,9 +85,9 @@ func init() {
 		"get_settings": {needs: permAdmin, run: (*Hub).cmdGetSettings},
 		"set_settings": {fields: []fieldSpec{field("settings", checkSettings)}, needs: permAdmin, run: (*Hub).cmdSetSettings},
 		"audit":        {fields: []fieldSpec{field("limit", clampAuditLimit)}, needs: permAdmin, run: (*Hub).cmdAudit},
-		"history":      {fields: []fieldSpec{roomRefField, afterField}, room: true, run: (*Hub).cmdHistory},
+		"history":      {fields: []fieldSpec{roomRefField, afterField}, room: true, dm: true, run: (*Hub).cmdHistory},
 		"fetch_file": {fields: []fieldSpec{roomRefField, idField("fetch_file needs the id of a file message")},
-			room: true, run: (*Hub).cmdFetchFile},
+			room: true, dm: true, run: (*Hub).cmdFetchFile},
 		// A file is announced, answered on the readPump's reply channel, then its
 		// bytes come back as file_data, checked again (a role may have changed).
 		"file": {fields: []fieldSpec{roomRefField, fieldSpec{names: []string{"name", "mime", "size"}, check: checkFileFields}, sigField},
@@ -101,7 +101,7 @@ func init() {
 		"revoke_device":   {fields: []fieldSpec{optUserField, deviceField}, allow: (*Hub).mayRevoke, run: (*Hub).cmdRevokeDevice},
 		"link_request":    {fields: []fieldSpec{linkFields}, run: (*Hub).cmdLinkRequest},
 		// Direct messages (dm.go) and deleting messages (delete.go).
-		"open_dm": {fields: []fieldSpec{userOrEmailField}, run: (*Hub).cmdOpenDM},
+		"open_dm": {fields: []fieldSpec{userOrEmailField, field("e2ee", nil)}, run: (*Hub).cmdOpenDM},
 		"dm_prefs": {fields: []fieldSpec{{names: []string{"block", "unblock"}, check: checkDMPrefs}, field("refuse_strangers", nil)},
 			run: (*Hub).cmdDMPrefs},
 		"delete": {fields: []fieldSpec{roomRefField, idField("delete needs the message id")}, room: true, dm: true, run: (*Hub).cmdDelete},
@@ -223,7 +223,7 @@ func (h *Hub) createRoom(c *Client, env *envelope, private bool, entered func(*r
 	}
 	ri := newRoomInfo(env.Room, c.user.ID, private, h.now())
 	ri.FirstID = h.bp.Last()
-	if env.E2EE && env.Type == "create" {
+	if env.wantsE2EE() && env.Type == "create" {
 		ri.E2EE, ri.MLSGroup = true, newGroupID()
 	}
 	if env.Topic != nil {

@@ -22,12 +22,19 @@ const (
 	deletedByModerator = "moderator"
 )
 
-// storedSender is what deletion needs of a message in history.
+// storedSender is what deletion needs of a message in history: its type and sender.
 type storedSender struct {
+	Type string `json:"type"`
 	From struct {
 		ID string `json:"id"`
 	} `json:"from"`
 }
+
+// deletable are the history records a delete may name: what someone said (text,
+// file, or in an E2EE room its ciphertext). The rest of an E2EE room's log (its
+// commits, proposals, group info) is the group's key schedule: a device catching up
+// needs every one, so deleting one (even one's own commit) would break the room.
+var deletable = map[string]bool{"message": true, "file": true, "mls_app": true}
 
 // cmdDelete deletes a message from a room's history and from every open page.
 func (h *Hub) cmdDelete(c *Client, cmd command, ri *roomInfo) {
@@ -52,7 +59,8 @@ func (h *Hub) cmdDelete(c *Client, cmd command, ri *roomInfo) {
 	}
 }
 
-// readSender finds a message in a room's history and returns its sender's id.
+// readSender finds a message in a room's history and returns its sender's id; a
+// record that is not deletable is not found.
 func readSender(s store.Store, room string, id uint64) (string, bool) {
 	var sender string
 	found := false
@@ -61,7 +69,7 @@ func readSender(s store.Store, room string, id uint64) (string, bool) {
 			return nil
 		}
 		var m storedSender
-		if json.Unmarshal(v, &m) == nil && m.From.ID != "" {
+		if json.Unmarshal(v, &m) == nil && m.From.ID != "" && deletable[m.Type] {
 			sender, found = m.From.ID, true
 		}
 		return nil

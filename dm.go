@@ -249,6 +249,13 @@ func (h *Hub) cmdOpenDM(c *Client, cmd command, _ *roomInfo) {
 	ri.Roles[c.user.ID] = roomMember
 	ri.Roles[peer] = roomMember
 	ri.Names = map[string]string{c.user.ID: c.user.Name, peer: other.Name}
+	if (env.E2EE == nil || *env.E2EE) && h.feed == nil && h.hasLiveDevice(c.user.ID) && h.hasLiveDevice(peer) {
+		// End-to-end encrypted by default when both can be: its own group, as create
+		// with e2ee makes, whose first device to join creates it (e2ee.go). Not in a
+		// cluster: the Delivery Service's state is per process, and the two members
+		// may be on different nodes.
+		ri.E2EE, ri.MLSGroup = true, newGroupID()
+	}
 	h.creating[name] = c.user.ID
 	h.creatingPeer[name] = peer
 	h.commit(c, env, change{
@@ -272,15 +279,36 @@ func (h *Hub) cmdOpenDM(c *Client, cmd command, _ *roomInfo) {
 // room before a message is delivered there, so the other side sees it without having
 // opened the conversation first (their page lists it from the `joined`). A connection
 // already in as many rooms as it may be stays out; it finds the message in history.
+// In an end-to-end encrypted conversation a connection brought in also gets the
+// Welcome kept for its device, after the history, so it can read what follows.
 func (h *Hub) pullIntoDM(ri *roomInfo) {
+	g := h.group(ri)
 	for id := range ri.Roles {
 		for o := range h.clientsOf(id) {
 			if o.rooms[ri.Name] == nil && len(o.rooms) < h.settings().MaxRoomsPerClient {
 				h.enter(o, ri, "")
 				h.sendHistory(o, ri.Name, nil, "")
+				if w, ok := g.welcomeFor(o); ok {
+					h.deliver(o, w.Event)
+				}
 			}
 		}
 	}
+}
+
+// hasLiveDevice reports whether a user has at least one device in the key directory
+// that is not revoked: a browser that can take part in an end-to-end encrypted group.
+func (h *Hub) hasLiveDevice(userID string) bool {
+	u := h.app.keys.User(userID)
+	if u == nil {
+		return false
+	}
+	for _, d := range u.Devices {
+		if d.Revoked == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // cmdDMPrefs changes whom c's user takes direct messages from (block or unblock one

@@ -253,6 +253,9 @@ func (h *Hub) mlsCheck(c *Client, env *envelope, ri *roomInfo) (g *mlsGroup, per
 		return nil, newProtoError(codeNotInRoom, "join the room first"), false
 	case env.Type == "mls_app" && ri.Locked && h.perms(c.user, ri)&permExpel == 0:
 		return nil, newProtoError(codeReadOnly, "this room is read-only"), false
+	case env.Type == "mls_app" && ri.DM && h.dmRefuses(ri.peerOf(c.user.ID), c.user.ID):
+		// As for say: the peer blocked the sender (or refuses strangers) since.
+		return nil, newProtoError(codeDMRefused, "that user does not take direct messages from you"), false
 	case c.device == "" || h.app.keys.Lookup(c.user.ID, c.device) == nil:
 		return nil, newProtoError(codeUnknownDevice, "send kp_upload with a live device of yours first"), false
 	case env.Type == "mls_group_init":
@@ -506,9 +509,19 @@ func (h *Hub) mlsEntered(c *Client, ri *roomInfo) {
 	if missing := h.reconcile(ri, g, nil); missing[c.user.ID] {
 		h.deliver(c, errorEvent(codeNoKeyPackage, "none of your devices has a KeyPackage: upload some to be added", "", ri.Name))
 	}
-	if w, ok := g.Welcomes[devKey(c.user.ID, c.device)]; ok && c.device != "" {
+	if w, ok := g.welcomeFor(c); ok {
 		h.deliver(c, w.Event)
 	}
+}
+
+// welcomeFor is the Welcome kept for a connection's device, if any (none without a
+// device, or for a plain room's nil group).
+func (g *mlsGroup) welcomeFor(c *Client) (mlsWelcome, bool) {
+	if g == nil || c.device == "" {
+		return mlsWelcome{}, false
+	}
+	w, ok := g.Welcomes[devKey(c.user.ID, c.device)]
+	return w, ok
 }
 
 // cmdKPUpload binds the connection to a device of its user and stores the device's
@@ -708,6 +721,9 @@ func (h *Hub) cmdMLSApp(c *Client, cmd command, ri *roomInfo) {
 		h.refuse(c, env, codeBadMLS, "msg must be an application PrivateMessage of this group and epoch")
 		return
 	}
+	if ri.DM {
+		h.pullIntoDM(ri) // the peer sees it without having opened the conversation
+	}
 	body := make([]byte, 0, 96+len(c.userJSON)+len(c.device)+base64.StdEncoding.EncodedLen(len(env.mls.msg)))
 	body = append(body, `,"from":`...)
 	body = append(body, fromDev(c)...)
@@ -757,21 +773,23 @@ func init() {
 // mlsCommands are the E2EE rows of the command table.
 var mlsCommands = map[string]cmdSpec{
 	"kp_upload": {fields: []fieldSpec{mlsFields("device", "kps")}, run: (*Hub).cmdKPUpload},
+	// dm: a conversation may be end-to-end encrypted (dm.go), with the same rules.
 	"mls_group_init": {fields: []fieldSpec{roomRefField, mlsFields("group_info", "key_package", "bin")},
-		room: true, run: (*Hub).cmdGroupInit},
+		room: true, dm: true, run: (*Hub).cmdGroupInit},
 	"mls_commit": {fields: []fieldSpec{roomRefField, mlsFields("epoch", "commit", "welcome", "group_info", "bin")},
-		room: true, run: (*Hub).cmdMLSCommit},
+		room: true, dm: true, run: (*Hub).cmdMLSCommit},
 	"mls_app": {fields: []fieldSpec{roomRefField, mlsFields("epoch", "msg", "bin")},
-		needs: permSend, room: true, run: (*Hub).cmdMLSApp},
-	"mls_resync": {fields: []fieldSpec{roomRefField}, room: true, run: (*Hub).cmdMLSResync},
+		needs: permSend, room: true, dm: true, run: (*Hub).cmdMLSApp},
+	"mls_resync": {fields: []fieldSpec{roomRefField}, room: true, dm: true, run: (*Hub).cmdMLSResync},
 }
 
 // mlsLeft ends a non-owner's membership when they leave an E2EE room (PROTOCOL.md:
 // in an E2EE room, leave is like a kick by oneself), so their leaves are removed once
-// that is stored. The owner stays a member.
+// that is stored. The owner stays a member, and so do both members of a conversation:
+// leaving one only leaves its live room, whether it is encrypted or not.
 func (h *Hub) mlsLeft(c *Client, env *envelope) {
 	ri := h.meta[env.Room]
-	if ri == nil || !ri.E2EE || !ri.isMember(c.user.ID) || ri.Owner == c.user.ID {
+	if ri == nil || !ri.E2EE || ri.DM || !ri.isMember(c.user.ID) || ri.Owner == c.user.ID {
 		return
 	}
 	next := ri.clone()

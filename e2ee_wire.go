@@ -30,11 +30,14 @@ var mlsBinTypes = map[string]bool{"mls_group_init": true, "mls_commit": true, "m
 
 // e2eeCreateField is create's e2ee: only a private room may be end-to-end encrypted.
 var e2eeCreateField = field("e2ee", func(_ *filter, env *envelope) *protoError {
-	if env.E2EE && !env.Private {
+	if env.wantsE2EE() && !env.Private {
 		return newProtoError(codeBadEnvelope, "an end-to-end encrypted room must be private")
 	}
 	return nil
 })
+
+// wantsE2EE reports whether the command carries "e2ee":true.
+func (env *envelope) wantsE2EE() bool { return env.E2EE != nil && *env.E2EE }
 
 // mlsFields are the MLS fields of each E2EE command, checked and decoded together.
 func mlsFields(names ...string) fieldSpec { return fieldSpec{names: names, check: checkMLSFields} }

@@ -73,9 +73,10 @@ type envelope struct {
 	Cert    string       `json:"cert"`
 	// Users asks `devices` about several users at once.
 	Users []string `json:"users"`
-	// E2EE rooms (e2ee.go): E2EE on create; Epoch, the MLS bytes in base64 (or Bin,
-	// their length in the binary frame that follows), KPs for kp_upload.
-	E2EE       bool     `json:"e2ee"`
+	// E2EE rooms (e2ee.go): E2EE on create and open_dm (a pointer: open_dm tells an
+	// absent e2ee, which means "when both can", from false); Epoch, the MLS bytes in
+	// base64 (or Bin, their length in the binary frame that follows), KPs for kp_upload.
+	E2EE       *bool    `json:"e2ee"`
 	Epoch      *uint64  `json:"epoch"`
 	KPs        []string `json:"kps"`
 	GroupInfo  string   `json:"group_info"`

@@ -13,7 +13,7 @@ import { notify } from './notices.js';
 import { onDeleted } from './messages.js';
 import { onAudit, onSettings } from './admin.js';
 import { onDevices, onKeysChanged } from './signing.js';
-import { isMLSEvent, onMLSEvent, onRoomGone } from './e2ee.js';
+import { isMLSEvent, onDeletedE2EE, onMLSEvent, onRoomGone } from './e2ee.js';
 import { onLinkRequest } from './devices.js';
 
 // setStatus shows the connection state; tests and users read #status,
@@ -185,7 +185,7 @@ export function onFrame(data) {
 // handle dispatches one server event by its type.
 export function handle(ev) {
   // End-to-end encrypted rooms' events go to this device's MLS engine.
-  if (isMLSEvent(ev)) return onMLSEvent(ev);
+  if (isMLSEvent(ev)) return onMLSEvent(ev, true);
   if (ev.type === 'kicked' || ev.type === 'room_deleted') onRoomGone(str(ev.room));
   // An answer other than ack or error that carries our ref (settings,
   // audit) ends the wait for it.
@@ -207,7 +207,9 @@ export function handle(ev) {
     case 'invited': return onInvited(ev);
     case 'kicked': return onKicked(ev);
     case 'room_deleted': return onRoomDeleted(ev);
-    case 'deleted': return onDeleted(ev);
+    case 'deleted':
+      onDeletedE2EE(ev);
+      return onDeleted(ev);
     case 'motd': return showMotd(ev.motd);
     case 'limits':
       // An admin changed the limits: check input against the new ones.

@@ -169,7 +169,8 @@ export function isMLSEvent(ev) {
 }
 
 // onMLSEvent hands a server event to the engine, advancing the room's resume point.
-export function onMLSEvent(ev) {
+// live is true for an event as the server relays it, false for one from history.
+export function onMLSEvent(ev, live = false) {
   if (typeof ev.room === 'string' && typeof ev.id === 'number') {
     const r = state.rooms.get(ev.room);
     if (r) r.lastId = Math.max(r.lastId, ev.id);
@@ -180,7 +181,7 @@ export function onMLSEvent(ev) {
     setTimeout(() => bind(tries), BIND_RETRY_MS);
     return;
   }
-  withClient((c) => c.handle(ev));
+  withClient((c) => c.handle(ev, live));
 }
 
 // historyItems feeds a history page's MLS events to the engine, in order, and returns
@@ -227,8 +228,25 @@ function sys(name, text, cls) {
   if (r.name !== state.current) renderE2EE();
 }
 
-// insert puts a decrypted message into its room's timeline in id order.
-function insert(r, entry) {
+// gone holds "room\nid" of messages deleted while this page is open, so a decryption
+// that finishes after the `deleted` does not show the message again; the oldest are
+// forgotten beyond GONE_MAX.
+const gone = new Set();
+const GONE_MAX = 1000;
+
+// onDeletedE2EE drops what this page holds of a deleted message in an E2EE room: the
+// copy the engine keeps for a reload (the timeline entry goes in messages.js).
+export function onDeletedE2EE(ev) {
+  if (!isE2EE(ev.room) || typeof ev.id !== 'number') return;
+  gone.add(ev.room + '\n' + ev.id);
+  if (gone.size > GONE_MAX) gone.delete(gone.values().next().value);
+  withClient((c) => c.drop(ev.room, ev.id));
+}
+
+// insert puts a decrypted message into its room's timeline in id order; a live one
+// (relayed as it happened, not a catch-up or a reload's replay) may notify.
+function insert(r, entry, live) {
+  if (typeof entry.id === 'number' && gone.has(r.name + '\n' + entry.id)) return;
   if (typeof entry.id === 'number') {
     if (r.seen.has(entry.id)) return;
     r.seen.add(entry.id);
@@ -243,10 +261,8 @@ function insert(r, entry) {
     trimRoom(r);
     if (r.name === state.current) renderMessages();
   }
-  // Counted, marked and checked for a mention as any message (unread.js); never
-  // notified: the engine does not say whether it decrypted a live message or one
-  // from a catch-up.
-  if (noteArrival(r, entry, false)) arrived();
+  // Counted, marked, checked for a mention and notified as any message (unread.js).
+  if (noteArrival(r, entry, live)) arrived();
 }
 
 // onEngine turns what the engine reports into what the user sees.
@@ -269,7 +285,7 @@ async function onEngine(ev) {
       insert(r, {
         kind: 'msg', id: ev.id, from: { id: ev.author.user, name: nameOf, role: '' },
         ts: typeof ev.ts === 'number' ? ev.ts : Date.now(), text: ev.body, file: null, sig, e2ee: true,
-      });
+      }, ev.live === true && !ev.replayed && !ev.own);
       return;
     }
     case 'rejected':

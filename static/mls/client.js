@@ -376,6 +376,18 @@ export class MlsClient {
     if (r) for (const kept of r.plain) this.emit({ ...kept, replayed: true });
   }
 
+  // drop forgets the plaintext this device kept of a deleted message (by its server id),
+  // after whatever the room still has queued, so a reload does not show it again.
+  drop(name, id) {
+    const r = this.rooms.get(name);
+    if (!r || !Number.isSafeInteger(id)) return Promise.resolve();
+    return this.enqueue(r, async () => {
+      const n = r.plain.length;
+      r.plain = r.plain.filter((x) => x.id !== id);
+      if (r.plain.length !== n) await this.save(r);
+    });
+  }
+
   // forget drops a room's group (removed, room deleted).
   async forget(name) {
     this.rooms.delete(name);
@@ -460,8 +472,11 @@ export class MlsClient {
   }
 
   // handle takes one server event (live, or from a history page, in order). It returns
-  // a promise that settles when the event has been processed.
-  handle(ev) {
+  // a promise that settles when the event has been processed. live is true only for an
+  // event the server relayed as it happened; a decrypted live mls_app's 'message' says
+  // so (live: true), one from history or a catch-up never does, so the page notifies
+  // only what is news.
+  handle(ev, live = false) {
     if (!ev || typeof ev !== 'object') return Promise.resolve();
     if ((ev.type === 'ack' || ev.type === 'error') && typeof ev.ref === 'string' && this.refs.has(ev.ref)) {
       const f = this.refs.get(ev.ref);
@@ -475,7 +490,7 @@ export class MlsClient {
       case 'mls_proposals': return this.enqueue(r, () => this.onProposals(r, ev));
       case 'mls_commit': return this.enqueue(r, () => this.onCommit(r, ev));
       case 'mls_welcome': return this.enqueue(r, () => this.onWelcome(r, ev));
-      case 'mls_app': return this.enqueue(r, () => this.onApp(r, ev));
+      case 'mls_app': return this.enqueue(r, () => this.onApp(r, ev, live === true));
       default: return Promise.resolve();
     }
   }
@@ -749,8 +764,9 @@ export class MlsClient {
   }
 
   // onApp decrypts an application message and hands its payload to the page, with the
-  // author MLS authenticated (the sender leaf's credential), never the server's `from`.
-  async onApp(r, ev) {
+  // author MLS authenticated (the sender leaf's credential), never the server's `from`,
+  // and live as handle was told (kept for a reload without it: a replay is never live).
+  async onApp(r, ev, live = false) {
     if (Number.isSafeInteger(ev.id) && ev.id <= r.lastId) {
       const kept = r.plain.find((x) => x.id === ev.id);
       if (kept) this.emit({ ...kept, replayed: true });
@@ -821,7 +837,7 @@ export class MlsClient {
     this.stats.accepted++;
     this.remember(r, out);
     await this.save(r);
-    this.emit(out);
+    this.emit({ ...out, live });
     if (mismatch) this.reject(r.name, REJECT.FROM_MISMATCH, 'the server says ' + from.id + ', MLS says ' + id.user);
   }
 
