@@ -380,6 +380,12 @@ func (h *Hub) reconcile(ri *roomInfo, g *mlsGroup, extra []uint32) (missing map[
 			continue
 		}
 		u := h.app.keys.User(user)
+		if u == nil {
+			// No record in the key directory (never registered a device): nothing
+			// to add until one of theirs uploads KeyPackages.
+			missing[user] = true
+			continue
+		}
 		found := false
 		for _, d := range u.Devices {
 			if d.Revoked != 0 {

@@ -221,7 +221,8 @@ func TestE2EEFastRejects(t *testing.T) {
 // KeyPackage of another user, one with a broken signature, an expired one, one that
 // lives longer than 30 days, the same one twice, one already used, the 21st of a
 // device, a device that is not the user's; a member without KeyPackages joins with
-// no_keypackage and is added once a device uploads.
+// no_keypackage and is added once a device uploads; so is a member with no device at
+// all, and the hub goes on.
 func TestKeyPackageDirectory(t *testing.T) {
 	ts := startServer(t, generousLimits)
 	o := mlsoracle.Start(t)
@@ -293,6 +294,19 @@ func TestKeyPackageDirectory(t *testing.T) {
 	}
 	if ev := bob.c.awaitKeep("kp_low"); ev["count"] != float64(0) {
 		t.Errorf("kp_low once the KeyPackage is used: %v", ev)
+	}
+
+	// carol never registered a device (a browser without Ed25519, a bot): she has no
+	// record in the key directory at all. Her join is answered like bob's was, and
+	// the hub keeps serving the room.
+	carol := ts.user(t, "carol")
+	alice.c.mustKeep(map[string]any{"type": "invite", "room": "dir", "user": "dev:carol"})
+	carol.mustKeep(map[string]any{"type": "join", "room": "dir"})
+	if ev := carol.expect("error"); ev["code"] != codeNoKeyPackage || ev["room"] != "dir" {
+		t.Fatalf("carol's join without any device: %v", ev)
+	}
+	if ev := alice.c.keep(map[string]any{"type": "kp_upload", "device": alice.id.device, "kps": []string{}}); ev["type"] != "ack" {
+		t.Fatalf("the hub after carol's join: %v", ev)
 	}
 }
 
