@@ -172,6 +172,8 @@ var (
 		"you (on `join`) or the device (on `mls_resync`) has no KeyPackage: nothing can be added until one is uploaded")
 	codeUnknownDevice = defineError("unknown_device",
 		"the connection has no device (send `kp_upload`), or its device is not (or no longer) a live device of yours")
+	codeE2EERoom = defineError("e2ee_room",
+		"`say` in an end-to-end encrypted room or conversation: its messages are `mls_app` only, so no plaintext is stored or relayed there")
 	codeKPFull = defineError("kp_full",
 		"a `kp_upload` would leave the device more than 20 KeyPackages")
 	codeUnavailable = defineError("unavailable",

@@ -403,6 +403,11 @@ func (h *Hub) cmdSay(c *Client, cmd command, ri *roomInfo) {
 		h.refuse(c, env, codeNotInRoom, "join the room before speaking in it")
 		return
 	}
+	if ri.E2EE {
+		// Plaintext here would be stored and shown inside an encrypted conversation.
+		h.refuse(c, env, codeE2EERoom, "this room is end-to-end encrypted: send mls_app")
+		return
+	}
 	if ri.Locked && h.perms(c.user, ri)&permExpel == 0 {
 		h.refuse(c, env, codeReadOnly, "this room is read-only")
 		return

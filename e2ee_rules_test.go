@@ -355,6 +355,11 @@ func TestE2EENoPlaintextStored(t *testing.T) {
 		t.Fatalf("bob read %q", r.Str("text"))
 	}
 	alice.c.mustAck(map[string]any{"type": "say", "room": "lobby", "text": plain})
+	// A plaintext say into the E2EE room is refused, not stored beside the ciphertext.
+	const stray = "stray-canary-5d01"
+	if ev := alice.c.keep(map[string]any{"type": "say", "room": "canary", "text": stray}); ev["code"] != codeE2EERoom {
+		t.Fatalf("a plaintext say in the E2EE room: %v", ev)
+	}
 	n := historyCount(t, ts, "canary")
 	app.shutdown(2 * time.Second)
 	srv.Close()
@@ -364,6 +369,9 @@ func TestE2EENoPlaintextStored(t *testing.T) {
 	}
 	if !bytes.Contains(db, []byte(plain)) {
 		t.Fatal("the plain room's canary is not in the data file: the scan sees nothing")
+	}
+	if bytes.Contains(db, []byte(stray)) {
+		t.Fatal("the plaintext say refused in the E2EE room is in the data file")
 	}
 	if bytes.Contains(db, []byte(secret)) || strings.Contains(logs.String(), secret) {
 		t.Fatal("the E2EE canary is in the data file or the log")
