@@ -322,7 +322,7 @@ export function onAck(ev) {
   if (!op) return;
   state.ops.delete(ref);
   if (op.ok) notify('ok', op.ok, OK_MS);
-  if (op.after) op.after();
+  if (op.after) op.after(ev); // the ack: a file's carries its id (e2eefiles.js)
 }
 
 // onError shows the server's complaint and undoes what it refused.
