@@ -196,6 +196,18 @@ export function historyItems(messages) {
   return rest;
 }
 
+// onHistoryGap answers a history page that says messages are gone for good (gap: true)
+// in an E2EE room this device is a member of: commits may be among them, so its group
+// state may never reach the room's epoch. It asks the hub to remove and re-add the
+// device (mls_resync, PROTOCOL.md "History"); a member's commit and a Welcome follow.
+export function onHistoryGap(name) {
+  const c = e2ee.client;
+  if (!isE2EE(name) || !c || !e2ee.leader || !c.info(name)) return;
+  c.stats.resyncs = (c.stats.resyncs || 0) + 1;
+  sendJSON({ type: 'mls_resync', room: name });
+  sys(name, 'Part of this room\'s history is gone: this device asks to be added again, to read what follows.', 'e2ee-warn');
+}
+
 // onRoomGone drops the group of a room we were kicked from or that was deleted.
 export function onRoomGone(name) {
   withClient((c) => c.forget(name));
