@@ -87,3 +87,59 @@ func TestBrowserE2EEForgedProposals(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserE2EEKeySubstitution: acceptance 6 with the real hub, the relay in front of
+// alice's page (the member who commits). Alice already shares a room with bob, so her
+// page pinned his root key. When bob joins a second E2EE room, the relay swaps the
+// hub's Add of his KeyPackage for one of the same device id under another root key,
+// signed with the hub's own key (a directory that substitutes his keys): alice's page
+// gives the blocking warning naming bob, holds the room and commits nothing, so the
+// hub's group stays at epoch 0 with the Add outstanding and bob is not let in.
+func TestBrowserE2EEKeySubstitution(t *testing.T) {
+	ts := startServer(t, nil)
+	rl := startRelay(t, ts)
+	o := mlsoracle.Start(t)
+	browser := newBrowser(t)
+	alice := loginUser(t, browser, rl.URL, "alice")
+	bob := loginUser(t, browser, ts.URL, "bob")
+	e2eeMembers(t, "first", alice, bob)
+	e2eeRoomByUI(t, alice, "vault")
+	commits := eval[int](t, alice, `window.__mlsStats.commits`)
+	rl.once(func(ev map[string]any) bool { return ev["type"] == "mls_proposals" && ev["room"] == "vault" }, func(ev map[string]any, _ []byte) [][]byte {
+		device := ev["changes"].([]any)[0].(map[string]any)["device"].(string)
+		sub := newTestIdentity("dev:bob", device)
+		pub := o.Do(map[string]any{"op": "keygen", "id": "sub"}).Bytes("pub")
+		raw, _ := base64.StdEncoding.DecodeString(o.Do(map[string]any{"op": "kp", "id": "sub", "identity": mlsoracle.B64(sub.identityBytes(pub))}).Str("kp"))
+		m, err := mls.ParseMessage(raw)
+		if err != nil || m.KeyPackage == nil {
+			t.Errorf("the substitute KeyPackage: %v", err)
+			return nil
+		}
+		gid, epoch := groupOf(ts, "vault")
+		p := mls.SignExternalProposal(ts.App.mlsKey, gid, epoch, mls.AddProposal(m.KeyPackage))
+		ev["proposals"] = []string{base64.StdEncoding.EncodeToString(p.Message)}
+		ev["refs"] = []string{base64.StdEncoding.EncodeToString(p.Ref)}
+		return [][]byte{encodeEvent(t, ev)}
+	})
+	evalAsync[bool](t, alice, `import('/static/connection.js').then((c) => c.sendJSON({type: 'invite', room: 'vault', user: 'dev:bob'}))`)
+	bob.waitJS(t, "the invitation", `[...document.querySelectorAll('#notices .notice[data-code="invited"]')].some((n) => /#vault/.test(n.textContent))`)
+	evalAsync[bool](t, bob, `import('/static/actions.js').then((a) => a.joinRoom('vault'))`)
+	alice.waitJS(t, "the substituted key refused", `window.__mlsStats.rejected.untrusted_device === 1 &&
+		[...document.querySelectorAll('#notices .notice[data-code="mls_untrusted"]')].some((n) => /claiming to be dev:bob/.test(n.textContent)) &&
+		[...document.querySelectorAll('#messages .sys-text')].some((s) => /membership change is on hold/.test(s.textContent))`)
+	if n := eval[int](t, alice, `window.__mlsStats.commits`); n != commits {
+		t.Errorf("alice's page committed %d times after the substitution", n-commits)
+	}
+	var epoch uint64
+	var outstanding int
+	ts.App.hub.do(func() {
+		g := ts.App.hub.mls.groups["vault"]
+		epoch, outstanding = g.Epoch, len(g.Outstanding)
+	})
+	if epoch != 0 || outstanding != 1 {
+		t.Errorf("the hub's group: epoch %d with %d outstanding, want 0 with bob's Add", epoch, outstanding)
+	}
+	if got := evalAsync[bool](t, bob, `import('/static/e2ee.js').then((e) => !!e.engine().info('vault'))`); got {
+		t.Error("bob's page is in the group")
+	}
+}
