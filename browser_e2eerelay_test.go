@@ -88,3 +88,35 @@ func TestBrowserE2EERelayAttacks(t *testing.T) {
 	}
 	alice.watch.assertClean(t, "alice")
 }
+
+// TestBrowserE2EEInsiderReplay: acceptance 3, second half, with the real hub. Bob, a
+// member, takes alice's decrypted message and encrypts it again as his own, under a
+// fresh generation of his, with alice's msg_id: the hub relays it (it cannot tell),
+// and carol's page refuses it by the in-payload msg_id (replayed, a notice) and shows
+// alice's message once and nothing from bob.
+func TestBrowserE2EEInsiderReplay(t *testing.T) {
+	ts := startServer(t, nil)
+	browser := newBrowser(t)
+	alice := loginUser(t, browser, ts.URL, "alice")
+	bob := loginUser(t, browser, ts.URL, "bob")
+	carol := loginUser(t, browser, ts.URL, "carol")
+	e2eeMembers(t, "vault", alice, bob, carol)
+	alice.sayE2EE(t, "said once by alice")
+	bob.waitJS(t, "bob reads it", shows("said once by alice", "alice"))
+	carol.waitJS(t, "carol reads it", shows("said once by alice", "alice"))
+	evalAsync[bool](t, bob, `(async () => {
+  const m = await import('/static/vendor/ts-mls-1.6.4.min.js');
+  const s = await import('/static/sigbytes.js');
+  const conn = await import('/static/connection.js');
+  const e = (await import('/static/e2ee.js')).engine();
+  const r = e.rooms.get('vault');
+  const kept = r.plain.find((x) => x.body === 'said once by alice');
+  const payload = { v: 1, msg_id: kept.msgId, ts: kept.sent, kind: 'text', body: kept.body };
+  const res = await m.createApplicationMessage(r.state, new TextEncoder().encode(JSON.stringify(payload)), e.cs);
+  r.state = res.newState;
+  const msg = s.b64(m.encodeMlsMessage({ version: 'mls10', wireformat: 'mls_private_message', privateMessage: res.privateMessage }));
+  return conn.sendJSON({ type: 'mls_app', room: 'vault', epoch: Number(r.state.groupContext.epoch), msg });
+})()`)
+	carol.waitJS(t, "the re-encrypted copy refused", `window.__mlsStats.rejected.replayed === 1 && window.__mlsStats.rejectedTotal === 1 &&
+		!!document.querySelector('#notices .notice[data-code="mls_replayed"]') && `+timesShown("said once by alice", "alice")+` === 1 && `+timesShown("said once by alice", "bob")+` === 0`)
+}
