@@ -90,6 +90,7 @@ bench:
 # corpora run in `make test`).
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseEnvelope -fuzztime 60s .
+	$(GO) test -run '^$$' -fuzz FuzzSplitMLSFrame -fuzztime 30s .
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/sigmsg
 	$(GO) test -run '^$$' -fuzz FuzzEncode -fuzztime 30s ./internal/sigmsg
 	$(GO) test -run '^$$' -fuzz FuzzParseMessage -fuzztime 60s ./internal/mls

@@ -227,7 +227,8 @@ func TestBrowserMLSPageBench(t *testing.T) {
 // TestBrowserMLSPageRoom runs the page's own E2EE code (e2ee.js wired into the chat)
 // with the hub simulated behind the page's socket: the page creates the group of an
 // E2EE room, commits the hub's Adds of bob and carol, shows bob's decrypted message
-// with bob as its MLS author, sends one typed in the compose box, shows the room as
+// with bob as its MLS author, sends one typed in the compose box and a file sealed
+// (never its plaintext), shows the room as
 // end-to-end encrypted (header tag, room list, room code equal to bob's, the tree's
 // devices), and for each attack counts it in window.__mlsStats AND shows a notice and
 // a line in the room: a bit-flipped message (not rendered), a server `from` naming
@@ -268,19 +269,31 @@ func TestBrowserMLSPageRoom(t *testing.T) {
 	alice.waitJS(t, "bob reads the page's message", `window.__w.w.texts(window.__w.bob, 'secret').includes('hello from the page')`)
 	alice.waitJS(t, "the page shows its own message", msgFrom("hello from the page")+`.length === 1`)
 
-	// No plaintext file goes into an E2EE room: the button is hidden, and a file chosen
-	// anyway is refused with a notice and never sent.
-	// The fake DS answers unknown_type to commands it does not model (the devices
-	// panel's queries); only a new one, after the file is chosen, would be a file sent.
-	eval[int](t, alice, `window.__unknown0 = window.__w.w.ds.errors.filter((e) => e === 'unknown_type').length`)
-	alice.waitJS(t, "a file refused in the E2EE room", `(() => {
-  if (!document.getElementById('attach').hidden) return false;
+	// No plaintext file goes into an E2EE room: a file chosen there leaves sealed, an
+	// opaque upload named "encrypted" whose bytes are the ciphertext (12 bytes of text
+	// and the 16-byte GCM tag) and hold no byte of the text. The fake DS does not model
+	// files: the test's socket keeps the upload instead of passing it on.
+	evalAsync[bool](t, alice, `import('/static/state.js').then((st) => {
+  const ws = st.state.ws;
+  const pass = ws.send.bind(ws);
+  window.__upload = [];
+  ws.send = (data) => {
+    if (typeof data === 'string' && JSON.parse(data.split('\n')[0]).type === 'file') return void window.__upload.push(JSON.parse(data));
+    if (typeof data !== 'string' && window.__upload.length === 1) return void window.__upload.push(Array.from(new Uint8Array(data)));
+    pass(data);
+  };
   const input = document.getElementById('file-input');
   const dt = new DataTransfer();
   dt.items.add(new File(['plain secret'], 'a.txt', { type: 'text/plain' }));
   input.files = dt.files;
   input.dispatchEvent(new Event('change'));
-  return !!document.querySelector('#notices .notice[data-code="e2ee_file"]') && window.__w.w.ds.errors.filter((e) => e === 'unknown_type').length === window.__unknown0;
+  return true;
+})`)
+	alice.waitJS(t, "the file sent sealed", `(() => {
+  const u = window.__upload;
+  if (!u || u.length < 2) return false;
+  const text = String.fromCharCode(...u[1]);
+  return u[0].mime === 'application/octet-stream' && u[0].name === 'encrypted' && u[0].size === 28 && u[1].length === 28 && !text.includes('plain') && !u[0].sig;
 })()`)
 
 	// 2. A bit flipped by the server: counted, a notice and a line, not rendered.

@@ -454,9 +454,14 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 		c.reply(rateLimitedEvent(env.Ref, retry))
 		return true
 	}
-	sniffed, perr := sniffFile(data, env.Mime, cfg.FileTypes)
-	if perr != nil {
-		return refuse(perr)
+	// An opaque file got past the hub only into an end-to-end encrypted room
+	// (e2eeFileRule): its bytes are ciphertext, kept as they came, never sniffed.
+	sniffed := opaqueFileType
+	if env.Mime != opaqueFileType {
+		var perr *protoError
+		if sniffed, perr = sniffFile(data, env.Mime, cfg.FileTypes); perr != nil {
+			return refuse(perr)
+		}
 	}
 	if env.sig != nil {
 		if perr := c.verifySigned(env, data); perr != nil {

@@ -176,6 +176,8 @@ var (
 		"`say` in an end-to-end encrypted room or conversation: its messages are `mls_app` only, so no plaintext is stored or relayed there")
 	codeKPFull = defineError("kp_full",
 		"a `kp_upload` would leave the device more than 20 KeyPackages")
+	codeUpdateLimited = defineError("update_limited",
+		"an `mls_commit` with no proposals outstanding (a self-update) beyond the device's budget in this room: 3 at once, then one every 10 minutes (nothing was applied; commit later)")
 	codeUnavailable = defineError("unavailable",
 		"cluster mode only: Redis cannot be reached, so the `say` (or file) was neither stored nor delivered and gets no `ack`; `retry_after_ms` says when to try again. The socket stays open. The same answers `global_ban`, `global_unban`, `set_role` and `set_settings` that Redis did not take: nothing changed on any node")
 )

@@ -930,7 +930,7 @@ func (h *Hub) maySendFile(c *Client, env *envelope, ri *roomInfo) *protoError {
 	if ri.DM && h.dmRefuses(ri.peerOf(c.user.ID), c.user.ID) {
 		return newProtoError(codeDMRefused, "that user does not take direct messages from you")
 	}
-	return nil
+	return h.e2eeFileRule(env, ri)
 }
 
 // cmdFileAnnounce accepts a file announcement the dispatcher let through, on the

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"strconv"
 
+	"golang.org/x/time/rate"
+
 	"modified-chat/internal/mls"
 	"modified-chat/internal/store"
 )
@@ -58,6 +60,8 @@ type mlsGroup struct {
 type mlsState struct {
 	groups map[string]*mlsGroup
 	kps    *kpDirectory
+	// updates are the self-update buckets, by room and device (e2ee_updates.go).
+	updates map[string]*rate.Limiter
 }
 
 // loadMLSGroups reads the groups at start-up.
@@ -632,6 +636,12 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 		invalid("your device has no leaf in this group")
 		return
 	}
+	selfUpdate := len(g.Outstanding) == 0
+	if selfUpdate && !h.selfUpdateAllowed(c, ri.Name) {
+		h.metrics.rejected.WithLabelValues(codeUpdateLimited).Inc()
+		h.deliver(c, errorEvent(codeUpdateLimited, "this device updated its keys in this room too often: wait before the next commit", env.Ref, env.Room))
+		return
+	}
 	own := g.Leaves[leaf]
 	rules := &mls.CommitRules{GroupID: g.GroupID, Epoch: g.Epoch, Leaf: uint32(leaf), SignatureKey: own.SigKey,
 		Identity: own.Identity, Outstanding: g.refs(), PathRequired: len(g.Outstanding) == 0 || g.hasRemove()}
@@ -661,6 +671,9 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 			invalid("welcome: " + err.Error())
 			return
 		}
+	}
+	if selfUpdate {
+		h.selfUpdated(c, ri.Name)
 	}
 	from := g.Epoch
 	added := g.apply()

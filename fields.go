@@ -133,7 +133,7 @@ func checkFileFields(f *filter, env *envelope) *protoError {
 	if limit := f.fileMaxBytes(); env.Size > limit {
 		return newProtoError(codeFileTooBig, "files are at most %d bytes", limit)
 	}
-	if !sniffableTypes[env.Mime] {
+	if !sniffableTypes[env.Mime] && env.Mime != opaqueFileType { // opaque: decided by the room (e2eeFileRule)
 		return newProtoError(codeFileType, "files of type %q are not accepted", env.Mime)
 	}
 	return nil

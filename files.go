@@ -24,6 +24,13 @@ var sniffableTypes = map[string]bool{
 	"application/zip": true,
 }
 
+// opaqueFileType is the declared type of every file in an end-to-end encrypted room:
+// its bytes are ciphertext (the key travels inside an MLS message the server cannot
+// read), so there is nothing to sniff. The hub accepts it only in such rooms
+// (e2eeFileRule); it is never on the -file-types allow-list, and pages never show such
+// a file from the server's event, only from what they decrypt.
+const opaqueFileType = "application/octet-stream"
+
 // knownFileType reports whether t may appear on the -file-types allow-list.
 func knownFileType(t string) bool { return sniffableTypes[t] }
 

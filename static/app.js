@@ -16,7 +16,7 @@ import { sendFile } from './files.js';
 import { notify } from './notices.js';
 import { createRoom, inviteUser, joinRoom, sendMessage } from './actions.js';
 import { requestAudit, saveSettings, toggleAdmin } from './admin.js';
-import { isE2EE } from './e2ee.js';
+import { isE2EE, sendFileE2EE } from './e2ee.js';
 import { bindUnread } from './unread.js';
 
 // bind attaches every event handler; the HTML has no on* attributes.
@@ -36,11 +36,8 @@ function bind() {
   ui.fileInput.addEventListener('change', () => {
     const file = ui.fileInput.files && ui.fileInput.files[0];
     ui.fileInput.value = '';
-    if (file && isE2EE(state.current)) {
-      notify('e2ee_file', 'Files cannot be sent into end-to-end encrypted rooms yet: not sent.');
-      return;
-    }
-    if (file) sendFile(file);
+    if (file && isE2EE(state.current)) sendFileE2EE(state.current, file);
+    else if (file) sendFile(file);
   });
   ui.attach.addEventListener('click', () => ui.fileInput.click());
   ui.joinForm.addEventListener('submit', (ev) => {

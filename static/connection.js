@@ -13,7 +13,8 @@ import { notify } from './notices.js';
 import { onDeleted } from './messages.js';
 import { onAudit, onSettings } from './admin.js';
 import { onDevices, onKeysChanged } from './signing.js';
-import { isMLSEvent, onDeletedE2EE, onMLSEvent, onRoomGone } from './e2ee.js';
+import { isE2EE, isMLSEvent, onDeletedE2EE, onMLSEvent, onRoomGone } from './e2ee.js';
+import { onSealedFile } from './e2eefiles.js';
 import { onLinkRequest } from './devices.js';
 
 // setStatus shows the connection state; tests and users read #status,
@@ -196,7 +197,10 @@ export function handle(ev) {
     case 'left': return onLeft(ev);
     case 'presence': return onPresence(ev);
     case 'message': return onMessage(ev);
-    case 'file': return state.fetching && ev.ref === state.fetching.ref ? onFetched(ev) : onMessage(ev);
+    case 'file':
+      if (state.fetching && ev.ref === state.fetching.ref) return onFetched(ev);
+      // In an E2EE room a file event only carries ciphertext for a message to come.
+      return isE2EE(str(ev.room)) ? onSealedFile(ev) : onMessage(ev);
     case 'history': return onHistory(ev);
     case 'rooms': return onRooms(ev);
     case 'ack': return onAck(ev);

@@ -17,6 +17,7 @@ import { unb64 } from './sigbytes.js';
 import { lead, openClient, supported } from './mls/client.js';
 import { idbStore, persist } from './mls/store.js';
 import { arrived, noteArrival } from './unread.js';
+import { sealedFile, sendE2EEFile } from './e2eefiles.js';
 
 const BIND_TRIES = 5; // kp_upload retries while register_device is still being stored
 const BIND_RETRY_MS = 1000;
@@ -190,9 +191,21 @@ export function historyItems(messages) {
   const rest = [];
   for (const m of messages) {
     if (isMLSEvent(m)) onMLSEvent(m);
-    else rest.push(m);
+    else if (!(m && m.type === 'file' && isE2EE(m.room))) rest.push(m); // ciphertext: see e2eefiles.js
   }
   return rest;
+}
+
+// onHistoryGap answers a history page that says messages are gone for good (gap: true)
+// in an E2EE room this device is a member of: commits may be among them, so its group
+// state may never reach the room's epoch. It asks the hub to remove and re-add the
+// device (mls_resync, PROTOCOL.md "History"); a member's commit and a Welcome follow.
+export function onHistoryGap(name) {
+  const c = e2ee.client;
+  if (!isE2EE(name) || !c || !e2ee.leader || !c.info(name)) return;
+  c.stats.resyncs = (c.stats.resyncs || 0) + 1;
+  sendJSON({ type: 'mls_resync', room: name });
+  sys(name, 'Part of this room\'s history is gone: this device asks to be added again, to read what follows.', 'e2ee-warn');
 }
 
 // onRoomGone drops the group of a room we were kicked from or that was deleted.
@@ -203,6 +216,13 @@ export function onRoomGone(name) {
 // sendE2EE encrypts a text into an E2EE room. It reports false (and says why) when it
 // cannot, so the caller keeps the draft.
 export function sendE2EE(name, text) {
+  if (!canSend(name)) return false;
+  e2ee.client.send(name, 'text', text).catch((err) => notify('e2ee_send', 'Not sent: ' + (err && err.message || err)));
+  return true;
+}
+
+// canSend tells whether this tab can encrypt into room now, and says why not.
+function canSend(name) {
   const c = e2ee.client;
   if (!c || e2ee.unavailable) {
     notify('e2ee_unavailable', e2ee.unavailable || 'End-to-end encryption is still starting; try again in a moment.');
@@ -216,8 +236,14 @@ export function sendE2EE(name, text) {
     notify('e2ee_not_member', 'This device is not in the room\'s encryption group yet: a member must be online to add it.');
     return false;
   }
-  c.send(name, 'text', text).catch((err) => notify('e2ee_send', 'Not sent: ' + (err && err.message || err)));
   return true;
+}
+
+// sendFileE2EE encrypts a picked file into an E2EE room (e2eefiles.js), when this tab
+// can send there (as sendE2EE).
+export function sendFileE2EE(name, file) {
+  if (!canSend(name)) return;
+  sendE2EEFile(name, file, (room, meta) => e2ee.client.send(room, 'file', meta));
 }
 
 // sys adds a system line to a room's timeline.
@@ -271,7 +297,9 @@ async function onEngine(ev) {
   switch (ev.type) {
     case 'message': {
       const r = state.rooms.get(name);
-      if (!r || ev.kind !== 'text' || typeof ev.body !== 'string') return;
+      if (!r || (ev.kind !== 'text' && ev.kind !== 'file') || (ev.kind === 'text' && typeof ev.body !== 'string')) return;
+      const file = ev.kind === 'file' ? sealedFile(name, ev.body) : null;
+      if (ev.kind === 'file' && !file) return;
       // The author is who encrypted it (the MLS leaf), named with the server's
       // display name only when the server agrees on who that is.
       const known = r.members.get(ev.author.user);
@@ -284,7 +312,7 @@ async function onEngine(ev) {
       }
       insert(r, {
         kind: 'msg', id: ev.id, from: { id: ev.author.user, name: nameOf, role: '' },
-        ts: typeof ev.ts === 'number' ? ev.ts : Date.now(), text: ev.body, file: null, sig, e2ee: true,
+        ts: typeof ev.ts === 'number' ? ev.ts : Date.now(), text: file ? '' : ev.body, file, sig, e2ee: true,
       }, ev.live === true && !ev.replayed && !ev.own);
       return;
     }
@@ -338,8 +366,6 @@ export function renderE2EE() {
   tag.hidden = !on;
   bar.hidden = !on;
   document.body.classList.toggle('room-is-e2ee', on);
-  // Files are not end-to-end encrypted yet: no plaintext upload into an E2EE room.
-  if (on) ui.attach.hidden = true;
   for (const li of ui.rooms.children) {
     if (li.dataset.room) li.classList.toggle('room-e2ee', isE2EE(li.dataset.room));
   }

@@ -16,7 +16,7 @@ import { onFetchRefused } from './files.js';
 import { clearNotice, hasNotice, notify } from './notices.js';
 import { joinRoom } from './actions.js';
 import { signingAnswer, startSigning } from './signing.js';
-import { historyItems, onJoinedE2EE, startE2EE } from './e2ee.js';
+import { historyItems, onHistoryGap, onJoinedE2EE, startE2EE } from './e2ee.js';
 import { arrived, noteArrival } from './unread.js';
 
 // onWelcome learns who we are and re-joins the rooms we had before a
@@ -158,6 +158,7 @@ export function onHistory(ev) {
   const r = state.rooms.get(str(ev.room));
   if (!r || !Array.isArray(ev.messages)) return;
   nextPage(r, ev);
+  if (ev.gap === true) onHistoryGap(r.name); // an E2EE room's group state may be lost
   const had = r.messages.some((e) => e.kind === 'msg');
   const added = [];
   for (const m of historyItems(ev.messages)) {
@@ -322,7 +323,7 @@ export function onAck(ev) {
   if (!op) return;
   state.ops.delete(ref);
   if (op.ok) notify('ok', op.ok, OK_MS);
-  if (op.after) op.after();
+  if (op.after) op.after(ev); // the ack: a file's carries its id (e2eefiles.js)
 }
 
 // onError shows the server's complaint and undoes what it refused.

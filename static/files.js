@@ -148,6 +148,10 @@ export function pendingFileNode(f, box) {
     box.appendChild(make('span', 'msg-caption', f.name + ' (no longer available)'));
     return box;
   }
+  if (f.fetch === 'refused') { // an E2EE room's file that failed its checks (e2eefiles.js)
+    box.appendChild(make('span', 'msg-caption msg-refused', f.name + ' (not shown: ' + f.why + ')'));
+    return box;
+  }
   wantFile(f);
   box.appendChild(make('span', 'msg-caption msg-loading', f.name + ' · ' + fileSize(f.size) + ' · loading…'));
   return box;

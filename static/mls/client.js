@@ -21,7 +21,7 @@ const TEXT_LIMIT = 6000; // longest MLS command line sent as JSON; longer ones g
 const MAX_EARLY = 500; // events kept while waiting for our Welcome (the history comes before it)
 const KP_LIFETIME_S = 30 * 24 * 3600; // 30 days; ts-mls's default lifetime is 2^63
 const KP_SKEW_S = 120; // notBefore this far back, for clocks a little behind ours; the whole lifetime stays 30 days (the hub allows 30 days and 5 minutes)
-const PAYLOAD_V = 1; // version of the encrypted payload {v, msg_id, ts, kind, body}
+const PAYLOAD_V = 1; // version of the encrypted payload {v, msg_id, ts, kind, body} (a file's: file, not body)
 const MAX_SEEN = 4096; // msg_ids remembered per room for the replay check
 const MAX_PLAIN = 1000; // decrypted messages cached per room (reload shows them again)
 const MAX_BODY = 64 * 1024; // largest decrypted payload accepted (bytes)
@@ -817,7 +817,7 @@ export class MlsClient {
     }
     const msgId = p && typeof p.msg_id === 'string' ? unb64(p.msg_id) : null;
     if (!id || !p || p.v !== PAYLOAD_V || !msgId || msgId.length !== 16 || !Number.isSafeInteger(p.ts) ||
-      !KINDS.has(p.kind) || p.body === undefined) {
+      !KINDS.has(p.kind) || (p.kind === 'file' ? p.file : p.body) === undefined) {
       await this.save(r);
       this.reject(r.name, REJECT.BAD_PAYLOAD, 'an encrypted payload this page does not understand');
       return;
@@ -831,7 +831,7 @@ export class MlsClient {
     const from = ev.from && typeof ev.from === 'object' ? ev.from : {};
     const mismatch = from.id !== id.user || (from.dev !== undefined && from.dev !== id.device);
     const out = {
-      type: 'message', room: r.name, id: ev.id, ts: ev.ts, sent: p.ts, kind: p.kind, body: p.body, msgId: p.msg_id,
+      type: 'message', room: r.name, id: ev.id, ts: ev.ts, sent: p.ts, kind: p.kind, body: p.kind === 'file' ? p.file : p.body, msgId: p.msg_id,
       author: { user: id.user, device: id.device, urk: b64(id.urk) }, from: { id: from.id, name: from.name, dev: from.dev }, mismatch,
     };
     this.stats.accepted++;
@@ -863,7 +863,7 @@ export class MlsClient {
     if (!r || !r.state) throw new Error('this device is not a member of the room\'s group yet');
     return this.enqueue(r, async () => {
       const msgId = b64(crypto.getRandomValues(new Uint8Array(16)));
-      const p = { v: PAYLOAD_V, msg_id: msgId, ts: Date.now(), kind, body };
+      const p = { v: PAYLOAD_V, msg_id: msgId, ts: Date.now(), kind, [kind === 'file' ? 'file' : 'body']: body };
       const res = await m.createApplicationMessage(r.state, utf8.encode(JSON.stringify(p)), this.cs);
       r.state = res.newState;
       this.see(r, msgId);
