@@ -45,30 +45,41 @@ test: deps fmt-check vet
 	else echo "vendor-check skipped: no node/npm"; fi
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-# vendor rebuilds the page's MLS library, ts-mls pinned at exactly 1.6.4, from the
-# committed lockfile in third_party/ts-mls into one minified ES module under
-# static/vendor, with the licences of everything inlined and its SHA-256 beside it.
-# The directory is not named vendor/ because the go tool would take it for module
-# vendoring. --ignore-scripts: nothing runs at install (esbuild's binary comes from
-# its platform package).
+# vendor rebuilds the page's two vendored libraries from their committed lockfiles into
+# one minified ES module each under static/vendor, with the licences of everything
+# inlined (static/vendor/LICENSES) and each bundle's SHA-256 beside it: ts-mls pinned at
+# exactly 1.6.4 (MLS) and qrcode-generator pinned at exactly 2.0.4 (the safety number's
+# QR code). ts-mls builds first because its build empties LICENSES; the QR build adds its
+# notice. The directory is not named vendor/ because the go tool would take it for
+# module vendoring. --ignore-scripts: nothing runs at install (esbuild's binary comes
+# from its platform package).
 TSMLS_DIR = third_party/ts-mls
 TSMLS_BUNDLE = ts-mls-1.6.4.min.js
+QR_DIR = third_party/qr
+QR_BUNDLE = qrcode-generator-2.0.4.min.js
 vendor:
 	cd $(TSMLS_DIR) && npm ci --ignore-scripts --no-audit --no-fund
+	cd $(QR_DIR) && npm ci --ignore-scripts --no-audit --no-fund
 	cd $(TSMLS_DIR) && node build.mjs ../../static/vendor
+	cd $(QR_DIR) && node build.mjs ../../static/vendor
 	cd static/vendor && sha256sum $(TSMLS_BUNDLE) > $(TSMLS_BUNDLE).sha256
+	cd static/vendor && sha256sum $(QR_BUNDLE) > $(QR_BUNDLE).sha256
 
-# vendor-check rebuilds into a temporary directory and fails unless the bundle and the
-# licences are byte-identical to the committed ones: what is embedded is what the
-# lockfile builds.
+# vendor-check rebuilds both into a temporary directory and fails unless the bundles and
+# the licences are byte-identical to the committed ones: what is embedded is what the
+# lockfiles build.
 vendor-check:
 	@cd $(TSMLS_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@cd $(QR_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
 	(cd $(TSMLS_DIR) && node build.mjs "$$tmp") >/dev/null && \
-	(cd "$$tmp" && sha256sum -c "$(CURDIR)/static/vendor/$(TSMLS_BUNDLE).sha256" >/dev/null) && \
-	cmp -s "$$tmp/$(TSMLS_BUNDLE)" static/vendor/$(TSMLS_BUNDLE) && \
-	diff -r "$$tmp/LICENSES" static/vendor/LICENSES && \
-	echo "vendor-check: $(TSMLS_BUNDLE) rebuilds byte-identical ($$(cut -d' ' -f1 static/vendor/$(TSMLS_BUNDLE).sha256))" || \
+	(cd $(QR_DIR) && node build.mjs "$$tmp") >/dev/null && \
+	ok=1; for b in $(TSMLS_BUNDLE) $(QR_BUNDLE); do \
+		(cd "$$tmp" && sha256sum -c "$(CURDIR)/static/vendor/$$b.sha256" >/dev/null) && \
+		cmp -s "$$tmp/$$b" static/vendor/$$b && \
+		echo "vendor-check: $$b rebuilds byte-identical ($$(cut -d' ' -f1 static/vendor/$$b.sha256))" || ok=0; \
+	done; \
+	[ "$$ok" = 1 ] && diff -r "$$tmp/LICENSES" static/vendor/LICENSES || \
 	{ echo "vendor-check: rebuild differs from static/vendor (run make vendor and review)"; exit 1; }
 
 # build makes the static binary that the container image and a systemd install use.

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"regexp"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -134,6 +137,115 @@ func TestBrowserLinkDevice(t *testing.T) {
 		t.Fatalf("link code %q", code)
 	}
 	for _, u := range []*browserUser{alice, carol, phone} {
+		u.watch.assertClean(t, u.name)
+	}
+}
+
+// lobbyTexts returns the texts of the newest n stored messages of the lobby.
+func lobbyTexts(t *testing.T, ts *testServer, n int) []string {
+	t.Helper()
+	historyCount(t, ts, lobby) // everything stamped is committed
+	var texts []string
+	err := ts.App.store.Last(historyBucket(lobby), n, func(_, v []byte) error {
+		var m struct {
+			Text string `json:"text"`
+		}
+		if err := json.Unmarshal(v, &m); err != nil {
+			return err
+		}
+		texts = append(texts, m.Text)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return texts
+}
+
+// TestBrowserAdminRevokesDevice: a member's page has no admin lookup, and a
+// revoke_device for bob's device sent from it anyway is forbidden and changes nothing.
+// The admin looks bob up in the Devices panel and revokes his device with its button:
+// the directory no longer has it live, bob's page is told (device_revoked: it stops
+// signing and names who revoked it), and a say that bob's page still signs with the
+// revoked key is refused with bad_device, delivered to no one and not stored.
+func TestBrowserAdminRevokesDevice(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.Admins = []string{"dev:root"}; generousLimits(c) })
+	browser := newBrowser(t)
+	root := loginUser(t, browser, ts.URL, "root")
+	bob := loginUser(t, browser, ts.URL, "bob")
+	carol := loginUser(t, browser, ts.URL, "carol")
+	for _, u := range []*browserUser{root, bob, carol} {
+		u.waitJS(t, "signing to be on", `document.body.dataset.signing === 'on'`)
+	}
+	bobDevice := evalAsync[string](t, bob, `import('/static/signing.js').then((s) => s.signingDevice().device)`)
+	if n := liveDevices(t, ts, "dev:bob"); n != 1 {
+		t.Fatalf("bob has %d live devices, want 1", n)
+	}
+
+	// carol is no admin: no lookup in her panel, and the command itself is forbidden.
+	carol.click(t, "#devices-toggle")
+	carol.waitJS(t, "her own devices", `document.querySelectorAll('#devices-panel .own-devices li[data-device]').length === 1`)
+	if eval[bool](t, carol, `!!document.querySelector('#devices-user')`) {
+		t.Fatal("a member's Devices panel offers the admin lookup")
+	}
+	if !evalAsync[bool](t, carol, `import('/static/connection.js').then((c) => c.command({ type: 'revoke_device', user: 'dev:bob', device: '`+bobDevice+`' }, 'revoked'))`) {
+		t.Fatal("carol's page is not connected")
+	}
+	carol.waitJS(t, "the refusal", `!!document.querySelector('#notices .notice[data-code="forbidden"]')`)
+	settleHub(t, ts.App.hub)
+	if n := liveDevices(t, ts, "dev:bob"); n != 1 {
+		t.Fatalf("after carol's revoke_device bob has %d live devices, want 1", n)
+	}
+	if s := eval[string](t, bob, `document.body.dataset.signing`); s != "on" {
+		t.Fatalf("after carol's revoke_device bob's page is %q", s)
+	}
+
+	// The admin looks bob up and revokes his device from the panel.
+	root.click(t, "#devices-toggle")
+	root.waitJS(t, "the admin lookup", `!!document.querySelector('#devices-user')`)
+	if err := chromedp.Do(root.ctx, chromedp.SendKeys(chromedp.ID("devices-user"), "dev:bob")); err != nil {
+		t.Fatal(err)
+	}
+	root.click(t, `#devices-panel form.admin-section button[type="submit"]`)
+	row := `#devices-panel .other-devices li[data-device="` + bobDevice + `"]`
+	root.waitJS(t, "bob's device in the panel", `!!document.querySelector('`+row+` .device-revoke')`)
+	root.click(t, row+" .device-revoke")
+	root.waitJS(t, "bob's device shown revoked", `document.querySelector('`+row+`')?.dataset.revoked === 'true'`)
+	if n := liveDevices(t, ts, "dev:bob"); n != 0 {
+		t.Fatalf("after the admin's revocation bob has %d live devices, want 0", n)
+	}
+	var lookedUp bool
+	ts.App.hub.do(func() { lookedUp = ts.App.keys.Lookup("dev:bob", bobDevice) != nil })
+	if lookedUp {
+		t.Fatal("the directory still finds bob's revoked device")
+	}
+	bob.waitJS(t, "bob's page to stop signing", `document.body.dataset.signing === 'revoked'`)
+	if text := eval[string](t, bob, `document.querySelector('#notices .notice[data-code="signing"] .notice-text')?.textContent || ''`); !strings.Contains(text, "revoked by dev:root") {
+		t.Fatalf("bob's page says %q, want it to name dev:root", text)
+	}
+
+	// bob's page still holds the key: a say it signs with it is refused.
+	const forged = "signed by a revoked device"
+	sent := evalAsync[bool](t, bob, `(async () => {
+		const s = await import('/static/signing.js');
+		const id = await import('/static/identity.js');
+		const c = await import('/static/connection.js');
+		const sig = await id.signSay(s.signingDevice(), 'lobby', '`+forged+`');
+		return c.command({ type: 'say', room: 'lobby', text: '`+forged+`', sig }, 'sent');
+	})()`)
+	if !sent {
+		t.Fatal("bob's page is not connected")
+	}
+	bob.waitJS(t, "the refusal", `!!document.querySelector('#notices .notice[data-code="bad_device"]')`)
+	bob.say(t, "after the refusal") // unsigned now: it orders carol's view
+	carol.waitSig(t, "after the refusal", "unsigned")
+	if n := eval[int](t, carol, `Array.from(document.querySelectorAll('#messages .msg-text')).filter((m) => m.textContent === '`+forged+`').length`); n != 0 {
+		t.Fatalf("carol's page shows the revoked device's message %d times", n)
+	}
+	if texts := lobbyTexts(t, ts, 5); slices.Contains(texts, forged) {
+		t.Fatalf("the revoked device's message was stored: %q", texts)
+	}
+	for _, u := range []*browserUser{root, bob, carol} {
 		u.watch.assertClean(t, u.name)
 	}
 }

@@ -12,6 +12,12 @@
 #   BENCH_PORT=N      first of three loopback ports used (default 18080)
 #   BENCH_PIN=1       pin each server to CPU 0 and chatload to CPU 1 (taskset), so the
 #                     load generator's own work never competes with the server's
+#   BENCH_SIGN=1      signed against unsigned instead of modified against original:
+#                     each round runs modified-chat twice, unsigned then with every
+#                     sender signing (chatload -sign: a registered Ed25519 device per
+#                     sender, every say signed and verified by the server); the table's
+#                     columns are then modified and signed. Load workloads only, e.g.
+#                     BENCH_SIGN=1 BENCH_ONLY="W1 W4" make bench
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -177,14 +183,17 @@ run_one() {
 		need user-msg-burst "${r2%.*}"
 	fi
 	start_server "$side" "$id" || return 0
-	local args=(-target "http://127.0.0.1:$PORT" -proto "$side" -clients "$clients" -pid "$SERVER_PID"
+	local proto=$side
+	[[ $side == signed ]] && proto=modified
+	local args=(-target "http://127.0.0.1:$PORT" -proto "$proto" -clients "$clients" -pid "$SERVER_PID"
 		-tag "$name" -json -connect-rate 500)
+	[[ $side == signed ]] && args+=(-sign)
 	if [[ $idle == 1 ]]; then
 		args+=(-idle -settle 3s)
 	else
 		args+=(-senders "$senders" -rate "$rate" -size "$size" -duration "$dur")
 	fi
-	if [[ $side == modified ]]; then
+	if [[ $side != original ]]; then
 		log "$id: modified-chat ${MOD_ARGS[*]}"
 	fi
 	log "$id: chatload ${args[*]}"
@@ -205,8 +214,14 @@ for w in "${WORKLOADS[@]}"; do
 		continue
 	fi
 	for ((round = 1; round <= ROUNDS; round++)); do
-		run_one "$w" original "$round"
-		run_one "$w" modified "$round"
+		if [[ ${BENCH_SIGN:-0} == 1 ]]; then
+			[[ $w == *" 1" ]] && { log "$name: idle, nothing to sign; skipped"; break; }
+			run_one "$w" modified "$round"
+			run_one "$w" signed "$round"
+		else
+			run_one "$w" original "$round"
+			run_one "$w" modified "$round"
+		fi
 	done
 done
 

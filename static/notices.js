@@ -5,7 +5,8 @@ import { make, ui } from './dom.js';
 import { MAX_NOTICES, NOTICE_MS } from './state.js';
 
 // notify shows a dismissable toast for an error code; a repeated code
-// updates the existing toast instead of stacking copies.
+// updates the existing toast instead of stacking copies. It returns the toast, for a
+// caller that adds a picture to it (the safety number's QR code).
 export function notify(code, text, timeout = NOTICE_MS, action = null) {
   let box = null;
   for (const n of ui.notices.children) {
@@ -41,6 +42,7 @@ export function notify(code, text, timeout = NOTICE_MS, action = null) {
   clearTimeout(Number(box.dataset.timer || 0));
   const target = box;
   box.dataset.timer = String(setTimeout(() => target.remove(), timeout));
+  return box;
 }
 
 // hasNotice tells whether a toast of this code is showing.

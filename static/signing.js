@@ -19,6 +19,7 @@ import {
 } from './identity.js';
 import { linkAnswer, offerLink, onOtherDevices, onOwnDeviceAdded, onOwnDeviceRevoked, onOwnDevices } from './devices.js';
 import { unb64 } from './sigbytes.js';
+import { qrSvg } from './qr.js';
 
 const MAX_USERS = 500; // key records cached
 const MAX_MSG_IDS = 5000; // message ids remembered to spot a replay
@@ -364,7 +365,7 @@ async function showSafetyNumber(u) {
   const their = await pin(me.id, u.id, theirs && theirs.rec ? theirs.rec.urk : '');
   if (!myRec || !myRec.urk || !their.urk) return;
   const number = await safetyNumber(me.id, unb64(myRec.urk), u.id, unb64(their.urk));
-  notify('safety:' + u.id, 'Safety number with ' + u.name + ': ' + number + '. Compare it with ' + u.name +
+  const box = notify('safety:' + u.id, 'Safety number with ' + u.name + ': ' + number + '. Compare it with ' + u.name +
     ' in person or on a call; if it is the same on both screens, mark them verified.', 5 * 60 * 1000, {
     label: 'Mark as verified',
     run: async () => {
@@ -375,4 +376,17 @@ async function showSafetyNumber(u) {
       renderMessages();
     },
   });
+  showSafetyQR(box, number, u);
+}
+
+// showSafetyQR puts the safety number's QR code beside its digits in the toast,
+// replacing the one an earlier click drew. It carries exactly the 60 digits (no
+// spaces), so a scanner on the other screen reads the same number the text shows.
+function showSafetyQR(box, number, u) {
+  const old = box.querySelector('.safety-qr');
+  if (old) old.remove();
+  box.classList.add('notice-safety');
+  const qr = qrSvg(number.replace(/ /g, ''), 'QR code of the safety number with ' + u.name);
+  qr.classList.add('safety-qr');
+  box.querySelector('.notice-text').after(qr);
 }

@@ -51,6 +51,7 @@ type Config struct {
 	Idle        bool
 	Settle      time.Duration
 	Tag         string
+	Sign        bool // senders register devices and sign every say (sign.go)
 }
 
 // target is the checked form of -target: where to log in, where to dial and
@@ -120,6 +121,7 @@ func (c *Config) validate() (*target, error) {
 	if c.Pid < 0 {
 		errs = append(errs, "-pid must be positive")
 	}
+	errs = append(errs, c.validateSign()...)
 	if len(errs) > 0 {
 		return nil, errors.New(strings.Join(errs, "; "))
 	}

@@ -90,6 +90,7 @@ type loadConn struct {
 
 	sent    int64
 	sendErr error
+	sig     *signer // -sign: this sender's device (sign.go)
 }
 
 // login performs the development login for one client and returns the
@@ -315,6 +316,7 @@ func (c *loadConn) handleEvent(line []byte, now int64) {
 		c.handleText(text, now)
 	case "ack":
 		c.acks++
+		c.signAck()
 	case "joined":
 		if rok && string(room) == c.r.cfg.Room {
 			c.markReady()
@@ -348,8 +350,10 @@ func (c *loadConn) slowEvent(line []byte, now int64) {
 			code = "(none)"
 		}
 		c.errs[code]++
+		c.signRefused(code)
 	case "ack":
 		c.acks++
+		c.signAck()
 	case "joined":
 		if ev.Room == c.r.cfg.Room {
 			c.markReady()
@@ -397,16 +401,21 @@ func (c *loadConn) sendLoop(ctx context.Context, senderIdx int, start time.Time,
 	}
 	tk := time.NewTicker(interval)
 	defer tk.Stop()
-	var buf []byte
+	var buf, text []byte
 	prefix := []byte(`{"type":"say","room":"` + cfg.Room + `","text":"`)
 	for seq := 0; ; seq++ {
 		buf = buf[:0]
-		if c.r.modified {
-			buf = append(buf, prefix...)
-		}
-		buf = EncodePayload(buf, senderIdx, seq, time.Now().UnixNano(), cfg.Size)
-		if c.r.modified {
-			buf = append(buf, `"}`...)
+		if c.sig != nil {
+			text = EncodePayload(text[:0], senderIdx, seq, time.Now().UnixNano(), cfg.Size)
+			buf = c.sig.appendSay(buf, cfg.Room, text)
+		} else {
+			if c.r.modified {
+				buf = append(buf, prefix...)
+			}
+			buf = EncodePayload(buf, senderIdx, seq, time.Now().UnixNano(), cfg.Size)
+			if c.r.modified {
+				buf = append(buf, `"}`...)
+			}
 		}
 		_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if err := c.ws.WriteMessage(websocket.TextMessage, buf); err != nil {

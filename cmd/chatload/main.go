@@ -48,6 +48,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.Idle, "idle", false, "open connections, send nothing, report server RSS per connection")
 	fs.DurationVar(&cfg.Settle, "settle", 2*time.Second, "wait for in-flight deliveries after sending stops (idle: before measuring)")
 	fs.StringVar(&cfg.Tag, "tag", "", "label stored in the report (the workload name, for -summarize)")
+	fs.BoolVar(&cfg.Sign, "sign", false, "each sender registers an Ed25519 device (dev login users) and signs every say, as the page does")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	summarize := fs.Bool("summarize", false, "summarize JSON report files given as arguments into a comparison table")
 	cpuProfile := fs.String("cpuprofile", "", "write chatload's own CPU profile to this file (it shares the machine with the server, so its cost is in every latency)")

@@ -15,6 +15,7 @@ import (
 type Report struct {
 	Tag         string  `json:"tag,omitempty"`
 	Proto       string  `json:"proto"`
+	Signed      bool    `json:"signed,omitempty"` // -sign: every say carried a signature
 	Target      string  `json:"target"`
 	Clients     int     `json:"clients"`
 	Senders     int     `json:"senders"`

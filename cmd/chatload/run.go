@@ -116,6 +116,13 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		senders = len(conns)
 	}
 	rep.Senders = senders
+	rep.Signed = cfg.Sign
+	if cfg.Sign && !cfg.Idle && ctx.Err() == nil {
+		if err := r.registerSenders(ctx, conns[:senders]); err != nil {
+			r.closeAll(conns)
+			return nil, err
+		}
+	}
 	sendStart := time.Now()
 	var sent int64
 	if !cfg.Idle && senders > 0 && ctx.Err() == nil {
@@ -258,6 +265,16 @@ func (r *runner) connectOne(ctx context.Context, i int, ep *endpoint, cookies []
 		tally:  NewTally(r.cfg.Senders),
 		events: map[string]int64{},
 		errs:   map[string]int64{},
+	}
+	// Every client gets its keys (two key generations, cheap) before its read loop
+	// starts, so the loop never sees c.sig change; only the senders register them.
+	if r.cfg.Sign {
+		var err error
+		if c.sig, err = newSigner(devUserPrefix + clientName(i)); err != nil {
+			r.refuse("sign:keys")
+			_ = ws.Close()
+			return nil
+		}
 	}
 	go c.readLoop()
 	if r.modified && r.cfg.Room != "lobby" {

@@ -85,9 +85,21 @@ func summarizeFiles(paths []string, w io.Writer) error {
 	return Summarize(reps, w)
 }
 
-// Summarize groups reports by tag (the workload) and protocol (the side) and
-// prints the medians with the modified/original ratio. Workloads keep the
-// order in which they first appear.
+// sideSigned is the side of -sign runs of the modified server in the table.
+const sideSigned = "signed"
+
+// sideOf is the table column a report belongs to: its protocol, or signed.
+func sideOf(r *Report) string {
+	if r.Signed {
+		return sideSigned
+	}
+	return r.Proto
+}
+
+// Summarize groups reports by tag (the workload) and side (the protocol, or
+// signed for -sign runs) and prints the medians with the ratio of the two sides:
+// modified/original, or signed/modified when the reports hold signed runs
+// (BENCH_SIGN=1). Workloads keep the order in which they first appear.
 func Summarize(reps []*Report, w io.Writer) error {
 	if len(reps) == 0 {
 		return fmt.Errorf("no reports to summarize")
@@ -103,22 +115,28 @@ func Summarize(reps []*Report, w io.Writer) error {
 			groups[tag] = map[string][]*Report{}
 			order = append(order, tag)
 		}
-		groups[tag][r.Proto] = append(groups[tag][r.Proto], r)
+		groups[tag][sideOf(r)] = append(groups[tag][sideOf(r)], r)
 	}
-	fmt.Fprintf(w, "%-6s %-20s %14s %14s %10s\n", "work", "metric (median)", protoOriginal, protoModified, "mod/orig")
+	left, right, ratioName := protoOriginal, protoModified, "mod/orig"
+	for _, r := range reps {
+		if r.Signed {
+			left, right, ratioName = protoModified, sideSigned, "sig/mod"
+		}
+	}
+	fmt.Fprintf(w, "%-6s %-20s %14s %14s %10s\n", "work", "metric (median)", left, right, ratioName)
 	for _, tag := range order {
 		g := groups[tag]
 		idle := false
 		for _, rs := range g {
 			idle = idle || rs[0].Idle
 		}
-		fmt.Fprintf(w, "%-6s %s\n", tag, describe(g))
+		fmt.Fprintf(w, "%-6s %s\n", tag, describe(g, left, right))
 		for _, m := range summaryMetrics {
 			if !m.both && m.idle != idle {
 				continue
 			}
-			o, okO := medianOf(g[protoOriginal], m.get)
-			n, okN := medianOf(g[protoModified], m.get)
+			o, okO := medianOf(g[left], m.get)
+			n, okN := medianOf(g[right], m.get)
 			if !okO && !okN {
 				continue
 			}
@@ -133,10 +151,11 @@ func Summarize(reps []*Report, w io.Writer) error {
 }
 
 // describe states a workload's shape from its first report, with the
-// number of rounds per side, so the table says what was measured.
-func describe(g map[string][]*Report) string {
+// number of rounds per side (the table's two columns), so the table says what
+// was measured.
+func describe(g map[string][]*Report, left, right string) string {
 	var r *Report
-	for _, p := range []string{protoOriginal, protoModified} {
+	for _, p := range []string{left, right} {
 		if len(g[p]) > 0 {
 			r = g[p][0]
 			break
@@ -147,7 +166,7 @@ func describe(g map[string][]*Report) string {
 			r = rs[0]
 		}
 	}
-	rounds := fmt.Sprintf("rounds %d/%d", len(g[protoOriginal]), len(g[protoModified]))
+	rounds := fmt.Sprintf("rounds %d/%d", len(g[left]), len(g[right]))
 	if r.Idle {
 		return fmt.Sprintf("(%d idle connections; %s)", r.Clients, rounds)
 	}
