@@ -71,7 +71,7 @@ func TestBrowserMLSPageAttacks(t *testing.T) {
 		`"replay":{"decrypt":2,"shown":1,"insider":1,"shownHello":1},"cross":{"wrongGroup":1,"shown":false},` +
 		`"from":{"author":"dev:bob","serverSaid":"dev:alice","mismatch":true,"counted":1},` +
 		`"forged":{"bad":1,"member":1,"epoch":true,"pending":0},` +
-		`"kick":{"sendDuring":"sent","errors":1,"refused":["commit_required"],"carolRemoved":true,` +
+		`"kick":{"sendDuring":"sent","errors":1,"refused":[],"retried":true,"carolRemoved":true,` +
 		`"removedNotice":["dev:carol"],"members":["dev:alice","dev:bob"],"bob":true,"carolReads":false,"carolRejected":3},` +
 		`"stats":{"alice":1,"bob":0}}`
 	if got != want {

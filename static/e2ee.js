@@ -291,6 +291,12 @@ function insert(r, entry, live) {
   if (noteArrival(r, entry, live)) arrived();
 }
 
+// TRANSIENT_HINT explains the refusals that come from a key change in progress.
+const TRANSIENT_HINT = {
+  commit_required: ': the room\'s keys were still changing; your text is back in the box, send it again',
+  stale_epoch: ': the room\'s keys were still changing; your text is back in the box, send it again',
+};
+
 // onEngine turns what the engine reports into what the user sees.
 async function onEngine(ev) {
   const name = ev.room;
@@ -344,7 +350,10 @@ async function onEngine(ev) {
       sendJSON({ type: 'mls_resync', room: name });
       break;
     case 'send_refused':
-      notify('e2ee_send', '#' + name + ': not sent (' + ev.code + (ev.code === 'commit_required' ? ': the room\'s keys are changing, try again in a moment' : '') + ').');
+      // The engine already tried again where the refusal was only a key change; this
+      // one stands. The text comes back into an empty composer, so nothing typed is lost.
+      notify('e2ee_send', '#' + name + ': not sent (' + ev.code + (TRANSIENT_HINT[ev.code] || '') + ').');
+      if (ev.kind === 'text' && typeof ev.body === 'string' && name === state.current && ui.input.value === '') ui.input.value = ev.body;
       break;
     case 'commit_refused':
       notify('e2ee_commit', '#' + name + ': the server refused this device\'s key change (' + ev.code + ').');

@@ -26,6 +26,14 @@ const MAX_SEEN = 4096; // msg_ids remembered per room for the replay check
 const MAX_PLAIN = 1000; // decrypted messages cached per room (reload shows them again)
 const MAX_BODY = 64 * 1024; // largest decrypted payload accepted (bytes)
 const KINDS = new Set(['text', 'file']); // payload kinds the page renders
+// A message refused because the room's keys are changing (commit_required: the hub's
+// proposals are not yet committed; stale_epoch: a commit won meanwhile) is encrypted
+// again, under the new epoch, once that commit is in: a few tries, further apart each
+// time. Only a fresh encryption under the state after the commit is sent, so a member
+// being removed never gets the retried message either.
+const SEND_RETRIES = 4;
+const SEND_RETRY_MS = 400;
+const TRANSIENT = new Set(['commit_required', 'stale_epoch']);
 
 // The reasons a message or handshake is refused; they are the keys of stats.rejected
 // and the data of every 'rejected' event, so tests and the page name them exactly.
@@ -857,7 +865,7 @@ export class MlsClient {
 
   // send encrypts a payload of kind with body into room (mls_app). It resolves with the
   // msg_id once the state that used the generation is saved and the frame is sent.
-  async send(name, kind, body) {
+  async send(name, kind, body, tries = 0) {
     if (!this.leader) throw new Error('another tab holds this device\'s encryption: send from that tab');
     const r = this.rooms.get(name);
     if (!r || !r.state) throw new Error('this device is not a member of the room\'s group yet');
@@ -875,6 +883,12 @@ export class MlsClient {
       // does not echo it: the ack says it is stored, and then it is shown.
       this.command({ type: 'mls_app', room: name, epoch: Number(r.state.groupContext.epoch), msg }, (ans) => this.enqueue(r, async () => {
         if (ans.type !== 'ack') {
+          if (TRANSIENT.has(ans.code) && tries < SEND_RETRIES) {
+            this.stats.retried = (this.stats.retried || 0) + 1;
+            setTimeout(() => this.send(name, kind, body, tries + 1).catch(() =>
+              this.emit({ type: 'send_refused', room: name, code: ans.code, msgId, kind, body })), SEND_RETRY_MS * (tries + 1));
+            return;
+          }
           this.emit({ type: 'send_refused', room: name, code: ans.code || '', msgId, kind, body });
           return;
         }

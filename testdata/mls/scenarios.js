@@ -168,8 +168,15 @@ export async function attacks(mods) {
   const sendDuring = await alice.c.send('r1', 'text', 'too early').then(() => 'sent', (e) => 'refused');
   w.ds.flush();
   await w.settle();
+  // The refused message is encrypted again once the Remove is committed (the engine
+  // retries commit_required), so bob gets it and nothing is refused for good.
+  for (let i = 0; i < 50 && !w.texts(bob, 'r1').includes('too early'); i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    await w.settle();
+  }
   out.kick = { sendDuring, errors: w.ds.errors.filter((e) => e === 'commit_required').length,
-    refused: alice.events.filter((e) => e.type === 'send_refused').map((e) => e.code) };
+    refused: alice.events.filter((e) => e.type === 'send_refused').map((e) => e.code),
+    retried: w.texts(bob, 'r1').includes('too early') };
 
   out.kick.carolRemoved = carol.events.some((e) => e.type === 'removed' && e.room === 'r1');
   out.kick.removedNotice = bob.events.filter((e) => e.type === 'epoch' && e.room === 'r1' && e.removed.length).map((e) => e.removed.map((x) => x.user).join(','));
