@@ -58,6 +58,8 @@ var (
 	// closeMLSTooBig: an announced MLS frame (E2EE rooms) larger than it may be.
 	closeMLSTooBig = defineClose(websocket.CloseMessageTooBig, "MLS frame too big", "larger than the read limit")
 	// closeClusterLost: cluster mode, Redis lost its data; this node stops serving.
+	// A command the server failed on (a handler's bug): only its sender is closed.
+	closeInternal    = defineClose(websocket.CloseInternalServerErr, "internal error", "a command the server failed on")
 	closeClusterLost = defineClose(websocket.CloseServiceRestart, "cluster state lost; try again later", "Redis lost its data")
 	// closeResync: cluster mode, this node missed entries of a room that the Stream can
 	// no longer give it; the members reconnect and resume with `after`.

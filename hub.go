@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -256,7 +258,7 @@ func (h *Hub) run() {
 			if cmd.fn != nil {
 				cmd.fn()
 			} else if _, ok := h.clients[cmd.client]; ok {
-				h.dispatch(cmd)
+				h.dispatchGuarded(cmd)
 			}
 		case k := <-h.kicks:
 			for c := range h.clients {
@@ -286,6 +288,21 @@ func (h *Hub) run() {
 		}
 		h.backlogTicking = tick != nil
 	}
+}
+
+// dispatchGuarded runs one client command. A bug that panics in a handler must cost
+// that one connection, not the server and everyone on it: the panic is logged with its
+// stack (never the command's fields, which may hold a message), counted, and the sender
+// is closed with 1011. What the handler changed before it failed stays changed.
+func (h *Hub) dispatchGuarded(cmd command) {
+	defer func() {
+		if v := recover(); v != nil {
+			h.metrics.panics.Inc()
+			h.log.Error("command failed", "type", cmd.env.Type, "conn", cmd.client.id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			h.doom(cmd.client, closeInternal)
+		}
+	}()
+	h.dispatch(cmd)
 }
 
 // halt ends the loop and waits for it to return. The app calls it last, after the

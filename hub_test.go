@@ -339,3 +339,27 @@ func TestHubBacklogKeepsOrder(t *testing.T) {
 		t.Fatalf("%v evictions", n)
 	}
 }
+
+// TestHubSurvivesPanic: a handler that panics (a bug) costs its sender the connection,
+// closed with 1011 and counted, never the server: another user's connection goes on,
+// and the sender can connect again.
+func TestHubSurvivesPanic(t *testing.T) {
+	spec := commandTable["rooms"]
+	broken := spec
+	broken.run = func(*Hub, *Client, command, *roomInfo) {
+		var m map[string]int
+		m["boom"]++ // a write to a nil map: a runtime panic, as a real bug would make
+	}
+	commandTable["rooms"] = broken
+	t.Cleanup(func() { commandTable["rooms"] = spec }) // after the server has stopped
+	ts := startServer(t, nil)
+	alice, bob := ts.user(t, "alice"), ts.user(t, "bob")
+	alice.send(map[string]any{"type": "rooms"})
+	alice.expectClose(closeInternal.code)
+	bob.mustAck(map[string]any{"type": "say", "room": lobby, "text": "still here"})
+	if n := testutil.ToFloat64(ts.App.metrics.panics); n != 1 {
+		t.Errorf("panics counted %v, want 1", n)
+	}
+	again := ts.user(t, "alice")
+	again.mustAck(map[string]any{"type": "say", "room": lobby, "text": "back"})
+}
