@@ -50,6 +50,12 @@ type change struct {
 	// applied once Redis has it (commitCtl), and every other node applies it from the
 	// log. nil on a single node.
 	ctl func(context.Context, *cluster.Ctl) error
+	// room, for a change to a room record, is the next record and the effects every
+	// node holding the room's members must make (roomchange.go); it is applied before
+	// apply, which then holds only what the acting node alone does (its answer, the
+	// actor's own join). In cluster mode it is an entry of the room's log
+	// (clusterrooms.go).
+	room *roomEntry
 }
 
 // Record keys for changes in flight, one namespace per kind of record.
@@ -110,6 +116,10 @@ func (h *Hub) commit(c *Client, env *envelope, ch change) {
 		h.commitCtl(c, env, ch)
 		return
 	}
+	if ch.room != nil && h.roomsInRedis(ch.room.Name) {
+		h.commitRoomLog(c, env, ch)
+		return
+	}
 	writes := ch.writes
 	if ch.audit != nil {
 		writes = append(writes, h.auditWrite(ch.audit))
@@ -136,6 +146,9 @@ func (h *Hub) settle(c *Client, env *envelope, ch change, err error) {
 	} else {
 		if ch.audit != nil {
 			h.rememberAudit(*ch.audit)
+		}
+		if ch.room != nil {
+			h.applyRoom(ch.room)
 		}
 		ch.apply()
 		if !ch.noAck && c != nil && env.Ref != "" {

@@ -51,12 +51,25 @@ const (
 )
 
 // sayScript numbers, stores and publishes one entry atomically. KEYS: the room's meta
-// hash and log stream; ARGV: channel, stored envelope, published envelope ("" = the
-// stored one), MAXLEN. A room whose meta is new (never used, or lost with Redis's data)
-// starts at Redis's time in ms × 1000 (≈1.8e15 < 2^53), so ids never go backwards even
-// after a loss; `floor` remembers where this epoch of the room began. Ids are kept as
-// strings: Lua numbers print with 14 digits.
+// hash and log stream (and, for a room change, its record); ARGV: channel, stored
+// envelope, published envelope ("" = the stored one), MAXLEN, and for a room change
+// the room's revision the change was computed from. A room whose meta is new (never
+// used, or lost with Redis's data) starts at Redis's time in ms × 1000 (≈1.8e15 <
+// 2^53), so ids never go backwards even after a loss; `floor` remembers where this
+// epoch of the room began. Ids are kept as strings: Lua numbers print with 14 digits.
+//
+// A room change (membership, roles, bans, invitations, the description, deletion) is
+// an entry of the room's log like a message, so every node applies it at the same
+// position among the messages. Its envelope is also kept as the room's record, and
+// `rev` is the id of the change that wrote it: a change computed from an older
+// revision than Redis has is refused (STALE), so two nodes changing one room at once
+// cannot lose either change.
 const sayScript = `
+if ARGV[5] then
+  local rev = redis.call('HGET', KEYS[1], 'rev')
+  if not rev then rev = '0' end
+  if rev ~= ARGV[5] then return redis.error_reply('STALE ' .. rev) end
+end
 local seq
 if redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
   local t = redis.call('TIME')
@@ -66,11 +79,27 @@ else
   seq = string.format('%.0f', redis.call('HINCRBY', KEYS[1], 'seq', 1))
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'e', ARGV[2])
+if ARGV[5] then
+  redis.call('SET', KEYS[3], ARGV[2])
+  redis.call('HSET', KEYS[1], 'rev', seq)
+end
 local live = ARGV[3]
 if live == '' then live = ARGV[2] end
 redis.call('PUBLISH', ARGV[1], seq .. ' ' .. live)
 return seq
 `
+
+// roomStateScript reads, in one step, a room's last id, its revision and its record
+// (the envelope of the change that wrote it), so the three agree. KEYS: meta, record.
+const roomStateScript = `
+local m = redis.call('HMGET', KEYS[1], 'seq', 'rev')
+local rec = redis.call('GET', KEYS[2])
+return {m[1] or '', m[2] or '', rec or ''}
+`
+
+// ErrStale says a room change was computed from an older revision of the room than
+// Redis has: another node changed the room first. Nothing was written.
+var ErrStale = errors.New("cluster: the room changed on another node")
 
 // Kind says what an Event is.
 type Kind int
@@ -85,7 +114,8 @@ const (
 	// Failed says a Say did not reach Redis (Token, Err): nothing was stored.
 	Failed
 	// Opened says a room is open: entries after Seq will follow as Entry events, so
-	// history up to Seq is the joiners' (Room, Seq).
+	// history up to Seq is the joiners' (Room, Seq). When State is set, Rev and Body
+	// are the room's revision and record as of Seq (Body nil: Redis has none).
 	Opened
 	// Resync says a room's gap cannot be filled (trimmed, or larger than the resume
 	// bound): the hub closes its local members, who resume from history (Room).
@@ -107,6 +137,17 @@ type Event struct {
 	Token any
 	Err   error
 	Ready bool
+	// State, Rev: see Opened.
+	State bool
+	Rev   uint64
+}
+
+// RoomState is a room's position and record read in one step (Feed.RoomState).
+type RoomState struct {
+	// Top is the room's last id, Rev the id of the change that wrote its record.
+	Top, Rev uint64
+	// Body is the record's body (nil when Redis has no record of the room).
+	Body []byte
 }
 
 // FeedConfig is what a feed needs.
@@ -137,6 +178,9 @@ type sayReq struct {
 	room         string
 	stored, live []byte
 	token        any
+	// change marks a room change; rev is the revision it was computed from.
+	change bool
+	rev    uint64
 }
 
 // reply is a script's answer, on its way to the orderer.
@@ -157,6 +201,7 @@ type roomReq struct {
 type Feed struct {
 	cfg    FeedConfig
 	script *rueidis.Lua
+	state  *rueidis.Lua
 	says   chan sayReq
 	inbox  chan rueidis.PubSubMessage
 	// replies carry the writer's results to the orderer.
@@ -183,6 +228,7 @@ func StartFeed(cfg FeedConfig) *Feed {
 	f := &Feed{
 		cfg:     cfg,
 		script:  rueidis.NewLuaScript(sayScript),
+		state:   rueidis.NewLuaScript(roomStateScript),
 		says:    make(chan sayReq, sayQueue),
 		inbox:   make(chan rueidis.PubSubMessage, inboxSize),
 		replies: make(chan reply, sayQueue),
@@ -209,7 +255,20 @@ func (f *Feed) Stop() {
 // Entry (delivered here, then acknowledge), Stored, or Failed.
 func (f *Feed) Say(room string, stored, live []byte, token any) bool {
 	select {
-	case f.says <- sayReq{room, stored, live, token}:
+	case f.says <- sayReq{room: room, stored: stored, live: live, token: token}:
+		return true
+	default:
+		return false
+	}
+}
+
+// Change queues a room change for room, computed from revision rev (0: a room Redis
+// has no record of). Like Say: false means the queue is full; otherwise exactly one
+// event comes back with the token: Entry, Stored, or Failed (Err ErrStale when
+// another node changed the room first).
+func (f *Feed) Change(room string, body []byte, rev uint64, token any) bool {
+	select {
+	case f.says <- sayReq{room: room, stored: body, token: token, change: true, rev: rev}:
 		return true
 	default:
 		return false
@@ -280,7 +339,13 @@ func (f *Feed) write(batch []sayReq) {
 			live = string(f.cfg.Sealer.Seal(sc, r.live))
 			envs[i] = []byte(live)
 		}
-		execs = append(execs, rueidis.LuaExec{Keys: []string{meta, log}, Args: []string{ch, string(stored), live, maxLen}})
+		ex := rueidis.LuaExec{Keys: []string{meta, log}, Args: []string{ch, string(stored), live, maxLen}}
+		if r.change {
+			rec, _ := k.RoomInfo(r.room)
+			ex.Keys = append(ex.Keys, rec)
+			ex.Args = append(ex.Args, strconv.FormatUint(r.rev, 10))
+		}
+		execs = append(execs, ex)
 	}
 	ctx, cancel := context.WithTimeout(f.ctx, callTimeout)
 	results := f.script.ExecMulti(ctx, f.cfg.Client, execs...)
@@ -293,6 +358,9 @@ func (f *Feed) write(batch []sayReq) {
 			seq, err = strconv.ParseUint(s, 10, 64)
 		}
 		if err != nil {
+			if strings.HasPrefix(err.Error(), "STALE") {
+				err = ErrStale
+			}
 			f.cfg.Deliver(Event{Kind: Failed, Room: r.room, Token: r.token, Err: err})
 			continue
 		}
@@ -411,36 +479,56 @@ func (o *orderer) onRequests() {
 			continue
 		}
 		fr := o.rooms[r.room]
+		ev := Event{Kind: Opened, Room: r.room}
 		if fr == nil {
-			top, err := o.top(r.room)
+			ctx, cancel := context.WithTimeout(f.ctx, callTimeout)
+			st, err := f.RoomState(ctx, r.room)
+			cancel()
 			if err != nil {
 				// Redis is away: the room opens at 0 and catches up once Redis is back
 				// (history then says what was there).
 				f.cfg.Log.Warn("opening a room without redis", "room", r.room, "err", err)
+			} else {
+				ev.State, ev.Rev, ev.Body = true, st.Rev, st.Body
 			}
-			fr = &feedRoom{applied: top, held: map[uint64]held{}}
+			fr = &feedRoom{applied: st.Top, held: map[uint64]held{}}
 			o.rooms[r.room] = fr
 		}
-		if !f.cfg.Deliver(Event{Kind: Opened, Room: r.room, Seq: fr.applied}) {
+		ev.Seq = fr.applied
+		if !f.cfg.Deliver(ev) {
 			return
 		}
 	}
 }
 
-// top reads a room's last id (0 for a room without messages).
-func (o *orderer) top(room string) (uint64, error) {
-	c := o.f.cfg.Client
-	meta, _ := o.f.cfg.Keys.RoomMeta(room)
-	ctx, cancel := context.WithTimeout(o.f.ctx, callTimeout)
-	defer cancel()
-	s, err := c.Do(ctx, c.B().Hget().Key(meta).Field("seq").Build()).ToString()
-	if rueidis.IsRedisNil(err) {
-		return 0, nil
-	}
+// RoomState reads a room's last id, revision and record in one step. A record whose
+// MAC fails counts as forged and reads as none. Called off the hub's loop.
+func (f *Feed) RoomState(ctx context.Context, room string) (RoomState, error) {
+	meta, err := f.cfg.Keys.RoomMeta(room)
 	if err != nil {
-		return 0, err
+		return RoomState{}, err
 	}
-	return strconv.ParseUint(s, 10, 64)
+	rec, _ := f.cfg.Keys.RoomInfo(room)
+	vals, err := f.state.Exec(ctx, f.cfg.Client, []string{meta, rec}, nil).AsStrSlice()
+	if err != nil {
+		return RoomState{}, err
+	}
+	if len(vals) != 3 {
+		return RoomState{}, errors.New("cluster: room state: bad answer")
+	}
+	var st RoomState
+	num := func(s string) uint64 { n, _ := strconv.ParseUint(s, 10, 64); return n }
+	st.Top, st.Rev = num(vals[0]), num(vals[1])
+	if vals[2] != "" {
+		e, err := f.cfg.Sealer.Open(scope(room), []byte(vals[2]))
+		if err != nil {
+			f.Counters.BadMAC.Add(1)
+			f.cfg.Log.Warn("dropped a room record", "room", room, "err", err)
+		} else {
+			st.Body = e.Body
+		}
+	}
+	return st, nil
 }
 
 // onPublished takes one PUB/SUB message: "<seq> <envelope>" on a room's channel.

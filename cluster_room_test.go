@@ -1,0 +1,115 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"modified-chat/internal/cluster/redistest"
+)
+
+// Acceptance tests of room records across nodes (SCALE-OUT.md §RECOMMENDATION 7): a
+// room made on one node is the same room on every node, and its membership and role
+// changes are ordered in the room's log with its messages, so every node applies a
+// kick at the same position: nothing sequenced after it reaches the kicked user on any
+// node, and their `say` there is not_in_room.
+
+// saidOn waits until c sees the message text in room; it is the witness that c's node
+// has applied every entry of the room up to that message.
+func saidOn(c *wsClient, room, text string) {
+	c.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ev, err := c.next(time.Until(deadline))
+		if err != nil {
+			c.t.Fatalf("waiting for %q in %s: %v", text, room, err)
+		}
+		if ev["type"] == "message" && ev["room"] == room && ev["text"] == text {
+			return
+		}
+	}
+}
+
+// noRoomMessage fails if c was given any message of room before a barrier.
+func noRoomMessage(t *testing.T, c *wsClient, room, what string) {
+	t.Helper()
+	for _, ev := range c.barrier() {
+		if ev["type"] == "message" && ev["room"] == room {
+			t.Fatalf("%s: got %v", what, ev)
+		}
+	}
+}
+
+// TestClusterKickAcrossNodes (acceptance 7): alice makes room den on node 1; bob and
+// carol join it on node 2 and see alice as its owner. alice's kick reaches bob's node-2
+// socket (`kicked`, ban false) within 1 s of her ack; a message she says after it
+// reaches carol on node 2 but not bob, whose say there is not_in_room. The same for a
+// ban, after which bob's join on either node is `banned`. A room role given on node 1
+// works on node 2: carol, made moderator, kicks bob there.
+func TestClusterKickAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	alice := ready(nodes[0].ts.user(t, "alice"))
+	bob, carol := ready(nodes[1].ts.user(t, "bob")), ready(nodes[1].ts.user(t, "carol"))
+	alice.mustAck(map[string]any{"type": "create", "room": "den"})
+	for _, c := range []*wsClient{bob, carol} {
+		j := c.cmd(map[string]any{"type": "join", "room": "den"})
+		if j["type"] != "joined" || j["owner"] != "dev:alice" {
+			t.Fatalf("join of den on node 2: %v, want joined with owner dev:alice", j)
+		}
+	}
+
+	kickOn := func(actor *wsClient, typ string, ban bool) {
+		t.Helper()
+		actor.mustAck(map[string]any{"type": typ, "room": "den", "user": "dev:bob"})
+		start := time.Now()
+		ev := bob.expectWithin(ctlBound, "kicked")
+		if ev["room"] != "den" || ev["ban"] != ban {
+			t.Fatalf("%s on node 2: %v, want kicked from den with ban %v", typ, ev, ban)
+		}
+		t.Logf("%s reached node 2 %v after the ack", typ, time.Since(start))
+		text := "after the " + typ
+		alice.mustAck(map[string]any{"type": "say", "room": "den", "text": text})
+		saidOn(carol, "den", text)
+		noRoomMessage(t, bob, "den", "bob after the "+typ)
+		bob.mustRefuse(map[string]any{"type": "say", "room": "den", "text": "still here?"}, codeNotInRoom)
+	}
+
+	kickOn(alice, "kick", false)
+	// A kick is not a ban: bob may come back, on node 2.
+	bob.mustAck(map[string]any{"type": "join", "room": "den"})
+
+	kickOn(alice, "ban", true)
+	bob.mustRefuse(map[string]any{"type": "join", "room": "den"}, codeBanned)
+	bob1 := ready(nodes[0].ts.user(t, "bob"))
+	bob1.mustRefuse(map[string]any{"type": "join", "room": "den"}, codeBanned)
+
+	// Unban and a room role, both given on node 1, hold on node 2.
+	alice.mustAck(map[string]any{"type": "unban", "room": "den", "user": "dev:bob"})
+	bob.mustAck(map[string]any{"type": "join", "room": "den"})
+	alice.mustAck(map[string]any{"type": "set_room_role", "room": "den", "user": "dev:carol", "role": "moderator"})
+	deadline := time.Now().Add(ctlBound)
+	for {
+		ev := carol.expectWithin(time.Until(deadline), "joined")
+		if ev["room"] == "den" && ev["my_role"] == roleModerator {
+			break
+		}
+	}
+	kickOn(carol, "kick", false)
+}
+
+// TestClusterRoomMadeOnceAcrossNodes: two users on two nodes who join the same new
+// public room get one room, owned by whoever made it first; the second node does not
+// make a room of its own.
+func TestClusterRoomMadeOnceAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	alice, bob := ready(nodes[0].ts.user(t, "alice")), ready(nodes[1].ts.user(t, "bob"))
+	if j := alice.cmd(map[string]any{"type": "join", "room": "den"}); j["owner"] != "dev:alice" {
+		t.Fatalf("alice's join made %v", j)
+	}
+	if j := bob.cmd(map[string]any{"type": "join", "room": "den"}); j["type"] != "joined" || j["owner"] != "dev:alice" {
+		t.Fatalf("bob's join on node 2: %v, want the room alice made", j)
+	}
+	bob.mustRefuse(map[string]any{"type": "create", "room": "den"}, codeRoomExists)
+	bob.mustRefuse(map[string]any{"type": "topic", "room": "den", "topic": "mine"}, codeForbidden)
+}
