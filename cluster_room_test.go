@@ -113,3 +113,53 @@ func TestClusterRoomMadeOnceAcrossNodes(t *testing.T) {
 	bob.mustRefuse(map[string]any{"type": "create", "room": "den"}, codeRoomExists)
 	bob.mustRefuse(map[string]any{"type": "topic", "room": "den", "topic": "mine"}, codeForbidden)
 }
+
+// historyOf asks for a room's history (after, when not nil) and returns its messages'
+// texts.
+func historyOf(c *wsClient, room string, after *uint64) []string {
+	c.t.Helper()
+	req := map[string]any{"type": "history", "room": room}
+	if after != nil {
+		req["after"] = *after
+	}
+	ev := c.sendAwait(req, uniqueRef(), func(ev map[string]any) bool { return ev["type"] == "history" || ev["type"] == "error" })
+	if ev["type"] != "history" {
+		c.t.Fatalf("history of %s: %v", room, ev)
+	}
+	var texts []string
+	msgs, _ := ev["messages"].([]any)
+	for _, m := range msgs {
+		texts = append(texts, m.(map[string]any)["text"].(string))
+	}
+	return texts
+}
+
+// TestClusterRoomRecreated: a room deleted on node 1 and made again under the same
+// name on node 2 shows none of the old room's messages, to a join, a history page or
+// a resume from before the deletion, on either node; the old messages' ids are no
+// such message to delete.
+func TestClusterRoomRecreated(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	alice, bob := ready(nodes[0].ts.user(t, "alice")), ready(nodes[1].ts.user(t, "bob"))
+	alice.mustAck(map[string]any{"type": "create", "room": "den"})
+	old := alice.sendAwait(map[string]any{"type": "say", "room": "den", "text": "old 1"}, uniqueRef(),
+		func(ev map[string]any) bool { return ev["type"] == "ack" })
+	alice.mustAck(map[string]any{"type": "say", "room": "den", "text": "old 2"})
+	alice.mustAck(map[string]any{"type": "delete_room", "room": "den"})
+
+	bob.mustAck(map[string]any{"type": "create", "room": "den"})
+	bob.mustAck(map[string]any{"type": "say", "room": "den", "text": "new 1"})
+	before := idOf(old) - 1
+	if got := historyOf(bob, "den", nil); len(got) != 1 || got[0] != "new 1" {
+		t.Fatalf("history of the new den on node 2: %q, want only new 1", got)
+	}
+	if got := historyOf(bob, "den", &before); len(got) != 1 || got[0] != "new 1" {
+		t.Fatalf("resume of the new den from before the deletion, node 2: %q", got)
+	}
+	alice.mustAck(map[string]any{"type": "join", "room": "den"})
+	if got := historyOf(alice, "den", &before); len(got) != 1 || got[0] != "new 1" {
+		t.Fatalf("resume of the new den from before the deletion, node 1: %q", got)
+	}
+	bob.mustRefuse(map[string]any{"type": "delete", "room": "den", "id": idOf(old)}, codeNoSuchMessage)
+}
