@@ -107,12 +107,17 @@ func (h *Hub) applyRoomAt(seq uint64, e *roomEntry) {
 	h.evictBanned(e.Name)
 }
 
-// finishRoom completes this node's room change, which Redis numbered seq: applied if
-// the log has not brought it yet, a copy kept in the local store, then settled like a
-// single-node change (audit, the acting node's own effects, the ack, the line).
+// finishRoom completes this node's room change or deletion, which Redis numbered seq:
+// a room change is applied if the log has not brought it yet (a deletion only matters
+// to members here, and the log brings it whenever there are some), a copy kept in the
+// local store, then settled like a single-node change (audit, the acting node's own
+// effects, the ack, the line).
 func (h *Hub) finishRoom(t *roomToken, seq uint64) {
-	h.applyRoomAt(seq, t.ch.room)
+	if t.ch.room != nil {
+		h.applyRoomAt(seq, t.ch.room)
+	}
 	ch := t.ch
+	ch.erase = nil // applied from the log
 	writes := ch.writes
 	if ch.audit != nil {
 		writes = append(writes, h.auditWrite(ch.audit))

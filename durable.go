@@ -56,6 +56,9 @@ type change struct {
 	// actor's own join). In cluster mode it is an entry of the room's log
 	// (clusterrooms.go).
 	room *roomEntry
+	// erase, for a message deletion, is applied like room: before apply, in cluster
+	// mode as an entry of the room's log.
+	erase *erasure
 }
 
 // Record keys for changes in flight, one namespace per kind of record.
@@ -120,6 +123,10 @@ func (h *Hub) commit(c *Client, env *envelope, ch change) {
 		h.commitRoomLog(c, env, ch)
 		return
 	}
+	if ch.erase != nil && h.roomsInRedis(ch.erase.Room) {
+		h.commitErasure(c, env, ch)
+		return
+	}
 	writes := ch.writes
 	if ch.audit != nil {
 		writes = append(writes, h.auditWrite(ch.audit))
@@ -149,6 +156,9 @@ func (h *Hub) settle(c *Client, env *envelope, ch change, err error) {
 		}
 		if ch.room != nil {
 			h.applyRoom(ch.room)
+		}
+		if ch.erase != nil {
+			h.applyErasure(ch.erase)
 		}
 		ch.apply()
 		if !ch.noAck && c != nil && env.Ref != "" {

@@ -137,7 +137,7 @@ func (h *Hub) onFeed(ev cluster.Event) {
 		h.ackSay(ev.Token, ev.Room, ev.Seq)
 	case cluster.Failed:
 		if t, ok := ev.Token.(*roomToken); ok {
-			h.failRoom(t, ev.Err)
+			h.failLogged(t, ev.Err)
 			return
 		}
 		if t, ok := ev.Token.(*sayToken); ok {
@@ -193,6 +193,19 @@ func (h *Hub) feedEntry(ev cluster.Event) {
 		}
 		if e.Name == ev.Room {
 			h.applyRoomAt(ev.Seq, e)
+		}
+		if t, ok := ev.Token.(*roomToken); ok {
+			h.finishRoom(t, ev.Seq)
+		}
+		return
+	}
+	if e, ok := parseErasureBody(ev.Body); ok {
+		// A deletion: members here are told at its position (clusterfiles.go).
+		if lf != nil && lf.ready && r != nil && ev.Seq > lf.applied {
+			lf.applied = ev.Seq
+			if e.Room == ev.Room {
+				h.applyErasure(e)
+			}
 		}
 		if t, ok := ev.Token.(*roomToken); ok {
 			h.finishRoom(t, ev.Seq)

@@ -51,12 +51,13 @@ const (
 )
 
 // sayScript numbers, stores and publishes one entry atomically. KEYS: the room's meta
-// hash and log stream (and, for a room change, its record); ARGV: channel, stored
-// envelope, published envelope ("" = the stored one), MAXLEN, and for a room change
-// the room's revision the change was computed from. A room whose meta is new (never
-// used, or lost with Redis's data) starts at Redis's time in ms × 1000 (≈1.8e15 <
-// 2^53), so ids never go backwards even after a loss; `floor` remembers where this
-// epoch of the room began. Ids are kept as strings: Lua numbers print with 14 digits.
+// hash and log stream, and for a room change its record, for a deletion its hash of
+// deleted ids; ARGV: channel, stored envelope, published envelope ("" = the stored
+// one), MAXLEN, then for a room change "room" and the revision it was computed from,
+// for a deletion "delete" and the id it deletes. A room whose meta is new (never used,
+// or lost with Redis's data) starts at Redis's time in ms × 1000 (≈1.8e15 < 2^53), so
+// ids never go backwards even after a loss; `floor` remembers where this epoch of the
+// room began. Ids are kept as strings: Lua numbers print with 14 digits.
 //
 // A room change (membership, roles, bans, invitations, the description, deletion) is
 // an entry of the room's log like a message, so every node applies it at the same
@@ -64,11 +65,23 @@ const (
 // `rev` is the id of the change that wrote it: a change computed from an older
 // revision than Redis has is refused (STALE), so two nodes changing one room at once
 // cannot lose either change.
+//
+// A deletion is an entry too (every node tells its members at the same position); it
+// removes the message's entry from the Stream (XDEL: its text or file is gone from
+// Redis, not just hidden) and records the id as deleted, so readers of the Stream
+// know the hole is a deletion, not a loss (fill, History). A message that is not in
+// the Stream, or already deleted, is GONE. The deleted ids below the Stream's first
+// entry are forgotten once there are more than MAXLEN of them.
 const sayScript = `
-if ARGV[5] then
+local mode = ARGV[5]
+if mode == 'room' then
   local rev = redis.call('HGET', KEYS[1], 'rev')
   if not rev then rev = '0' end
-  if rev ~= ARGV[5] then return redis.error_reply('STALE ' .. rev) end
+  if rev ~= ARGV[6] then return redis.error_reply('STALE ' .. rev) end
+elseif mode == 'delete' then
+  if redis.call('HEXISTS', KEYS[3], ARGV[6]) == 1 or #redis.call('XRANGE', KEYS[2], ARGV[6], ARGV[6]) == 0 then
+    return redis.error_reply('GONE')
+  end
 end
 local seq
 if redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
@@ -79,9 +92,21 @@ else
   seq = string.format('%.0f', redis.call('HINCRBY', KEYS[1], 'seq', 1))
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'e', ARGV[2])
-if ARGV[5] then
+if mode == 'room' then
   redis.call('SET', KEYS[3], ARGV[2])
   redis.call('HSET', KEYS[1], 'rev', seq)
+elseif mode == 'delete' then
+  redis.call('XDEL', KEYS[2], ARGV[6] .. '-0')
+  redis.call('HSET', KEYS[3], ARGV[6], seq)
+  if redis.call('HLEN', KEYS[3]) > tonumber(ARGV[4]) then
+    local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+    if #head > 0 then
+      local low = tonumber((string.gsub(head[1][1], '-0$', '')))
+      for _, id in ipairs(redis.call('HKEYS', KEYS[3])) do
+        if tonumber(id) < low then redis.call('HDEL', KEYS[3], id) end
+      end
+    end
+  end
 end
 local live = ARGV[3]
 if live == '' then live = ARGV[2] end
@@ -100,6 +125,10 @@ return {m[1] or '', m[2] or '', rec or ''}
 // ErrStale says a room change was computed from an older revision of the room than
 // Redis has: another node changed the room first. Nothing was written.
 var ErrStale = errors.New("cluster: the room changed on another node")
+
+// ErrGone says a deletion found no such message in the room's Stream (trimmed, never
+// there, or deleted already). Nothing was written.
+var ErrGone = errors.New("cluster: no such message in the room's log")
 
 // Kind says what an Event is.
 type Kind int
@@ -178,9 +207,11 @@ type sayReq struct {
 	room         string
 	stored, live []byte
 	token        any
-	// change marks a room change; rev is the revision it was computed from.
+	// change marks a room change; rev is the revision it was computed from. del,
+	// when not 0, is the id a deletion deletes.
 	change bool
 	rev    uint64
+	del    uint64
 }
 
 // reply is a script's answer, on its way to the orderer.
@@ -275,6 +306,19 @@ func (f *Feed) Change(room string, body []byte, rev uint64, token any) bool {
 	}
 }
 
+// Delete queues the deletion of message id of room; body is the deletion's entry.
+// Like Say: false means the queue is full; otherwise exactly one event comes back with
+// the token: Entry, Stored, or Failed (Err ErrGone when the Stream has no such
+// message).
+func (f *Feed) Delete(room string, id uint64, body []byte, token any) bool {
+	select {
+	case f.says <- sayReq{room: room, stored: body, token: token, del: id}:
+		return true
+	default:
+		return false
+	}
+}
+
 // Open asks for a room's entries: an Opened event answers, then its entries follow.
 func (f *Feed) Open(room string) { f.request(roomReq{room, true}) }
 
@@ -340,10 +384,15 @@ func (f *Feed) write(batch []sayReq) {
 			envs[i] = []byte(live)
 		}
 		ex := rueidis.LuaExec{Keys: []string{meta, log}, Args: []string{ch, string(stored), live, maxLen}}
-		if r.change {
+		switch {
+		case r.change:
 			rec, _ := k.RoomInfo(r.room)
 			ex.Keys = append(ex.Keys, rec)
-			ex.Args = append(ex.Args, strconv.FormatUint(r.rev, 10))
+			ex.Args = append(ex.Args, "room", strconv.FormatUint(r.rev, 10))
+		case r.del != 0:
+			gone, _ := k.RoomDeleted(r.room)
+			ex.Keys = append(ex.Keys, gone)
+			ex.Args = append(ex.Args, "delete", strconv.FormatUint(r.del, 10))
 		}
 		execs = append(execs, ex)
 	}
@@ -358,8 +407,11 @@ func (f *Feed) write(batch []sayReq) {
 			seq, err = strconv.ParseUint(s, 10, 64)
 		}
 		if err != nil {
-			if strings.HasPrefix(err.Error(), "STALE") {
+			switch {
+			case strings.HasPrefix(err.Error(), "STALE"):
 				err = ErrStale
+			case strings.HasPrefix(err.Error(), "GONE"):
+				err = ErrGone
 			}
 			f.cfg.Deliver(Event{Kind: Failed, Room: r.room, Token: r.token, Err: err})
 			continue
@@ -415,6 +467,8 @@ func (f *Feed) runSubscriber() {
 type held struct {
 	env   []byte
 	token any
+	// tomb marks a deleted message's id: passed over, nothing delivered.
+	tomb bool
 }
 
 // feedRoom is the orderer's state of one open room.
@@ -598,7 +652,9 @@ func (o *orderer) drain(room string, fr *feedRoom) {
 		}
 		delete(fr.held, fr.applied+1)
 		fr.applied++
-		o.deliver(room, fr.applied, h)
+		if !h.tomb {
+			o.deliver(room, fr.applied, h)
+		}
 	}
 }
 
@@ -708,9 +764,39 @@ func (o *orderer) fill(room string, fr *feedRoom, upTo uint64) {
 			o.f.Counters.Filled.Add(1)
 		}
 	}
+	o.markDeleted(room, fr, upTo)
 	o.drain(room, fr)
 	if fr.applied < upTo {
 		o.resync(room)
+	}
+}
+
+// markDeleted finds which ids in (applied, upTo] still missing after a read of the
+// Stream are deleted messages, and holds them as tombstones, so a deletion's hole is
+// passed over rather than taken for a loss.
+func (o *orderer) markDeleted(room string, fr *feedRoom, upTo uint64) {
+	var missing []string
+	for id := fr.applied + 1; id <= upTo; id++ {
+		if _, ok := fr.held[id]; !ok {
+			missing = append(missing, strconv.FormatUint(id, 10))
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	c := o.f.cfg.Client
+	gone, _ := o.f.cfg.Keys.RoomDeleted(room)
+	ctx, cancel := context.WithTimeout(o.f.ctx, callTimeout)
+	vals, err := c.Do(ctx, c.B().Hmget().Key(gone).Field(missing...).Build()).ToArray()
+	cancel()
+	if err != nil {
+		return
+	}
+	for i, v := range vals {
+		if s, err := v.ToString(); err == nil && s != "" {
+			id, _ := strconv.ParseUint(missing[i], 10, 64)
+			fr.held[id] = held{tomb: true}
+		}
 	}
 }
 
@@ -776,7 +862,64 @@ func (o *orderer) checkHealth() {
 	}
 }
 
-// Item is one entry of a room's Stream read for history.
+// leadingDeleted returns, as Items without a body, the deleted ids that come before
+// the first of entries, from after+1 on (at most n, none past upTo).
+func (f *Feed) leadingDeleted(ctx context.Context, room string, after, upTo uint64, n int, entries []rueidis.XRangeEntry) []Item {
+	end := upTo
+	if len(entries) > 0 {
+		if s, ok := entrySeq(entries[0].ID); ok && s > 0 {
+			end = min(end, s-1)
+		}
+	}
+	end = min(end, after+uint64(n))
+	if end <= after {
+		return nil
+	}
+	var ids []string
+	for id := after + 1; id <= end; id++ {
+		ids = append(ids, strconv.FormatUint(id, 10))
+	}
+	c := f.cfg.Client
+	gone, _ := f.cfg.Keys.RoomDeleted(room)
+	vals, err := c.Do(ctx, c.B().Hmget().Key(gone).Field(ids...).Build()).ToArray()
+	if err != nil {
+		return nil
+	}
+	var out []Item
+	for i, v := range vals {
+		s, err := v.ToString()
+		if err != nil || s == "" {
+			break // the first id that is not deleted ends the leading run
+		}
+		id, _ := strconv.ParseUint(ids[i], 10, 64)
+		out = append(out, Item{Seq: id})
+	}
+	return out
+}
+
+// Entry reads message id of a room's Stream (false when the Stream has no such entry:
+// trimmed, deleted, never there, or its MAC fails). Called off the hub's loop.
+func (f *Feed) Entry(ctx context.Context, room string, id uint64) (Item, bool, error) {
+	log, err := f.cfg.Keys.RoomLog(room)
+	if err != nil {
+		return Item{}, false, err
+	}
+	c := f.cfg.Client
+	s := strconv.FormatUint(id, 10)
+	entries, err := c.Do(ctx, c.B().Xrange().Key(log).Start(s).End(s).Count(1).Build()).AsXRange()
+	if err != nil || len(entries) == 0 {
+		return Item{}, false, err
+	}
+	env, err := f.cfg.Sealer.Open(scope(room), []byte(entries[0].FieldValues["e"]))
+	if err != nil {
+		f.Counters.BadMAC.Add(1)
+		return Item{}, false, nil
+	}
+	return Item{Seq: id, TS: env.TS, Body: env.Body}, true, nil
+}
+
+// Item is one entry of a room's Stream read for history. Body nil is a deleted
+// message (History puts those first, so a hole after `after` can be told from a loss).
 type Item struct {
 	Seq  uint64
 	TS   int64
@@ -825,6 +968,9 @@ func (f *Feed) History(ctx context.Context, room string, after, upTo uint64, n i
 	}
 	seen := map[origin]bool{}
 	items := make([]Item, 0, len(entries))
+	if !tail {
+		items = append(items, f.leadingDeleted(ctx, room, after, upTo, n, entries)...)
+	}
 	sc := scope(room)
 	for _, e := range entries {
 		seq, ok := entrySeq(e.ID)
