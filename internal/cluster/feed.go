@@ -636,8 +636,11 @@ func (o *orderer) drain(room string, fr *feedRoom) {
 	for {
 		h, ok := fr.held[fr.applied+1]
 		if !ok {
-			// An epoch's first id jumps (the time floor): a room at 0 whose only
-			// entries start there takes the lowest as next.
+			// An epoch's first id jumps (the time floor): a room opened at 0 starts
+			// at its floor, read from Redis, and fillGaps fetches what came before
+			// the lowest held entry. Taking the lowest held entry as the first would
+			// lose an earlier one still on its way (another node's, published after
+			// this node's own reply came back).
 			if fr.applied != 0 || len(fr.held) == 0 {
 				return
 			}
@@ -648,6 +651,10 @@ func (o *orderer) drain(room string, fr *feedRoom) {
 				}
 			}
 			fr.applied = low - 1
+			if floor := o.floor(room); floor > 0 && floor < low && low-floor <= uint64(o.f.cfg.ResumeMax) {
+				fr.applied = floor - 1
+				return // fillGaps reads (floor-1, low)
+			}
 			continue
 		}
 		delete(fr.held, fr.applied+1)
@@ -679,6 +686,20 @@ func (o *orderer) deliver(room string, seq uint64, h held) {
 		return
 	}
 	o.f.cfg.Deliver(Event{Kind: Entry, Room: room, Seq: seq, Body: e.Body, TS: e.TS, Token: h.token})
+}
+
+// floor reads the first id of a room's epoch (0 when Redis does not answer).
+func (o *orderer) floor(room string) uint64 {
+	c := o.f.cfg.Client
+	meta, _ := o.f.cfg.Keys.RoomMeta(room)
+	ctx, cancel := context.WithTimeout(o.f.ctx, callTimeout)
+	defer cancel()
+	s, err := c.Do(ctx, c.B().Hget().Key(meta).Field("floor").Build()).ToString()
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(s, 10, 64)
+	return n
 }
 
 // fillGaps reads from the Stream what every room with held entries is missing.
