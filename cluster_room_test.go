@@ -163,3 +163,55 @@ func TestClusterRoomRecreated(t *testing.T) {
 	}
 	bob.mustRefuse(map[string]any{"type": "delete", "room": "den", "id": idOf(old)}, codeNoSuchMessage)
 }
+
+// listed reports whether c's `rooms` answer lists room.
+func listed(c *wsClient, room string) bool {
+	c.t.Helper()
+	c.send(map[string]any{"type": "rooms"})
+	rooms, _ := c.expect("rooms")["rooms"].([]any)
+	for _, r := range rooms {
+		if r.(map[string]any)["name"] == room {
+			return true
+		}
+	}
+	return false
+}
+
+// untilListed polls c's `rooms` until room is listed (or not, with want false), at most
+// for d, and returns how long it took.
+func untilListed(t *testing.T, c *wsClient, room string, want bool, d time.Duration, what string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for listed(c, room) != want {
+		if time.Since(start) > d {
+			t.Fatalf("%s: %s listed %v after %v, want %v", what, room, !want, d, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// TestClusterRoomsListAcrossNodes: a public room made on node 1 is in the `rooms` list
+// of a user on node 2 within about a second (the rooms index in Redis, announced
+// through the control log), whether or not anyone on node 2 has used it; a node started
+// later lists it from the index; once deleted on node 1 it leaves node 2's list.
+func TestClusterRoomsListAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	files := newClusterFiles(t)
+	nodes := startNodes(t, 2, rs, files)
+	alice, bob := ready(nodes[0].ts.user(t, "alice")), ready(nodes[1].ts.user(t, "bob"))
+	if listed(bob, "den") {
+		t.Fatal("den listed before it was made")
+	}
+	alice.mustAck(map[string]any{"type": "create", "room": "den"})
+	took := untilListed(t, bob, "den", true, 2*ctlBound, "node 2 after the create")
+	t.Logf("den listed on node 2 %v after the create's ack", took)
+
+	late := startNodes(t, 1, rs, files)[0]
+	if carol := ready(late.ts.user(t, "carol")); !listed(carol, "den") {
+		t.Fatal("a node started after the create does not list den")
+	}
+
+	alice.mustAck(map[string]any{"type": "delete_room", "room": "den"})
+	untilListed(t, bob, "den", false, 2*ctlBound, "node 2 after the delete")
+}

@@ -115,6 +115,7 @@ func (h *Hub) applyRoomAt(seq uint64, e *roomEntry) {
 func (h *Hub) finishRoom(t *roomToken, seq uint64) {
 	if t.ch.room != nil {
 		h.applyRoomAt(seq, t.ch.room)
+		h.listRoomInRedis(t.ch.room)
 	}
 	ch := t.ch
 	ch.erase = nil // applied from the log
@@ -210,14 +211,14 @@ func (h *Hub) staleRoom(cmd command) (string, bool) {
 func (h *Hub) refreshRoom(name string, cmd command) {
 	if w, ok := h.refreshes[name]; ok {
 		if len(w) >= maxRefreshWaiting {
-			h.refuseCmd(cmd, newProtoError(codeBusy, "the server is busy; try again"))
+			h.refuseRefresh(cmd)
 			return
 		}
 		h.refreshes[name] = append(w, cmd)
 		return
 	}
 	if len(h.refreshes) >= maxRefreshing {
-		h.refuseCmd(cmd, newProtoError(codeBusy, "the server is busy; try again"))
+		h.refuseRefresh(cmd)
 		return
 	}
 	h.refreshes[name] = []command{cmd}
@@ -228,6 +229,16 @@ func (h *Hub) refreshRoom(name string, cmd command) {
 		cancel()
 		h.completions <- func() { h.refreshed(name, st, err) }
 	}()
+}
+
+// refuseRefresh answers busy to a command that cannot wait for a record read; a read
+// no client asked for (the rooms index's news) is dropped, and the next command about
+// the room reads it anyway.
+func (h *Hub) refuseRefresh(cmd command) {
+	if cmd.client == nil {
+		return
+	}
+	h.refuseCmd(cmd, newProtoError(codeBusy, "the server is busy; try again"))
 }
 
 // refreshed installs a record read for the waiting commands and dispatches them
@@ -252,5 +263,73 @@ func (h *Hub) refreshed(name string, st cluster.RoomState, err error) {
 		}
 		cmd.fresh = true
 		h.dispatch(cmd)
+	}
+}
+
+// loadClusterRooms puts the rooms of the cluster's index, with their records read from
+// Redis, in place of the local store's copy (Redis is the source of truth), at start-up
+// before the hub runs; conversations stay the local store's. It returns each room's
+// revision, for the hub.
+func loadClusterRooms(ctx context.Context, cn *clusterNode, cc *clusterControl, state *hubState, max int) (map[string]uint64, error) {
+	names, err := cc.ctl.LoadRooms(ctx, cc.app.log)
+	if err != nil {
+		return nil, err
+	}
+	if len(names) > max {
+		cc.app.log.Warn("rooms index holds more rooms than -max-rooms; loading the first", "rooms", len(names), "max", max)
+		names = names[:max]
+	}
+	for name := range state.rooms {
+		if !isDMName(name) {
+			delete(state.rooms, name)
+		}
+	}
+	revs := map[string]uint64{}
+	for _, name := range append(names, lobby) {
+		rctx, cancel := context.WithTimeout(ctx, historyReadTimeout)
+		st, forged, err := cluster.ReadRoomState(rctx, cn.client, cn.keys, cn.sealer, name)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		e, ok := parseRoomBody(st.Body)
+		if forged || (st.Body != nil && (!ok || e.Name != name)) {
+			cc.app.log.Warn("room record unreadable; room left out", "room", name)
+			continue
+		}
+		revs[name] = st.Rev
+		if e == nil || e.Info == nil {
+			continue // deleted, or the lobby without a record
+		}
+		if e.Created {
+			e.Info.FirstID = st.Rev
+		}
+		state.rooms[name] = e.Info
+	}
+	return revs, nil
+}
+
+// listRoomInRedis, on the node that made or deleted a room, records it in the cluster's rooms
+// index, which tells every node (clusterControl.apply). It does not hold up the change:
+// a failure leaves the room unlisted on nodes nobody there has used it on, and is logged.
+func (h *Hub) listRoomInRedis(e *roomEntry) {
+	cc := h.app.ctl
+	if cc == nil || (!e.Created && e.Info != nil) {
+		return
+	}
+	name, exists, log := e.Name, e.Info != nil, h.log
+	ok := cc.submit(ctlJob{
+		run: func(ctx context.Context, l *cluster.Ctl) error {
+			_, err := l.IndexRoom(ctx, name, exists)
+			return err
+		},
+		done: func(err error) {
+			if err != nil {
+				log.Warn("rooms index not updated", "room", name, "err", err)
+			}
+		},
+	})
+	if !ok {
+		log.Warn("rooms index not updated: control queue full", "room", name)
 	}
 }

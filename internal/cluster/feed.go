@@ -122,6 +122,9 @@ local rec = redis.call('GET', KEYS[2])
 return {m[1] or '', m[2] or '', rec or ''}
 `
 
+// roomStateLua runs roomStateScript (EVALSHA, loading it once).
+var roomStateLua = rueidis.NewLuaScript(roomStateScript)
+
 // ErrStale says a room change was computed from an older revision of the room than
 // Redis has: another node changed the room first. Nothing was written.
 var ErrStale = errors.New("cluster: the room changed on another node")
@@ -232,7 +235,6 @@ type roomReq struct {
 type Feed struct {
 	cfg    FeedConfig
 	script *rueidis.Lua
-	state  *rueidis.Lua
 	says   chan sayReq
 	inbox  chan rueidis.PubSubMessage
 	// replies carry the writer's results to the orderer.
@@ -259,7 +261,6 @@ func StartFeed(cfg FeedConfig) *Feed {
 	f := &Feed{
 		cfg:     cfg,
 		script:  rueidis.NewLuaScript(sayScript),
-		state:   rueidis.NewLuaScript(roomStateScript),
 		says:    make(chan sayReq, sayQueue),
 		inbox:   make(chan rueidis.PubSubMessage, inboxSize),
 		replies: make(chan reply, sayQueue),
@@ -558,31 +559,39 @@ func (o *orderer) onRequests() {
 // RoomState reads a room's last id, revision and record in one step. A record whose
 // MAC fails counts as forged and reads as none. Called off the hub's loop.
 func (f *Feed) RoomState(ctx context.Context, room string) (RoomState, error) {
-	meta, err := f.cfg.Keys.RoomMeta(room)
-	if err != nil {
-		return RoomState{}, err
+	st, forged, err := ReadRoomState(ctx, f.cfg.Client, f.cfg.Keys, f.cfg.Sealer, room)
+	if forged {
+		f.Counters.BadMAC.Add(1)
+		f.cfg.Log.Warn("dropped a room record", "room", room)
 	}
-	rec, _ := f.cfg.Keys.RoomInfo(room)
-	vals, err := f.state.Exec(ctx, f.cfg.Client, []string{meta, rec}, nil).AsStrSlice()
+	return st, err
+}
+
+// ReadRoomState is RoomState for a node whose feed has not started (start-up);
+// forged says a record was there but failed its check (it reads as none).
+func ReadRoomState(ctx context.Context, c rueidis.Client, k Keys, s *Sealer, room string) (st RoomState, forged bool, err error) {
+	meta, err := k.RoomMeta(room)
 	if err != nil {
-		return RoomState{}, err
+		return RoomState{}, false, err
+	}
+	rec, _ := k.RoomInfo(room)
+	vals, err := roomStateLua.Exec(ctx, c, []string{meta, rec}, nil).AsStrSlice()
+	if err != nil {
+		return RoomState{}, false, err
 	}
 	if len(vals) != 3 {
-		return RoomState{}, errors.New("cluster: room state: bad answer")
+		return RoomState{}, false, errors.New("cluster: room state: bad answer")
 	}
-	var st RoomState
 	num := func(s string) uint64 { n, _ := strconv.ParseUint(s, 10, 64); return n }
 	st.Top, st.Rev = num(vals[0]), num(vals[1])
 	if vals[2] != "" {
-		e, err := f.cfg.Sealer.Open(scope(room), []byte(vals[2]))
+		e, err := s.Open(scope(room), []byte(vals[2]))
 		if err != nil {
-			f.Counters.BadMAC.Add(1)
-			f.cfg.Log.Warn("dropped a room record", "room", room, "err", err)
-		} else {
-			st.Body = e.Body
+			return st, true, nil
 		}
+		st.Body = e.Body
 	}
-	return st, nil
+	return st, false, nil
 }
 
 // onPublished takes one PUB/SUB message: "<seq> <envelope>" on a room's channel.
