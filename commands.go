@@ -861,17 +861,31 @@ func (h *Hub) cmdAudit(c *Client, cmd command, _ *roomInfo) {
 	if h.replyRefused(c, cmd.env) {
 		return
 	}
-	n := min(max(cmd.env.Limit, 1), len(h.audit))
+	if h.clusterAudit(c, cmd.env) {
+		return
+	}
+	h.deliverReply(c, auditEvent(h.newestAudit(cmd.env.Limit), cmd.env.Ref))
+}
+
+// newestAudit is up to limit (at least one) of the newest audit entries this node
+// remembers, newest first.
+func (h *Hub) newestAudit(limit int) []auditEntry {
+	n := min(max(limit, 1), len(h.audit))
 	entries := make([]auditEntry, 0, n)
 	for i := len(h.audit) - 1; i >= len(h.audit)-n; i-- {
 		entries = append(entries, h.audit[i])
 	}
+	return entries
+}
+
+// auditEvent is the answer to `audit`.
+func auditEvent(entries []auditEntry, ref string) []byte {
 	b, _ := json.Marshal(struct {
 		Type    string       `json:"type"`
 		Entries []auditEntry `json:"entries"`
 		Ref     string       `json:"ref,omitempty"`
-	}{"audit", entries, cmd.env.Ref})
-	h.deliverReply(c, b)
+	}{"audit", entries, ref})
+	return b
 }
 
 // refreshUser re-sends the room state to a user's connections after their role

@@ -397,6 +397,7 @@ func (h *Hub) auditWrite(audit *auditEntry) store.Write {
 
 // rememberAudit keeps an audit entry among the recent ones `audit` answers from.
 func (h *Hub) rememberAudit(audit auditEntry) {
+	h.app.ctl.appendAudit(audit) // cluster mode: the cluster's audit log too
 	h.audit = append(h.audit, audit)
 	if len(h.audit) > auditMemory {
 		h.audit = slices.Clone(h.audit[len(h.audit)-auditMemory:])
