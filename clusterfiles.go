@@ -54,7 +54,8 @@ func (h *Hub) commitErasure(c *Client, env *envelope, ch change) {
 	}
 }
 
-// readClusterSender finds a message in a room's Stream and returns its sender's id.
+// readClusterSender finds a message in a room's Stream and returns its sender's id; a
+// record that is not deletable is not found, as in readSender.
 func readClusterSender(feed *cluster.Feed, room string, id uint64) (string, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), historyReadTimeout)
 	defer cancel()
@@ -64,7 +65,7 @@ func readClusterSender(feed *cluster.Feed, room string, id uint64) (string, bool
 	}
 	m := clusterEvent(room, id, it.Body)
 	var s storedSender
-	if m == nil || json.Unmarshal(m, &s) != nil || s.From.ID == "" {
+	if m == nil || json.Unmarshal(m, &s) != nil || s.From.ID == "" || !deletable[s.Type] {
 		return "", false
 	}
 	return s.From.ID, true
