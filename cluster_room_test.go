@@ -215,3 +215,26 @@ func TestClusterRoomsListAcrossNodes(t *testing.T) {
 	alice.mustAck(map[string]any{"type": "delete_room", "room": "den"})
 	untilListed(t, bob, "den", false, 2*ctlBound, "node 2 after the delete")
 }
+
+// TestClusterPrivateInviteAcrossNodes: alice makes a private room on node 1 and invites
+// bob, who is on node 2: bob's socket there gets `invited` within 1 s of her ack, his join
+// on node 2 accepts the invitation (a member of the room on both nodes), and dave, not
+// invited, gets no_such_room on node 2, as for a room that does not exist.
+func TestClusterPrivateInviteAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	alice := ready(nodes[0].ts.user(t, "alice"))
+	bob, dave := ready(nodes[1].ts.user(t, "bob")), ready(nodes[1].ts.user(t, "dave"))
+	alice.mustAck(map[string]any{"type": "create", "room": "vault", "private": true})
+	dave.mustRefuse(map[string]any{"type": "join", "room": "vault"}, codeNoSuchRoom)
+	alice.mustAck(map[string]any{"type": "invite", "room": "vault", "user": "dev:bob"})
+	if ev := bob.expectWithin(ctlBound, "invited"); ev["room"] != "vault" || ev["by"].(map[string]any)["id"] != "dev:alice" {
+		t.Fatalf("invited on node 2: %v", ev)
+	}
+	if j := bob.cmd(map[string]any{"type": "join", "room": "vault"}); j["type"] != "joined" || j["my_role"] != roomMember {
+		t.Fatalf("bob's join of vault on node 2: %v, want joined as member", j)
+	}
+	alice.mustAck(map[string]any{"type": "say", "room": "vault", "text": "welcome"})
+	saidOn(bob, "vault", "welcome")
+	dave.mustRefuse(map[string]any{"type": "join", "room": "vault"}, codeNoSuchRoom)
+}

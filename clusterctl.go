@@ -302,6 +302,8 @@ func (cc *clusterControl) apply(_, node string, e cluster.CtlEntry) {
 			}
 			h.applySettings(nil, cfg, settingsOf(cur), next)
 		}})
+	case cluster.OpInvite:
+		h.post(command{fn: func() { h.invitedElsewhere(e.Room, e.Value) }})
 	case cluster.OpRoom:
 		// A room made or deleted on another node: read its record (clusterrooms.go).
 		h.post(command{fn: func() { h.refreshRoom(e.Room, command{}) }})

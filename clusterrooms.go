@@ -103,7 +103,9 @@ func (h *Hub) applyRoomAt(seq uint64, e *roomEntry) {
 	if e.Created && e.Info != nil {
 		e.Info.FirstID = seq
 	}
-	h.applyRoom(e)
+	applied := *e
+	applied.Invite = nil // told by the acting node, to every node (announceInvite)
+	h.applyRoom(&applied)
 	h.evictBanned(e.Name)
 }
 
@@ -116,6 +118,7 @@ func (h *Hub) finishRoom(t *roomToken, seq uint64) {
 	if t.ch.room != nil {
 		h.applyRoomAt(seq, t.ch.room)
 		h.listRoomInRedis(t.ch.room)
+		h.announceInvite(t.ch.room)
 	}
 	ch := t.ch
 	ch.erase = nil // applied from the log
@@ -250,6 +253,10 @@ func (h *Hub) refreshed(name string, st cluster.RoomState, err error) {
 		h.installRoomState(name, st.Rev, st.Body)
 	}
 	for _, cmd := range cmds {
+		if cmd.client == nil && cmd.fn != nil && err == nil {
+			cmd.fn() // the server's own need of the record (announceInvite)
+			continue
+		}
 		if _, ok := h.clients[cmd.client]; !ok {
 			continue
 		}
@@ -332,4 +339,44 @@ func (h *Hub) listRoomInRedis(e *roomEntry) {
 	if !ok {
 		log.Warn("rooms index not updated: control queue full", "room", name)
 	}
+}
+
+// announceInvite, on the node that made an invitation, tells the invitee's connections
+// here and, through the control log, on every other node: an invitee is rarely in the
+// room, so their node seldom follows its log. Each node reads the room's record first, so
+// the invitee's join there finds the invitation.
+func (h *Hub) announceInvite(e *roomEntry) {
+	iv, cc := e.Invite, h.app.ctl
+	if iv == nil {
+		return
+	}
+	h.tellInvited(e.Name, iv)
+	if cc == nil {
+		return
+	}
+	body, _ := json.Marshal(iv)
+	name, log := e.Name, h.log
+	if !cc.submit(ctlJob{
+		run: func(ctx context.Context, l *cluster.Ctl) error {
+			_, err := l.Announce(ctx, cluster.OpInvite, name, body)
+			return err
+		},
+		done: func(err error) {
+			if err != nil {
+				log.Warn("invitation not announced to the other nodes", "room", name, "err", err)
+			}
+		},
+	}) {
+		log.Warn("invitation not announced to the other nodes: control queue full", "room", name)
+	}
+}
+
+// invitedElsewhere is announceInvite's other side: a node told of an invitation reads
+// the room's record, then tells the invitee's connections here.
+func (h *Hub) invitedElsewhere(room string, value json.RawMessage) {
+	var iv invitation
+	if json.Unmarshal(value, &iv) != nil || validRoom(room) != nil {
+		return
+	}
+	h.refreshRoom(room, command{fn: func() { h.tellInvited(room, &iv) }})
 }

@@ -547,19 +547,8 @@ func (h *Hub) cmdInvite(c *Client, cmd command, ri *roomInfo) {
 		next.Invites[key] = h.now().Add(inviteTTL).Unix()
 	}
 	audit := newAudit(h.now(), c.user.ID, "invite", ri.Name, nil, key)
-	h.commitRoom(c, env, &roomEntry{Name: next.Name, Info: next}, &audit, func() {
-		invited := roomEvent("invited", h.meta[next.Name], 0, func(b []byte) []byte {
-			b = append(b, `,"by":`...)
-			return append(b, c.userJSON...)
-		})
-		invitees := h.clientsOf(env.User)
-		if env.Email != "" {
-			invitees = h.clientsWithEmail(env.Email)
-		}
-		for o := range invitees {
-			h.deliver(o, invited)
-		}
-	})
+	e := &roomEntry{Name: next.Name, Info: next, Invite: &invitation{User: env.User, Email: env.Email, By: c.userJSON}}
+	h.commitRoom(c, env, e, &audit, nil)
 }
 
 // cmdKick removes a user from a room (their connections leave once the change is

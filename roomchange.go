@@ -29,6 +29,15 @@ type roomEntry struct {
 	Refresh string `json:"refresh,omitempty"`
 	// Notify tells the members the room's description changed.
 	Notify bool `json:"notify,omitempty"`
+	// Invite tells the invitee's connections (by id, or by verified email) `invited`.
+	Invite *invitation `json:"invite,omitempty"`
+}
+
+// invitation is whom an invite names and who invited them (their user JSON).
+type invitation struct {
+	User  string          `json:"user,omitempty"`
+	Email string          `json:"email,omitempty"`
+	By    json.RawMessage `json:"by"`
 }
 
 // applyRoom installs a room change in the hub's memory and makes its effects on this
@@ -54,5 +63,27 @@ func (h *Hub) applyRoom(e *roomEntry) {
 	}
 	if e.Notify {
 		h.notifyRoom(h.meta[e.Name])
+	}
+	if e.Invite != nil {
+		h.tellInvited(e.Name, e.Invite)
+	}
+}
+
+// tellInvited tells the invitee's connections here that they were invited into room.
+func (h *Hub) tellInvited(room string, iv *invitation) {
+	ri := h.meta[room]
+	if ri == nil {
+		return
+	}
+	invited := roomEvent("invited", ri, 0, func(b []byte) []byte {
+		b = append(b, `,"by":`...)
+		return append(b, iv.By...)
+	})
+	invitees := h.clientsOf(iv.User)
+	if iv.Email != "" {
+		invitees = h.clientsWithEmail(iv.Email)
+	}
+	for o := range invitees {
+		h.deliver(o, invited)
 	}
 }

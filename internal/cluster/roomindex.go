@@ -55,3 +55,15 @@ func (c *Ctl) LoadRooms(ctx context.Context, log *slog.Logger) ([]string, error)
 	}
 	return names, nil
 }
+
+// OpInvite says someone was invited into Room (Value: whom, and by whom): the invitee's
+// connections on every node are told, wherever the room's log is followed.
+const OpInvite = "invite"
+
+// Announce appends an entry about room that changes no state: every node hears of it.
+func (c *Ctl) Announce(ctx context.Context, op, room string, value []byte) (string, error) {
+	if !roomName.MatchString(room) {
+		return "", fmt.Errorf("%w: %q", ErrBadRoom, room)
+	}
+	return c.append(ctx, CtlEntry{Op: op, Room: room, Value: value})
+}
