@@ -200,6 +200,9 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 	}
 	app.writer = store.NewWriter(app.store, storeQueue, linger, app.metrics.observeCommit)
 	app.hub = newHub(app, state, backplane.NewLocal(state.lastID, app.writer))
+	if app.ctl != nil {
+		app.hub.roomRev = app.ctl.roomRevs // the room records read from Redis
+	}
 	if app.cluster != nil {
 		app.feed = app.startFeed(cfg)
 		app.hub.feed = app.feed

@@ -30,8 +30,9 @@ const (
 // subcommands are the operator's tools built into the server binary, so a backup needs
 // nothing installed beside it (the container image has no shell and no curl).
 var subcommands = map[string]func(args []string, getenv func(string) string) error{
-	"backup":  backupCommand,
-	"restore": restoreCommand,
+	"backup":        backupCommand,
+	"restore":       restoreCommand,
+	"migrate-redis": migrateRedisCommand,
 }
 
 // adminRoutes is the admin listener's surface: metrics and pprof, and the backup.

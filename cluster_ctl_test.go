@@ -351,3 +351,38 @@ func newAdminRedis(t *testing.T, rs *redistest.Server) rueidis.Client {
 	t.Cleanup(rc.Close)
 	return rc
 }
+
+// TestClusterAuditAcrossNodes: `audit` on node 1 shows, newest first, a room ban made
+// by a room owner on node 2 as well as node 1's own role change; an entry written into
+// the audit Stream without the cluster key is not shown.
+func TestClusterAuditAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	root := ready(nodes[0].ts.user(t, "root"))
+	alice := ready(nodes[1].ts.user(t, "alice"))
+	root.mustAck(map[string]any{"type": "set_role", "user": "dev:carol", "role": "moderator"})
+	alice.mustAck(map[string]any{"type": "create", "room": "den"})
+	alice.mustAck(map[string]any{"type": "ban", "room": "den", "user": "dev:bob"})
+	c := newAdminRedis(t, rs)
+	keys, _ := cluster.NewKeys("mc")
+	c.Do(context.Background(), c.B().Xadd().Key(keys.Audit()).Id("*").FieldValue().
+		FieldValue("e", `{"ts":1,"actor":"dev:mallory","action":"forged"}`).Build())
+	var actions []string
+	deadline := time.Now().Add(ctlBound)
+	for {
+		ev := root.sendAwait(map[string]any{"type": "audit", "limit": 10}, uniqueRef(), func(ev map[string]any) bool { return ev["type"] == "audit" })
+		actions = actions[:0]
+		for _, e := range ev["entries"].([]any) {
+			m := e.(map[string]any)
+			actions = append(actions, m["action"].(string)+" by "+m["actor"].(string))
+		}
+		if len(actions) >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	want := []string{"ban by dev:alice", "set_role by dev:root"}
+	if len(actions) != 2 || actions[0] != want[0] || actions[1] != want[1] {
+		t.Fatalf("audit on node 1: %q, want %q", actions, want)
+	}
+}

@@ -41,6 +41,8 @@ type clusterControl struct {
 	limits *cluster.Limits
 	feed   *cluster.CtlFeed
 	node   string
+	// roomRevs are the revisions of the room records read at start-up, for the hub.
+	roomRevs map[string]uint64
 
 	jobs chan ctlJob
 	stop chan struct{}
@@ -89,6 +91,9 @@ func newClusterControl(app *App, state *hubState) (*clusterControl, *cluster.Ctl
 	}
 	state.grants = cs.Grants
 	state.settings = nil
+	if cc.roomRevs, err = loadClusterRooms(context.Background(), cn, cc, state, app.settings().MaxRooms); err != nil {
+		return nil, nil, err
+	}
 	if cs.Settings != nil {
 		var s Settings
 		if err := json.Unmarshal(cs.Settings, &s); err != nil {
@@ -297,6 +302,11 @@ func (cc *clusterControl) apply(_, node string, e cluster.CtlEntry) {
 			}
 			h.applySettings(nil, cfg, settingsOf(cur), next)
 		}})
+	case cluster.OpInvite:
+		h.post(command{fn: func() { h.invitedElsewhere(e.Room, e.Value) }})
+	case cluster.OpRoom:
+		// A room made or deleted on another node: read its record (clusterrooms.go).
+		h.post(command{fn: func() { h.refreshRoom(e.Room, command{}) }})
 	case cluster.OpRevoke, cluster.OpCutoff:
 		if e.Op == cluster.OpRevoke {
 			app.sessions.remember(e.SID, e.User, e.Exp)

@@ -126,7 +126,7 @@ var (
 	codeStoreFailed = defineError("store_failed",
 		"the store could not save it: a security-state change (see above) was not made; a message was delivered but is not kept")
 	codeBusy = defineError("busy",
-		"the store's queue is full, or too many changes wait for the same record; a security-state change was not made; try again")
+		"the store's queue is full, or too many changes wait for the same record; a security-state change was not made; try again. In cluster mode also a room change made while another node changed the same room: nothing changed")
 	codeFileType = defineError("file_type",
 		"the file's content is not an allowed type, does not match `mime`, or hides markup or active content")
 	codeFileTooBig = defineError("file_too_big",

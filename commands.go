@@ -118,6 +118,10 @@ func (h *Hub) dispatch(cmd command) {
 		h.refuseCmd(cmd, newProtoError(codeUnknownType, "unknown type"))
 		return
 	}
+	if name, stale := h.staleRoom(cmd); stale {
+		h.refreshRoom(name, cmd) // cluster mode: read the room's record first
+		return
+	}
 	var ri *roomInfo
 	if spec.room {
 		if ri = h.visible(c.user, env.Room); ri == nil {
@@ -238,10 +242,10 @@ func (h *Hub) createRoom(c *Client, env *envelope, private bool, entered func(*r
 		key:     roomKey(name),
 		writes:  []store.Write{ri.write()},
 		release: func() { delete(h.creating, name) },
+		room:    &roomEntry{Name: name, Info: ri, Created: true},
 		apply: func() {
-			h.putRoom(ri)
-			if _, ok := h.clients[c]; ok {
-				entered(ri)
+			if _, ok := h.clients[c]; ok && h.meta[name] != nil {
+				entered(h.meta[name])
 			}
 		},
 	})
@@ -368,8 +372,8 @@ func (h *Hub) acceptInvitation(c *Client, env *envelope, ri *roomInfo, key strin
 		key:    roomKey(ri.Name),
 		writes: []store.Write{next.write()},
 		noAck:  true, // the join is answered with joined
+		room:   &roomEntry{Name: next.Name, Info: next},
 		apply: func() {
-			h.putRoom(next)
 			if _, ok := h.clients[c]; ok {
 				h.join(c, env)
 			}
@@ -543,19 +547,8 @@ func (h *Hub) cmdInvite(c *Client, cmd command, ri *roomInfo) {
 		next.Invites[key] = h.now().Add(inviteTTL).Unix()
 	}
 	audit := newAudit(h.now(), c.user.ID, "invite", ri.Name, nil, key)
-	h.commitRoom(c, env, next, &audit, func() {
-		invited := roomEvent("invited", h.meta[next.Name], 0, func(b []byte) []byte {
-			b = append(b, `,"by":`...)
-			return append(b, c.userJSON...)
-		})
-		invitees := h.clientsOf(env.User)
-		if env.Email != "" {
-			invitees = h.clientsWithEmail(env.Email)
-		}
-		for o := range invitees {
-			h.deliver(o, invited)
-		}
-	})
+	e := &roomEntry{Name: next.Name, Info: next, Invite: &invitation{User: env.User, Email: env.Email, By: c.userJSON}}
+	h.commitRoom(c, env, e, &audit, nil)
 }
 
 // cmdKick removes a user from a room (their connections leave once the change is
@@ -589,10 +582,8 @@ func (h *Hub) cmdKick(c *Client, cmd command, ri *roomInfo) {
 		return append(b, c.userJSON...)
 	})
 	audit := newAudit(h.now(), c.user.ID, env.Type, ri.Name+" "+env.User, old, nil)
-	h.commitRoom(c, env, next, &audit, func() {
-		if r := h.rooms[next.Name]; r != nil {
-			h.removeUser(r, env.User, kicked)
-		}
+	e := &roomEntry{Name: next.Name, Info: next, Expel: env.User, Event: kicked}
+	h.commitRoom(c, env, e, &audit, func() {
 		h.reconcileUser(env.User) // E2EE rooms: Remove their leaves
 	})
 }
@@ -603,17 +594,18 @@ func (h *Hub) cmdUnban(c *Client, cmd command, ri *roomInfo) {
 	next := ri.clone()
 	delete(next.Bans, env.User)
 	audit := newAudit(h.now(), c.user.ID, "unban", ri.Name+" "+env.User, nil, nil)
-	h.commitRoom(c, env, next, &audit, nil)
+	h.commitRoom(c, env, &roomEntry{Name: next.Name, Info: next}, &audit, nil)
 }
 
-// commitRoom commits the next state of a room record, then runs after (may be nil).
-func (h *Hub) commitRoom(c *Client, env *envelope, next *roomInfo, audit *auditEntry, after func()) {
+// commitRoom commits a room change (the next record and its effects on every node),
+// then runs after (may be nil) on the acting node.
+func (h *Hub) commitRoom(c *Client, env *envelope, e *roomEntry, audit *auditEntry, after func()) {
 	h.commit(c, env, change{
-		key:    roomKey(next.Name),
-		writes: []store.Write{next.write()},
+		key:    roomKey(e.Name),
+		writes: []store.Write{e.Info.write()},
 		audit:  audit,
+		room:   e,
 		apply: func() {
-			h.putRoom(next)
 			if after != nil {
 				after()
 			}
@@ -644,7 +636,7 @@ func (h *Hub) cmdSetRoomRole(c *Client, cmd command, ri *roomInfo) {
 		delete(next.Roles, env.User)
 	}
 	audit := newAudit(h.now(), c.user.ID, "set_room_role", ri.Name+" "+env.User, old, env.Role)
-	h.commitRoom(c, env, next, &audit, func() { h.refreshUser(env.User) })
+	h.commitRoom(c, env, &roomEntry{Name: next.Name, Info: next, Refresh: env.User}, &audit, nil)
 }
 
 // cmdLock makes a room read-only for everyone but its owner and moderators, or undoes it.
@@ -665,7 +657,7 @@ func (h *Hub) cmdTopic(c *Client, cmd command, ri *roomInfo) {
 // durable, tells the members inside.
 func (h *Hub) roomChanged(c *Client, env *envelope, next *roomInfo, action string, old, new any) {
 	audit := newAudit(h.now(), c.user.ID, action, next.Name, old, new)
-	h.commitRoom(c, env, next, &audit, func() { h.notifyRoom(h.meta[next.Name]) })
+	h.commitRoom(c, env, &roomEntry{Name: next.Name, Info: next, Notify: true}, &audit, nil)
 }
 
 // cmdDeleteRoom deletes a room: once that is durable, everyone inside is told and
@@ -687,15 +679,8 @@ func (h *Hub) cmdDeleteRoom(c *Client, cmd command, ri *roomInfo) {
 			{Bucket: bucketPurge, Key: []byte(name), Value: store.SeqKey(mark)},
 		},
 		audit: &audit,
+		room:  &roomEntry{Name: name},
 		apply: func() {
-			if r := h.rooms[name]; r != nil {
-				ev := appendObject(nil, "room_deleted", name, func(b []byte) []byte { return b })
-				for o := range r.clients {
-					h.deliver(o, ev)
-					h.leaveRoom(o, name)
-				}
-			}
-			h.dropRoom(name)
 			if last := h.bp.Last(); last > mark {
 				// Messages said while the deletion was in flight go with the rest.
 				h.persist(nil, "", []store.Write{{Bucket: bucketPurge, Key: []byte(name), Value: store.SeqKey(last)}}, nil)
@@ -865,17 +850,31 @@ func (h *Hub) cmdAudit(c *Client, cmd command, _ *roomInfo) {
 	if h.replyRefused(c, cmd.env) {
 		return
 	}
-	n := min(max(cmd.env.Limit, 1), len(h.audit))
+	if h.clusterAudit(c, cmd.env) {
+		return
+	}
+	h.deliverReply(c, auditEvent(h.newestAudit(cmd.env.Limit), cmd.env.Ref))
+}
+
+// newestAudit is up to limit (at least one) of the newest audit entries this node
+// remembers, newest first.
+func (h *Hub) newestAudit(limit int) []auditEntry {
+	n := min(max(limit, 1), len(h.audit))
 	entries := make([]auditEntry, 0, n)
 	for i := len(h.audit) - 1; i >= len(h.audit)-n; i-- {
 		entries = append(entries, h.audit[i])
 	}
+	return entries
+}
+
+// auditEvent is the answer to `audit`.
+func auditEvent(entries []auditEntry, ref string) []byte {
 	b, _ := json.Marshal(struct {
 		Type    string       `json:"type"`
 		Entries []auditEntry `json:"entries"`
 		Ref     string       `json:"ref,omitempty"`
-	}{"audit", entries, cmd.env.Ref})
-	h.deliverReply(c, b)
+	}{"audit", entries, ref})
+	return b
 }
 
 // refreshUser re-sends the room state to a user's connections after their role

@@ -39,14 +39,19 @@ var deletable = map[string]bool{"message": true, "file": true, "mls_app": true}
 // cmdDelete deletes a message from a room's history and from every open page.
 func (h *Hub) cmdDelete(c *Client, cmd command, ri *roomInfo) {
 	env := cmd.env
-	if env.ID <= ri.FirstID || (h.feed == nil && env.ID > h.bp.Last()) || (h.feed != nil && env.ID > h.boundary(ri.Name)) {
+	if env.ID <= ri.FirstID || (h.feed == nil && env.ID > h.bp.Last()) || (h.feed != nil && !h.roomsInRedis(ri.Name) && env.ID > h.boundary(ri.Name)) {
 		h.refuse(c, env, codeNoSuchMessage, "no such message")
 		return
 	}
 	room, id, s := ri.Name, env.ID, h.app.store
+	read := func() (string, bool) { return readSender(s, room, id) }
+	if h.roomsInRedis(room) {
+		feed := h.feed
+		read = func() (string, bool) { return readClusterSender(feed, room, id) }
+	}
 	ok := h.bp.Submit(nil, func(error) {
 		go func() {
-			sender, found := readSender(s, room, id)
+			sender, found := read()
 			h.completions <- func() {
 				if _, ok := h.clients[c]; ok {
 					h.deleteMessage(c, env, sender, found)
@@ -108,12 +113,25 @@ func (h *Hub) deleteMessage(c *Client, env *envelope, sender string, found bool)
 		key:    "message/" + room + "/" + strconv.FormatUint(id, 10),
 		writes: messageDeletes(room, id),
 		audit:  audit,
-		apply: func() {
-			if r := h.rooms[room]; r != nil {
-				h.broadcast(r, deletedEvent(room, id, by))
-			}
-		},
+		erase:  &erasure{Room: room, ID: id, By: by},
+		apply:  func() {},
 	})
+}
+
+// erasure is a message deletion: on one node applied when the store has it, in
+// cluster mode an entry of the room's log that every node applies at its position
+// (clusterfiles.go).
+type erasure struct {
+	Room string `json:"room"`
+	ID   uint64 `json:"id"`
+	By   string `json:"by"`
+}
+
+// applyErasure tells this node's connections in the room that the message is gone.
+func (h *Hub) applyErasure(e *erasure) {
+	if r := h.rooms[e.Room]; r != nil {
+		h.broadcast(r, deletedEvent(e.Room, e.ID, e.By))
+	}
 }
 
 // messageDeletes are the store writes that delete one message, with its file.

@@ -266,8 +266,8 @@ func (h *Hub) cmdOpenDM(c *Client, cmd command, _ *roomInfo) {
 			delete(h.creating, name)
 			delete(h.creatingPeer, name)
 		},
+		room: &roomEntry{Name: name, Info: ri, Created: true},
 		apply: func() {
-			h.putRoom(ri)
 			if _, ok := h.clients[c]; ok {
 				h.join(c, &envelope{Type: "join", Room: name, Ref: env.Ref})
 			}

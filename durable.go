@@ -50,6 +50,15 @@ type change struct {
 	// applied once Redis has it (commitCtl), and every other node applies it from the
 	// log. nil on a single node.
 	ctl func(context.Context, *cluster.Ctl) error
+	// room, for a change to a room record, is the next record and the effects every
+	// node holding the room's members must make (roomchange.go); it is applied before
+	// apply, which then holds only what the acting node alone does (its answer, the
+	// actor's own join). In cluster mode it is an entry of the room's log
+	// (clusterrooms.go).
+	room *roomEntry
+	// erase, for a message deletion, is applied like room: before apply, in cluster
+	// mode as an entry of the room's log.
+	erase *erasure
 }
 
 // Record keys for changes in flight, one namespace per kind of record.
@@ -110,6 +119,14 @@ func (h *Hub) commit(c *Client, env *envelope, ch change) {
 		h.commitCtl(c, env, ch)
 		return
 	}
+	if ch.room != nil && h.roomsInRedis(ch.room.Name) {
+		h.commitRoomLog(c, env, ch)
+		return
+	}
+	if ch.erase != nil && h.roomsInRedis(ch.erase.Room) {
+		h.commitErasure(c, env, ch)
+		return
+	}
 	writes := ch.writes
 	if ch.audit != nil {
 		writes = append(writes, h.auditWrite(ch.audit))
@@ -136,6 +153,12 @@ func (h *Hub) settle(c *Client, env *envelope, ch change, err error) {
 	} else {
 		if ch.audit != nil {
 			h.rememberAudit(*ch.audit)
+		}
+		if ch.room != nil {
+			h.applyRoom(ch.room)
+		}
+		if ch.erase != nil {
+			h.applyErasure(ch.erase)
 		}
 		ch.apply()
 		if !ch.noAck && c != nil && env.Ref != "" {

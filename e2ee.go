@@ -818,12 +818,8 @@ func (h *Hub) mlsLeft(c *Client, env *envelope) {
 		key:    roomKey(ri.Name),
 		writes: []store.Write{next.write()},
 		noAck:  true,
-		apply: func() {
-			h.putRoom(next)
-			if r := h.rooms[next.Name]; r != nil {
-				h.removeUser(r, user, appendObject(nil, "left", next.Name, func(b []byte) []byte { return b }))
-			}
-			h.reconcileUser(user)
-		},
+		room: &roomEntry{Name: next.Name, Info: next, Expel: user,
+			Event: appendObject(nil, "left", next.Name, func(b []byte) []byte { return b })},
+		apply: func() { h.reconcileUser(user) },
 	})
 }

@@ -320,9 +320,14 @@ func (h *Hub) fetchFile(c *Client, room string, id uint64, ref string) {
 	first, st := r.info.FirstID, h.app.store
 	cutoff := h.now().Add(-h.settings().HistoryMaxAge).UnixMilli()
 	c.fetching = true
+	load := func() []byte { return loadFile(st, c.limiter, room, id, first, cutoff, ref) }
+	if h.roomsInRedis(room) {
+		feed := h.feed
+		load = func() []byte { return loadClusterFile(feed, c.limiter, room, id, first, cutoff, ref) }
+	}
 	ok := h.bp.Submit(nil, func(error) {
 		go func() {
-			ev := loadFile(st, c.limiter, room, id, first, cutoff, ref)
+			ev := load()
 			h.completions <- func() {
 				c.fetching = false
 				if _, ok := h.clients[c]; !ok || c.rooms[room] == nil {
@@ -381,6 +386,12 @@ func loadFile(s store.Store, lim *connLimiter, room string, id, first uint64, cu
 	if data == nil {
 		return nil
 	}
+	return fileEvent(meta, data, ref)
+}
+
+// fileEvent is fetch_file's answer: the file's history entry with its base64 bytes
+// and the request's ref.
+func fileEvent(meta, data []byte, ref string) []byte {
 	b := make([]byte, 0, len(meta)+len(data)+len(ref)+32)
 	b = append(b, meta[:len(meta)-1]...)
 	b = append(b, dataField...)

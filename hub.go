@@ -62,6 +62,9 @@ type command struct {
 	// reply, when set, receives the hub's verdict on a file announcement; the
 	// readPump waits for it before it reads the file's bytes.
 	reply chan *protoError
+	// fresh, in cluster mode, says the room's record was just read from Redis for
+	// this command (clusterrooms.go): it is dispatched on the mirror as it is.
+	fresh bool
 }
 
 // kick asks the hub to disconnect every connection matching a predicate with the
@@ -168,11 +171,15 @@ type Hub struct {
 	// feed, in cluster mode, numbers, keeps and fans out the rooms' messages through
 	// Redis (hubcluster.go); feeds is the hub's state of each room it asked it for.
 	// Both nil on a single node.
-	feed    *cluster.Feed
-	feeds   map[string]*liveFeed
-	metrics *metrics
-	log     *slog.Logger
-	now     func() time.Time
+	feed  *cluster.Feed
+	feeds map[string]*liveFeed
+	// roomRev is, in cluster mode, the revision of each room record the hub holds;
+	// refreshes the commands waiting for a room's record to be read (clusterrooms.go).
+	roomRev   map[string]uint64
+	refreshes map[string][]command
+	metrics   *metrics
+	log       *slog.Logger
+	now       func() time.Time
 }
 
 // newHub builds a hub from the state loaded from the store; call run in its own
@@ -210,6 +217,8 @@ func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 		app:          app,
 		bp:           bp,
 		feeds:        make(map[string]*liveFeed),
+		roomRev:      make(map[string]uint64),
+		refreshes:    make(map[string][]command),
 		metrics:      app.metrics,
 		log:          app.log,
 		now:          app.now,
@@ -405,6 +414,7 @@ func (h *Hub) auditWrite(audit *auditEntry) store.Write {
 
 // rememberAudit keeps an audit entry among the recent ones `audit` answers from.
 func (h *Hub) rememberAudit(audit auditEntry) {
+	h.app.ctl.appendAudit(audit) // cluster mode: the cluster's audit log too
 	h.audit = append(h.audit, audit)
 	if len(h.audit) > auditMemory {
 		h.audit = slices.Clone(h.audit[len(h.audit)-auditMemory:])

@@ -129,9 +129,17 @@ func (h *Hub) onFeed(ev cluster.Event) {
 	case cluster.Entry:
 		h.feedEntry(ev)
 	case cluster.Stored:
+		if t, ok := ev.Token.(*roomToken); ok {
+			h.finishRoom(t, ev.Seq)
+			return
+		}
 		h.metrics.messages.Inc()
 		h.ackSay(ev.Token, ev.Room, ev.Seq)
 	case cluster.Failed:
+		if t, ok := ev.Token.(*roomToken); ok {
+			h.failLogged(t, ev.Err)
+			return
+		}
 		if t, ok := ev.Token.(*sayToken); ok {
 			if _, live := h.clients[t.c]; live {
 				h.metrics.rejected.WithLabelValues(codeUnavailable).Inc()
@@ -139,6 +147,9 @@ func (h *Hub) onFeed(ev cluster.Event) {
 			}
 		}
 	case cluster.Opened:
+		if ev.State {
+			h.installRoomState(ev.Room, ev.Rev, ev.Body)
+		}
 		lf := h.feeds[ev.Room]
 		if lf == nil || lf.ready {
 			return
@@ -175,6 +186,32 @@ func (h *Hub) onFeed(ev cluster.Event) {
 // sender when it is this node's.
 func (h *Hub) feedEntry(ev cluster.Event) {
 	lf, r := h.feeds[ev.Room], h.rooms[ev.Room]
+	if e, ok := parseRoomBody(ev.Body); ok {
+		// A room change: applied here at its position (clusterrooms.go).
+		if lf != nil && lf.ready && ev.Seq > lf.applied {
+			lf.applied = ev.Seq
+		}
+		if e.Name == ev.Room {
+			h.applyRoomAt(ev.Seq, e)
+		}
+		if t, ok := ev.Token.(*roomToken); ok {
+			h.finishRoom(t, ev.Seq)
+		}
+		return
+	}
+	if e, ok := parseErasureBody(ev.Body); ok {
+		// A deletion: members here are told at its position (clusterfiles.go).
+		if lf != nil && lf.ready && r != nil && ev.Seq > lf.applied {
+			lf.applied = ev.Seq
+			if e.Room == ev.Room {
+				h.applyErasure(e)
+			}
+		}
+		if t, ok := ev.Token.(*roomToken); ok {
+			h.finishRoom(t, ev.Seq)
+		}
+		return
+	}
 	if lf != nil && lf.ready && r != nil && ev.Seq > lf.applied {
 		lf.applied = ev.Seq
 		if msg := clusterEvent(ev.Room, ev.Seq, ev.Body); msg != nil {

@@ -9,7 +9,13 @@
 #   BENCH_ROUNDS=N    rounds per workload (default 3; quick: 1)
 #   BENCH_ONLY="W1 W3" run only these workloads
 #   BENCH_OUT=dir     where the JSON reports and logs go (default bin/bench-<time>)
-#   BENCH_PORT=N      first of three loopback ports used (default 18080)
+#   BENCH_PORT=N      first of six loopback ports used (default 18080)
+#   BENCH_NODES=2     compare one node with two nodes on Redis instead of the original
+#                     with one node: each cluster run starts a fresh redis-server
+#                     (AOF, appendfsync always) and two nodes on loopback, chatload
+#                     spreads the clients over both; its workloads are tagged <W>/2n.
+#                     CPU per process (each node, Redis, chatload) and per million
+#                     deliveries is printed for every run of either side.
 #   BENCH_PIN=1       pin each server to CPU 0 and chatload to CPU 1 (taskset), so the
 #                     load generator's own work never competes with the server's
 #   BENCH_SIGN=1      signed against unsigned instead of modified against original:
@@ -28,6 +34,15 @@ PORT0=${BENCH_PORT:-18080}
 ORIG_PORT=$PORT0
 MOD_PORT=$((PORT0 + 1))
 METRICS_PORT=$((PORT0 + 2))
+REDIS_PORT=$((PORT0 + 3))
+NODE2_PORT=$((PORT0 + 4))
+METRICS2_PORT=$((PORT0 + 5))
+NODES=${BENCH_NODES:-1}
+case $NODES in
+1) SIDES=(original modified) ;;
+2) SIDES=(modified cluster) ;;
+*) printf 'bench: BENCH_NODES must be 1 or 2\n' >&2; exit 2 ;;
+esac
 mkdir -p "$BIN" "$OUT"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -113,17 +128,21 @@ fi
 
 # --- server lifecycle ----------------------------------------------------------
 SERVER_PID=""
+# EXTRA_PIDS are the cluster side's second node and its redis-server.
+EXTRA_PIDS=()
 
 # port_open PORT: something accepts connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# stop_server: end the server this script started, by its pid.
+# stop_server: end the servers this script started, by their pids (Redis last).
 stop_server() {
-	if [[ -n $SERVER_PID ]]; then
-		kill "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-		SERVER_PID=""
-	fi
+	local p
+	for p in $SERVER_PID "${EXTRA_PIDS[@]}"; do
+		kill "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	SERVER_PID=""
+	EXTRA_PIDS=()
 }
 trap stop_server EXIT
 trap 'stop_server; exit 130' INT TERM
@@ -139,9 +158,59 @@ wait_port() {
 	return 1
 }
 
-# start_server SIDE RUNID: a fresh server process for one run.
+# wait_pid_port PID PORT: poll (bounded) until process PID listens on PORT.
+wait_pid_port() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		port_open "$2" && return 0
+		kill -0 "$1" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+# start_cluster RUNID: a fresh redis-server and two nodes sharing it, the keys made for
+# this run; SERVER_PID is node 1, EXTRA_PIDS node 2 and Redis.
+start_cluster() {
+	local id=$1 dir="$OUT/cluster-$id" p
+	command -v redis-server >/dev/null || { log "BENCH_NODES=2 needs redis-server (make deps)"; return 1; }
+	for p in "$MOD_PORT" "$NODE2_PORT" "$REDIS_PORT"; do
+		port_open "$p" && { log "port $p is already in use"; return 1; }
+	done
+	mkdir -p "$dir/redis"
+	(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/cluster.key" && echo >>"$dir/cluster.key")
+	(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/session.key" && echo >>"$dir/session.key")
+	"${SERVER_PIN[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$dir/redis" --save '' \
+		--appendonly yes --appendfsync always --maxmemory-policy noeviction >"$OUT/$id.redis.log" 2>&1 &
+	EXTRA_PIDS+=($!)
+	wait_pid_port "$!" "$REDIS_PORT" || { log "redis-server did not start; see $OUT/$id.redis.log"; stop_server; return 1; }
+	local common=(-redis-url "redis://127.0.0.1:$REDIS_PORT" -cluster-key-file "$dir/cluster.key"
+		-session-key-file "$dir/session.key")
+	"${SERVER_PIN[@]}" "$BIN/modified-chat" -addr "127.0.0.1:$MOD_PORT" -data-dir "$dir/n1" "${common[@]}" "${MOD_ARGS[@]}" \
+		>"$OUT/$id.server.log" 2>&1 &
+	SERVER_PID=$!
+	local args2=("${MOD_ARGS[@]/#127.0.0.1:$METRICS_PORT/127.0.0.1:$METRICS2_PORT}")
+	"${SERVER_PIN[@]}" "$BIN/modified-chat" -addr "127.0.0.1:$NODE2_PORT" -data-dir "$dir/n2" "${common[@]}" "${args2[@]}" \
+		>"$OUT/$id.server2.log" 2>&1 &
+	EXTRA_PIDS=($! "${EXTRA_PIDS[@]}")
+	if ! wait_pid_port "$SERVER_PID" "$MOD_PORT" || ! wait_pid_port "${EXTRA_PIDS[0]}" "$NODE2_PORT"; then
+		log "a cluster node did not start; see $OUT/$id.server*.log"
+		stop_server
+		return 1
+	fi
+	TARGET="http://127.0.0.1:$MOD_PORT,http://127.0.0.1:$NODE2_PORT"
+}
+
+# cpu_ticks PID: user+system clock ticks the process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# start_server SIDE RUNID: a fresh server process (or cluster) for one run.
 start_server() {
 	local side=$1 id=$2 port
+	if [[ $side == cluster ]]; then
+		start_cluster "$id"
+		return
+	fi
 	if [[ $side == original ]]; then
 		port=$ORIG_PORT
 		port_open "$port" && { log "port $port is already in use"; return 1; }
@@ -159,7 +228,7 @@ start_server() {
 		stop_server
 		return 1
 	fi
-	PORT=$port
+	TARGET="http://127.0.0.1:$port"
 }
 
 # run_one WORKLOAD SIDE ROUND: restart the side's server, run chatload, keep the JSON.
@@ -183,10 +252,11 @@ run_one() {
 		need user-msg-burst "${r2%.*}"
 	fi
 	start_server "$side" "$id" || return 0
-	local proto=$side
+	local proto=$side tag=$name
 	[[ $side == signed ]] && proto=modified
-	local args=(-target "http://127.0.0.1:$PORT" -proto "$proto" -clients "$clients" -pid "$SERVER_PID"
-		-tag "$name" -json -connect-rate 500)
+	if [[ $side == cluster ]]; then proto=modified tag="$name/2n"; fi
+	local args=(-target "$TARGET" -proto "$proto" -clients "$clients" -pid "$SERVER_PID"
+		-tag "$tag" -json -connect-rate 500)
 	[[ $side == signed ]] && args+=(-sign)
 	if [[ $idle == 1 ]]; then
 		args+=(-idle -settle 3s)
@@ -197,8 +267,24 @@ run_one() {
 		log "$id: modified-chat ${MOD_ARGS[*]}"
 	fi
 	log "$id: chatload ${args[*]}"
-	if "${LOAD_PIN[@]}" "$BIN/chatload" "${args[@]}" >"$OUT/$id.json" 2>"$OUT/$id.log"; then
+	local pids=($SERVER_PID "${EXTRA_PIDS[@]}") before=() p i ok=0
+	for p in "${pids[@]}"; do before+=("$(cpu_ticks "$p")"); done
+	"${LOAD_PIN[@]}" "$BIN/chatload" "${args[@]}" >"$OUT/$id.json" 2>"$OUT/$id.log" &
+	local lp=$!
+	local lt=0
+	while kill -0 "$lp" 2>/dev/null; do lt=$(cpu_ticks "$lp"); sleep 0.2; done
+	wait "$lp" && ok=1
+	if ((ok)); then
 		REPORTS+=("$OUT/$id.json")
+		# CPU seconds per process during the run; chatload's as last read before it exited.
+		local names=(node1 node2 redis) line="$id $tag"
+		[[ $side == cluster ]] || names=(server)
+		for i in "${!pids[@]}"; do
+			line+=" ${names[$i]}=$(awk -v a="${before[$i]}" -v b="$(cpu_ticks "${pids[$i]}")" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')"
+		done
+		line+=" chatload=$(awk -v b="$lt" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", b / hz }')"
+		line+=" delivered=$(grep -o '"delivered": *[0-9]*' "$OUT/$id.json" | grep -o '[0-9]*$' || echo 0)"
+		CPU_LINES+=("$line")
 	else
 		log "$id: chatload failed; see $OUT/$id.log"
 		rm -f "$OUT/$id.json"
@@ -207,6 +293,7 @@ run_one() {
 }
 
 REPORTS=()
+CPU_LINES=()
 MOD_ARGS=()
 for w in "${WORKLOADS[@]}"; do
 	name=${w%% *}
@@ -219,8 +306,9 @@ for w in "${WORKLOADS[@]}"; do
 			run_one "$w" modified "$round"
 			run_one "$w" signed "$round"
 		else
-			run_one "$w" original "$round"
-			run_one "$w" modified "$round"
+			for side in "${SIDES[@]}"; do
+				run_one "$w" "$side" "$round"
+			done
 		fi
 	done
 done
@@ -231,5 +319,21 @@ if [[ ${#REPORTS[@]} -eq 0 ]]; then
 fi
 echo
 "$BIN/chatload" -summarize "${REPORTS[@]}"
+echo
+# CPU per process, and per million deliveries (the whole run, connect phase included;
+# on 2 cores every process shares the same two, so the sum is what the machine did).
+echo "cpu seconds per process, and per million deliveries:"
+for line in "${CPU_LINES[@]}"; do
+	awk '{
+		d = 0; for (i = 3; i <= NF; i++) if ($i ~ /^delivered=/) { split($i, kv, "="); d = kv[2] }
+		printf "%-22s %-8s", $1, $2
+		for (i = 3; i <= NF; i++) {
+			split($i, kv, "="); if (kv[1] == "delivered") continue
+			printf " %s %6.2f s", kv[1], kv[2]
+			if (d > 0) printf " (%.2f s/M)", kv[2] / (d / 1e6)
+		}
+		printf "  deliveries %d\n", d
+	}' <<<"$line"
+done
 echo
 echo "reports and logs: $OUT"

@@ -74,9 +74,9 @@ func defaultSrcAddrs(clients int) int {
 }
 
 // validate checks every limit and the loopback rule and returns the parsed
-// target; it runs before anything touches the network.
-func (c *Config) validate() (*target, error) {
-	t, err := parseTarget(c.Target)
+// targets; it runs before anything touches the network.
+func (c *Config) validate() ([]*target, error) {
+	t, err := parseTargets(c.Target)
 	if err != nil {
 		return nil, err
 	}

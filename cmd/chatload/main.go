@@ -33,7 +33,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("chatload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg Config
-	fs.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "server base URL; loopback only (127.0.0.0/8, ::1, localhost)")
+	fs.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "server base URL, or several comma-separated (the nodes of a cluster: clients spread round-robin); loopback only (127.0.0.0/8, ::1, localhost)")
 	fs.StringVar(&cfg.Proto, "proto", protoModified, "protocol: modified (login + JSON) or original (gorilla chat example, raw text)")
 	fs.IntVar(&cfg.Clients, "clients", 10, fmt.Sprintf("connections to open (max %d)", maxClients))
 	fs.IntVar(&cfg.Senders, "senders", 1, "how many of the clients send")

@@ -27,7 +27,7 @@ const (
 // runner holds one run's shared state.
 type runner struct {
 	cfg       Config
-	t         *target
+	targets   []*target
 	modified  bool
 	log       io.Writer
 	latShards [8]latShard
@@ -61,14 +61,14 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 	if cfg.Idle {
 		cfg.Senders = 0
 	}
-	t, err := cfg.validate()
+	ts, err := cfg.validate()
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, t: t, modified: cfg.Proto == protoModified, log: logw, refused: map[string]int{}}
+	r := &runner{cfg: cfg, targets: ts, modified: cfg.Proto == protoModified, log: logw, refused: map[string]int{}}
 
 	rep := &Report{
-		Tag: cfg.Tag, Proto: cfg.Proto, Target: t.base, Clients: cfg.Clients, Senders: cfg.Senders,
+		Tag: cfg.Tag, Proto: cfg.Proto, Target: targetList(ts), Clients: cfg.Clients, Senders: cfg.Senders,
 		Rate: cfg.Rate, Size: cfg.Size, DurationS: cfg.Duration.Seconds(), Room: cfg.Room,
 		Idle: cfg.Idle, ConnectRate: cfg.ConnectRate,
 	}
@@ -83,7 +83,7 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Report, error) {
 		defer sampler.stop()
 	}
 
-	srcs := sourceAddrs(cfg.SrcAddrs, t.ipv6)
+	srcs := sourceAddrs(cfg.SrcAddrs, ts[0].ipv6)
 	rep.SrcAddrs = len(srcs)
 	pool := &sync.Pool{}
 	eps := make([]*endpoint, len(srcs))
@@ -244,7 +244,7 @@ func (r *runner) connectOne(ctx context.Context, i int, ep *endpoint, cookies []
 	if r.modified && cookies == nil {
 		lctx, cancel := context.WithTimeout(ctx, loginTimeout)
 		var reason string
-		cookies, reason = login(lctx, ep, r.t, clientName(i))
+		cookies, reason = login(lctx, ep, r.targetFor(i), clientName(i))
 		cancel()
 		if reason != "" {
 			r.refuse(reason)
@@ -252,7 +252,7 @@ func (r *runner) connectOne(ctx context.Context, i int, ep *endpoint, cookies []
 		}
 	}
 	dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-	ws, reason := dial(dctx, ep, r.t, cookies)
+	ws, reason := dial(dctx, ep, r.targetFor(i), cookies)
 	cancel()
 	if reason != "" {
 		r.refuse(reason)

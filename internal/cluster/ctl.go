@@ -75,6 +75,8 @@ type CtlEntry struct {
 	Exp   int64           `json:"exp,omitempty"`
 	At    int64           `json:"at,omitempty"`
 	Value json.RawMessage `json:"value,omitempty"`
+	// Room names the room of an OpRoom entry (roomindex.go).
+	Room string `json:"room,omitempty"`
 }
 
 // Cutoffs is the HASH of user id -> sealed entry whose At ends every session of the

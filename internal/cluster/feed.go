@@ -51,12 +51,38 @@ const (
 )
 
 // sayScript numbers, stores and publishes one entry atomically. KEYS: the room's meta
-// hash and log stream; ARGV: channel, stored envelope, published envelope ("" = the
-// stored one), MAXLEN. A room whose meta is new (never used, or lost with Redis's data)
-// starts at Redis's time in ms × 1000 (≈1.8e15 < 2^53), so ids never go backwards even
-// after a loss; `floor` remembers where this epoch of the room began. Ids are kept as
-// strings: Lua numbers print with 14 digits.
+// hash and log stream, and for a room change its record, for a deletion its hash of
+// deleted ids; ARGV: channel, stored envelope, published envelope ("" = the stored
+// one), MAXLEN, then for a room change "room" and the revision it was computed from,
+// for a deletion "delete" and the id it deletes. A room whose meta is new (never used,
+// or lost with Redis's data) starts at Redis's time in ms × 1000 (≈1.8e15 < 2^53), so
+// ids never go backwards even after a loss; `floor` remembers where this epoch of the
+// room began. Ids are kept as strings: Lua numbers print with 14 digits.
+//
+// A room change (membership, roles, bans, invitations, the description, deletion) is
+// an entry of the room's log like a message, so every node applies it at the same
+// position among the messages. Its envelope is also kept as the room's record, and
+// `rev` is the id of the change that wrote it: a change computed from an older
+// revision than Redis has is refused (STALE), so two nodes changing one room at once
+// cannot lose either change.
+//
+// A deletion is an entry too (every node tells its members at the same position); it
+// removes the message's entry from the Stream (XDEL: its text or file is gone from
+// Redis, not just hidden) and records the id as deleted, so readers of the Stream
+// know the hole is a deletion, not a loss (fill, History). A message that is not in
+// the Stream, or already deleted, is GONE. The deleted ids below the Stream's first
+// entry are forgotten once there are more than MAXLEN of them.
 const sayScript = `
+local mode = ARGV[5]
+if mode == 'room' then
+  local rev = redis.call('HGET', KEYS[1], 'rev')
+  if not rev then rev = '0' end
+  if rev ~= ARGV[6] then return redis.error_reply('STALE ' .. rev) end
+elseif mode == 'delete' then
+  if redis.call('HEXISTS', KEYS[3], ARGV[6]) == 1 or #redis.call('XRANGE', KEYS[2], ARGV[6], ARGV[6]) == 0 then
+    return redis.error_reply('GONE')
+  end
+end
 local seq
 if redis.call('HEXISTS', KEYS[1], 'seq') == 0 then
   local t = redis.call('TIME')
@@ -66,11 +92,46 @@ else
   seq = string.format('%.0f', redis.call('HINCRBY', KEYS[1], 'seq', 1))
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 'e', ARGV[2])
+if mode == 'room' then
+  redis.call('SET', KEYS[3], ARGV[2])
+  redis.call('HSET', KEYS[1], 'rev', seq)
+elseif mode == 'delete' then
+  redis.call('XDEL', KEYS[2], ARGV[6] .. '-0')
+  redis.call('HSET', KEYS[3], ARGV[6], seq)
+  if redis.call('HLEN', KEYS[3]) > tonumber(ARGV[4]) then
+    local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+    if #head > 0 then
+      local low = tonumber((string.gsub(head[1][1], '-0$', '')))
+      for _, id in ipairs(redis.call('HKEYS', KEYS[3])) do
+        if tonumber(id) < low then redis.call('HDEL', KEYS[3], id) end
+      end
+    end
+  end
+end
 local live = ARGV[3]
 if live == '' then live = ARGV[2] end
 redis.call('PUBLISH', ARGV[1], seq .. ' ' .. live)
 return seq
 `
+
+// roomStateScript reads, in one step, a room's last id, its revision and its record
+// (the envelope of the change that wrote it), so the three agree. KEYS: meta, record.
+const roomStateScript = `
+local m = redis.call('HMGET', KEYS[1], 'seq', 'rev')
+local rec = redis.call('GET', KEYS[2])
+return {m[1] or '', m[2] or '', rec or ''}
+`
+
+// roomStateLua runs roomStateScript (EVALSHA, loading it once).
+var roomStateLua = rueidis.NewLuaScript(roomStateScript)
+
+// ErrStale says a room change was computed from an older revision of the room than
+// Redis has: another node changed the room first. Nothing was written.
+var ErrStale = errors.New("cluster: the room changed on another node")
+
+// ErrGone says a deletion found no such message in the room's Stream (trimmed, never
+// there, or deleted already). Nothing was written.
+var ErrGone = errors.New("cluster: no such message in the room's log")
 
 // Kind says what an Event is.
 type Kind int
@@ -85,7 +146,8 @@ const (
 	// Failed says a Say did not reach Redis (Token, Err): nothing was stored.
 	Failed
 	// Opened says a room is open: entries after Seq will follow as Entry events, so
-	// history up to Seq is the joiners' (Room, Seq).
+	// history up to Seq is the joiners' (Room, Seq). When State is set, Rev and Body
+	// are the room's revision and record as of Seq (Body nil: Redis has none).
 	Opened
 	// Resync says a room's gap cannot be filled (trimmed, or larger than the resume
 	// bound): the hub closes its local members, who resume from history (Room).
@@ -107,6 +169,17 @@ type Event struct {
 	Token any
 	Err   error
 	Ready bool
+	// State, Rev: see Opened.
+	State bool
+	Rev   uint64
+}
+
+// RoomState is a room's position and record read in one step (Feed.RoomState).
+type RoomState struct {
+	// Top is the room's last id, Rev the id of the change that wrote its record.
+	Top, Rev uint64
+	// Body is the record's body (nil when Redis has no record of the room).
+	Body []byte
 }
 
 // FeedConfig is what a feed needs.
@@ -137,6 +210,11 @@ type sayReq struct {
 	room         string
 	stored, live []byte
 	token        any
+	// change marks a room change; rev is the revision it was computed from. del,
+	// when not 0, is the id a deletion deletes.
+	change bool
+	rev    uint64
+	del    uint64
 }
 
 // reply is a script's answer, on its way to the orderer.
@@ -209,7 +287,33 @@ func (f *Feed) Stop() {
 // Entry (delivered here, then acknowledge), Stored, or Failed.
 func (f *Feed) Say(room string, stored, live []byte, token any) bool {
 	select {
-	case f.says <- sayReq{room, stored, live, token}:
+	case f.says <- sayReq{room: room, stored: stored, live: live, token: token}:
+		return true
+	default:
+		return false
+	}
+}
+
+// Change queues a room change for room, computed from revision rev (0: a room Redis
+// has no record of). Like Say: false means the queue is full; otherwise exactly one
+// event comes back with the token: Entry, Stored, or Failed (Err ErrStale when
+// another node changed the room first).
+func (f *Feed) Change(room string, body []byte, rev uint64, token any) bool {
+	select {
+	case f.says <- sayReq{room: room, stored: body, token: token, change: true, rev: rev}:
+		return true
+	default:
+		return false
+	}
+}
+
+// Delete queues the deletion of message id of room; body is the deletion's entry.
+// Like Say: false means the queue is full; otherwise exactly one event comes back with
+// the token: Entry, Stored, or Failed (Err ErrGone when the Stream has no such
+// message).
+func (f *Feed) Delete(room string, id uint64, body []byte, token any) bool {
+	select {
+	case f.says <- sayReq{room: room, stored: body, token: token, del: id}:
 		return true
 	default:
 		return false
@@ -280,7 +384,18 @@ func (f *Feed) write(batch []sayReq) {
 			live = string(f.cfg.Sealer.Seal(sc, r.live))
 			envs[i] = []byte(live)
 		}
-		execs = append(execs, rueidis.LuaExec{Keys: []string{meta, log}, Args: []string{ch, string(stored), live, maxLen}})
+		ex := rueidis.LuaExec{Keys: []string{meta, log}, Args: []string{ch, string(stored), live, maxLen}}
+		switch {
+		case r.change:
+			rec, _ := k.RoomInfo(r.room)
+			ex.Keys = append(ex.Keys, rec)
+			ex.Args = append(ex.Args, "room", strconv.FormatUint(r.rev, 10))
+		case r.del != 0:
+			gone, _ := k.RoomDeleted(r.room)
+			ex.Keys = append(ex.Keys, gone)
+			ex.Args = append(ex.Args, "delete", strconv.FormatUint(r.del, 10))
+		}
+		execs = append(execs, ex)
 	}
 	ctx, cancel := context.WithTimeout(f.ctx, callTimeout)
 	results := f.script.ExecMulti(ctx, f.cfg.Client, execs...)
@@ -293,6 +408,12 @@ func (f *Feed) write(batch []sayReq) {
 			seq, err = strconv.ParseUint(s, 10, 64)
 		}
 		if err != nil {
+			switch {
+			case strings.HasPrefix(err.Error(), "STALE"):
+				err = ErrStale
+			case strings.HasPrefix(err.Error(), "GONE"):
+				err = ErrGone
+			}
 			f.cfg.Deliver(Event{Kind: Failed, Room: r.room, Token: r.token, Err: err})
 			continue
 		}
@@ -347,6 +468,8 @@ func (f *Feed) runSubscriber() {
 type held struct {
 	env   []byte
 	token any
+	// tomb marks a deleted message's id: passed over, nothing delivered.
+	tomb bool
 }
 
 // feedRoom is the orderer's state of one open room.
@@ -411,36 +534,64 @@ func (o *orderer) onRequests() {
 			continue
 		}
 		fr := o.rooms[r.room]
+		ev := Event{Kind: Opened, Room: r.room}
 		if fr == nil {
-			top, err := o.top(r.room)
+			ctx, cancel := context.WithTimeout(f.ctx, callTimeout)
+			st, err := f.RoomState(ctx, r.room)
+			cancel()
 			if err != nil {
 				// Redis is away: the room opens at 0 and catches up once Redis is back
 				// (history then says what was there).
 				f.cfg.Log.Warn("opening a room without redis", "room", r.room, "err", err)
+			} else {
+				ev.State, ev.Rev, ev.Body = true, st.Rev, st.Body
 			}
-			fr = &feedRoom{applied: top, held: map[uint64]held{}}
+			fr = &feedRoom{applied: st.Top, held: map[uint64]held{}}
 			o.rooms[r.room] = fr
 		}
-		if !f.cfg.Deliver(Event{Kind: Opened, Room: r.room, Seq: fr.applied}) {
+		ev.Seq = fr.applied
+		if !f.cfg.Deliver(ev) {
 			return
 		}
 	}
 }
 
-// top reads a room's last id (0 for a room without messages).
-func (o *orderer) top(room string) (uint64, error) {
-	c := o.f.cfg.Client
-	meta, _ := o.f.cfg.Keys.RoomMeta(room)
-	ctx, cancel := context.WithTimeout(o.f.ctx, callTimeout)
-	defer cancel()
-	s, err := c.Do(ctx, c.B().Hget().Key(meta).Field("seq").Build()).ToString()
-	if rueidis.IsRedisNil(err) {
-		return 0, nil
+// RoomState reads a room's last id, revision and record in one step. A record whose
+// MAC fails counts as forged and reads as none. Called off the hub's loop.
+func (f *Feed) RoomState(ctx context.Context, room string) (RoomState, error) {
+	st, forged, err := ReadRoomState(ctx, f.cfg.Client, f.cfg.Keys, f.cfg.Sealer, room)
+	if forged {
+		f.Counters.BadMAC.Add(1)
+		f.cfg.Log.Warn("dropped a room record", "room", room)
 	}
+	return st, err
+}
+
+// ReadRoomState is RoomState for a node whose feed has not started (start-up);
+// forged says a record was there but failed its check (it reads as none).
+func ReadRoomState(ctx context.Context, c rueidis.Client, k Keys, s *Sealer, room string) (st RoomState, forged bool, err error) {
+	meta, err := k.RoomMeta(room)
 	if err != nil {
-		return 0, err
+		return RoomState{}, false, err
 	}
-	return strconv.ParseUint(s, 10, 64)
+	rec, _ := k.RoomInfo(room)
+	vals, err := roomStateLua.Exec(ctx, c, []string{meta, rec}, nil).AsStrSlice()
+	if err != nil {
+		return RoomState{}, false, err
+	}
+	if len(vals) != 3 {
+		return RoomState{}, false, errors.New("cluster: room state: bad answer")
+	}
+	num := func(s string) uint64 { n, _ := strconv.ParseUint(s, 10, 64); return n }
+	st.Top, st.Rev = num(vals[0]), num(vals[1])
+	if vals[2] != "" {
+		e, err := s.Open(scope(room), []byte(vals[2]))
+		if err != nil {
+			return st, true, nil
+		}
+		st.Body = e.Body
+	}
+	return st, false, nil
 }
 
 // onPublished takes one PUB/SUB message: "<seq> <envelope>" on a room's channel.
@@ -494,8 +645,11 @@ func (o *orderer) drain(room string, fr *feedRoom) {
 	for {
 		h, ok := fr.held[fr.applied+1]
 		if !ok {
-			// An epoch's first id jumps (the time floor): a room at 0 whose only
-			// entries start there takes the lowest as next.
+			// An epoch's first id jumps (the time floor): a room opened at 0 starts
+			// at its floor, read from Redis, and fillGaps fetches what came before
+			// the lowest held entry. Taking the lowest held entry as the first would
+			// lose an earlier one still on its way (another node's, published after
+			// this node's own reply came back).
 			if fr.applied != 0 || len(fr.held) == 0 {
 				return
 			}
@@ -506,11 +660,17 @@ func (o *orderer) drain(room string, fr *feedRoom) {
 				}
 			}
 			fr.applied = low - 1
+			if floor := o.floor(room); floor > 0 && floor < low && low-floor <= uint64(o.f.cfg.ResumeMax) {
+				fr.applied = floor - 1
+				return // fillGaps reads (floor-1, low)
+			}
 			continue
 		}
 		delete(fr.held, fr.applied+1)
 		fr.applied++
-		o.deliver(room, fr.applied, h)
+		if !h.tomb {
+			o.deliver(room, fr.applied, h)
+		}
 	}
 }
 
@@ -535,6 +695,20 @@ func (o *orderer) deliver(room string, seq uint64, h held) {
 		return
 	}
 	o.f.cfg.Deliver(Event{Kind: Entry, Room: room, Seq: seq, Body: e.Body, TS: e.TS, Token: h.token})
+}
+
+// floor reads the first id of a room's epoch (0 when Redis does not answer).
+func (o *orderer) floor(room string) uint64 {
+	c := o.f.cfg.Client
+	meta, _ := o.f.cfg.Keys.RoomMeta(room)
+	ctx, cancel := context.WithTimeout(o.f.ctx, callTimeout)
+	defer cancel()
+	s, err := c.Do(ctx, c.B().Hget().Key(meta).Field("floor").Build()).ToString()
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(s, 10, 64)
+	return n
 }
 
 // fillGaps reads from the Stream what every room with held entries is missing.
@@ -620,9 +794,39 @@ func (o *orderer) fill(room string, fr *feedRoom, upTo uint64) {
 			o.f.Counters.Filled.Add(1)
 		}
 	}
+	o.markDeleted(room, fr, upTo)
 	o.drain(room, fr)
 	if fr.applied < upTo {
 		o.resync(room)
+	}
+}
+
+// markDeleted finds which ids in (applied, upTo] still missing after a read of the
+// Stream are deleted messages, and holds them as tombstones, so a deletion's hole is
+// passed over rather than taken for a loss.
+func (o *orderer) markDeleted(room string, fr *feedRoom, upTo uint64) {
+	var missing []string
+	for id := fr.applied + 1; id <= upTo; id++ {
+		if _, ok := fr.held[id]; !ok {
+			missing = append(missing, strconv.FormatUint(id, 10))
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	c := o.f.cfg.Client
+	gone, _ := o.f.cfg.Keys.RoomDeleted(room)
+	ctx, cancel := context.WithTimeout(o.f.ctx, callTimeout)
+	vals, err := c.Do(ctx, c.B().Hmget().Key(gone).Field(missing...).Build()).ToArray()
+	cancel()
+	if err != nil {
+		return
+	}
+	for i, v := range vals {
+		if s, err := v.ToString(); err == nil && s != "" {
+			id, _ := strconv.ParseUint(missing[i], 10, 64)
+			fr.held[id] = held{tomb: true}
+		}
 	}
 }
 
@@ -688,7 +892,64 @@ func (o *orderer) checkHealth() {
 	}
 }
 
-// Item is one entry of a room's Stream read for history.
+// leadingDeleted returns, as Items without a body, the deleted ids that come before
+// the first of entries, from after+1 on (at most n, none past upTo).
+func (f *Feed) leadingDeleted(ctx context.Context, room string, after, upTo uint64, n int, entries []rueidis.XRangeEntry) []Item {
+	end := upTo
+	if len(entries) > 0 {
+		if s, ok := entrySeq(entries[0].ID); ok && s > 0 {
+			end = min(end, s-1)
+		}
+	}
+	end = min(end, after+uint64(n))
+	if end <= after {
+		return nil
+	}
+	var ids []string
+	for id := after + 1; id <= end; id++ {
+		ids = append(ids, strconv.FormatUint(id, 10))
+	}
+	c := f.cfg.Client
+	gone, _ := f.cfg.Keys.RoomDeleted(room)
+	vals, err := c.Do(ctx, c.B().Hmget().Key(gone).Field(ids...).Build()).ToArray()
+	if err != nil {
+		return nil
+	}
+	var out []Item
+	for i, v := range vals {
+		s, err := v.ToString()
+		if err != nil || s == "" {
+			break // the first id that is not deleted ends the leading run
+		}
+		id, _ := strconv.ParseUint(ids[i], 10, 64)
+		out = append(out, Item{Seq: id})
+	}
+	return out
+}
+
+// Entry reads message id of a room's Stream (false when the Stream has no such entry:
+// trimmed, deleted, never there, or its MAC fails). Called off the hub's loop.
+func (f *Feed) Entry(ctx context.Context, room string, id uint64) (Item, bool, error) {
+	log, err := f.cfg.Keys.RoomLog(room)
+	if err != nil {
+		return Item{}, false, err
+	}
+	c := f.cfg.Client
+	s := strconv.FormatUint(id, 10)
+	entries, err := c.Do(ctx, c.B().Xrange().Key(log).Start(s).End(s).Count(1).Build()).AsXRange()
+	if err != nil || len(entries) == 0 {
+		return Item{}, false, err
+	}
+	env, err := f.cfg.Sealer.Open(scope(room), []byte(entries[0].FieldValues["e"]))
+	if err != nil {
+		f.Counters.BadMAC.Add(1)
+		return Item{}, false, nil
+	}
+	return Item{Seq: id, TS: env.TS, Body: env.Body}, true, nil
+}
+
+// Item is one entry of a room's Stream read for history. Body nil is a deleted
+// message (History puts those first, so a hole after `after` can be told from a loss).
 type Item struct {
 	Seq  uint64
 	TS   int64
@@ -737,6 +998,9 @@ func (f *Feed) History(ctx context.Context, room string, after, upTo uint64, n i
 	}
 	seen := map[origin]bool{}
 	items := make([]Item, 0, len(entries))
+	if !tail {
+		items = append(items, f.leadingDeleted(ctx, room, after, upTo, n, entries)...)
+	}
 	sc := scope(room)
 	for _, e := range entries {
 		seq, ok := entrySeq(e.ID)

@@ -246,3 +246,25 @@ func TestFeedDropsForgedAndReplayedEntries(t *testing.T) {
 		t.Fatalf("history %+v, %v", items, err)
 	}
 }
+
+// TestFeedNewRoomStartsAtItsFloor: a room opened before its first message (at 0)
+// whose first entry to arrive is not the epoch's first id (another node's earlier
+// entry is still on its way) starts at the room's floor and fetches the earlier
+// entry, instead of taking the later one as the first and losing the other.
+func TestFeedNewRoomStartsAtItsFloor(t *testing.T) {
+	r := newFeedRig(t)
+	r.feed.Open("fresh")
+	if ev := r.expect(Opened); ev.Seq != 0 {
+		t.Fatalf("opened at %d, want 0", ev.Seq)
+	}
+	const floor = 5000
+	meta, _ := r.keys.RoomMeta("fresh")
+	r.raw.Do(context.Background(), r.raw.B().Hset().Key(meta).FieldValue().FieldValue("floor", "5000").Build())
+	r.put("fresh", floor, r.other.Seal(scope("fresh"), []byte("first")), false)
+	r.put("fresh", floor+1, r.other.Seal(scope("fresh"), []byte("second")), true)
+	for i, want := range []string{"first", "second"} {
+		if ev := r.expect(Entry); string(ev.Body) != want || ev.Seq != floor+uint64(i) {
+			t.Fatalf("got %q at %d, want %q at %d", ev.Body, ev.Seq, want, floor+i)
+		}
+	}
+}

@@ -93,6 +93,9 @@ func (k Keys) RoomBans(room string) (string, error) { return k.roomKey(room, ":b
 // RoomInvites is a room's HASH of open invitations.
 func (k Keys) RoomInvites(room string) (string, error) { return k.roomKey(room, ":invites") }
 
+// RoomDeleted is a room's HASH of deleted message ids -> the id of the deletion.
+func (k Keys) RoomDeleted(room string) (string, error) { return k.roomKey(room, ":deleted") }
+
 // RoomPresence is a room's presence ZSET (member <node>|<b64 user id>).
 func (k Keys) RoomPresence(room string) (string, error) { return k.roomKey(room, ":pres") }
 
