@@ -43,7 +43,7 @@ test: deps fmt-check vet
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory vendor-check; \
 	else echo "vendor-check skipped: no node/npm"; fi
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
 
 # vendor rebuilds the page's two vendored libraries from their committed lockfiles into
 # one minified ES module each under static/vendor, with the licences of everything
