@@ -24,16 +24,26 @@ type rawHub struct {
 
 // serveWS upgrades with the default same-origin check (the original's
 // behaviour) and runs one reader and one coalescing writer per client.
+//
+// The client is registered before the upgrade answers: chatload starts sending as soon
+// as every handshake has returned, and a client registered only after its 101 could
+// miss the first broadcast (one delivery short, now and then).
 func (h *rawHub) serveWS(w http.ResponseWriter, r *http.Request) {
-	up := websocket.Upgrader{}
-	conn, err := up.Upgrade(w, r, nil)
-	if err != nil {
-		return
-	}
 	send := make(chan []byte, 4096)
 	h.mu.Lock()
 	h.clients[send] = true
 	h.mu.Unlock()
+	up := websocket.Upgrader{}
+	conn, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		h.mu.Lock()
+		if h.clients[send] {
+			delete(h.clients, send)
+			close(send)
+		}
+		h.mu.Unlock()
+		return
+	}
 	go rawWriter(conn, send)
 	defer func() {
 		h.mu.Lock()
