@@ -420,33 +420,14 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 		return false
 	}
 	defer c.conn.SetReadLimit(cfg.ReadLimit)
-	data, err := io.ReadAll(io.LimitReader(r, cfg.FileMaxBytes+1))
-	if err != nil || int64(len(data)) > cfg.FileMaxBytes {
-		if errors.Is(err, websocket.ErrReadLimit) || int64(len(data)) > cfg.FileMaxBytes {
-			c.app.metrics.rejected.WithLabelValues("too_big").Inc()
-			c.closeWith(closeFileTooBig, false)
-		}
+	data, ok, retry, live := c.readAnnounced(r, cfg.FileMaxBytes, closeFileTooBig)
+	if !live {
 		return false
-	}
-	// Every byte read costs the file bucket, discarded ones too: a refused sender
-	// must not get free bandwidth by announcing files it may not send.
-	ok, retry := c.limiter.allowFile(len(data))
-	if !ok {
-		c.app.metrics.rateLimited.Inc()
-		if c.limiter.noteDrop(c.app.now()) {
-			c.app.metrics.abuseCloses.Inc()
-			c.closeWith(closeAbuse, true)
-			return false
-		}
 	}
 	if discard {
 		return true
 	}
-	refuse := func(perr *protoError) bool {
-		c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
-		c.reply(errorEvent(perr.Code, perr.Message, env.Ref, env.Room))
-		return true
-	}
+	refuse := func(perr *protoError) bool { return c.refuseFrame(env, perr) }
 	if int64(len(data)) != env.Size {
 		return refuse(newProtoError(codeBadFile, "the file has %d bytes, not the %d announced", len(data), env.Size))
 	}
@@ -472,6 +453,41 @@ func (c *Client) handleBinary(r io.Reader, cfg *Config) bool {
 	file.Type, file.Mime = "file_data", sniffed
 	body, meta := fileBody(c.userJSON, env.Name, sniffed, data, env.sig)
 	c.hub.post(command{client: c, env: &file, body: body, meta: meta})
+	return true
+}
+
+// readAnnounced reads the binary frame an announcement (a file, or an MLS `bin`) made
+// room for: at most limit bytes, a longer one ends the connection with tooBig. Every
+// byte read costs the file bucket, discarded frames too: a refused sender must not get
+// free bandwidth by announcing what it may not send. ok and retry are the bucket's
+// answer; live is false when the connection must end (too big, a failed read, or
+// sustained abuse).
+func (c *Client) readAnnounced(r io.Reader, limit int64, tooBig closeFrame) (data []byte, ok bool, retry time.Duration, live bool) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil || int64(len(data)) > limit {
+		if errors.Is(err, websocket.ErrReadLimit) || int64(len(data)) > limit {
+			c.app.metrics.rejected.WithLabelValues("too_big").Inc()
+			c.closeWith(tooBig, false)
+		}
+		return nil, false, 0, false
+	}
+	ok, retry = c.limiter.allowFile(len(data))
+	if !ok {
+		c.app.metrics.rateLimited.Inc()
+		if c.limiter.noteDrop(c.app.now()) {
+			c.app.metrics.abuseCloses.Inc()
+			c.closeWith(closeAbuse, true)
+			return nil, false, 0, false
+		}
+	}
+	return data, ok, retry, true
+}
+
+// refuseFrame answers an announced binary frame's command with its error, counted;
+// the connection goes on.
+func (c *Client) refuseFrame(env *envelope, perr *protoError) bool {
+	c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
+	c.reply(errorEvent(perr.Code, perr.Message, env.Ref, env.Room))
 	return true
 }
 

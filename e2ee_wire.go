@@ -3,12 +3,9 @@ package main
 import (
 	"encoding/base64"
 	"encoding/binary"
-	"errors"
 	"io"
 	"strconv"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"modified-chat/internal/keydir"
 )
@@ -228,22 +225,9 @@ func (c *Client) readMLSFrame(r io.Reader, cfg *Config) bool {
 	if env != nil {
 		limit = int64(env.Bin)
 	}
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil || int64(len(data)) > limit {
-		if errors.Is(err, websocket.ErrReadLimit) || int64(len(data)) > limit {
-			c.app.metrics.rejected.WithLabelValues("too_big").Inc()
-			c.closeWith(closeMLSTooBig, false)
-		}
+	data, ok, retry, live := c.readAnnounced(r, limit, closeMLSTooBig)
+	if !live {
 		return false
-	}
-	ok, retry := c.limiter.allowFile(len(data))
-	if !ok {
-		c.app.metrics.rateLimited.Inc()
-		if c.limiter.noteDrop(c.app.now()) {
-			c.app.metrics.abuseCloses.Inc()
-			c.closeWith(closeAbuse, true)
-			return false
-		}
 	}
 	if discard {
 		return true
@@ -252,11 +236,7 @@ func (c *Client) readMLSFrame(r io.Reader, cfg *Config) bool {
 		c.reply(rateLimitedEvent(env.Ref, retry))
 		return true
 	}
-	refuse := func(perr *protoError) bool {
-		c.app.metrics.rejected.WithLabelValues(perr.Code).Inc()
-		c.reply(errorEvent(perr.Code, perr.Message, env.Ref, env.Room))
-		return true
-	}
+	refuse := func(perr *protoError) bool { return c.refuseFrame(env, perr) }
 	if len(data) != env.Bin {
 		return refuse(newProtoError(codeBadMLS, "the binary frame has %d bytes, not the %d announced", len(data), env.Bin))
 	}
