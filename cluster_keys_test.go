@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"modified-chat/internal/cluster"
+	"modified-chat/internal/cluster/redistest"
+)
+
+// Acceptance tests of the key directory across nodes (issue 14): several server
+// processes on one real redis-server. "Within 1 s" is measured from the actor's ack.
+
+// liveDeviceIDs asks c's node for user's record and returns the live device ids, sorted.
+func liveDeviceIDs(c *wsClient, user string) []string {
+	c.t.Helper()
+	ev := c.sendAwait(map[string]any{"type": "devices", "user": user}, uniqueRef(), func(ev map[string]any) bool {
+		return ev["type"] == "devices" || ev["type"] == "error"
+	})
+	var out []string
+	devs, _ := ev["devices"].([]any)
+	for _, d := range devs {
+		d := d.(map[string]any)
+		if d["revoked"] == nil {
+			out = append(out, d["device"].(string))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestClusterDevicesAcrossNodes: a device registered on node 1 is known on node 2
+// within 1 s (bob there hears device_added); its signed say sent on node 2 is
+// accepted and delivered with its signature; a counter used on one node is refused
+// as replayed on the other, both ways; a revoke on node 2 reaches alice's socket on
+// node 1 as on one node (device_revoked within 1 s; the socket stays open, its next
+// signed say from the device is bad_device).
+func TestClusterDevicesAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	cookie := devLogin(t, nodes[0].ts.URL, "alice")
+	a1, a2 := ready(nodes[0].ts.dial(t, cookie)), ready(nodes[1].ts.dial(t, cookie))
+	b2 := ready(nodes[1].ts.user(t, "bob"))
+	laptop := newTestIdentity("dev:alice", "alice-laptop")
+	phone := newTestIdentity("dev:alice", "alice-phone")
+	phone.urk = laptop.urk
+
+	a1.mustAck(laptop.registration(laptop.user))
+	acked := time.Now()
+	ev := b2.expectWithin(ctlBound, "device_added")
+	took := time.Since(acked)
+	if dev, _ := ev["device"].(map[string]any); ev["user"] != "dev:alice" || dev["device"] != laptop.device {
+		t.Fatalf("node 2 told bob %v", ev)
+	}
+	t.Logf("node 2 knew the device %v after the ack", took)
+
+	say := laptop.signedSay(lobby, "signed, sent on node 2")
+	a2.mustAck(say)
+	msg := b2.expectWithin(5*time.Second, "message")
+	if sig, _ := msg["sig"].(map[string]any); msg["text"] != "signed, sent on node 2" || sig["device"] != laptop.device {
+		t.Fatalf("bob got %v", msg)
+	}
+	a1.mustRefuse(say, "replayed")
+	first := laptop.signedSay(lobby, "signed, sent on node 1")
+	a1.mustAck(first)
+	a2.mustRefuse(first, "replayed")
+
+	a1.mustAck(phone.registration(phone.user))
+	b2.expectWithin(ctlBound, "device_added")
+	a1.mustAck(phone.signedSay(lobby, "from the phone, on node 1"))
+	a2.mustAck(map[string]any{"type": "revoke_device", "device": phone.device})
+	acked = time.Now()
+	ev = a1.expectWithin(ctlBound, "device_revoked")
+	took = time.Since(acked)
+	if ev["user"] != "dev:alice" || ev["device"] != phone.device || ev["by"] != "dev:alice" {
+		t.Fatalf("node 1 told alice %v", ev)
+	}
+	t.Logf("node 1 told of the revoke %v after the ack", took)
+	a1.mustRefuse(phone.signedSay(lobby, "from the revoked phone"), codeBadDevice)
+	for i, c := range []*wsClient{a1, a2} {
+		if got := liveDeviceIDs(c, "dev:alice"); !slices.Equal(got, []string{laptop.device}) {
+			t.Fatalf("node %d: live devices %v, want only the laptop", i+1, got)
+		}
+	}
+}
+
+// TestClusterDevicesConcurrent: alice registers a new device on each node at the same
+// moment, three times over; each registration is acknowledged or refused busy, and
+// afterwards both nodes hold exactly the acknowledged devices: no change is lost, no
+// refused one is in effect.
+func TestClusterDevicesConcurrent(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	cookie := devLogin(t, nodes[0].ts.URL, "alice")
+	conns := []*wsClient{ready(nodes[0].ts.dial(t, cookie)), ready(nodes[1].ts.dial(t, cookie))}
+	root := newTestIdentity("dev:alice", "alice-first")
+	conns[0].mustAck(root.registration(root.user))
+	want := []string{root.device}
+	waitFor(t, "node 2 to know the first device", func() bool { return len(liveDeviceIDs(conns[1], "dev:alice")) == 1 })
+	busy := 0
+	for round := range 3 {
+		ids := make([]*testIdentity, 2)
+		refs := make([]string, 2)
+		for i, c := range conns {
+			ids[i] = newTestIdentity("dev:alice", "alice-r"+strconv.Itoa(round)+"-n"+strconv.Itoa(i))
+			ids[i].urk = root.urk
+			refs[i] = uniqueRef() + strconv.Itoa(i)
+			reg := ids[i].registration(root.user)
+			reg["ref"] = refs[i]
+			c.send(reg)
+		}
+		for i, c := range conns {
+			for {
+				ev := c.expectWithin(5*time.Second, "ack", "error")
+				if ev["ref"] != refs[i] {
+					continue
+				}
+				switch {
+				case ev["type"] == "ack":
+					want = append(want, ids[i].device)
+				case ev["code"] == codeBusy:
+					busy++
+				default:
+					t.Fatalf("registration on node %d answered %v", i+1, ev)
+				}
+				break
+			}
+		}
+		// Let the winner's entry reach the other node before the next round.
+		time.Sleep(ctlBound + 200*time.Millisecond)
+	}
+	slices.Sort(want)
+	for i, c := range conns {
+		if got := liveDeviceIDs(c, "dev:alice"); !slices.Equal(got, want) {
+			t.Fatalf("node %d holds %v, want the acknowledged %v", i+1, got, want)
+		}
+	}
+	t.Logf("%d of 6 registrations refused busy", busy)
+}
+
+// TestClusterForgedDeviceRecords: records put into Redis by hand are refused when a
+// node starts: one sealed with another key, a genuine one filed under another user,
+// and a genuine but older revision put back in place of the current one. Each is
+// dropped and counted (chat_cluster_ctl_dropped_total{reason="forged"} is 3), and
+// the node shows no record for those users; a genuine record is loaded.
+func TestClusterForgedDeviceRecords(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	alice := ready(nodes[0].ts.user(t, "alice"))
+	bob := ready(nodes[0].ts.user(t, "bob"))
+	aliceID := newTestIdentity("dev:alice", "alice-laptop")
+	alice.mustAck(aliceID.registration(aliceID.user))
+	bobID := newTestIdentity("dev:bob", "bob-laptop")
+	bob.mustAck(bobID.registration(bobID.user))
+	rc := newAdminRedis(t, rs)
+	ctx := context.Background()
+	const keydir = "mc:{g}:keydir"
+	bobFirst, err := rc.Do(ctx, rc.B().Hget().Key(keydir).Field("dev:bob").Build()).ToString()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobPhone := newTestIdentity("dev:bob", "bob-phone")
+	bobPhone.urk = bobID.urk
+	bob.mustAck(bobPhone.registration(bobID.user))
+	genuine, err := rc.Do(ctx, rc.B().Hget().Key(keydir).Field("dev:alice").Build()).ToString()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue, err := cluster.NewSealer([][]byte{bytes.Repeat([]byte{1}, cluster.ClusterKeySize)}, "abcd", time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := rogue.Seal("mc:{g}:ctl", []byte(`{"op":"devices","user":"dev:mallory","rev":1,"value":{"user":"dev:mallory","urk":"AAAA","devices":[]}}`))
+	for field, v := range map[string]string{"dev:mallory": string(forged), "dev:zed": genuine, "dev:bob": bobFirst} {
+		if err := rc.Do(ctx, rc.B().Hset().Key(keydir).FieldValue().FieldValue(field, v).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, field := range []string{"devices:dev:mallory", "devices:dev:zed"} {
+		if err := rc.Do(ctx, rc.B().Hset().Key("mc:{g}:revs").FieldValue().FieldValue(field, "1").Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nd := nodes[1]
+	nd.Process.Kill()
+	nd.Wait()
+	metrics := "127.0.0.1:" + freePort(t)
+	nd.env = append(nd.env, "CHAT_METRICS_ADDR="+metrics)
+	nd.restart(t)
+	if got := scrapeCounter(t, metrics, `chat_cluster_ctl_dropped_total{reason="forged"}`); got != 3 {
+		t.Fatalf("forged records counted %v, want 3", got)
+	}
+	carol := ready(nd.ts.user(t, "carol"))
+	for user, want := range map[string][]string{"dev:alice": {aliceID.device}, "dev:mallory": nil, "dev:zed": nil, "dev:bob": nil} {
+		if got := liveDeviceIDs(carol, user); !slices.Equal(got, want) {
+			t.Fatalf("node 2 after restart: %s has %v, want %v", user, got, want)
+		}
+	}
+}
+
+// scrapeCounter reads one sample from a node's /metrics.
+func scrapeCounter(t *testing.T, addr, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	for lines.Scan() {
+		if v, ok := strings.CutPrefix(lines.Text(), sample+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics", sample)
+	return 0
+}
