@@ -142,7 +142,7 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 		return nil, fmt.Errorf("loading the key directory: %w", err)
 	}
 	if app.ctl != nil {
-		if err := app.ctl.loadKeys(app.keys); err != nil { // the cluster's records win (clusterkeys.go)
+		if err := app.ctl.loadRecords(app.keys, state); err != nil { // the cluster's records win (clusterkeys.go)
 			app.store.Close()
 			return nil, fmt.Errorf("loading the cluster's key directory: %w", err)
 		}

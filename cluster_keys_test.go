@@ -223,3 +223,96 @@ func scrapeCounter(t *testing.T, addr, sample string) float64 {
 	t.Fatalf("no %s in /metrics", sample)
 	return 0
 }
+
+// dmPrefsAnswer sends a dm_prefs command and returns its answer: dm_prefs, or an error.
+func dmPrefsAnswer(c *wsClient, v map[string]any) map[string]any {
+	c.t.Helper()
+	v["type"] = "dm_prefs"
+	return c.sendAwait(v, uniqueRef(), func(ev map[string]any) bool { return ev["type"] == "dm_prefs" || ev["type"] == "error" })
+}
+
+// blockedOf reads the blocked list of a dm_prefs event, sorted.
+func blockedOf(ev map[string]any) []string {
+	var out []string
+	list, _ := ev["blocked"].([]any)
+	for _, id := range list {
+		out = append(out, id.(string))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestClusterDMPrefsAcrossNodes: alice blocks bob on node 1; within 1 s her socket on
+// node 2 gets dm_prefs with the block, and bob's open_dm with her on node 2 is
+// dm_refused (carol's, unblocked, opens). Two blocks set at once on two nodes are each
+// acknowledged or refused busy, and both nodes then hold exactly the acknowledged
+// ones; node 2 restarted reads them from Redis (an unblock it only had from the log
+// included).
+func TestClusterDMPrefsAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	cookie := devLogin(t, nodes[0].ts.URL, "alice")
+	a1, a2 := ready(nodes[0].ts.dial(t, cookie)), ready(nodes[1].ts.dial(t, cookie))
+	bob, carol := ready(nodes[1].ts.user(t, "bob")), ready(nodes[1].ts.user(t, "carol"))
+	if ev := dmPrefsAnswer(a1, map[string]any{"block": "dev:bob"}); ev["type"] != "dm_prefs" || !slices.Equal(blockedOf(ev), []string{"dev:bob"}) {
+		t.Fatalf("block answered %v", ev)
+	}
+	acked := time.Now()
+	ev := a2.expectWithin(ctlBound, "dm_prefs")
+	took := time.Since(acked)
+	if !slices.Equal(blockedOf(ev), []string{"dev:bob"}) {
+		t.Fatalf("node 2 told alice %v", ev)
+	}
+	t.Logf("node 2 had the block %v after the answer", took)
+	bob.mustRefuse(map[string]any{"type": "open_dm", "user": "dev:alice"}, codeDMRefused)
+	carol.openDM("dev:alice")
+
+	want := []string{"dev:bob"}
+	refs := []string{uniqueRef() + "a", uniqueRef() + "b"}
+	targets := []string{"dev:xavier", "dev:yvonne"}
+	for i, c := range []*wsClient{a1, a2} {
+		c.send(map[string]any{"type": "dm_prefs", "block": targets[i], "ref": refs[i]})
+	}
+	busy := 0
+	for i, c := range []*wsClient{a1, a2} {
+		for {
+			ev := c.expectWithin(5*time.Second, "dm_prefs", "error")
+			if ev["ref"] != refs[i] {
+				continue
+			}
+			switch {
+			case ev["type"] == "dm_prefs":
+				want = append(want, targets[i])
+			case ev["code"] == codeBusy:
+				busy++
+			default:
+				t.Fatalf("block on node %d answered %v", i+1, ev)
+			}
+			break
+		}
+	}
+	slices.Sort(want)
+	time.Sleep(ctlBound + 200*time.Millisecond)
+	for i, c := range []*wsClient{a1, a2} {
+		if got := blockedOf(dmPrefsAnswer(c, map[string]any{})); !slices.Equal(got, want) {
+			t.Fatalf("node %d holds %v, want the acknowledged %v", i+1, got, want)
+		}
+	}
+	t.Logf("%d of 2 concurrent blocks refused busy", busy)
+
+	// A change node 2 only applied from the log (its own store's copy is older): after
+	// a restart it holds what Redis holds.
+	want = slices.DeleteFunc(want, func(id string) bool { return id == "dev:bob" })
+	if ev := dmPrefsAnswer(a1, map[string]any{"unblock": "dev:bob"}); !slices.Equal(blockedOf(ev), want) {
+		t.Fatalf("unblock answered %v", ev)
+	}
+	a2.expectWithin(ctlBound, "dm_prefs")
+	nd := nodes[1]
+	nd.Process.Kill()
+	nd.Wait()
+	nd.restart(t)
+	a2 = ready(nd.ts.dial(t, cookie))
+	if got := blockedOf(dmPrefsAnswer(a2, map[string]any{})); !slices.Equal(got, want) {
+		t.Fatalf("node 2 after restart holds %v, want %v", got, want)
+	}
+}

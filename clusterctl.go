@@ -310,6 +310,9 @@ func (cc *clusterControl) apply(_, node string, e cluster.CtlEntry) {
 	case cluster.OpDevices:
 		// A user's key-directory record changed on another node (clusterkeys.go).
 		h.post(command{fn: func() { h.applyDevicesEntry(e) }})
+	case cluster.OpDMPrefs:
+		// A user's DM preferences changed on another node (clusterkeys.go).
+		h.post(command{fn: func() { h.applyDMPrefsEntry(e) }})
 	case cluster.OpRevoke, cluster.OpCutoff:
 		if e.Op == cluster.OpRevoke {
 			app.sessions.remember(e.SID, e.User, e.Exp)

@@ -22,11 +22,26 @@ import (
 // used on one node is a replay on every other. Link requests stay on the node that
 // took them (they change nothing durable; the certify_device that follows does).
 
-// loadKeys puts the key-directory records read from Redis in place of the local
-// store's (at start-up, before the hub runs). A record that fails its seal, is filed
-// under another user or is not the current revision is dropped, logged and counted
+// loadRecords puts the key-directory records and the DM preferences read from Redis
+// in place of the local store's (at start-up, before the hub runs). A record that
+// fails its seal, is filed under another user or kind, is not the current revision or
+// does not parse is dropped, logged and counted
 // (chat_cluster_ctl_dropped_total{reason="forged"}).
-func (cc *clusterControl) loadKeys(d *keydir.Directory) error {
+func (cc *clusterControl) loadRecords(d *keydir.Directory, state *hubState) error {
+	prefs, err := cc.ctl.LoadRecords(context.Background(), cluster.OpDMPrefs, cc.app.log, func(e cluster.CtlEntry) bool {
+		var p dmPrefs
+		return json.Unmarshal(e.Value, &p) == nil
+	})
+	if err != nil {
+		return err
+	}
+	state.dmPrefs = make(map[string]*dmPrefs, len(prefs))
+	for id, e := range prefs {
+		var p dmPrefs
+		_ = json.Unmarshal(e.Value, &p) // checked by LoadRecords' valid
+		p.Rev = e.Rev
+		state.dmPrefs[id] = &p
+	}
 	es, err := cc.ctl.LoadRecords(context.Background(), cluster.OpDevices, cc.app.log, func(e cluster.CtlEntry) bool {
 		var u keydir.User
 		return json.Unmarshal(e.Value, &u) == nil && u.ID == e.User
@@ -41,15 +56,13 @@ func (cc *clusterControl) loadKeys(d *keydir.Directory) error {
 		users[id], revs[id] = &u, e.Rev
 	}
 	d.Replace(users, revs)
-	cc.app.log.Info("key directory read from the cluster", "users", len(users))
+	cc.app.log.Info("key directory and DM preferences read from the cluster", "users", len(users), "prefs", len(prefs))
 	return nil
 }
 
 // commitKeysCluster is commitKeys in cluster mode: the next record goes to the control
-// log, computed from the revision this node holds; once Redis took it the change is
-// applied here (unless the log already brought a newer one), kept in the local store
-// as a copy, and settled like a single-node change. Refused as stale, the actor gets
-// busy and nothing changed anywhere; Redis away, unavailable.
+// log (commitRecord) and is applied here once Redis took it, unless the log already
+// brought a newer revision.
 func (h *Hub) commitKeysCluster(c *Client, env *envelope, user string, kc *keydir.Change, ch change) {
 	rev := h.app.keys.Rev(user)
 	rec, err := json.Marshal(kc.User)
@@ -65,6 +78,17 @@ func (h *Hub) commitKeysCluster(c *Client, env *envelope, user string, kc *keydi
 		}
 		apply()
 	}
+	h.commitRecord(c, env, cluster.OpDevices, user, rec, rev, ch)
+}
+
+// commitRecord is commit for a change of one user's record in cluster mode (op is
+// cluster.OpDevices or cluster.OpDMPrefs; value the next record, computed from
+// revision rev): the record goes to the control log, and once Redis took it the change
+// is settled like a single-node change (ch.apply, which must not apply a record older
+// than the one held) and kept in the local store as a copy. Refused as stale, the
+// actor gets busy and nothing changed anywhere; Redis away, unavailable. Like commit
+// it never waits on the hub's goroutine.
+func (h *Hub) commitRecord(c *Client, env *envelope, op, user string, value json.RawMessage, rev uint64, ch change) {
 	writes := ch.writes
 	if ch.audit != nil {
 		writes = append(writes, h.auditWrite(ch.audit))
@@ -72,17 +96,17 @@ func (h *Hub) commitKeysCluster(c *Client, env *envelope, user string, kc *keydi
 	h.inflight[ch.key] = &flight{}
 	ok := h.app.ctl.submit(ctlJob{
 		run: func(ctx context.Context, ctl *cluster.Ctl) error {
-			_, err := ctl.PutRecord(ctx, cluster.OpDevices, user, rec, rev)
+			_, err := ctl.PutRecord(ctx, op, user, value, rev)
 			return err
 		},
 		done: func(err error) {
 			h.completions <- func() {
 				switch {
 				case errors.Is(err, cluster.ErrRecordStale):
-					h.refuseLater(c, env, codeBusy, "another node changed these devices first; nothing changed, try again")
+					h.refuseLater(c, env, codeBusy, "another node changed this first; nothing changed, try again")
 					h.leaveFlight(ch)
 				case err != nil:
-					h.log.Error("control log write failed; device change not applied", "err", err)
+					h.log.Error("control log write failed; change not applied", "op", op, "err", err)
 					h.unavailableLater(c, env)
 					h.leaveFlight(ch)
 				default:
@@ -93,7 +117,7 @@ func (h *Hub) commitKeysCluster(c *Client, env *envelope, user string, kc *keydi
 		},
 	})
 	if !ok {
-		h.log.Warn("control log queue full; device change refused")
+		h.log.Warn("control log queue full; change refused", "op", op)
 		h.refuseLater(c, env, codeBusy, "the server is busy; nothing changed, try again")
 		h.leaveFlight(ch)
 	}
@@ -159,4 +183,53 @@ func (c *Client) signedCounterInCluster(s *signature) *protoError {
 		return newProtoError(keydir.CodeReplayed, "this device already sent message %d or later", s.counter)
 	}
 	return nil
+}
+
+// commitDMPrefs is commit for a change of user's DM preferences from cur to next. On
+// one node it is commit. In cluster mode the preferences are an OpDMPrefs record of
+// the control log (commitRecord): every node applies them, so a block set on one node
+// holds for a conversation on any other.
+func (h *Hub) commitDMPrefs(c *Client, env *envelope, user string, cur, next *dmPrefs, ch change) {
+	if h.app.ctl == nil {
+		h.commit(c, env, ch)
+		return
+	}
+	if h.waitTurn(ch.key, c, env) {
+		return
+	}
+	next.Rev = cur.Rev + 1
+	value, err := json.Marshal(next)
+	if err != nil {
+		h.refuse(c, env, codeStoreFailed, "the change could not be saved; nothing changed")
+		return
+	}
+	apply := ch.apply
+	ch.apply = func() {
+		if p := h.dmPrefs[user]; p == nil || p.Rev < next.Rev {
+			apply()
+		} else if _, ok := h.clients[c]; ok {
+			// The log brought a newer record first: answer with what holds now.
+			h.deliver(c, dmPrefsEvent(p, env.Ref))
+		}
+	}
+	h.commitRecord(c, env, cluster.OpDMPrefs, user, value, cur.Rev, ch)
+}
+
+// applyDMPrefsEntry puts a user's DM preferences another node wrote to the log in
+// place, if newer than those held, and tells the user's connections here, as the
+// single node tells the user's other connections. Runs on the hub's goroutine.
+func (h *Hub) applyDMPrefsEntry(e cluster.CtlEntry) {
+	var p dmPrefs
+	if err := json.Unmarshal(e.Value, &p); err != nil {
+		h.log.Warn("control entry: bad DM preferences", "err", err)
+		return
+	}
+	if cur := h.dmPrefs[e.User]; cur != nil && cur.Rev >= e.Rev {
+		return
+	}
+	p.Rev = e.Rev
+	h.dmPrefs[e.User] = &p
+	for o := range h.clientsOf(e.User) {
+		h.deliver(o, dmPrefsEvent(&p, ""))
+	}
 }
