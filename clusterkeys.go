@@ -94,15 +94,27 @@ func (h *Hub) commitRecord(c *Client, env *envelope, op, user string, value json
 		writes = append(writes, h.auditWrite(ch.audit))
 	}
 	h.inflight[ch.key] = &flight{}
+	// current is the record Redis holds when the change was stale: applied here at
+	// once, so the retry is computed from it (and a change of this node's whose answer
+	// was lost, which the log does not bring back to its own node, is not stale for ever).
+	var current *cluster.CtlEntry
 	ok := h.app.ctl.submit(ctlJob{
 		run: func(ctx context.Context, ctl *cluster.Ctl) error {
 			_, err := ctl.PutRecord(ctx, op, user, value, rev)
+			if errors.Is(err, cluster.ErrRecordStale) {
+				if e, found, rerr := ctl.ReadRecord(ctx, op, user); rerr == nil && found {
+					current = &e
+				}
+			}
 			return err
 		},
 		done: func(err error) {
 			h.completions <- func() {
 				switch {
 				case errors.Is(err, cluster.ErrRecordStale):
+					if current != nil {
+						h.applyRecord(*current)
+					}
 					h.refuseLater(c, env, codeBusy, "another node changed this first; nothing changed, try again")
 					h.leaveFlight(ch)
 				case err != nil:
@@ -120,6 +132,15 @@ func (h *Hub) commitRecord(c *Client, env *envelope, op, user string, value json
 		h.log.Warn("control log queue full; change refused", "op", op)
 		h.refuseLater(c, env, codeBusy, "the server is busy; nothing changed, try again")
 		h.leaveFlight(ch)
+	}
+}
+
+// applyRecord applies a per-user record of either kind read from Redis.
+func (h *Hub) applyRecord(e cluster.CtlEntry) {
+	if e.Op == cluster.OpDMPrefs {
+		h.applyDMPrefsEntry(e)
+	} else {
+		h.applyDevicesEntry(e)
 	}
 }
 

@@ -112,6 +112,28 @@ func (c *Ctl) LoadRecords(ctx context.Context, op string, log *slog.Logger, vali
 	return out, nil
 }
 
+// ReadRecord reads user's current record of kind op, checked as LoadRecords checks
+// (valid aside); ok is false when there is none or it fails its check (counted).
+func (c *Ctl) ReadRecord(ctx context.Context, op, user string) (e CtlEntry, ok bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, ctlTimeout)
+	defer cancel()
+	raw, err := c.client.Do(ctx, c.client.B().Hget().Key(c.recordKey(op)).Field(user).Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return CtlEntry{}, false, nil
+	}
+	if err != nil {
+		return CtlEntry{}, false, fmt.Errorf("cluster: reading a record: %w", err)
+	}
+	if _, e, err = c.open(raw); err != nil {
+		return CtlEntry{}, false, nil
+	}
+	if e.Op != op || e.User != user {
+		c.bad.Add(1)
+		return CtlEntry{}, false, nil
+	}
+	return e, true, nil
+}
+
 // UseCounter records counter as device's newest signed message of user, across every
 // node: false when a message with this counter or a higher one was accepted before
 // (anywhere). An error means Redis did not answer in time.

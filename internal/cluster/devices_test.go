@@ -69,3 +69,31 @@ func TestUseCounter(t *testing.T) {
 		}
 	}
 }
+
+// TestReadRecord: the current record is read back checked; a missing one is not
+// found; a genuine record copied under another user is not found and is counted.
+func TestReadRecord(t *testing.T) {
+	_, c := newMini(t, time.Now())
+	a := newCtlNode(t, c, "a1", false)
+	ctx := context.Background()
+	if _, err := a.ctl.PutRecord(ctx, OpDMPrefs, "u1", json.RawMessage(`{"blocked":["x"]}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok, err := a.ctl.ReadRecord(ctx, OpDMPrefs, "u1"); err != nil || !ok || e.Rev != 1 || e.User != "u1" {
+		t.Fatalf("read %+v ok=%v err=%v", e, ok, err)
+	}
+	if _, ok, err := a.ctl.ReadRecord(ctx, OpDevices, "u1"); err != nil || ok {
+		t.Fatalf("a devices record that was never written: ok=%v err=%v", ok, err)
+	}
+	raw, _ := c.Do(ctx, c.B().Hget().Key(a.ctl.keys.DMPrefs()).Field("u1").Build()).ToString()
+	if err := c.Do(ctx, c.B().Hset().Key(a.ctl.keys.DMPrefs()).FieldValue().FieldValue("u2", raw).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := a.ctl.Dropped()
+	if _, ok, err := a.ctl.ReadRecord(ctx, OpDMPrefs, "u2"); err != nil || ok {
+		t.Fatalf("u1's record filed under u2: ok=%v err=%v", ok, err)
+	}
+	if now, _ := a.ctl.Dropped(); now != bad+1 {
+		t.Fatalf("misfiled record counted %d, want 1", now-bad)
+	}
+}
