@@ -316,3 +316,42 @@ func TestClusterDMPrefsAcrossNodes(t *testing.T) {
 		t.Fatalf("node 2 after restart holds %v, want %v", got, want)
 	}
 }
+
+// TestMigrateRedisKeys: migrate-redis moves the key directory, the DM preferences and
+// the device counters: on a cluster node afterwards alice's device is live, a signed
+// say from before the move sent again is replayed while her next one is accepted,
+// and her block holds.
+func TestMigrateRedisKeys(t *testing.T) {
+	files := newClusterFiles(t)
+	dir, port := t.TempDir(), freePort(t)
+	single := startChild(t, dir, port, "CHAT_SESSION_KEY_FILE="+files.sessionKey)
+	ts := &testServer{URL: "http://127.0.0.1:" + port}
+	cookie := devLogin(t, ts.URL, "alice")
+	alice := ready(ts.dial(t, cookie))
+	laptop := newTestIdentity("dev:alice", "alice-laptop")
+	alice.mustAck(laptop.registration(laptop.user))
+	old := laptop.signedSay(lobby, "before the move")
+	alice.mustAck(old)
+	if ev := dmPrefsAnswer(alice, map[string]any{"block": "dev:bob"}); ev["type"] != "dm_prefs" {
+		t.Fatalf("block answered %v", ev)
+	}
+	single.Process.Kill()
+	single.Wait()
+
+	rs := redistest.Start(t)
+	env := map[string]string{"CHAT_DATA_DIR": dir, "CHAT_REDIS_URL": rs.URL(), "CHAT_CLUSTER_KEY_FILE": files.clusterKey,
+		"CHAT_SESSION_KEY_FILE": files.sessionKey, "CHAT_REDIS_WAIT": "5s"}
+	if err := migrateRedisCommand(nil, func(k string) string { return env[k] }); err != nil {
+		t.Fatalf("migrate-redis: %v", err)
+	}
+	nodes := startNodes(t, 2, rs, files)
+	a2 := ready(nodes[1].ts.dial(t, cookie))
+	if got := liveDeviceIDs(a2, "dev:alice"); !slices.Equal(got, []string{laptop.device}) {
+		t.Fatalf("alice's devices on the cluster: %v", got)
+	}
+	a2.mustRefuse(old, "replayed")
+	a2.mustAck(laptop.signedSay(lobby, "after the move"))
+	if got := blockedOf(dmPrefsAnswer(a2, map[string]any{})); !slices.Equal(got, []string{"dev:bob"}) {
+		t.Fatalf("alice's blocks on the cluster: %v", got)
+	}
+}

@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"modified-chat/internal/cluster"
 	"modified-chat/internal/keydir"
+	"modified-chat/internal/store"
 )
 
 // The key directory in cluster mode (issue 14). A user's record (root key, devices)
@@ -253,4 +256,42 @@ func (h *Hub) applyDMPrefsEntry(e cluster.CtlEntry) {
 	for o := range h.clientsOf(e.User) {
 		h.deliver(o, dmPrefsEvent(&p, ""))
 	}
+}
+
+// migrateKeys moves a single node's key directory, DM preferences and device counters
+// into Redis (migrate-redis): without them a node joining the cluster would read no
+// devices, no blocks, and counters from zero (every signed message in its history
+// could be sent again). A record Redis has already is a conflict: the move stops.
+func migrateKeys(ctx context.Context, ctl *cluster.Ctl, st store.Store, state *hubState) (users, prefs, counters int, err error) {
+	err = st.Scan(keydir.BucketUsers, func(k, v []byte) error {
+		if _, err := ctl.PutRecord(ctx, cluster.OpDevices, string(k), v, 0); err != nil {
+			return fmt.Errorf("key directory record of %q: %w", k, err)
+		}
+		users++
+		return nil
+	})
+	if err != nil {
+		return
+	}
+	for user, p := range state.dmPrefs {
+		b, _ := json.Marshal(p)
+		if _, err = ctl.PutRecord(ctx, cluster.OpDMPrefs, user, b, 0); err != nil {
+			return users, prefs, counters, fmt.Errorf("DM preferences of %q: %w", user, err)
+		}
+		prefs++
+	}
+	err = st.Scan(keydir.BucketSeen, func(k, v []byte) error {
+		user, device, ok := bytes.Cut(k, []byte{0})
+		if !ok || len(v) != 16 {
+			return nil // not a counter this version writes
+		}
+		if n := binary.BigEndian.Uint64(v); n > 0 {
+			if _, err := ctl.UseCounter(ctx, string(user), string(device), n); err != nil {
+				return fmt.Errorf("device counter of %q: %w", user, err)
+			}
+			counters++
+		}
+		return nil
+	})
+	return
 }
