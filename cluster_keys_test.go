@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"net/http"
 	"slices"
 	"strconv"
@@ -354,4 +355,42 @@ func TestMigrateRedisKeys(t *testing.T) {
 	if got := blockedOf(dmPrefsAnswer(a2, map[string]any{})); !slices.Equal(got, []string{"dev:bob"}) {
 		t.Fatalf("alice's blocks on the cluster: %v", got)
 	}
+}
+
+// TestClusterLinkAcrossNodes: a new device's link_request on node 1 reaches alice's
+// socket on node 2 within 1 s and is listed in node 2's devices answer; her laptop
+// certifies it there, and node 1 then holds the device and no longer lists the
+// request. Bob on node 2 hears nothing of the request.
+func TestClusterLinkAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	cookie := devLogin(t, nodes[0].ts.URL, "alice")
+	a1, a2 := ready(nodes[0].ts.dial(t, cookie)), ready(nodes[1].ts.dial(t, cookie))
+	bob := ready(nodes[1].ts.user(t, "bob"))
+	laptop := newTestIdentity("dev:alice", "alice-laptop")
+	a2.mustAck(laptop.registration(laptop.user))
+	waitFor(t, "node 1 to know the laptop", func() bool { return len(liveDeviceIDs(a1, "dev:alice")) == 1 })
+	fresh := newTestIdentity("dev:alice", "alice-fresh")
+	a1.mustAck(fresh.linkRequest())
+	acked := time.Now()
+	ev := a2.expectWithin(ctlBound, "link_request")
+	took := time.Since(acked)
+	if ev["user"] != "dev:alice" || ev["device"] != fresh.device || ev["dik"] != b64(fresh.dik.Public().(ed25519.PublicKey)) {
+		t.Fatalf("node 2 told alice %v", ev)
+	}
+	t.Logf("node 2 showed the link request %v after the ack", took)
+	links := func(c *wsClient) int {
+		ev := c.sendAwait(map[string]any{"type": "devices"}, uniqueRef(), func(ev map[string]any) bool { return ev["type"] == "devices" })
+		l, _ := ev["links"].([]any)
+		return len(l)
+	}
+	if n := links(a2); n != 1 {
+		t.Fatalf("node 2 lists %d link requests, want 1", n)
+	}
+	a2.mustAck(certification(laptop, fresh))
+	waitFor(t, "node 1 to know the linked device", func() bool { return len(liveDeviceIDs(a1, "dev:alice")) == 2 })
+	if n := links(a1); n != 0 {
+		t.Fatalf("node 1 still lists %d link requests after the certification", n)
+	}
+	noneOfType(t, bob.barrier(), "link_request")
 }

@@ -313,6 +313,9 @@ func (cc *clusterControl) apply(_, node string, e cluster.CtlEntry) {
 	case cluster.OpDMPrefs:
 		// A user's DM preferences changed on another node (clusterkeys.go).
 		h.post(command{fn: func() { h.applyDMPrefsEntry(e) }})
+	case cluster.OpLink:
+		// A link request taken on another node (clusterkeys.go).
+		h.post(command{fn: func() { h.applyLinkEntry(e) }})
 	case cluster.OpRevoke, cluster.OpCutoff:
 		if e.Op == cluster.OpRevoke {
 			app.sessions.remember(e.SID, e.User, e.Exp)

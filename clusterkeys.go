@@ -22,8 +22,8 @@ import (
 // its actor is told busy, nothing changed. A node starting up takes the records from
 // Redis in place of its own store's copy. The devices' message counters are kept in
 // Redis too, one script per signed message on the sender's readPump, so a counter
-// used on one node is a replay on every other. Link requests stay on the node that
-// took them (they change nothing durable; the certify_device that follows does).
+// used on one node is a replay on every other. A link request is told to every node
+// through the log too (cluster.OpLink, no state: requests live in memory and lapse).
 
 // loadRecords puts the key-directory records and the DM preferences read from Redis
 // in place of the local store's (at start-up, before the hub runs). A record that
@@ -294,4 +294,40 @@ func migrateKeys(ctx context.Context, ctl *cluster.Ctl, st store.Store, state *h
 		return nil
 	})
 	return
+}
+
+// shareLink tells the other nodes of a link request this node took, so the user's
+// devices connected anywhere see it. Nothing waits for it: a request Redis did not
+// take is still shown here. Nothing on one node.
+func (h *Hub) shareLink(user string, l *keydir.Link) {
+	if h.app.ctl == nil {
+		return
+	}
+	b, _ := json.Marshal(l)
+	if !h.app.ctl.submit(ctlJob{
+		run: func(ctx context.Context, ctl *cluster.Ctl) error {
+			_, err := ctl.Link(ctx, user, b)
+			return err
+		},
+		done: func(err error) {
+			if err != nil {
+				h.log.Warn("link request not told to the other nodes", "err", err)
+			}
+		},
+	}) {
+		h.log.Warn("control log queue full; link request shown on this node only")
+	}
+}
+
+// applyLinkEntry records a link request another node took and shows it to the user's
+// connections here. Runs on the hub's goroutine.
+func (h *Hub) applyLinkEntry(e cluster.CtlEntry) {
+	var l keydir.Link
+	if err := json.Unmarshal(e.Value, &l); err != nil {
+		h.log.Warn("control entry: bad link request", "err", err)
+		return
+	}
+	if h.app.keys.AddLink(e.User, l) {
+		h.tellLink(e.User, &l)
+	}
 }

@@ -336,19 +336,23 @@ func (h *Hub) cmdLinkRequest(c *Client, cmd command, _ *roomInfo) {
 		h.refuse(c, env, kerr.Code, kerr.Message)
 		return
 	}
+	h.tellLink(c.user.ID, l)
+	h.shareLink(c.user.ID, l) // the other nodes (clusterkeys.go)
+	if env.Ref != "" {
+		h.deliver(c, ackOnly(env.Ref))
+	}
+}
+
+// tellLink sends `link_request` to every connection of user here.
+func (h *Hub) tellLink(user string, l *keydir.Link) {
 	b, _ := json.Marshal(struct {
 		Type string `json:"type"`
 		User string `json:"user"`
 		keydir.Link
-	}{"link_request", c.user.ID, *l})
+	}{"link_request", user, *l})
 	shared := &b
-	for o := range h.clients {
-		if o.user.ID == c.user.ID {
-			h.enqueue(o, shared)
-		}
-	}
-	if env.Ref != "" {
-		h.deliver(c, ackOnly(env.Ref))
+	for o := range h.clientsOf(user) {
+		h.enqueue(o, shared)
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 const (
 	OpDevices = "devices"  // User's key-directory record is Value (JSON), revision Rev
 	OpDMPrefs = "dm_prefs" // User's DM preferences are Value (JSON), revision Rev
+	OpLink    = "link"     // a new device of User asks to be linked (Value: the request); no state
 )
 
 // seenTimeout bounds one counter check; it runs on the sender's readPump.
@@ -110,6 +111,12 @@ func (c *Ctl) LoadRecords(ctx context.Context, op string, log *slog.Logger, vali
 		out[field] = e
 	}
 	return out, nil
+}
+
+// Link tells every node of a link request of user's (link is the request as JSON). It
+// keeps no state: a request lives in memory and lapses.
+func (c *Ctl) Link(ctx context.Context, user string, link json.RawMessage) (string, error) {
+	return c.append(ctx, CtlEntry{Op: OpLink, User: user, Value: link})
 }
 
 // ReadRecord reads user's current record of kind op, checked as LoadRecords checks

@@ -1,5 +1,10 @@
 package keydir
 
+import (
+	"crypto/ed25519"
+	"slices"
+)
+
 // Records kept elsewhere. In cluster mode (the server's clusterkeys.go) a user's
 // record is the cluster's: it lives in Redis under a revision that grows by one with
 // every change, whichever node made it, and every node publishes the newest it has
@@ -42,4 +47,28 @@ func (d *Directory) Replace(users map[string]*User, revs map[string]uint64) {
 		d.count++
 		d.revs[id] = revs[id]
 	}
+}
+
+// AddLink records a link request another node took for user, within this
+// directory's bounds (waiting requests per user and users with requests; a request
+// for a device in the directory is dropped) but without spending the user's rate
+// limit, which the other node spent. It reports whether the request is now waiting
+// here. Call it on the directory's goroutine.
+func (d *Directory) AddLink(user string, l Link) bool {
+	u := d.User(user)
+	if u == nil || !ValidDeviceID(l.Device) || len(l.DIK) != ed25519.PublicKeySize || u.find(l.Device) >= 0 {
+		return false
+	}
+	links := d.pendingLinks(user, d.now())
+	i := slices.IndexFunc(links, func(w Link) bool { return w.Device == l.Device })
+	switch {
+	case i >= 0:
+		links = slices.Delete(links, i, i+1)
+	case len(links) >= maxLinksPerUser:
+		return false
+	case len(links) == 0 && len(d.links) >= maxLinkUsers:
+		return false
+	}
+	d.links[user] = append(links, l)
+	return true
 }
