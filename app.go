@@ -141,6 +141,12 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 		app.store.Close()
 		return nil, fmt.Errorf("loading the key directory: %w", err)
 	}
+	if app.ctl != nil {
+		if err := app.ctl.loadRecords(app.keys, state); err != nil { // the cluster's records win (clusterkeys.go)
+			app.store.Close()
+			return nil, fmt.Errorf("loading the cluster's key directory: %w", err)
+		}
+	}
 	if state.settings != nil {
 		// Settings changed by an admin at run time win over the flags.
 		merged, err := state.settings.applyTo(cfg)

@@ -307,6 +307,15 @@ func (cc *clusterControl) apply(_, node string, e cluster.CtlEntry) {
 	case cluster.OpRoom:
 		// A room made or deleted on another node: read its record (clusterrooms.go).
 		h.post(command{fn: func() { h.refreshRoom(e.Room, command{}) }})
+	case cluster.OpDevices:
+		// A user's key-directory record changed on another node (clusterkeys.go).
+		h.post(command{fn: func() { h.applyDevicesEntry(e) }})
+	case cluster.OpDMPrefs:
+		// A user's DM preferences changed on another node (clusterkeys.go).
+		h.post(command{fn: func() { h.applyDMPrefsEntry(e) }})
+	case cluster.OpLink:
+		// A link request taken on another node (clusterkeys.go).
+		h.post(command{fn: func() { h.applyLinkEntry(e) }})
 	case cluster.OpRevoke, cluster.OpCutoff:
 		if e.Op == cluster.OpRevoke {
 			app.sessions.remember(e.SID, e.User, e.Exp)

@@ -126,7 +126,7 @@ var (
 	codeStoreFailed = defineError("store_failed",
 		"the store could not save it: a security-state change (see above) was not made; a message was delivered but is not kept")
 	codeBusy = defineError("busy",
-		"the store's queue is full, or too many changes wait for the same record; a security-state change was not made; try again. In cluster mode also a room change made while another node changed the same room: nothing changed")
+		"the store's queue is full, or too many changes wait for the same record; a security-state change was not made; try again. In cluster mode also a room change made while another node changed the same room: nothing changed; likewise a device change (`register_device`, `certify_device`, `revoke_device`, `reset_identity`) or a `dm_prefs` change made while another node changed the same user's record")
 	codeFileType = defineError("file_type",
 		"the file's content is not an allowed type, does not match `mime`, or hides markup or active content")
 	codeFileTooBig = defineError("file_too_big",
@@ -152,7 +152,7 @@ var (
 	codeDirectoryFull = defineError(keydir.CodeDirectoryFull,
 		"the key directory holds as many users as it may")
 	codeReplayed = defineError(keydir.CodeReplayed,
-		"a signed message whose `counter` is not above every earlier one of that device")
+		"a signed message whose `counter` is not above every earlier one of that device (in cluster mode: accepted on any node)")
 	codeNoSuchFile = defineError("no_such_file",
 		"`fetch_file` names no file in the room's history")
 	codeFetchPending = defineError("fetch_pending",
@@ -181,5 +181,5 @@ var (
 	codeUpdateLimited = defineError("update_limited",
 		"an `mls_commit` with no proposals outstanding (a self-update) beyond the device's budget in this room: 3 at once, then one every 10 minutes (nothing was applied; commit later)")
 	codeUnavailable = defineError("unavailable",
-		"cluster mode only: Redis cannot be reached, so the `say` (or file) was neither stored nor delivered and gets no `ack`; `retry_after_ms` says when to try again. The socket stays open. The same answers `global_ban`, `global_unban`, `set_role` and `set_settings` that Redis did not take: nothing changed on any node")
+		"cluster mode only: Redis cannot be reached, so the `say` (or file) was neither stored nor delivered and gets no `ack`; `retry_after_ms` says when to try again. The socket stays open. The same answers `global_ban`, `global_unban`, `set_role`, `set_settings`, device changes and `dm_prefs` changes that Redis did not take: nothing changed on any node; and a signed `say` or file whose device counter Redis could not check")
 )

@@ -40,6 +40,9 @@ type signature struct {
 	sig     []byte
 	dik     []byte
 	write   store.Write
+	// unchecked says Redis did not answer the cluster-wide counter check
+	// (clusterkeys.go): the hub answers unavailable.
+	unchecked bool
 }
 
 // decodeB64 decodes standard base64 (with padding) of exactly n bytes.
@@ -96,7 +99,7 @@ func (c *Client) verifySigned(env *envelope, data []byte) *protoError {
 		return newProtoError(codeBadSignature, "the signature does not verify")
 	}
 	s.dik = dev.DIK
-	return nil
+	return c.signedCounterInCluster(s)
 }
 
 // appendSig appends the delivered `sig` field, re-encoded from the parsed values (a
@@ -122,6 +125,10 @@ func (s *signature) appendSig(b []byte) []byte {
 // counter for the message's store batch.
 func (h *Hub) acceptSigned(c *Client, env *envelope) bool {
 	s := env.sig
+	if s.unchecked {
+		h.refuseUnavailable(c, env)
+		return false
+	}
 	if dev := h.app.keys.Lookup(c.user.ID, s.device); dev == nil || !bytes.Equal(dev.DIK, s.dik) {
 		h.refuse(c, env, codeBadDevice, "that device was revoked")
 		return false
@@ -216,6 +223,10 @@ func (h *Hub) commitKeys(c *Client, env *envelope, user string, ch *keydir.Chang
 		}
 		return
 	}
+	if h.app.ctl != nil {
+		h.commitKeysCluster(c, env, user, ch, change{key: keysKey(user), writes: ch.Writes, audit: audit, apply: effects, release: ch.Release})
+		return
+	}
 	h.commit(c, env, change{
 		key:    keysKey(user),
 		writes: ch.Writes,
@@ -225,6 +236,29 @@ func (h *Hub) commitKeys(c *Client, env *envelope, user string, ch *keydir.Chang
 			effects()
 		},
 		release: ch.Release,
+	})
+}
+
+// deviceAddedEvent is `device_added`: user's root key and the new device.
+func deviceAddedEvent(user string, urk []byte, d *keydir.Device) []byte {
+	b, _ := json.Marshal(struct {
+		Type   string        `json:"type"`
+		User   string        `json:"user"`
+		URK    []byte        `json:"urk"`
+		Device keydir.Device `json:"device"`
+	}{"device_added", user, urk, *d})
+	return b
+}
+
+// deviceRevokedEvent is `device_revoked`: whose device, which, and who revoked it.
+func deviceRevokedEvent(user, device, by string) []byte {
+	return appendObject(nil, "device_revoked", "", func(b []byte) []byte {
+		b = append(b, `,"user":`...)
+		b = appendJSONString(b, user)
+		b = append(b, `,"device":"`...)
+		b = append(b, device...) // validated device id
+		b = append(b, `","by":`...)
+		return appendJSONString(b, by)
 	})
 }
 
@@ -247,13 +281,7 @@ func (h *Hub) cmdRegisterDevice(c *Client, cmd command, _ *roomInfo) {
 			return
 		}
 		h.app.keys.ForgetLink(c.user.ID, env.upload.Device)
-		b, _ := json.Marshal(struct {
-			Type   string        `json:"type"`
-			User   string        `json:"user"`
-			URK    []byte        `json:"urk"`
-			Device keydir.Device `json:"device"`
-		}{"device_added", c.user.ID, ch.User.URK, *ch.User.Live(env.upload.Device)})
-		h.tellContacts(c.user.ID, c, b)
+		h.tellContacts(c.user.ID, c, deviceAddedEvent(c.user.ID, ch.User.URK, ch.User.Live(env.upload.Device)))
 	})
 }
 
@@ -308,19 +336,23 @@ func (h *Hub) cmdLinkRequest(c *Client, cmd command, _ *roomInfo) {
 		h.refuse(c, env, kerr.Code, kerr.Message)
 		return
 	}
+	h.tellLink(c.user.ID, l)
+	h.shareLink(c.user.ID, l) // the other nodes (clusterkeys.go)
+	if env.Ref != "" {
+		h.deliver(c, ackOnly(env.Ref))
+	}
+}
+
+// tellLink sends `link_request` to every connection of user here.
+func (h *Hub) tellLink(user string, l *keydir.Link) {
 	b, _ := json.Marshal(struct {
 		Type string `json:"type"`
 		User string `json:"user"`
 		keydir.Link
-	}{"link_request", c.user.ID, *l})
+	}{"link_request", user, *l})
 	shared := &b
-	for o := range h.clients {
-		if o.user.ID == c.user.ID {
-			h.enqueue(o, shared)
-		}
-	}
-	if env.Ref != "" {
-		h.deliver(c, ackOnly(env.Ref))
+	for o := range h.clientsOf(user) {
+		h.enqueue(o, shared)
 	}
 }
 
@@ -376,15 +408,7 @@ func (h *Hub) cmdRevokeDevice(c *Client, cmd command, _ *roomInfo) {
 	}
 	by := c.user.ID
 	h.commitKeys(c, env, user, ch, audit, func() {
-		ev := appendObject(nil, "device_revoked", "", func(b []byte) []byte {
-			b = append(b, `,"user":`...)
-			b = appendJSONString(b, user)
-			b = append(b, `,"device":"`...)
-			b = append(b, env.Device...) // validated device id
-			b = append(b, `","by":`...)
-			return appendJSONString(b, by)
-		})
-		h.tellContacts(user, c, ev)
+		h.tellContacts(user, c, deviceRevokedEvent(user, env.Device, by))
 		h.reconcileUser(user) // E2EE rooms: Remove the device's leaves
 	})
 }

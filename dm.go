@@ -49,6 +49,8 @@ const (
 type dmPrefs struct {
 	Blocked         []string `json:"blocked"`
 	RefuseStrangers bool     `json:"refuse_strangers"`
+	// Rev is the cluster's revision of the record (clusterkeys.go); 0 on one node.
+	Rev uint64 `json:"rev,omitempty"`
 }
 
 // dmName is the room name of the conversation between two users, the same whichever
@@ -342,7 +344,7 @@ func (h *Hub) cmdDMPrefs(c *Client, cmd command, _ *roomInfo) {
 	}
 	b, _ := json.Marshal(next)
 	user := c.user.ID
-	h.commit(c, env, change{
+	h.commitDMPrefs(c, env, user, cur, next, change{
 		key:    "dmprefs/" + user,
 		writes: []store.Write{{Bucket: bucketDMPrefs, Key: []byte(user), Value: b}},
 		noAck:  true, // answered with dm_prefs

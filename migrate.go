@@ -86,8 +86,13 @@ func migrateRedisCommand(args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	users, prefs, counters, err := migrateKeys(ctx, ctl, st, state) // clusterkeys.go
+	if err != nil {
+		return err
+	}
 	log.Info("state moved", "bans", len(state.bans), "roles", len(state.grants),
-		"settings", state.settings != nil, "revoked_sessions", revoked)
+		"settings", state.settings != nil, "revoked_sessions", revoked,
+		"key_directory_users", users, "dm_prefs", prefs, "device_counters", counters)
 	return nil
 }
 

@@ -77,6 +77,9 @@ type CtlEntry struct {
 	Value json.RawMessage `json:"value,omitempty"`
 	// Room names the room of an OpRoom entry (roomindex.go).
 	Room string `json:"room,omitempty"`
+	// Rev is the revision of a per-user record an OpDevices or OpDMPrefs entry
+	// carries (devices.go): every node keeps the highest.
+	Rev uint64 `json:"rev,omitempty"`
 }
 
 // Cutoffs is the HASH of user id -> sealed entry whose At ends every session of the
@@ -125,6 +128,9 @@ func (c *Ctl) append(ctx context.Context, e CtlEntry, ops ...stateOp) (string, e
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "FULL") {
 			return "", ErrRevokedFull
+		}
+		if strings.HasPrefix(err.Error(), "STALE") {
+			return "", ErrRecordStale
 		}
 		return "", fmt.Errorf("cluster: control log: %w", err)
 	}

@@ -222,8 +222,10 @@ type Directory struct {
 	seen       map[string]seen // seenKey -> seen
 	limiters   map[string]*rate.Limiter
 	links      map[string][]Link // user id -> waiting link requests, oldest first
-	limits     Limits
-	now        func() time.Time
+	// revs are the cluster's revisions of the records (remote.go); empty on one node.
+	revs   map[string]uint64
+	limits Limits
+	now    func() time.Time
 }
 
 // New makes an empty directory.
@@ -234,7 +236,7 @@ func New(limits Limits, now func() time.Time) *Directory {
 	if limits.MaxUsers <= 0 {
 		limits.MaxUsers = DefaultMaxUsers
 	}
-	return &Directory{seen: map[string]seen{}, limiters: map[string]*rate.Limiter{}, links: map[string][]Link{}, limits: limits, now: now}
+	return &Directory{seen: map[string]seen{}, limiters: map[string]*rate.Limiter{}, links: map[string][]Link{}, revs: map[string]uint64{}, limits: limits, now: now}
 }
 
 // Load reads the directory from the store (at start-up, before the hub runs).

@@ -12,8 +12,10 @@
 --   set  k -       SET KEYS[k] <entry>
 --   zadd k expiry  sweep members whose score (ms) has passed, refuse when still at the
 --                  cap, else ZADD KEYS[k] expiry <entry>
--- Returns the entry's stream id, or the error 'FULL' (nothing written) when a zadd
--- found its set at the cap.
+--   rev  k "<n> <field>"  refuse unless HGET KEYS[k] field is n (missing: 0), else
+--                  HSET it to n+1: a record changed from an old revision loses
+-- Returns the entry's stream id, the error 'FULL' (nothing written) when a zadd
+-- found its set at the cap, or 'STALE' (nothing written) when a rev did not match.
 local entry = ARGV[1]
 local cap = tonumber(ARGV[3])
 local t = redis.call('TIME')
@@ -32,6 +34,14 @@ for i = 4, #ARGV, 3 do
     if redis.call('ZCARD', KEYS[k]) >= cap then
       return redis.error_reply('FULL')
     end
+  elseif name == 'rev' then
+    local n, field = string.match(arg, '^(%d+) (.+)$')
+    if n == nil then
+      return redis.error_reply('ERR ctl: bad rev')
+    end
+    if tonumber(redis.call('HGET', KEYS[k], field) or '0') ~= tonumber(n) then
+      return redis.error_reply('STALE')
+    end
   elseif name ~= 'hset' and name ~= 'hdel' and name ~= 'set' then
     return redis.error_reply('ERR ctl: unknown op')
   end
@@ -44,6 +54,9 @@ for _, op in ipairs(ops) do
     redis.call('HDEL', op[2], op[3])
   elseif op[1] == 'set' then
     redis.call('SET', op[2], entry)
+  elseif op[1] == 'rev' then
+    local n, field = string.match(op[3], '^(%d+) (.+)$')
+    redis.call('HSET', op[2], field, tonumber(n) + 1)
   else
     redis.call('ZADD', op[2], op[3], entry)
   end
