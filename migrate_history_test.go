@@ -15,16 +15,15 @@ import (
 // TestMigrateRedisHistory: the messages a single node keeps survive migrate-redis with
 // their ids. On one node (bbolt) alice says three messages in den and three in the
 // lobby, interleaved (one id counter serves all rooms); the server's very first message
-// (id 1) is the one left behind, since its room's record needs an id below it. After the move a cluster node answers
-// a join of den with those three (ids and texts), and a `history` after the first of
-// them with the other two; its next message is numbered after them. Running the
+// (id 1) is the one left behind, since its room's record needs an id below it. After
+// the move a cluster node answers a join of den with those three (ids and texts), a
+// `history` after the first of them with the other two and one of the lobby with its
+// two; its next message in den is numbered after them. Running the
 // history step again writes nothing and fails nothing; once the room has a live
 // message, it is refused (cluster.ErrLive).
 func TestMigrateRedisHistory(t *testing.T) {
 	files := newClusterFiles(t)
-	dir, port := t.TempDir(), freePort(t)
-	single := startChild(t, dir, port, "CHAT_SESSION_KEY_FILE="+files.sessionKey)
-	ts := &testServer{URL: "http://127.0.0.1:" + port}
+	single, ts, dir := singleForMigration(t, files)
 	alice := ts.user(t, "alice")
 	alice.mustAck(map[string]any{"type": "create", "room": "den"})
 	want := map[string][]uint64{}
@@ -46,9 +45,7 @@ func TestMigrateRedisHistory(t *testing.T) {
 	single.Wait()
 
 	rs := redistest.Start(t)
-	env := map[string]string{"CHAT_DATA_DIR": dir, "CHAT_REDIS_URL": rs.URL(), "CHAT_CLUSTER_KEY_FILE": files.clusterKey,
-		"CHAT_SESSION_KEY_FILE": files.sessionKey, "CHAT_REDIS_WAIT": "5s"}
-	getenv := func(k string) string { return env[k] }
+	getenv := migrationEnv(dir, rs, files)
 	if err := migrateRedisCommand(nil, getenv); err != nil {
 		t.Fatalf("migrate-redis: %v", err)
 	}
