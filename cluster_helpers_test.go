@@ -126,11 +126,12 @@ func logout(t *testing.T, ts *testServer, cookie *http.Cookie, what string) {
 }
 
 // singleForMigration runs a single node (bbolt) in a child on a fresh data directory,
-// with the session key of files, for a test to fill before migrate-redis moves it.
-func singleForMigration(t *testing.T, files clusterFiles) (*childServer, *testServer, string) {
+// with the session key of files and any extra settings, for a test to fill before
+// migrate-redis moves it.
+func singleForMigration(t *testing.T, files clusterFiles, extra ...string) (*childServer, *testServer, string) {
 	t.Helper()
 	dir, port := t.TempDir(), freePort(t)
-	single := startChild(t, dir, port, "CHAT_SESSION_KEY_FILE="+files.sessionKey)
+	single := startChild(t, dir, port, append([]string{"CHAT_SESSION_KEY_FILE=" + files.sessionKey}, extra...)...)
 	return single, &testServer{URL: "http://127.0.0.1:" + port}, dir
 }
 

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,12 +20,12 @@ import (
 // (id 1) is the one left behind, since its room's record needs an id below it. After
 // the move a cluster node answers a join of den with those three (ids and texts), a
 // `history` after the first of them with the other two and one of the lobby with its
-// two; its next message in den is numbered after them. Running the
-// history step again writes nothing and fails nothing; once the room has a live
-// message, it is refused (cluster.ErrLive).
+// two, and a file in pics is fetched byte for byte; its next message in den is
+// numbered after them. Running the history step again writes nothing and fails
+// nothing; once the room has a live message, it is refused (cluster.ErrLive).
 func TestMigrateRedisHistory(t *testing.T) {
 	files := newClusterFiles(t)
-	single, ts, dir := singleForMigration(t, files)
+	single, ts, dir := singleForMigration(t, files, "CHAT_MODERATORS=dev:alice")
 	alice := ts.user(t, "alice")
 	alice.mustAck(map[string]any{"type": "create", "room": "den"})
 	want := map[string][]uint64{}
@@ -41,6 +43,10 @@ func TestMigrateRedisHistory(t *testing.T) {
 		want[room] = append(want[room], uint64(id))
 		texts[uint64(id)] = text
 	}
+	alice.mustAck(map[string]any{"type": "create", "room": "pics"})
+	img := testPNG(t)
+	alice.sendFile("pics", "dot.png", "image/png", img, "f1")
+	fileID := idOf(alice.answerTo("f1"))
 	single.Process.Kill()
 	single.Wait()
 
@@ -62,6 +68,11 @@ func TestMigrateRedisHistory(t *testing.T) {
 	checkPage(t, erin.expect("history"), want["den"][1:], texts)
 	erin.send(map[string]any{"type": "history", "room": lobby, "after": 0})
 	checkPage(t, erin.expect("history"), want[lobby], texts)
+	erin.mustAck(map[string]any{"type": "join", "room": "pics"})
+	f := fetchOn(erin, "pics", fileID)
+	if got, err := base64.StdEncoding.DecodeString(fmt.Sprint(f["data"])); f["type"] != "file" || idOf(f) != fileID || err != nil || !bytes.Equal(got, img) {
+		t.Fatalf("fetch_file of the moved file: %v (err %v), want its bytes", f, err)
+	}
 	ack := erin.cmd(map[string]any{"type": "say", "room": "den", "text": "after the move"})
 	if id, _ := ack["id"].(float64); ack["type"] != "ack" || uint64(id) != want["den"][2]+1 {
 		t.Fatalf("first message after the move: %v, want id %d", ack, want["den"][2]+1)
