@@ -121,7 +121,7 @@ func TestBrowserE2EEKeySubstitution(t *testing.T) {
 		ev["refs"] = []string{base64.StdEncoding.EncodeToString(p.Ref)}
 		return [][]byte{encodeEvent(t, ev)}
 	})
-	evalAsync[bool](t, alice, `import('/static/connection.js').then((c) => c.sendJSON({type: 'invite', room: 'vault', user: 'dev:bob'}))`)
+	alice.sendJSON(t, `{type: 'invite', room: 'vault', user: 'dev:bob'}`)
 	bob.waitJS(t, "the invitation", `[...document.querySelectorAll('#notices .notice[data-code="invited"]')].some((n) => /#vault/.test(n.textContent))`)
 	evalAsync[bool](t, bob, `import('/static/actions.js').then((a) => a.joinRoom('vault'))`)
 	alice.waitJS(t, "the substituted key refused", `window.__mlsStats.rejected.untrusted_device === 1 &&

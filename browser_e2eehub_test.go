@@ -52,9 +52,8 @@ func mlsInfo(t *testing.T, u *browserUser, room string) (code string, members in
 // author.
 func TestBrowserE2EEHub(t *testing.T) {
 	ts := startServer(t, nil)
-	browser := newBrowser(t)
-	alice := loginUser(t, browser, ts.URL, "alice")
-	bob := loginUser(t, browser, ts.URL, "bob")
+	us := loginAll(t, ts.URL, "alice", "bob")
+	alice, bob := us[0], us[1]
 	e2eeRoomByUI(t, alice, "vault")
 	if err := chromedp.Do(alice.ctx, chromedp.SendKeys(chromedp.ID("invite-user"), "dev:bob"), chromedp.Click(chromedp.ID("invite-submit"))); err != nil {
 		t.Fatal(err)
@@ -70,10 +69,8 @@ func TestBrowserE2EEHub(t *testing.T) {
 	if ca == "" || ca != cb {
 		t.Fatalf("room codes: alice %q, bob %q", ca, cb)
 	}
-	alice.sayE2EE(t, "secret hello from alice")
-	bob.waitJS(t, "alice's message at bob", `[...document.querySelectorAll('#messages .msg')].some((m) => m.querySelector('.msg-text')?.textContent === 'secret hello from alice' && m.querySelector('.msg-from').textContent === 'alice')`)
-	bob.sayE2EE(t, "and back from bob")
-	alice.waitJS(t, "bob's message at alice", `[...document.querySelectorAll('#messages .msg')].some((m) => m.querySelector('.msg-text')?.textContent === 'and back from bob' && m.querySelector('.msg-from').textContent === 'bob')`)
+	saySeen(t, alice, "secret hello from alice", bob)
+	saySeen(t, bob, "and back from bob", alice)
 	if err := chromedp.Do(alice.ctx, chromedp.Click(chromedp.CSS(".e2ee-devices-box summary"))); err != nil {
 		t.Fatal(err)
 	}
@@ -102,9 +99,7 @@ func e2eeMembers(t *testing.T, room string, owner *browserUser, others ...*brows
 	t.Helper()
 	e2eeRoomByUI(t, owner, room)
 	for i, u := range others {
-		evalAsync[bool](t, owner, `import('/static/connection.js').then((c) => c.sendJSON({type: 'invite', room: `+strconvQuote(room)+`, user: 'dev:`+u.name+`'}))`)
-		u.waitJS(t, "the invitation", `!!document.querySelector('#notices .notice[data-code="invited"]')`)
-		evalAsync[bool](t, u, `import('/static/actions.js').then((a) => a.joinRoom(`+strconvQuote(room)+`))`)
+		inviteAndJoin(t, owner, u, room)
 		want := strconvQuote(strconv.Itoa(i + 2))
 		u.waitJS(t, "in the group", `import('/static/e2ee.js').then((e) => !!e.engine() && !!e.engine().info(`+strconvQuote(room)+`) && e.engine().info(`+strconvQuote(room)+`).members.length === `+strconv.Itoa(i+2)+`)`)
 		owner.waitJS(t, "the owner sees the device", `document.getElementById('e2ee-count').textContent === `+want)
@@ -169,22 +164,19 @@ func captureMLS(t *testing.T, u *browserUser) {
 // notice.
 func TestBrowserE2EEKick(t *testing.T) {
 	ts := startServer(t, nil)
-	browser := newBrowser(t)
-	alice := loginUser(t, browser, ts.URL, "alice")
-	bob := loginUser(t, browser, ts.URL, "bob")
-	carol := loginUser(t, browser, ts.URL, "carol")
+	us := loginAll(t, ts.URL, "alice", "bob", "carol")
+	alice, bob, carol := us[0], us[1], us[2]
 	e2eeMembers(t, "vault", alice, bob, carol)
 	codeBefore := sameCode(t, "vault", alice, bob, carol)
 	evalAsync[bool](t, carol, `import('/static/e2ee.js').then((e) => { window.__kept = e.engine().rooms.get('vault').state; return true; })`)
 	captureMLS(t, bob)
-	evalAsync[bool](t, alice, `import('/static/connection.js').then((c) => c.sendJSON({type: 'kick', room: 'vault', user: 'dev:carol'}))`)
+	alice.sendJSON(t, `{type: 'kick', room: 'vault', user: 'dev:carol'}`)
 	alice.waitJS(t, "carol's device removed", `document.getElementById('e2ee-count').textContent === '2' &&
 		[...document.querySelectorAll('#messages .sys-text')].some((s) => /of dev:carol was removed/.test(s.textContent))`)
 	if c := sameCode(t, "vault", alice, bob); c == codeBefore {
 		t.Fatal("the room code did not change with the removal")
 	}
-	alice.sayE2EE(t, "after the kick")
-	bob.waitJS(t, "bob reads the next message", shows("after the kick", "alice"))
+	saySeen(t, alice, "after the kick", bob)
 	next := eval[string](t, bob, `JSON.stringify(window.__mlsApps.find((m) => m.room === 'vault'))`)
 	got := evalAsync[string](t, carol, `(async () => {
   const e = await import('/static/e2ee.js');
@@ -206,9 +198,8 @@ func TestBrowserE2EEKick(t *testing.T) {
 // hub (bob sees only the first tab's message; the tab's counter says nothing sent).
 func TestBrowserE2EESecondTab(t *testing.T) {
 	ts := startServer(t, nil)
-	browser := newBrowser(t)
-	alice := loginUser(t, browser, ts.URL, "alice")
-	bob := loginUser(t, browser, ts.URL, "bob")
+	us := loginAll(t, ts.URL, "alice", "bob")
+	alice, bob := us[0], us[1]
 	e2eeMembers(t, "vault", alice, bob)
 	tab2ctx, cancel := chromedp.NewContext(alice.ctx)
 	t.Cleanup(cancel)
@@ -227,8 +218,7 @@ func TestBrowserE2EESecondTab(t *testing.T) {
 	second.sayE2EE(t, "from the second tab")
 	second.waitJS(t, "refused with a notice, draft kept", `!!document.querySelector('#notices .notice[data-code="e2ee_other_tab"]') &&
 		document.getElementById('input').value.includes('from the second tab') && window.__mlsStats.sent === 0`)
-	alice.sayE2EE(t, "from the first tab")
-	bob.waitJS(t, "bob reads the first tab", shows("from the first tab", "alice"))
+	saySeen(t, alice, "from the first tab", bob)
 	if n := eval[int](t, bob, `[...document.querySelectorAll('#messages .msg-text')].filter((m) => m.textContent === 'from the second tab').length`); n != 0 {
 		t.Errorf("the second tab's message reached bob %d times", n)
 	}
@@ -240,32 +230,23 @@ func TestBrowserE2EESecondTab(t *testing.T) {
 // decrypts every message, in order, refuses nothing, and ends with everyone's code.
 func TestBrowserE2EEReconnect(t *testing.T) {
 	ts := startServer(t, nil)
-	browser := newBrowser(t)
-	alice := loginUser(t, browser, ts.URL, "alice")
-	bob := loginUser(t, browser, ts.URL, "bob")
-	carol := loginUser(t, browser, ts.URL, "carol")
-	dave := loginUser(t, browser, ts.URL, "dave")
+	us := loginAll(t, ts.URL, "alice", "bob", "carol", "dave")
+	alice, bob, carol, dave := us[0], us[1], us[2], us[3]
 	e2eeMembers(t, "vault", alice, bob)
 	evalAsync[bool](t, bob, `import('/static/state.js').then((s) => { s.state.leaving = true; s.state.ws.close(); return true; })`)
 	bob.waitJS(t, "bob offline", `import("/static/state.js").then((s) => !s.state.ws || s.state.ws.readyState === WebSocket.CLOSED)`)
 	join := func(u *browserUser, n int) {
-		evalAsync[bool](t, alice, `import('/static/connection.js').then((c) => c.sendJSON({type: 'invite', room: 'vault', user: 'dev:`+u.name+`'}))`)
-		u.waitJS(t, "the invitation", `!!document.querySelector('#notices .notice[data-code="invited"]')`)
-		evalAsync[bool](t, u, `import('/static/actions.js').then((a) => a.joinRoom('vault'))`)
+		inviteAndJoin(t, alice, u, "vault")
 		alice.waitJS(t, "the device added", `document.getElementById('e2ee-count').textContent === '`+strconv.Itoa(n)+`'`)
 	}
-	alice.sayE2EE(t, "m1")
-	alice.waitJS(t, "m1 sent", shows("m1", "alice"))
+	saySeen(t, alice, "m1", alice)
 	join(carol, 3)
-	alice.sayE2EE(t, "m2")
-	alice.waitJS(t, "m2 sent", shows("m2", "alice"))
+	saySeen(t, alice, "m2", alice)
 	join(dave, 4)
-	alice.sayE2EE(t, "m3")
-	alice.waitJS(t, "m3 sent", shows("m3", "alice"))
-	evalAsync[bool](t, alice, `import('/static/connection.js').then((c) => c.sendJSON({type: 'kick', room: 'vault', user: 'dev:carol'}))`)
+	saySeen(t, alice, "m3", alice)
+	alice.sendJSON(t, `{type: 'kick', room: 'vault', user: 'dev:carol'}`)
 	alice.waitJS(t, "carol removed", `document.getElementById('e2ee-count').textContent === '3'`)
-	alice.sayE2EE(t, "m4")
-	alice.waitJS(t, "m4 sent", shows("m4", "alice"))
+	saySeen(t, alice, "m4", alice)
 	evalAsync[bool](t, bob, `import('/static/connection.js').then((c) => import('/static/state.js').then((s) => { s.state.leaving = false; c.connect(); return true; }))`)
 	bob.waitJS(t, "bob caught up", shows("m4", "alice"))
 	got := eval[string](t, bob, `JSON.stringify({ texts: [...document.querySelectorAll('#messages .msg-text')].map((m) => m.textContent),
@@ -283,11 +264,8 @@ func TestBrowserE2EEReconnect(t *testing.T) {
 // epoch with the same room code; dave reads the next message.
 func TestBrowserE2EECommitRace(t *testing.T) {
 	ts := startServer(t, nil)
-	browser := newBrowser(t)
-	alice := loginUser(t, browser, ts.URL, "alice")
-	bob := loginUser(t, browser, ts.URL, "bob")
-	carol := loginUser(t, browser, ts.URL, "carol")
-	dave := loginUser(t, browser, ts.URL, "dave")
+	us := loginAll(t, ts.URL, "alice", "bob", "carol", "dave")
+	alice, bob, carol, dave := us[0], us[1], us[2], us[3]
 	e2eeMembers(t, "vault", alice, bob, carol)
 	counts := func() (commits, stale int) {
 		for _, u := range []*browserUser{alice, bob, carol} {
@@ -297,9 +275,7 @@ func TestBrowserE2EECommitRace(t *testing.T) {
 		return
 	}
 	c0, s0 := counts()
-	evalAsync[bool](t, alice, `import('/static/connection.js').then((c) => c.sendJSON({type: 'invite', room: 'vault', user: 'dev:dave'}))`)
-	dave.waitJS(t, "the invitation", `!!document.querySelector('#notices .notice[data-code="invited"]')`)
-	evalAsync[bool](t, dave, `import('/static/actions.js').then((a) => a.joinRoom('vault'))`)
+	inviteAndJoin(t, alice, dave, "vault")
 	dave.waitJS(t, "dave in the group", `import('/static/e2ee.js').then((e) => !!e.engine() && !!e.engine().info('vault'))`)
 	code := sameCode(t, "vault", alice, bob, carol, dave)
 	c1, s1 := counts()
@@ -314,8 +290,7 @@ func TestBrowserE2EECommitRace(t *testing.T) {
 	if len(epochs) != 1 {
 		t.Errorf("the pages are in different epochs: %v", epochs)
 	}
-	bob.sayE2EE(t, "after the race")
-	dave.waitJS(t, "dave reads it", shows("after the race", "bob"))
+	saySeen(t, bob, "after the race", dave)
 }
 
 // TestBrowserE2EEReload: acceptance 11 (reload) with the real hub. Alice's page reloads
@@ -324,12 +299,10 @@ func TestBrowserE2EECommitRace(t *testing.T) {
 // last event the group processed, and bob's next message decrypts.
 func TestBrowserE2EEReload(t *testing.T) {
 	ts := startServer(t, nil)
-	browser := newBrowser(t)
-	alice := loginUser(t, browser, ts.URL, "alice")
-	bob := loginUser(t, browser, ts.URL, "bob")
+	us := loginAll(t, ts.URL, "alice", "bob")
+	alice, bob := us[0], us[1]
 	e2eeMembers(t, "vault", alice, bob)
-	bob.sayE2EE(t, "before the reload")
-	alice.waitJS(t, "alice reads it", shows("before the reload", "bob"))
+	saySeen(t, bob, "before the reload", alice)
 	if err := chromedp.Do(alice.ctx, chromedp.Reload()); err != nil {
 		t.Fatal(err)
 	}
@@ -338,8 +311,7 @@ func TestBrowserE2EEReload(t *testing.T) {
 	alice.waitJS(t, "the cached message and the restored group", shows("before the reload", "bob")+
 		` && document.getElementById('e2ee-count').textContent === '2'`)
 	sameCode(t, "vault", alice, bob)
-	bob.sayE2EE(t, "after the reload")
-	alice.waitJS(t, "alice decrypts after the reload", shows("after the reload", "bob"))
+	saySeen(t, bob, "after the reload", alice)
 	if got := eval[string](t, alice, `JSON.stringify({ rejected: window.__mlsStats.rejectedTotal, texts: [...document.querySelectorAll('#messages .msg-text')].map((m) => m.textContent) })`); got != `{"rejected":0,"texts":["before the reload","after the reload"]}` {
 		t.Errorf("after the reload: %s", got)
 	}

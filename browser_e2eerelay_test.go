@@ -96,14 +96,10 @@ func TestBrowserE2EERelayAttacks(t *testing.T) {
 // alice's message once and nothing from bob.
 func TestBrowserE2EEInsiderReplay(t *testing.T) {
 	ts := startServer(t, nil)
-	browser := newBrowser(t)
-	alice := loginUser(t, browser, ts.URL, "alice")
-	bob := loginUser(t, browser, ts.URL, "bob")
-	carol := loginUser(t, browser, ts.URL, "carol")
+	us := loginAll(t, ts.URL, "alice", "bob", "carol")
+	alice, bob, carol := us[0], us[1], us[2]
 	e2eeMembers(t, "vault", alice, bob, carol)
-	alice.sayE2EE(t, "said once by alice")
-	bob.waitJS(t, "bob reads it", shows("said once by alice", "alice"))
-	carol.waitJS(t, "carol reads it", shows("said once by alice", "alice"))
+	saySeen(t, alice, "said once by alice", bob, carol)
 	evalAsync[bool](t, bob, `(async () => {
   const m = await import('/static/vendor/ts-mls-1.6.4.min.js');
   const s = await import('/static/sigbytes.js');

@@ -1015,3 +1015,40 @@ func TestBrowserTrustedTypes(t *testing.T) {
 		t.Fatal("the probe's handler ran")
 	}
 }
+
+// sendJSON has u's page send one protocol object (a JavaScript object literal) on its
+// connection, as its own code would: the E2EE tests' kicks and invitations.
+func (u *browserUser) sendJSON(t *testing.T, object string) {
+	t.Helper()
+	evalAsync[bool](t, u, `import('/static/connection.js').then((c) => c.sendJSON(`+object+`))`)
+}
+
+// inviteAndJoin has owner invite u to room, waits for u's page to show an invitation
+// and has it join; what joining leads to is the caller's to wait for.
+func inviteAndJoin(t *testing.T, owner, u *browserUser, room string) {
+	t.Helper()
+	owner.sendJSON(t, `{type: 'invite', room: `+strconvQuote(room)+`, user: 'dev:`+u.name+`'}`)
+	u.waitJS(t, "the invitation", `!!document.querySelector('#notices .notice[data-code="invited"]')`)
+	evalAsync[bool](t, u, `import('/static/actions.js').then((a) => a.joinRoom(`+strconvQuote(room)+`))`)
+}
+
+// saySeen has from say text in its open E2EE room and waits until every reader's page
+// shows it, from from (from itself may be among the readers: its message is sent).
+func saySeen(t *testing.T, from *browserUser, text string, readers ...*browserUser) {
+	t.Helper()
+	from.sayE2EE(t, text)
+	for _, r := range readers {
+		r.waitJS(t, r.name+" shows "+strconvQuote(text), shows(text, from.name))
+	}
+}
+
+// loginAll starts a browser and logs each of names in on baseURL, a tab each, in order.
+func loginAll(t *testing.T, baseURL string, names ...string) []*browserUser {
+	t.Helper()
+	browser := newBrowser(t)
+	us := make([]*browserUser, len(names))
+	for i, name := range names {
+		us[i] = loginUser(t, browser, baseURL, name)
+	}
+	return us
+}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -152,8 +154,17 @@ type Client struct {
 // is at most one reader on a connection by executing all reads from this goroutine.
 // Every check that needs no shared state (size, frame type, UTF-8, rate, envelope,
 // text cleaning) runs here, on all cores, before anything reaches the hub.
+//
+// A panic here (a bug in a check) costs this connection only: it is logged with the
+// stack, counted (chat_pump_panics_total{pump="read"}) and the peer is closed with
+// 1011 through writePump, as a failed command is; the hub and every other connection
+// go on, since nothing shared was being changed (the hub owns all of that).
 func (c *Client) readPump() {
 	defer func() {
+		if v := recover(); v != nil {
+			c.pumpPanicked("read", v)
+			c.closeWith(closeInternal, false)
+		}
 		select {
 		case c.hub.unregister <- c:
 		case <-c.hub.stopped:
@@ -169,6 +180,9 @@ func (c *Client) readPump() {
 	c.conn.SetReadDeadline(time.Now().Add(pongWait))
 	c.conn.SetPongHandler(c.onPong)
 	c.conn.SetPingHandler(c.onPing)
+	if testHookPump != nil {
+		testHookPump(c, "read")
+	}
 	for {
 		mt, r, err := c.conn.NextReader()
 		if err != nil {
@@ -591,9 +605,21 @@ const framesBatch = 64
 // It sets no write deadline of its own: a deadline is a runtime timer to move on every
 // frame, measurable at a hundred thousand frames a second. The hub's watchdog reads
 // writingSince instead, once a second for all connections.
+//
+// A panic here (a bug) costs this connection only: logged, counted
+// (chat_pump_panics_total{pump="write"}), and the close frame 1011 written by this
+// goroutine itself, the only writer, before the socket is closed; readPump then ends
+// and unregisters the client as for any lost connection. The frame that was being
+// written when it failed may be cut short: the peer sees a broken connection at worst.
 func (c *Client) writePump() {
 	c.timer = time.AfterFunc(c.nextTimer(), c.tick)
 	defer func() {
+		if v := recover(); v != nil {
+			c.pumpPanicked("write", v)
+			c.writingSince.Store(0)
+			c.app.metrics.closes.WithLabelValues(strconv.Itoa(closeInternal.code)).Inc()
+			c.writeClose(closeInternal)
+		}
 		// Whatever ended the pump, readPump must not wait for a close frame that
 		// will never be written.
 		c.markCloseSent()
@@ -603,6 +629,9 @@ func (c *Client) writePump() {
 		c.ticket.release()
 		c.app.conns.Done()
 	}()
+	if testHookPump != nil {
+		testHookPump(c, "write")
+	}
 	for {
 		var err error
 		select {
@@ -644,6 +673,18 @@ func (c *Client) writePump() {
 			return
 		}
 	}
+}
+
+// testHookPump, when set (tests only; nil in production), is called by each pump
+// once as it starts, before its loop, with the pump's name (read, write): a test makes
+// it panic to see the pump's guard work. Nothing is added per frame.
+var testHookPump func(c *Client, pump string)
+
+// pumpPanicked logs and counts a panic in one of c's pumps: the stack and the value,
+// never the frame being handled (it may hold a message).
+func (c *Client) pumpPanicked(pump string, v any) {
+	c.app.metrics.pumpPanics.WithLabelValues(pump).Inc()
+	c.app.log.Error("connection pump failed", "pump", pump, "conn", c.id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 }
 
 // tick runs on the timer's own goroutine: it hands the tick to writePump, in order

@@ -75,7 +75,7 @@ func closedBy(t *testing.T, c *wsClient, code int, deadline time.Time, what stri
 func TestClusterGlobalBan(t *testing.T) {
 	rs := redistest.Start(t)
 	nodes := startNodes(t, 3, rs, newClusterFiles(t))
-	admin := nodes[0].ts.dial(t, devLogin(t, nodes[0].ts.URL, "root"))
+	admin := nodes[0].dialAs(t, "root")
 	xc := devLogin(t, nodes[0].ts.URL, "xavier")
 	x2, x3 := nodes[1].ts.dial(t, xc), nodes[2].ts.dial(t, xc)
 	admin.mustAck(map[string]any{"type": "global_ban", "user": "dev:xavier", "reason": "spam"})
@@ -91,22 +91,11 @@ func TestClusterGlobalBan(t *testing.T) {
 // (401) on node 2 within 1 s and closes its socket there; after Redis and every node
 // restart, the cookie is still refused everywhere.
 func TestClusterLogout(t *testing.T) {
-	rs := redistest.Start(t)
-	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	rs, nodes := startPair(t)
 	cookie := devLogin(t, nodes[0].ts.URL, "alice")
 	other := devLogin(t, nodes[0].ts.URL, "alice") // another session of the same user
 	s2 := nodes[1].ts.dial(t, cookie)
-	req, _ := http.NewRequest(http.MethodPost, nodes[0].ts.URL+"/logout", nil)
-	req.Header.Set("Origin", nodes[0].ts.URL)
-	req.AddCookie(cookie)
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("logout: %d", resp.StatusCode)
-	}
+	logout(t, nodes[0].ts, cookie, "logout")
 	deadline := time.Now().Add(ctlBound)
 	took := untilStatus(t, nodes[1].ts, cookie, http.StatusUnauthorized, deadline, "the logged-out cookie on node 2")
 	closedBy(t, s2, websocket.ClosePolicyViolation, deadline, "the logged-out session's socket on node 2")
@@ -137,16 +126,11 @@ func TestClusterLogout(t *testing.T) {
 // on node 2 gets `you` with the new role within 1 s, and an admin-only command that
 // was refused before now works there. Then a settings change reaches node 2 as well.
 func TestClusterSetRole(t *testing.T) {
-	rs := redistest.Start(t)
-	nodes := startNodes(t, 2, rs, newClusterFiles(t))
-	admin := nodes[0].ts.dial(t, devLogin(t, nodes[0].ts.URL, "root"))
-	x := nodes[1].ts.dial(t, devLogin(t, nodes[1].ts.URL, "xavier"))
+	_, nodes := startPair(t)
+	admin := nodes[0].dialAs(t, "root")
+	x := nodes[1].dialAs(t, "xavier")
 	x.mustRefuse(map[string]any{"type": "get_settings"}, "forbidden")
-	admin.mustAck(map[string]any{"type": "set_role", "user": "dev:xavier", "role": "admin"})
-	you := x.expectWithin(ctlBound, "you")
-	if you["role"] != "admin" {
-		t.Fatalf("you: %v, want role admin", you)
-	}
+	roleReaches(t, admin, x, "dev:xavier", "admin", ctlBound)
 	if ev := x.cmd(map[string]any{"type": "get_settings"}); ev["type"] != "settings" {
 		t.Fatalf("get_settings as the new admin: %v", ev)
 	}
@@ -161,18 +145,14 @@ func TestClusterSetRole(t *testing.T) {
 // side just before a change, the change still reaches the other node within about a
 // second (the position check reads the log anyway).
 func TestClusterCtlDeadSubscription(t *testing.T) {
-	rs := redistest.Start(t)
-	nodes := startNodes(t, 2, rs, newClusterFiles(t))
-	admin := nodes[0].ts.dial(t, devLogin(t, nodes[0].ts.URL, "root"))
-	x := nodes[1].ts.dial(t, devLogin(t, nodes[1].ts.URL, "xavier"))
+	rs, nodes := startPair(t)
+	admin := nodes[0].dialAs(t, "root")
+	x := nodes[1].dialAs(t, "xavier")
 	rc := newAdminRedis(t, rs)
 	if err := rc.Do(context.Background(), rc.B().ClientKill().TypePubsub().Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
-	admin.mustAck(map[string]any{"type": "set_role", "user": "dev:xavier", "role": "moderator"})
-	if you := x.expectWithin(ctlBound+300*time.Millisecond, "you"); you["role"] != "moderator" {
-		t.Fatalf("you: %v", you)
-	}
+	roleReaches(t, admin, x, "dev:xavier", "moderator", ctlBound+300*time.Millisecond)
 }
 
 // TestClusterUserRate (acceptance 12): one user with sockets on two nodes sends at
@@ -180,8 +160,7 @@ func TestClusterCtlDeadSubscription(t *testing.T) {
 // over both, the rest are refused with rate_limited.
 func TestClusterUserRate(t *testing.T) {
 	const rate, burst, period = 5, 5, 2 * time.Second
-	rs := redistest.Start(t)
-	nodes := startNodes(t, 2, rs, newClusterFiles(t), "CHAT_USER_MSG_RATE=5", "CHAT_USER_MSG_BURST=5", "CHAT_ABUSE_DROPS=1000")
+	_, nodes := startPair(t, "CHAT_USER_MSG_RATE=5", "CHAT_USER_MSG_BURST=5", "CHAT_ABUSE_DROPS=1000")
 	cookie := devLogin(t, nodes[0].ts.URL, "alice")
 	socks := []*wsClient{nodes[0].ts.dial(t, cookie), nodes[1].ts.dial(t, cookie)}
 	// Each socket sends at the user's rate, so together they send at twice it.
@@ -264,27 +243,16 @@ func TestClusterConnCap(t *testing.T) {
 // reaches the other node once Redis is back (the outbox), closing the session's
 // socket there and refusing its cookie.
 func TestClusterLogoutDuringOutage(t *testing.T) {
-	rs := redistest.Start(t)
-	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	rs, nodes := startPair(t)
 	cookie := devLogin(t, nodes[0].ts.URL, "alice")
 	s2 := nodes[1].ts.dial(t, cookie)
-	admin := nodes[0].ts.dial(t, devLogin(t, nodes[0].ts.URL, "root"))
+	admin := nodes[0].dialAs(t, "root")
 	rs.Kill()
 	// An admin's change Redis cannot take is refused, not applied here alone.
 	if ev := admin.mustRefuse(map[string]any{"type": "set_role", "user": "dev:bob", "role": "moderator"}, "unavailable"); ev["retry_after_ms"] == nil {
 		t.Fatalf("unavailable without retry_after_ms: %v", ev)
 	}
-	req, _ := http.NewRequest(http.MethodPost, nodes[0].ts.URL+"/logout", nil)
-	req.Header.Set("Origin", nodes[0].ts.URL)
-	req.AddCookie(cookie)
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("logout during the outage: %d", resp.StatusCode)
-	}
+	logout(t, nodes[0].ts, cookie, "logout during the outage")
 	// 401, or 503 once the node has been without Redis for 2 s: never a socket.
 	if got := dialStatus(t, nodes[0].ts, cookie); got != http.StatusUnauthorized && got != http.StatusServiceUnavailable {
 		t.Fatalf("node 1 answered the logged-out cookie with %d during the outage, want 401 (or 503)", got)
@@ -302,12 +270,11 @@ func TestClusterLogoutDuringOutage(t *testing.T) {
 // behind them arrives, but mallory stays without admin and xavier keeps the role the
 // last genuine entry gave.
 func TestClusterForgedCtlEntries(t *testing.T) {
-	rs := redistest.Start(t)
-	nodes := startNodes(t, 2, rs, newClusterFiles(t))
-	admin := nodes[0].ts.dial(t, devLogin(t, nodes[0].ts.URL, "root"))
-	mallory := nodes[1].ts.dial(t, devLogin(t, nodes[1].ts.URL, "mallory"))
-	xavier := nodes[1].ts.dial(t, devLogin(t, nodes[1].ts.URL, "xavier"))
-	zed := nodes[1].ts.dial(t, devLogin(t, nodes[1].ts.URL, "zed"))
+	rs, nodes := startPair(t)
+	admin := nodes[0].dialAs(t, "root")
+	mallory := nodes[1].dialAs(t, "mallory")
+	xavier := nodes[1].dialAs(t, "xavier")
+	zed := nodes[1].dialAs(t, "zed")
 	rc := newAdminRedis(t, rs)
 	ctx := context.Background()
 	const ctl = "mc:{g}:ctl"
@@ -356,8 +323,7 @@ func newAdminRedis(t *testing.T, rs *redistest.Server) rueidis.Client {
 // by a room owner on node 2 as well as node 1's own role change; an entry written into
 // the audit Stream without the cluster key is not shown.
 func TestClusterAuditAcrossNodes(t *testing.T) {
-	rs := redistest.Start(t)
-	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	rs, nodes := startPair(t)
 	root := ready(nodes[0].ts.user(t, "root"))
 	alice := ready(nodes[1].ts.user(t, "alice"))
 	root.mustAck(map[string]any{"type": "set_role", "user": "dev:carol", "role": "moderator"})

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/hex"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,4 +92,63 @@ func runToExit(t *testing.T, limit time.Duration, env ...string) (int, string, t
 		t.Fatal(err)
 	}
 	return code, out.String(), took
+}
+
+// startPair starts a redis-server and two nodes on it sharing fresh keys, the setup
+// most control-side tests share; extra settings go to both nodes.
+func startPair(t *testing.T, extra ...string) (*redistest.Server, []*node) {
+	t.Helper()
+	rs := redistest.Start(t)
+	return rs, startNodes(t, 2, rs, newClusterFiles(t), extra...)
+}
+
+// dialAs logs name in on nd (dev login) and opens a socket there.
+func (nd *node) dialAs(t *testing.T, name string) *wsClient {
+	t.Helper()
+	return nd.ts.dial(t, devLogin(t, nd.ts.URL, name))
+}
+
+// logout posts the logout form for cookie to ts, as the page does, and fails unless
+// it is answered with the redirect (303).
+func logout(t *testing.T, ts *testServer, cookie *http.Cookie, what string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/logout", nil)
+	req.Header.Set("Origin", ts.URL)
+	req.AddCookie(cookie)
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("%s: %d, want 303", what, resp.StatusCode)
+	}
+}
+
+// singleForMigration runs a single node (bbolt) in a child on a fresh data directory,
+// with the session key of files and any extra settings, for a test to fill before
+// migrate-redis moves it.
+func singleForMigration(t *testing.T, files clusterFiles, extra ...string) (*childServer, *testServer, string) {
+	t.Helper()
+	dir, port := t.TempDir(), freePort(t)
+	single := startChild(t, dir, port, append([]string{"CHAT_SESSION_KEY_FILE=" + files.sessionKey}, extra...)...)
+	return single, &testServer{URL: "http://127.0.0.1:" + port}, dir
+}
+
+// migrationEnv is the environment migrate-redis runs with to move dir onto rs with
+// the keys in files.
+func migrationEnv(dir string, rs *redistest.Server, files clusterFiles) func(string) string {
+	env := map[string]string{"CHAT_DATA_DIR": dir, "CHAT_REDIS_URL": rs.URL(), "CHAT_CLUSTER_KEY_FILE": files.clusterKey,
+		"CHAT_SESSION_KEY_FILE": files.sessionKey, "CHAT_REDIS_WAIT": "5s"}
+	return func(k string) string { return env[k] }
+}
+
+// roleReaches has admin give user role and fails unless the socket x (user's, on
+// another node) is told so with `you` within d.
+func roleReaches(t *testing.T, admin, x *wsClient, user, role string, d time.Duration) {
+	t.Helper()
+	admin.mustAck(map[string]any{"type": "set_role", "user": user, "role": role})
+	if you := x.expectWithin(d, "you"); you["role"] != role {
+		t.Fatalf("you: %v, want role %s", you, role)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"modified-chat/internal/cluster"
+	"modified-chat/internal/crash"
 )
 
 // The control side of cluster mode (SCALE-OUT.md §3.4): global bans, roles, settings
@@ -138,7 +139,14 @@ func (cc *clusterControl) start(top string) {
 	}
 	cc.feed = cc.ctl.NewCtlFeed(top, cc.app.now, cc.app.log, cc.apply)
 	cc.wg.Add(3)
-	go func() { defer cc.wg.Done(); cc.write() }()
+	// A panic in the control writer ends the process, as one in the feeds does
+	// (crash.OnPanic): a node whose changes never reach the log must not run on.
+	go func() {
+		defer cc.wg.Done()
+		defer crash.OnPanic(cc.app.log, "control writer")
+		crash.Hook("control writer")
+		cc.write()
+	}()
 	go func() { defer cc.wg.Done(); cc.feed.Run(cc.stop) }()
 	go func() {
 		defer cc.wg.Done()

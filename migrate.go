@@ -19,9 +19,9 @@ import (
 // that nothing a moderator or a logout decided is forgotten when the node joins a
 // cluster. It takes the server's own flags (-data-dir, -redis-url, -cluster-key-file,
 // -redis-prefix, ...) and runs with the server stopped (the data file is locked
-// otherwise). History is not moved: the cluster numbers rooms afresh, and a page
-// resuming with an old id gets `gap: true`. Conversations (dm:<hash>) are not moved,
-// as a node keeps them in its own store in cluster mode.
+// otherwise). Each room's history goes too, with its ids (migrate_history.go).
+// Conversations (dm:<hash>) are not moved, as a node keeps them in its own store in
+// cluster mode.
 
 // migrateTimeout bounds the whole migration's Redis work.
 const migrateTimeout = 5 * time.Minute
@@ -60,7 +60,12 @@ func migrateRedisCommand(args []string, getenv func(string) string) error {
 	if err := migrateCheckEmpty(ctx, ctl, log); err != nil {
 		return err
 	}
-	n, err := migrateRooms(ctx, cn, ctl, state, cfg.HistoryMax)
+	withHistory, moved, err := migrateHistory(ctx, cn, st, state, cfg)
+	if err != nil {
+		return err
+	}
+	logMigratedHistory(log, moved)
+	n, err := migrateRooms(ctx, cn, ctl, state, cfg.HistoryMax, withHistory)
 	if err != nil {
 		return err
 	}
@@ -114,8 +119,9 @@ func migrateCheckEmpty(ctx context.Context, ctl *cluster.Ctl, log *slog.Logger) 
 
 // migrateRooms writes every room but conversations as the first change of its log, and
 // lists it in the rooms index; the lobby's record goes too when it differs from a new
-// lobby's (locked, a topic), so nothing it was given is lost.
-func migrateRooms(ctx context.Context, cn *clusterNode, ctl *cluster.Ctl, state *hubState, maxLen int) (int, error) {
+// lobby's (locked, a topic), so nothing it was given is lost. Rooms in withHistory
+// have their record written already, with their history (migrateHistory).
+func migrateRooms(ctx context.Context, cn *clusterNode, ctl *cluster.Ctl, state *hubState, maxLen int, withHistory map[string]bool) (int, error) {
 	n := 0
 	for name, ri := range state.rooms {
 		if isDMName(name) {
@@ -124,11 +130,13 @@ func migrateRooms(ctx context.Context, cn *clusterNode, ctl *cluster.Ctl, state 
 		next := ri.clone()
 		next.FirstID = 0 // the cluster's ids start afresh: the first record's id
 		e := &roomEntry{Name: name, Info: next, Created: true}
-		if _, err := cluster.WriteRoomRecord(ctx, cn.client, cn.keys, cn.sealer, name, roomBody(time.Now().UnixMilli(), e), maxLen); err != nil {
-			if errors.Is(err, cluster.ErrStale) {
-				return n, fmt.Errorf("room %q: %w", name, errNotEmpty)
+		if !withHistory[name] {
+			if _, err := cluster.WriteRoomRecord(ctx, cn.client, cn.keys, cn.sealer, name, roomBody(time.Now().UnixMilli(), e), maxLen); err != nil {
+				if errors.Is(err, cluster.ErrStale) {
+					return n, fmt.Errorf("room %q: %w", name, errNotEmpty)
+				}
+				return n, fmt.Errorf("room %q: %w", name, err)
 			}
-			return n, fmt.Errorf("room %q: %w", name, err)
 		}
 		if name != lobby {
 			if _, err := ctl.IndexRoom(ctx, name, true); err != nil {

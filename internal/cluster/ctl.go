@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"modified-chat/internal/crash"
 )
 
 // The global control log (SCALE-OUT.md §3.4): global bans, roles, settings and logouts
@@ -315,12 +317,17 @@ func (f *CtlFeed) Position() string { return *f.position.Load() }
 
 // Run applies the log until stop is closed: on every wake-up from the channel, every
 // (re)subscription and every CtlPollEvery. It returns once its goroutines are done.
+// A panic ends the process (crash.OnPanic): the feed's position and replay filter may
+// be half updated, and a node that stopped applying kicks, bans and logouts would go on
+// serving users the others have shut out.
 func (f *CtlFeed) Run(stop <-chan struct{}) {
+	defer crash.OnPanic(f.log, "control log feed")
+	crash.Hook("control log feed")
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	if f.subscribe {
 		wg.Add(1)
-		go func() { defer wg.Done(); f.listen(ctx) }()
+		go func() { defer wg.Done(); defer crash.OnPanic(f.log, "control log listener"); f.listen(ctx) }()
 	}
 	t := time.NewTicker(CtlPollEvery)
 	defer func() { t.Stop(); cancel(); wg.Wait() }()

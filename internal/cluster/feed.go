@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"modified-chat/internal/crash"
 )
 
 // The room feed (SCALE-OUT.md §3.3): per room, Redis hands out the ids, keeps the
@@ -255,7 +257,10 @@ type Feed struct {
 	wg     sync.WaitGroup
 }
 
-// StartFeed starts a feed's goroutines; Stop ends them.
+// StartFeed starts a feed's goroutines; Stop ends them. A panic in any of them ends
+// the process (crash.OnPanic): they own every room's order, replay filter and pending
+// sends, which a restarted loop could not trust and a dead one would freeze (rooms that
+// accept messages and never deliver them). A new process resyncs from the Streams.
 func StartFeed(cfg FeedConfig) *Feed {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Feed{
@@ -345,6 +350,8 @@ func scope(room string) string { return "r:" + room }
 // replay filter relies on it).
 func (f *Feed) runWriter() {
 	defer f.wg.Done()
+	defer crash.OnPanic(f.cfg.Log, "cluster feed writer")
+	crash.Hook("cluster feed writer")
 	batch := make([]sayReq, 0, sayBatch)
 	for {
 		select {
@@ -431,6 +438,8 @@ func (f *Feed) write(batch []sayReq) {
 // since messages published while unsubscribed are only in the Streams.
 func (f *Feed) runSubscriber() {
 	defer f.wg.Done()
+	defer crash.OnPanic(f.cfg.Log, "cluster feed subscriber")
+	crash.Hook("cluster feed subscriber")
 	c := f.cfg.Client
 	for f.ctx.Err() == nil {
 		ctx := rueidis.WithOnSubscriptionHook(f.ctx, func(s rueidis.PubSubSubscription) {
@@ -492,6 +501,8 @@ type orderer struct {
 // runOrderer owns every open room's position.
 func (f *Feed) runOrderer() {
 	defer f.wg.Done()
+	defer crash.OnPanic(f.cfg.Log, "cluster feed orderer")
+	crash.Hook("cluster feed orderer")
 	o := &orderer{f: f, rooms: map[string]*feedRoom{}, replay: NewReplay(f.cfg.Now), lastOK: time.Now()}
 	health := time.NewTicker(healthEvery)
 	defer health.Stop()

@@ -3,6 +3,8 @@ package store
 import (
 	"sync"
 	"time"
+
+	"modified-chat/internal/crash"
 )
 
 // Writer tunables.
@@ -127,8 +129,17 @@ func (w *Writer) Close() {
 // run is the writer goroutine: take one request, gather whatever else arrives within
 // the linger (and the batch bounds), commit them together, report, repeat. A batch that
 // fills up, or a writer being closed, commits at once.
+//
+// A panic here (a bug, in Apply or in a done callback) ends the process (crash.OnPanic):
+// the batch in flight is half acknowledged, and restarting the loop would leave its
+// other requests waiting for ever, or ack them out of order. Running on without a
+// writer would be worse: every durable operation would queue, then be refused, while
+// the server looked up. A fresh process starts from what the disk holds; clients
+// resend what was never acknowledged.
 func (w *Writer) run() {
 	defer close(w.stopped)
+	defer crash.OnPanic(nil, "store writer")
+	crash.Hook("store writer")
 	var batch []request
 	var writes []Write
 	var wait *time.Timer
