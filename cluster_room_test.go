@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -292,4 +294,43 @@ func TestClusterKickRacesJoinOnUnfollowedRoom(t *testing.T) {
 		bob1.barrier()
 	}
 	t.Logf("bob's join came first %d times of 36", joined)
+}
+
+// TestClusterRoomCapAcrossNodes: -max-rooms 5 (the lobby and 4 rooms) holds for the
+// cluster, not per node. alice on node 1 and bob on node 2 each send 4 creates at once,
+// which no node's own count can stop: exactly 4 are acknowledged, the other 4 refused
+// room_limit, and one more create on either node is room_limit too.
+func TestClusterRoomCapAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t), "CHAT_MAX_ROOMS=5")
+	alice, bob := ready(nodes[0].ts.user(t, "alice")), ready(nodes[1].ts.user(t, "bob"))
+	names := map[*wsClient]string{alice: "a", bob: "b"}
+	for i := range 4 {
+		for _, c := range []*wsClient{alice, bob} {
+			room := names[c] + strconv.Itoa(i)
+			c.send(map[string]any{"type": "create", "room": room, "ref": "create-" + room})
+		}
+	}
+	acked, refused := 0, 0
+	for _, c := range []*wsClient{alice, bob} {
+		for range 4 {
+			var ev map[string]any
+			for ev == nil || !strings.HasPrefix(fmt.Sprint(ev["ref"]), "create-") {
+				ev = c.expectWithin(5*time.Second, "ack", "error")
+			}
+			switch {
+			case ev["type"] == "ack":
+				acked++
+			case ev["code"] == codeRoomLimit:
+				refused++
+			default:
+				t.Fatalf("create %v: %v, want ack or room_limit", ev["ref"], ev)
+			}
+		}
+	}
+	if acked != 4 || refused != 4 {
+		t.Fatalf("creates on two nodes at once: %d acked, %d room_limit; want 4 and 4", acked, refused)
+	}
+	alice.mustRefuse(map[string]any{"type": "create", "room": "late1"}, codeRoomLimit)
+	bob.mustRefuse(map[string]any{"type": "create", "room": "late2"}, codeRoomLimit)
 }

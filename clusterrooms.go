@@ -77,6 +77,42 @@ func (h *Hub) commitRoomLog(c *Client, env *envelope, ch change) {
 		h.leaveFlight(ch)
 		return
 	}
+	if cc := h.app.ctl; ch.room.Created && ch.room.Info != nil && name != lobby && !isDMName(name) && cc != nil {
+		// A new room takes its place in the rooms index first, against the cluster-wide
+		// cap (the index holds every room but the lobby, hence one less).
+		ctl, max := cc.ctl, h.settings().MaxRooms-1
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), historyReadTimeout)
+			err := ctl.ReserveRoom(ctx, name, max)
+			cancel()
+			h.completions <- func() { h.reservedRoom(c, env, ch, err) }
+		}()
+		return
+	}
+	h.writeRoomChange(c, env, ch)
+}
+
+// reservedRoom goes on with a new room once the rooms index has (or has refused) a
+// place for it: room_limit when the cluster has -max-rooms rooms, unavailable when
+// Redis did not answer; nothing was made either way.
+func (h *Hub) reservedRoom(c *Client, env *envelope, ch change, err error) {
+	switch {
+	case errors.Is(err, cluster.ErrRoomsFull):
+		h.refuseLater(c, env, codeRoomLimit, "the server has as many rooms as it may keep")
+		h.leaveFlight(ch)
+	case err != nil:
+		h.log.Error("room not listed in redis; not made", "err", err)
+		h.unavailableLater(c, env)
+		h.leaveFlight(ch)
+	default:
+		h.writeRoomChange(c, env, ch)
+	}
+}
+
+// writeRoomChange hands a room change to the feed, checked against the revision this
+// node knows.
+func (h *Hub) writeRoomChange(c *Client, env *envelope, ch change) {
+	name := ch.room.Name
 	tok := &roomToken{c: c, env: env, ch: ch}
 	if !h.feed.Change(name, roomBody(h.now().UnixMilli(), ch.room), h.roomRev[name], tok) {
 		h.refuseLater(c, env, codeBusy, "the server is busy; nothing changed, try again")
