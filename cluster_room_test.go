@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,4 +240,97 @@ func TestClusterPrivateInviteAcrossNodes(t *testing.T) {
 	alice.mustAck(map[string]any{"type": "say", "room": "vault", "text": "welcome"})
 	saidOn(bob, "vault", "welcome")
 	dave.mustRefuse(map[string]any{"type": "join", "room": "vault"}, codeNoSuchRoom)
+}
+
+// TestClusterKickRacesJoinOnUnfollowedRoom: bob, a member of alice's private room that
+// nobody on node 2 is in, joins it on node 2 while alice kicks him on node 1, with the
+// kick sent 0 to 1.2 ms after the join so that some kicks land between node 2's read of
+// the record and the start of its feed (clusterrooms.go evictRefused). Whatever the
+// order, bob must not stay: his join is refused, or he gets `kicked` (ban false) from
+// the room within 1 s and his say there is no_such_room (no member, the room is hidden).
+func TestClusterKickRacesJoinOnUnfollowedRoom(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t))
+	alice, bob1 := ready(nodes[0].ts.user(t, "alice")), ready(nodes[0].ts.user(t, "bob"))
+	bob2 := ready(nodes[1].ts.user(t, "bob"))
+	joined := 0
+	for i := range 36 {
+		room := "race" + strconv.Itoa(i)
+		alice.mustAck(map[string]any{"type": "create", "room": room, "private": true})
+		alice.mustAck(map[string]any{"type": "invite", "room": room, "user": "dev:bob"})
+		bob1.mustAck(map[string]any{"type": "join", "room": room})
+		jr, kr := "join-"+room, "kick-"+room
+		bob2.send(map[string]any{"type": "join", "room": room, "ref": jr})
+		time.Sleep(time.Duration(i%12) * 250 * time.Microsecond)
+		alice.send(map[string]any{"type": "kick", "room": room, "user": "dev:bob", "ref": kr})
+		for {
+			ev := alice.expectWithin(5*time.Second, "ack", "error")
+			if ev["ref"] == kr {
+				if ev["type"] != "ack" {
+					t.Fatalf("kick %s: %v", room, ev)
+				}
+				break
+			}
+		}
+		alice.mustAck(map[string]any{"type": "leave", "room": room}) // within her rooms-per-connection cap
+		var j map[string]any
+		for j == nil || j["ref"] != jr {
+			j = bob2.expectWithin(5*time.Second, "joined", "error")
+		}
+		if j["type"] != "joined" {
+			continue // sequenced after the kick: bob is no member any more
+		}
+		joined++
+		for {
+			ev := bob2.expectWithin(ctlBound, "kicked")
+			if ev["room"] == room {
+				if ev["ban"] != false {
+					t.Fatalf("%s: %v, want kicked with ban false", room, ev)
+				}
+				break
+			}
+		}
+		bob2.mustRefuse(map[string]any{"type": "say", "room": room, "text": "still here?"}, codeNoSuchRoom) // no member: the private room is gone for him
+		bob1.barrier()
+	}
+	t.Logf("bob's join came first %d times of 36", joined)
+}
+
+// TestClusterRoomCapAcrossNodes: -max-rooms 5 (the lobby and 4 rooms) holds for the
+// cluster, not per node. alice on node 1 and bob on node 2 each send 4 creates at once,
+// which no node's own count can stop: exactly 4 are acknowledged, the other 4 refused
+// room_limit, and one more create on either node is room_limit too.
+func TestClusterRoomCapAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startNodes(t, 2, rs, newClusterFiles(t), "CHAT_MAX_ROOMS=5")
+	alice, bob := ready(nodes[0].ts.user(t, "alice")), ready(nodes[1].ts.user(t, "bob"))
+	names := map[*wsClient]string{alice: "a", bob: "b"}
+	for i := range 4 {
+		for _, c := range []*wsClient{alice, bob} {
+			room := names[c] + strconv.Itoa(i)
+			c.send(map[string]any{"type": "create", "room": room, "ref": "create-" + room})
+		}
+	}
+	acked, refused := 0, 0
+	for _, c := range []*wsClient{alice, bob} {
+		for range 4 {
+			var ev map[string]any
+			for ev == nil || !strings.HasPrefix(fmt.Sprint(ev["ref"]), "create-") {
+				ev = c.expectWithin(5*time.Second, "ack", "error")
+			}
+			switch {
+			case ev["type"] == "ack":
+				acked++
+			case ev["code"] == codeRoomLimit:
+				refused++
+			default:
+				t.Fatalf("create %v: %v, want ack or room_limit", ev["ref"], ev)
+			}
+		}
+	}
+	if acked != 4 || refused != 4 {
+		t.Fatalf("creates on two nodes at once: %d acked, %d room_limit; want 4 and 4", acked, refused)
+	}
+	alice.mustRefuse(map[string]any{"type": "create", "room": "late1"}, codeRoomLimit)
+	bob.mustRefuse(map[string]any{"type": "create", "room": "late2"}, codeRoomLimit)
 }

@@ -77,6 +77,42 @@ func (h *Hub) commitRoomLog(c *Client, env *envelope, ch change) {
 		h.leaveFlight(ch)
 		return
 	}
+	if cc := h.app.ctl; ch.room.Created && ch.room.Info != nil && name != lobby && !isDMName(name) && cc != nil {
+		// A new room takes its place in the rooms index first, against the cluster-wide
+		// cap (the index holds every room but the lobby, hence one less).
+		ctl, max := cc.ctl, h.settings().MaxRooms-1
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), historyReadTimeout)
+			err := ctl.ReserveRoom(ctx, name, max)
+			cancel()
+			h.completions <- func() { h.reservedRoom(c, env, ch, err) }
+		}()
+		return
+	}
+	h.writeRoomChange(c, env, ch)
+}
+
+// reservedRoom goes on with a new room once the rooms index has (or has refused) a
+// place for it: room_limit when the cluster has -max-rooms rooms, unavailable when
+// Redis did not answer; nothing was made either way.
+func (h *Hub) reservedRoom(c *Client, env *envelope, ch change, err error) {
+	switch {
+	case errors.Is(err, cluster.ErrRoomsFull):
+		h.refuseLater(c, env, codeRoomLimit, "the server has as many rooms as it may keep")
+		h.leaveFlight(ch)
+	case err != nil:
+		h.log.Error("room not listed in redis; not made", "err", err)
+		h.unavailableLater(c, env)
+		h.leaveFlight(ch)
+	default:
+		h.writeRoomChange(c, env, ch)
+	}
+}
+
+// writeRoomChange hands a room change to the feed, checked against the revision this
+// node knows.
+func (h *Hub) writeRoomChange(c *Client, env *envelope, ch change) {
+	name := ch.room.Name
 	tok := &roomToken{c: c, env: env, ch: ch}
 	if !h.feed.Change(name, roomBody(h.now().UnixMilli(), ch.room), h.roomRev[name], tok) {
 		h.refuseLater(c, env, codeBusy, "the server is busy; nothing changed, try again")
@@ -106,7 +142,7 @@ func (h *Hub) applyRoomAt(seq uint64, e *roomEntry) {
 	applied := *e
 	applied.Invite = nil // told by the acting node, to every node (announceInvite)
 	h.applyRoom(&applied)
-	h.evictBanned(e.Name)
+	h.evictRefused(e.Name)
 }
 
 // finishRoom completes this node's room change or deletion, which Redis numbered seq:
@@ -170,21 +206,42 @@ func (h *Hub) installRoomState(name string, rev uint64, body []byte) {
 			e.Info.FirstID = rev
 		}
 		h.putRoom(e.Info)
-		h.evictBanned(name)
+		h.evictRefused(name)
 	}
 }
 
-// evictBanned takes out of a room the connections of users its record bans: a user
-// who entered on an older copy of the record while the ban was on its way.
-func (h *Hub) evictBanned(name string) {
+// evictRefused takes out of a room the connections whose users its record no longer
+// admits: banned (kicked with ban true), or, in a private room or a conversation, no
+// longer a member and not an admin (kicked). A user who entered on an older copy of
+// the record while the change was on its way is put where the change leaves them.
+//
+// It closes the joiner's race on a room this node does not follow: the join reads the
+// record from Redis (refreshRoom) and enters on it; the feed then opens the room with
+// one script that reads the room's top id and its record together (Feed.RoomState)
+// and follows the log only after that top. A kick or ban sequenced between the two
+// reads is below the top, so its entry is never delivered here; the record of the
+// second read, installed at the same top (cluster.Opened), holds its effect, and
+// this is where it is applied. A public room's kick needs nothing: the joiner's entry
+// is ordered after the kick, as a join after a kick is allowed.
+func (h *Hub) evictRefused(name string) {
 	r, ri := h.rooms[name], h.meta[name]
-	if r == nil || ri == nil || len(ri.Bans) == 0 {
+	if r == nil || ri == nil {
 		return
 	}
-	ev := appendObject(nil, "kicked", name, func(b []byte) []byte { return append(b, `,"ban":true`...) })
+	var banEv, kickEv []byte
 	for c := range r.clients {
 		if _, banned := ri.Bans[c.user.ID]; banned {
-			h.removeUser(r, c.user.ID, ev)
+			if banEv == nil {
+				banEv = appendObject(nil, "kicked", name, func(b []byte) []byte { return append(b, `,"ban":true`...) })
+			}
+			h.removeUser(r, c.user.ID, banEv)
+			continue
+		}
+		if h.visible(c.user, name) == nil {
+			if kickEv == nil {
+				kickEv = appendObject(nil, "kicked", name, func(b []byte) []byte { return append(b, `,"ban":false`...) })
+			}
+			h.removeUser(r, c.user.ID, kickEv)
 		}
 	}
 }

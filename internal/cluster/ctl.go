@@ -114,6 +114,12 @@ func (c *Ctl) Dropped() (bad, replayed uint64) { return c.bad.Load(), c.replayed
 
 // append seals e and runs ctl.lua with ops; it returns the entry's stream id.
 func (c *Ctl) append(ctx context.Context, e CtlEntry, ops ...stateOp) (string, error) {
+	return c.appendCapped(ctx, c.maxRevoked, ErrRevokedFull, e, ops...)
+}
+
+// appendCapped is append with the cap of its zadd or hsetcap op, and the error that
+// says the set was at it.
+func (c *Ctl) appendCapped(ctx context.Context, max int, full error, e CtlEntry, ops ...stateOp) (string, error) {
 	body, err := json.Marshal(e)
 	if err != nil {
 		return "", err
@@ -121,7 +127,7 @@ func (c *Ctl) append(ctx context.Context, e CtlEntry, ops ...stateOp) (string, e
 	ctx, cancel := context.WithTimeout(ctx, ctlTimeout)
 	defer cancel()
 	keys := []string{c.keys.Ctl()}
-	args := []string{string(c.sealer.Seal(c.keys.Ctl(), body)), strconv.Itoa(ctlMaxLen), strconv.Itoa(c.maxRevoked)}
+	args := []string{string(c.sealer.Seal(c.keys.Ctl(), body)), strconv.Itoa(ctlMaxLen), strconv.Itoa(max)}
 	for _, op := range ops {
 		keys = append(keys, op.key)
 		args = append(args, op.name, strconv.Itoa(len(keys)), op.arg)
@@ -129,7 +135,7 @@ func (c *Ctl) append(ctx context.Context, e CtlEntry, ops ...stateOp) (string, e
 	id, err := ctlScript.Exec(ctx, c.client, keys, args).ToString()
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "FULL") {
-			return "", ErrRevokedFull
+			return "", full
 		}
 		if strings.HasPrefix(err.Error(), "STALE") {
 			return "", ErrRecordStale

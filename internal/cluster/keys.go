@@ -19,6 +19,9 @@ var (
 	// roomName is the room-name rule of filter.go (`bad_room`): no braces, colons or
 	// glob characters can reach a key through it.
 	roomName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+	// dmHash is the hash part of a conversation's name (dm.go: "dm:" and 28 lowercase
+	// hex digits): no braces, colons or glob characters reach a key through it either.
+	dmHash = regexp.MustCompile(`^[0-9a-f]{28}$`)
 	// prefixName is what -redis-prefix may be: the same alphabet, so the prefix can
 	// never open a hash tag or a pattern of its own.
 	prefixName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
@@ -51,12 +54,36 @@ func NewKeys(prefix string) (Keys, error) {
 // Prefix is the deployment's prefix (the ACL pattern is Prefix()+":*").
 func (k Keys) Prefix() string { return k.prefix }
 
-// room is the common start of a room's keys: <prefix>:{r:<room>}.
+// DMPrefix starts a conversation's name (dm.go's dmPrefix): a room name cannot hold ':'.
+const DMPrefix = "dm:"
+
+// room is the common start of a room's keys: <prefix>:{r:<room>}, and for a
+// conversation dm:<hash>, <prefix>:{d:<hash>}. The two tags differ in their letter, so
+// no room name can give a conversation's key, and neither part can close the tag.
 func (k Keys) room(name string) (string, error) {
-	if !roomName.MatchString(name) {
-		return "", fmt.Errorf("%w: %q", ErrBadRoom, name)
+	if roomName.MatchString(name) {
+		return k.prefix + ":{r:" + name + "}", nil
 	}
-	return k.prefix + ":{r:" + name + "}", nil
+	if h, ok := dmHashOf(name); ok {
+		return k.prefix + ":{d:" + h + "}", nil
+	}
+	return "", fmt.Errorf("%w: %q", ErrBadRoom, name)
+}
+
+// dmHashOf returns the hash of a conversation's name, checked.
+func dmHashOf(name string) (string, bool) {
+	if len(name) <= len(DMPrefix) || name[:len(DMPrefix)] != DMPrefix {
+		return "", false
+	}
+	h := name[len(DMPrefix):]
+	return h, dmHash.MatchString(h)
+}
+
+// ValidRoomKey reports whether name may be part of a room's keys: a room name, or a
+// conversation's.
+func ValidRoomKey(name string) bool {
+	_, dm := dmHashOf(name)
+	return dm || roomName.MatchString(name)
 }
 
 // user is the common start of a user's keys: the id as unpadded base64url, because user
@@ -108,19 +135,26 @@ func (k Keys) roomKey(name, suffix string) (string, error) {
 	return base + suffix, nil
 }
 
-// RoomPattern is the PSUBSCRIBE pattern matching every room's channel and nothing
-// else: a room channel is <prefix>:{r:<room>}, and no other key or channel of this
-// layout ends in "}" after "{r:".
-func (k Keys) RoomPattern() string { return k.prefix + ":{r:*}" }
+// RoomPattern is the PSUBSCRIBE pattern matching every room's and conversation's
+// channel and nothing else: a room channel is <prefix>:{r:<room>}, a conversation's
+// <prefix>:{d:<hash>}, and no other key or channel of this layout ends in "}" after
+// "{r:" or "{d:".
+func (k Keys) RoomPattern() string { return k.prefix + ":{[rd]:*}" }
 
-// RoomOfChannel returns the room a channel from RoomPattern names, re-checked.
+// RoomOfChannel returns the room a channel from RoomPattern names, re-checked: for a
+// conversation's channel its name, dm:<hash>.
 func (k Keys) RoomOfChannel(ch string) (string, bool) {
-	start := k.prefix + ":{r:"
-	if len(ch) <= len(start)+1 || ch[:len(start)] != start || ch[len(ch)-1] != '}' {
+	if len(ch) <= len(k.prefix)+5 || ch[:len(k.prefix)+2] != k.prefix+":{" || ch[len(ch)-1] != '}' {
 		return "", false
 	}
-	name := ch[len(start) : len(ch)-1]
-	return name, roomName.MatchString(name)
+	tag, name := ch[len(k.prefix)+2:len(k.prefix)+4], ch[len(k.prefix)+4:len(ch)-1]
+	switch tag {
+	case "r:":
+		return name, roomName.MatchString(name)
+	case "d:":
+		return DMPrefix + name, dmHash.MatchString(name)
+	}
+	return "", false
 }
 
 // Global keys.

@@ -31,6 +31,23 @@ func (c *Ctl) IndexRoom(ctx context.Context, room string, exists bool) (string, 
 	return c.append(ctx, CtlEntry{Op: OpRoom, Room: room}, op)
 }
 
+// ErrRoomsFull says the rooms index holds -max-rooms rooms already: ReserveRoom
+// listed nothing.
+var ErrRoomsFull = errors.New("cluster: the rooms index is at -max-rooms")
+
+// ReserveRoom lists room in the index before its first record is written, unless the
+// index already holds max other rooms (ErrRoomsFull): the cap is checked and the name
+// listed by one script, so nodes creating rooms at once cannot pass it together. A
+// name already listed (a room made again, or one another node made first) takes no
+// new place.
+func (c *Ctl) ReserveRoom(ctx context.Context, room string, max int) error {
+	if !roomName.MatchString(room) {
+		return fmt.Errorf("%w: %q", ErrBadRoom, room)
+	}
+	_, err := c.appendCapped(ctx, max, ErrRoomsFull, CtlEntry{Op: OpRoom, Room: room}, stateOp{"hsetcap", c.keys.Rooms(), room})
+	return err
+}
+
 // LoadRooms reads the names in the rooms index. A value that fails its check, or is
 // filed under another name, is left out and counted.
 func (c *Ctl) LoadRooms(ctx context.Context, log *slog.Logger) ([]string, error) {

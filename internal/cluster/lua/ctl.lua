@@ -5,7 +5,8 @@
 -- KEYS[2..] the state keys the ops name by index
 -- ARGV[1]   the sealed entry (also the value the ops store, so stored state is sealed)
 -- ARGV[2]   MAXLEN of the stream (approximate trimming)
--- ARGV[3]   cap of a ZSET an op adds to, after sweeping expired members
+-- ARGV[3]   cap of a ZSET an op adds to, after sweeping expired members, or of a HASH
+--           hsetcap adds a field to
 -- ARGV[4..] ops, three values each: name, key index, argument
 --   hset k field   HSET KEYS[k] field <entry>
 --   hdel k field   HDEL KEYS[k] field
@@ -14,8 +15,11 @@
 --                  cap, else ZADD KEYS[k] expiry <entry>
 --   rev  k "<n> <field>"  refuse unless HGET KEYS[k] field is n (missing: 0), else
 --                  HSET it to n+1: a record changed from an old revision loses
--- Returns the entry's stream id, the error 'FULL' (nothing written) when a zadd
--- found its set at the cap, or 'STALE' (nothing written) when a rev did not match.
+--   hsetcap k field  refuse when field is new and the hash is at the cap, else HSET
+--                  (the cluster-wide -max-rooms: HLEN checked and the room listed in
+--                  one step, so two nodes cannot both take the last place)
+-- Returns the entry's stream id, the error 'FULL' (nothing written) when a zadd or an
+-- hsetcap found its set at the cap, or 'STALE' (nothing written) when a rev did not match.
 local entry = ARGV[1]
 local cap = tonumber(ARGV[3])
 local t = redis.call('TIME')
@@ -42,13 +46,20 @@ for i = 4, #ARGV, 3 do
     if tonumber(redis.call('HGET', KEYS[k], field) or '0') ~= tonumber(n) then
       return redis.error_reply('STALE')
     end
+  elseif name == 'hsetcap' then
+    if cap == nil then
+      return redis.error_reply('ERR ctl: bad hsetcap')
+    end
+    if redis.call('HEXISTS', KEYS[k], arg) == 0 and redis.call('HLEN', KEYS[k]) >= cap then
+      return redis.error_reply('FULL')
+    end
   elseif name ~= 'hset' and name ~= 'hdel' and name ~= 'set' then
     return redis.error_reply('ERR ctl: unknown op')
   end
   ops[#ops + 1] = {name, KEYS[k], arg}
 end
 for _, op in ipairs(ops) do
-  if op[1] == 'hset' then
+  if op[1] == 'hset' or op[1] == 'hsetcap' then
     redis.call('HSET', op[2], op[3], entry)
   elseif op[1] == 'hdel' then
     redis.call('HDEL', op[2], op[3])
