@@ -8,6 +8,9 @@
 #   BENCH_QUICK=1     short smoke variant: fewer clients, 5 s, one round
 #   BENCH_ROUNDS=N    rounds per workload (default 3; quick: 1)
 #   BENCH_ONLY="W1 W3" run only these workloads
+#   BENCH_WORKLOADS="C30 2000 30 20 64 20s 0;C40 2000 40 20 64 20s 0"
+#                     run these workloads instead (name clients senders rate size
+#                     duration idle, separated by ';'), e.g. for the ceiling sweep
 #   BENCH_OUT=dir     where the JSON reports and logs go (default bin/bench-<time>)
 #   BENCH_PORT=N      first of six loopback ports used (default 18080)
 #   BENCH_NODES=2     compare one node with two nodes on Redis instead of the original
@@ -124,6 +127,9 @@ else
 		"W3 10000 0 0 64 0s 1"
 		"W4 200 200 1 64 30s 0"
 	)
+fi
+if [[ -n ${BENCH_WORKLOADS:-} ]]; then
+	IFS=';' read -r -a WORKLOADS <<<"$BENCH_WORKLOADS"
 fi
 
 # --- server lifecycle ----------------------------------------------------------
