@@ -53,6 +53,9 @@ type mlsGroup struct {
 	Leaves      []mlsLeaf             `json:"leaves"`
 	Outstanding []mlsProposal         `json:"outstanding,omitempty"`
 	Welcomes    map[string]mlsWelcome `json:"welcomes,omitempty"`
+	// WelcomeAt, in cluster mode, is where each added device's Welcome is kept instead:
+	// the id of the commit's entry in the room's log (e2eecluster.go).
+	WelcomeAt map[string]uint64 `json:"welcome_at,omitempty"`
 }
 
 // mlsState is everything of the DS the hub owns: the groups, the KeyPackage
@@ -273,6 +276,11 @@ func (h *Hub) mlsCheck(c *Client, env *envelope, ri *roomInfo) (g *mlsGroup, per
 		return g, newProtoError(codeStaleEpoch, "stale epoch"), true
 	case env.Type == "mls_app" && len(g.Outstanding) > 0:
 		return nil, newProtoError(codeCommitRequired, "a member must commit the outstanding proposals first"), false
+	case env.Type == "mls_app" && h.mlsInRedis(ri.Name) && len(h.leavesToRemove(ri, g, nil)) > 0:
+		// A membership change made on another node whose Remove is not proposed yet:
+		// nothing is encrypted under keys a removed member holds, on any node.
+		h.clusterReconcile(ri.Name, nil, nil)
+		return nil, newProtoError(codeCommitRequired, "a member must commit the outstanding proposals first"), false
 	}
 	return g, nil, false
 }
@@ -364,19 +372,27 @@ func (h *Hub) reconcile(ri *roomInfo, g *mlsGroup, extra []uint32) (missing map[
 	if !g.Ready {
 		return nil
 	}
-	var removes []uint32
-	for i, l := range g.Leaves {
-		leaf := uint32(i)
-		if l.User == "" || g.pendingRemove(leaf) {
-			continue
-		}
-		_, banned := h.bans[l.User]
-		if !ri.isMember(l.User) || banned || h.app.keys.Lookup(l.User, l.Device) == nil || containsLeaf(extra, leaf) {
-			removes = append(removes, leaf)
-		}
+	if h.mlsInRedis(ri.Name) {
+		h.clusterReconcile(ri.Name, extra, nil)
+		return nil
 	}
-	var adds []*kpEntry
-	var writes []store.Write
+	removes := h.leavesToRemove(ri, g, extra)
+	adds, missing, writes := h.takeForAdds(ri, g, removes, extra)
+	if len(removes) == 0 && len(adds) == 0 {
+		if len(writes) > 0 {
+			h.persist(nil, "", writes, nil)
+		}
+		return missing
+	}
+	h.propose(ri.Name, g, removes, adds, writes)
+	return missing
+}
+
+// takeForAdds takes a KeyPackage for every live device of a member that has no leaf
+// (or whose leaf is resynced: in removes and extra) and no Add outstanding; it returns
+// them, the members none of whose devices has a leaf or could be added, and the
+// directory's writes. Devices running low are told kp_low.
+func (h *Hub) takeForAdds(ri *roomInfo, g *mlsGroup, removes, extra []uint32) (adds []*kpEntry, missing map[string]bool, writes []store.Write) {
 	missing = map[string]bool{}
 	now := h.now()
 	for user := range ri.Roles {
@@ -416,14 +432,25 @@ func (h *Hub) reconcile(ri *roomInfo, g *mlsGroup, extra []uint32) (missing map[
 			missing[user] = true
 		}
 	}
-	if len(removes) == 0 && len(adds) == 0 {
-		if len(writes) > 0 {
-			h.persist(nil, "", writes, nil)
+	return adds, missing, writes
+}
+
+// leavesToRemove lists the leaves whose Remove is due and not yet outstanding: their
+// user is no longer a member of the room or is banned, their device is no longer
+// live, or they are in extra (mls_resync).
+func (h *Hub) leavesToRemove(ri *roomInfo, g *mlsGroup, extra []uint32) []uint32 {
+	var removes []uint32
+	for i, l := range g.Leaves {
+		leaf := uint32(i)
+		if l.User == "" || g.pendingRemove(leaf) {
+			continue
 		}
-		return missing
+		_, banned := h.bans[l.User]
+		if !ri.isMember(l.User) || banned || h.app.keys.Lookup(l.User, l.Device) == nil || containsLeaf(extra, leaf) {
+			removes = append(removes, leaf)
+		}
 	}
-	h.propose(ri.Name, g, removes, adds, writes)
-	return missing
+	return removes
 }
 
 // containsLeaf reports whether leaf is in list.
@@ -440,6 +467,13 @@ func containsLeaf(list []uint32, leaf uint32) bool {
 // them outstanding and sends them to the room as one mls_proposals event, stored in
 // history with the group's new state.
 func (h *Hub) propose(room string, g *mlsGroup, removes []uint32, adds []*kpEntry, writes []store.Write) {
+	body := g.addProposals(h.app.mlsKey, removes, adds)
+	h.stampMLS(nil, "", room, "mls_proposals", body, nil, append(writes, groupWrite(room, g)), nil)
+}
+
+// addProposals signs Removes and Adds as the external sender for the group's epoch and
+// makes them outstanding in g; it returns the body of their mls_proposals event.
+func (g *mlsGroup) addProposals(key ed25519.PrivateKey, removes []uint32, adds []*kpEntry) []byte {
 	body := []byte(`,"epoch":`)
 	body = strconv.AppendUint(body, g.Epoch, 10)
 	var msgs, refs, changes []byte
@@ -452,15 +486,16 @@ func (h *Hub) propose(room string, g *mlsGroup, removes []uint32, adds []*kpEntr
 		changes = append(changes, change...)
 	}
 	for _, leaf := range removes {
-		p := mls.SignExternalProposal(h.app.mlsKey, g.GroupID, g.Epoch, mls.RemoveProposal(leaf))
+		p := mls.SignExternalProposal(key, g.GroupID, g.Epoch, mls.RemoveProposal(leaf))
 		l := g.Leaves[leaf]
 		g.Outstanding = append(g.Outstanding, mlsProposal{Ref: p.Ref, Leaf: leaf})
 		ch, _ := json.Marshal(map[string]any{"op": "remove", "user": l.User, "device": l.Device, "leaf": leaf})
 		add(p, ch)
 		delete(g.Welcomes, devKey(l.User, l.Device))
+		delete(g.WelcomeAt, devKey(l.User, l.Device))
 	}
 	for _, e := range adds {
-		p := mls.SignExternalProposal(h.app.mlsKey, g.GroupID, g.Epoch, mls.AddProposal(e.kp))
+		p := mls.SignExternalProposal(key, g.GroupID, g.Epoch, mls.AddProposal(e.kp))
 		g.Outstanding = append(g.Outstanding, mlsProposal{Ref: p.Ref, Add: true, New: leafFromKP(e), KPRef: e.ref})
 		ch, _ := json.Marshal(map[string]any{"op": "add", "user": e.user, "device": e.device})
 		add(p, ch)
@@ -471,8 +506,7 @@ func (h *Hub) propose(room string, g *mlsGroup, removes []uint32, adds []*kpEntr
 	body = append(body, refs...)
 	body = append(body, `],"changes":[`...)
 	body = append(body, changes...)
-	body = append(body, ']')
-	h.stampMLS(nil, "", room, "mls_proposals", body, nil, append(writes, groupWrite(room, g)), nil)
+	return append(body, ']')
 }
 
 // tellKPLow tells a device's connections it is running out of KeyPackages.
@@ -516,12 +550,15 @@ func (h *Hub) mlsEntered(c *Client, ri *roomInfo) {
 	if g == nil {
 		return
 	}
-	if missing := h.reconcile(ri, g, nil); missing[c.user.ID] {
+	if h.mlsInRedis(ri.Name) {
+		h.clusterReconcile(ri.Name, nil, c)
+	} else if missing := h.reconcile(ri, g, nil); missing[c.user.ID] {
 		h.deliver(c, errorEvent(codeNoKeyPackage, "none of your devices has a KeyPackage: upload some to be added", "", ri.Name))
 	}
 	if w, ok := g.welcomeFor(c); ok {
 		h.deliver(c, w.Event)
 	}
+	h.clusterWelcome(c, ri.Name, g)
 }
 
 // welcomeFor is the Welcome kept for a connection's device, if any (none without a
@@ -583,6 +620,7 @@ func (h *Hub) cmdKPUpload(c *Client, cmd command, _ *roomInfo) {
 			if w, ok := g.Welcomes[devKey(c.user.ID, c.device)]; ok {
 				h.deliver(c, w.Event)
 			}
+			h.clusterWelcome(c, name, g)
 		}
 	}
 }
@@ -605,15 +643,22 @@ func (h *Hub) cmdGroupInit(c *Client, cmd command, ri *roomInfo) {
 		h.refuse(c, env, codeBadMLS, "group_info: "+err.Error())
 		return
 	}
-	g.Ready, g.Epoch, g.Leaves, g.Outstanding = true, 0, []mlsLeaf{leafFromKP(e)}, nil
 	body := []byte(`,"epoch":0`)
 	body = appendB64Field(body, "group_info", env.mls.groupInfo)
-	h.stampMLS(c, env.Ref, ri.Name, "mls_group_info", body, nil, []store.Write{groupWrite(ri.Name, g)}, func(id uint64) []byte {
+	ack := func(id uint64) []byte {
 		if env.Ref == "" {
 			return nil
 		}
 		return ackEvent(env.Ref, ri.Name, id)
-	})
+	}
+	if h.mlsInRedis(ri.Name) {
+		next := g.clone()
+		next.Ready, next.Epoch, next.Leaves, next.Outstanding = true, 0, []mlsLeaf{leafFromKP(e)}, nil
+		h.mlsChange(c, cmd, ri, mlsEntryOf(next, "mls_group_info", body), false, ack)
+		return
+	}
+	g.Ready, g.Epoch, g.Leaves, g.Outstanding = true, 0, []mlsLeaf{leafFromKP(e)}, nil
+	h.stampMLS(c, env.Ref, ri.Name, "mls_group_info", body, nil, []store.Write{groupWrite(ri.Name, g)}, ack)
 	h.reconcile(ri, g, nil)
 }
 
@@ -675,36 +720,19 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 	if selfUpdate {
 		h.selfUpdated(c, ri.Name)
 	}
+	if h.mlsInRedis(ri.Name) {
+		h.clusterCommit(c, cmd, ri, g)
+		return
+	}
 	from := g.Epoch
 	added := g.apply()
-	body := []byte(`,"from":`)
-	body = append(body, fromDev(c)...)
-	body = append(body, `,"epoch":`...)
-	body = strconv.AppendUint(body, from, 10)
-	body = appendB64Field(body, "commit", env.mls.commit)
+	body := commitBody(c, from, env.mls.commit)
 	epoch := g.Epoch
-	var id uint64
-	id = h.stampMLS(c, env.Ref, ri.Name, "mls_commit", body, c, nil, func(id uint64) []byte {
-		if env.Ref == "" {
-			return nil
-		}
-		return appendObject(nil, "ack", ri.Name, func(b []byte) []byte {
-			b = append(b, `,"ref":`...)
-			b = appendJSONString(b, env.Ref)
-			b = append(b, `,"id":`...)
-			b = strconv.AppendUint(b, id, 10)
-			b = append(b, `,"epoch":`...)
-			return strconv.AppendUint(b, epoch, 10)
-		})
+	id := h.stampMLS(c, env.Ref, ri.Name, "mls_commit", body, c, nil, func(id uint64) []byte {
+		return commitAck(env.Ref, ri.Name, id, epoch)
 	})
 	if len(added) > 0 {
-		ev := appendObject(nil, "mls_welcome", ri.Name, func(b []byte) []byte {
-			b = append(b, `,"id":`...)
-			b = strconv.AppendUint(b, id, 10)
-			b = append(b, `,"epoch":`...)
-			b = strconv.AppendUint(b, epoch, 10)
-			return appendB64Field(b, "welcome", env.mls.welcome)
-		})
+		ev := welcomeEvent(ri.Name, id, epoch, env.mls.welcome)
 		if g.Welcomes == nil {
 			g.Welcomes = map[string]mlsWelcome{}
 		}
@@ -723,6 +751,44 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 	}
 	h.persist(nil, "", []store.Write{groupWrite(ri.Name, g)}, nil)
 	h.reconcile(ri, g, nil)
+}
+
+// commitBody is the body of an accepted commit's mls_commit event: who committed, the
+// epoch it was made in, the commit.
+func commitBody(c *Client, from uint64, commit []byte) []byte {
+	body := []byte(`,"from":`)
+	body = append(body, fromDev(c)...)
+	body = append(body, `,"epoch":`...)
+	body = strconv.AppendUint(body, from, 10)
+	return appendB64Field(body, "commit", commit)
+}
+
+// commitAck is the committer's ack: the commit's id and the epoch it leads to (nil
+// without a ref).
+func commitAck(ref, room string, id, epoch uint64) []byte {
+	if ref == "" {
+		return nil
+	}
+	return appendObject(nil, "ack", room, func(b []byte) []byte {
+		b = append(b, `,"ref":`...)
+		b = appendJSONString(b, ref)
+		b = append(b, `,"id":`...)
+		b = strconv.AppendUint(b, id, 10)
+		b = append(b, `,"epoch":`...)
+		return strconv.AppendUint(b, epoch, 10)
+	})
+}
+
+// welcomeEvent is the mls_welcome an added device gets: the commit's id, the epoch it
+// joins at, the Welcome.
+func welcomeEvent(room string, id, epoch uint64, welcome []byte) []byte {
+	return appendObject(nil, "mls_welcome", room, func(b []byte) []byte {
+		b = append(b, `,"id":`...)
+		b = strconv.AppendUint(b, id, 10)
+		b = append(b, `,"epoch":`...)
+		b = strconv.AppendUint(b, epoch, 10)
+		return appendB64Field(b, "welcome", welcome)
+	})
 }
 
 // cmdMLSApp relays an application message (ciphertext) to the room. The sender,
@@ -749,6 +815,10 @@ func (h *Hub) cmdMLSApp(c *Client, cmd command, ri *roomInfo) {
 	body = append(body, `,"epoch":`...)
 	body = strconv.AppendUint(body, g.Epoch, 10)
 	body = appendB64Field(body, "msg", env.mls.msg)
+	if h.mlsInRedis(ri.Name) {
+		h.clusterMLSApp(c, cmd, body)
+		return
+	}
 	h.stampMLS(c, env.Ref, ri.Name, "mls_app", body, c, nil, func(id uint64) []byte {
 		if env.Ref == "" {
 			return nil

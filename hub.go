@@ -125,6 +125,10 @@ type Hub struct {
 	// (see durable.go).
 	inflight map[string]*flight
 	waiting  int
+	// mlsLater are the E2EE rooms whose reconcile waits for the room's change in
+	// flight, in cluster mode (e2eecluster.go); sids numbers connections for it.
+	mlsLater map[string]*pendingReconcile
+	sids     uint64
 	creating map[string]string
 	// creatingPeer is the other member of each conversation being created (dm.go).
 	creatingPeer map[string]string
@@ -203,6 +207,7 @@ func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 		privateAll:   make(nameSet),
 		known:        newUserDirectory(st.users, maxKnownUsers),
 		inflight:     make(map[string]*flight),
+		mlsLater:     make(map[string]*pendingReconcile),
 		creating:     make(map[string]string),
 		pages:        make(map[pageKey]*sharedPage),
 		creatingPeer: make(map[string]string),

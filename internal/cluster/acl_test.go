@@ -34,6 +34,9 @@ func TestACLConfinesTheApp(t *testing.T) {
 	if _, err := CheckEpoch(ctx, app, keys, t.TempDir()); err != nil {
 		t.Fatalf("epoch as the app user: %v", err)
 	}
+	if _, err := ExternalSenderSeed(ctx, app, keys, [][]byte{ctlTestKey}, make([]byte, 32)); err != nil {
+		t.Fatalf("MLS external-sender seed as the app user: %v", err)
+	}
 	s, _ := NewSealer([][]byte{ctlTestKey}, "a1", time.Now)
 	ctl := NewCtl(app, keys, s)
 	st, err := ctl.Load(ctx, time.Now(), slog.New(slog.DiscardHandler))
