@@ -81,11 +81,12 @@ func (h *Hub) mlsChange(c *Client, cmd command, ri *roomInfo, e *roomEntry, skip
 		}
 		h.clusterReconcile(name, nil, nil) // what the new state makes due
 	}
+	rev := h.roomRev[name]
 	switch {
 	case c == nil:
-		ch.stale = func() { h.refreshRoom(name, command{fn: func() { h.clusterReconcile(name, nil, nil) }}) }
+		ch.stale = func() { h.mlsRetry(name, rev, command{fn: func() { h.clusterReconcile(name, nil, nil) }}) }
 	case !cmd.fresh:
-		ch.stale = func() { h.refreshRoom(name, command{client: c, env: cmd.env}) }
+		ch.stale = func() { h.mlsRetry(name, rev, command{client: c, env: cmd.env}) }
 	}
 	h.commit(c, cmd.env, ch)
 }
@@ -112,6 +113,7 @@ func (h *Hub) clusterCommit(c *Client, cmd command, ri *roomInfo, g *mlsGroup) {
 type mlsAppToken struct {
 	c   *Client
 	cmd command
+	rev uint64
 }
 
 // clusterMLSApp hands an application message to the feed at the revision its checks
@@ -124,7 +126,8 @@ func (h *Hub) clusterMLSApp(c *Client, cmd command, body []byte) {
 	}
 	tail := append(append(append([]byte(h.markOf(c)), ' '), body[1:]...), '}') // as a say's tail ends
 	stored := clusterBody("mls_app", h.now().UnixMilli(), tail)
-	if !h.feed.SayAt(env.Room, stored, h.roomRev[env.Room], &mlsAppToken{c: c, cmd: cmd}) {
+	rev := h.roomRev[env.Room]
+	if !h.feed.SayAt(env.Room, stored, rev, &mlsAppToken{c: c, cmd: cmd, rev: rev}) {
 		h.refuse(c, env, codeBusy, "the server is busy; try again")
 	}
 }
@@ -137,7 +140,7 @@ func (h *Hub) mlsAppFailed(t *mlsAppToken, room string, stale bool) {
 	}
 	switch {
 	case stale && !t.cmd.fresh:
-		h.refreshRoom(room, command{client: t.c, env: t.cmd.env})
+		h.mlsRetry(room, t.rev, command{client: t.c, env: t.cmd.env})
 	case stale:
 		h.refuse(t.c, t.cmd.env, codeBusy, "the room changed while the message was on its way; try again")
 	default:
@@ -186,6 +189,48 @@ func (h *Hub) mlsAppSender(r *room, body []byte) *Client {
 	_, rest, _ = bytes.Cut(rest, []byte{' '})
 	mark, _, _ := bytes.Cut(rest, []byte{' '})
 	return h.markedConn(r, string(mark))
+}
+
+// mlsRetry dispatches again, once, a command Redis refused as computed from an old
+// revision of the room (rev), when this node has the newer state. A room followed here
+// gets it from its log: the command runs as soon as an entry after rev is applied here
+// (reading the record instead would skip the effects of the entries in between, such
+// as a role change's events). A room not followed here has its record read afresh.
+func (h *Hub) mlsRetry(name string, rev uint64, cmd command) {
+	cmd.fresh = true
+	if lf := h.feeds[name]; lf == nil || !lf.ready {
+		h.refreshRoom(name, cmd)
+		return
+	}
+	if h.roomRev[name] > rev {
+		h.mlsParked[name] = append(h.mlsParked[name], cmd)
+		h.unpark(name) // the newer entry came first
+		return
+	}
+	if len(h.mlsParked[name]) >= maxRefreshWaiting {
+		if cmd.client != nil {
+			h.refuseCmd(cmd, newProtoError(codeBusy, "the server is busy; try again"))
+		}
+		return
+	}
+	h.mlsParked[name] = append(h.mlsParked[name], cmd)
+}
+
+// unpark dispatches the commands that waited for a room entry to be applied here.
+func (h *Hub) unpark(name string) {
+	cmds := h.mlsParked[name]
+	if len(cmds) == 0 {
+		return
+	}
+	delete(h.mlsParked, name)
+	for _, cmd := range cmds {
+		switch _, live := h.clients[cmd.client]; {
+		case cmd.client == nil && cmd.fn != nil:
+			cmd.fn()
+		case live:
+			h.dispatch(cmd)
+		}
+	}
 }
 
 // installGroup puts the group state a room entry applied at seq carries in place; an

@@ -129,7 +129,10 @@ type Hub struct {
 	// flight, in cluster mode (e2eecluster.go); sids numbers connections for it.
 	mlsLater map[string]*pendingReconcile
 	sids     uint64
-	creating map[string]string
+	// mlsParked are the commands to dispatch again once the room's next entry is
+	// applied here (mlsRetry).
+	mlsParked map[string][]command
+	creating  map[string]string
 	// creatingPeer is the other member of each conversation being created (dm.go).
 	creatingPeer map[string]string
 	// dmPrefs is whom each user takes direct messages from; dmLimiters their
@@ -208,6 +211,7 @@ func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 		known:        newUserDirectory(st.users, maxKnownUsers),
 		inflight:     make(map[string]*flight),
 		mlsLater:     make(map[string]*pendingReconcile),
+		mlsParked:    make(map[string][]command),
 		creating:     make(map[string]string),
 		pages:        make(map[pageKey]*sharedPage),
 		creatingPeer: make(map[string]string),

@@ -205,6 +205,7 @@ func (h *Hub) feedEntry(ev cluster.Event) {
 			if r := h.rooms[ev.Room]; live && r != nil && e.MLSType != "" {
 				h.deliverMLSEntry(r, ev.Seq, ev.Body, e)
 			}
+			h.unpark(ev.Room)
 		}
 		if t, ok := ev.Token.(*roomToken); ok {
 			h.finishRoom(t, ev.Seq)
