@@ -13,9 +13,9 @@ import (
 // bob and carol (node 2) in the E2EE room "vault" at epoch 1: node 2 proposes the
 // joiners' Adds, alice's commit reaches them as Welcomes there. Both nodes announce
 // one external sender.
-func clusterVault(t *testing.T, extra ...string) (o *mlsoracle.Oracle, alice, bob, carol *mlsDevice) {
+func clusterVault(t *testing.T, extra ...string) (nodes []*node, o *mlsoracle.Oracle, alice, bob, carol *mlsDevice) {
 	t.Helper()
-	_, nodes := startPair(t, extra...)
+	_, nodes = startPair(t, extra...)
 	n1, n2 := nodes[0], nodes[1]
 	o = mlsoracle.Start(t)
 	alice = newMLSDevice(t, n1.ts, o, "alice")
@@ -45,7 +45,7 @@ func clusterVault(t *testing.T, extra ...string) (o *mlsoracle.Oracle, alice, bo
 		d.c.pending, d.c.pendingLen = nil, nil
 	}
 
-	return o, alice, bob, carol
+	return nodes, o, alice, bob, carol
 }
 
 // TestClusterE2EERoom (issue 13 across nodes): one end-to-end encrypted room with
@@ -58,7 +58,7 @@ func clusterVault(t *testing.T, extra ...string) (o *mlsoracle.Oracle, alice, bo
 // nodes: exactly one is accepted, the other gets stale_epoch, all end at one epoch,
 // and bob's kept state cannot read what is sent next.
 func TestClusterE2EERoom(t *testing.T) {
-	o, alice, bob, carol := clusterVault(t)
+	_, o, alice, bob, carol := clusterVault(t)
 	ack := alice.send("vault", 1, "canary-cluster-1")
 	if ack["type"] != "ack" {
 		t.Fatalf("mls_app on node 1: %v", ack)
@@ -126,7 +126,7 @@ func TestClusterE2EERoom(t *testing.T) {
 // others are refused commit_required (Redis refused them as sent at an old revision,
 // and they were checked again on the record read afresh).
 func TestClusterE2EEAppRacesRemove(t *testing.T) {
-	o, alice, bob, carol := clusterVault(t, "CHAT_MSG_RATE=1000", "CHAT_MSG_BURST=1000",
+	_, o, alice, bob, carol := clusterVault(t, "CHAT_MSG_RATE=1000", "CHAT_MSG_BURST=1000",
 		"CHAT_USER_MSG_RATE=1000", "CHAT_USER_MSG_BURST=1000", "CHAT_BYTE_RATE=1000000", "CHAT_BYTE_BURST=1000000")
 	old := o.Do(map[string]any{"op": "encrypt", "id": "carol", "text": "racing-the-remove"}).Str("msg")
 	const n = 150
@@ -194,5 +194,28 @@ func TestMigrateRedisE2EE(t *testing.T) {
 	wantChanges(t, alice, "bob's kick after the move", "remove "+bob.id.user+"/"+bob.id.device)
 	if ack := alice.commit("vault", 1); ack["type"] != "ack" || ack["epoch"] != float64(2) {
 		t.Fatalf("alice's Remove commit after the move: %v", ack)
+	}
+}
+
+// TestClusterE2EESelfUpdateBudget: a device's self-update budget in a room is one
+// across the cluster (it is part of the group's state): bob's device self-updates
+// selfUpdateBurst times through node 2, and the next, sent through a connection of the
+// same device on node 1, is refused update_limited.
+func TestClusterE2EESelfUpdateBudget(t *testing.T) {
+	nodes, o, _, bob, _ := clusterVault(t)
+	epoch := uint64(1)
+	for range selfUpdateBurst {
+		if ack := bob.commit("vault", epoch); ack["type"] != "ack" {
+			t.Fatalf("self-update at epoch %d: %v", epoch, ack)
+		}
+		epoch++
+	}
+	other := nodes[0].dialAs(t, bob.name)
+	other.mustKeep(map[string]any{"type": "kp_upload", "device": bob.id.device, "kps": []string{}})
+	other.mustKeep(map[string]any{"type": "join", "room": "vault"})
+	c := o.Do(map[string]any{"op": "commit", "id": bob.name})
+	ev := other.keep(map[string]any{"type": "mls_commit", "room": "vault", "epoch": epoch, "commit": c.Str("commit"), "group_info": c.Str("group_info")})
+	if ev["type"] != "error" || ev["code"] != codeUpdateLimited {
+		t.Fatalf("self-update %d through node 1: %v, want %s", selfUpdateBurst+1, ev, codeUpdateLimited)
 	}
 }

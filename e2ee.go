@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"strconv"
 
-	"golang.org/x/time/rate"
-
 	"modified-chat/internal/mls"
 	"modified-chat/internal/store"
 )
@@ -56,6 +54,9 @@ type mlsGroup struct {
 	// WelcomeAt, in cluster mode, is where each added device's Welcome is kept instead:
 	// the id of the commit's entry in the room's log (e2eecluster.go).
 	WelcomeAt map[string]uint64 `json:"welcome_at,omitempty"`
+	// Updates are the self-update budgets of the devices that self-updated lately, by
+	// devKey (e2ee_updates.go).
+	Updates map[string]mlsBudget `json:"updates,omitempty"`
 }
 
 // mlsState is everything of the DS the hub owns: the groups, the KeyPackage
@@ -63,8 +64,6 @@ type mlsGroup struct {
 type mlsState struct {
 	groups map[string]*mlsGroup
 	kps    *kpDirectory
-	// updates are the self-update buckets, by room and device (e2ee_updates.go).
-	updates map[string]*rate.Limiter
 }
 
 // loadMLSGroups reads the groups at start-up.
@@ -493,6 +492,7 @@ func (g *mlsGroup) addProposals(key ed25519.PrivateKey, removes []uint32, adds [
 		add(p, ch)
 		delete(g.Welcomes, devKey(l.User, l.Device))
 		delete(g.WelcomeAt, devKey(l.User, l.Device))
+		delete(g.Updates, devKey(l.User, l.Device))
 	}
 	for _, e := range adds {
 		p := mls.SignExternalProposal(key, g.GroupID, g.Epoch, mls.AddProposal(e.kp))
@@ -682,7 +682,7 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 		return
 	}
 	selfUpdate := len(g.Outstanding) == 0
-	if selfUpdate && !h.selfUpdateAllowed(c, ri.Name) {
+	if selfUpdate && !h.selfUpdateAllowed(c, g) {
 		h.metrics.rejected.WithLabelValues(codeUpdateLimited).Inc()
 		h.deliver(c, errorEvent(codeUpdateLimited, "this device updated its keys in this room too often: wait before the next commit", env.Ref, env.Room))
 		return
@@ -717,12 +717,12 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 			return
 		}
 	}
-	if selfUpdate {
-		h.selfUpdated(c, ri.Name)
-	}
 	if h.mlsInRedis(ri.Name) {
-		h.clusterCommit(c, cmd, ri, g)
+		h.clusterCommit(c, cmd, ri, g, selfUpdate)
 		return
+	}
+	if selfUpdate {
+		g.spendSelfUpdate(devKey(c.user.ID, c.device), h.now())
 	}
 	from := g.Epoch
 	added := g.apply()

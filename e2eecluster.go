@@ -50,6 +50,7 @@ func (g *mlsGroup) clone() *mlsGroup {
 	n.Outstanding = slices.Clone(g.Outstanding)
 	n.Welcomes = maps.Clone(g.Welcomes)
 	n.WelcomeAt = maps.Clone(g.WelcomeAt)
+	n.Updates = maps.Clone(g.Updates)
 	return &n
 }
 
@@ -92,10 +93,13 @@ func (h *Hub) mlsChange(c *Client, cmd command, ri *roomInfo, e *roomEntry, skip
 }
 
 // clusterCommit writes an accepted commit (cmdMLSCommit's checks passed on g) to the
-// room's log with its Welcome, if it adds.
-func (h *Hub) clusterCommit(c *Client, cmd command, ri *roomInfo, g *mlsGroup) {
+// room's log with its Welcome, if it adds, and the self-update spent, if it is one.
+func (h *Hub) clusterCommit(c *Client, cmd command, ri *roomInfo, g *mlsGroup, selfUpdate bool) {
 	env := cmd.env
 	next := g.clone()
+	if selfUpdate {
+		next.spendSelfUpdate(devKey(c.user.ID, c.device), h.now())
+	}
 	added := next.apply()
 	e := mlsEntryOf(next, "mls_commit", commitBody(c, g.Epoch, env.mls.commit))
 	if len(added) > 0 {
