@@ -324,6 +324,9 @@ func (cc *clusterControl) apply(_, node string, e cluster.CtlEntry) {
 	case cluster.OpLink:
 		// A link request taken on another node (clusterkeys.go).
 		h.post(command{fn: func() { h.applyLinkEntry(e) }})
+	case cluster.OpKPLow:
+		// A take on another node left a device of the user's low (clusterkps.go).
+		h.post(command{fn: func() { h.applyKPLowEntry(e) }})
 	case cluster.OpRevoke, cluster.OpCutoff:
 		if e.Op == cluster.OpRevoke {
 			app.sessions.remember(e.SID, e.User, e.Exp)
