@@ -52,7 +52,8 @@ func kpRefOf(t *testing.T, b64kp string) string {
 // bad_mls naming kps[1] and stores nothing. Node 1 takes two: each a real entry of the
 // device, distinct, and the second leaves 4 < kpLow, so kp_low with count 4 reaches
 // the device on node 2 (through the control log, within the control bound) and on
-// node 1. A taken one uploaded on node 2 is bad_mls, and node 1 counts 4.
+// node 1. A taken one uploaded on node 2 is bad_mls, and node 1 counts 4. With Redis
+// gone, an upload is unavailable with a retry hint.
 func TestClusterKPDirectory(t *testing.T) {
 	rs := redistest.Start(t)
 	files := newClusterFiles(t)
@@ -141,5 +142,10 @@ func TestClusterKPDirectory(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("clusterKPCount did not answer")
+	}
+
+	rs.Kill()
+	if ev := up(alice.c, alice.keyPackages(1)[0]); ev["code"] != codeUnavailable || ev["retry_after_ms"] == nil {
+		t.Errorf("an upload while Redis is away: %v, want unavailable", ev)
 	}
 }
