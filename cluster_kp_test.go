@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"modified-chat/internal/cluster"
 	"modified-chat/internal/cluster/redistest"
 	"modified-chat/internal/mls"
 	"modified-chat/internal/mlsoracle"
@@ -147,5 +150,51 @@ func TestClusterKPDirectory(t *testing.T) {
 	rs.Kill()
 	if ev := up(alice.c, alice.keyPackages(1)[0]); ev["code"] != codeUnavailable || ev["retry_after_ms"] == nil {
 		t.Errorf("an upload while Redis is away: %v, want unavailable", ev)
+	}
+}
+
+// TestClusterKPQueueApart: the directory's calls have their own bounded queue. With
+// its worker held and the queue full, a kp_upload is refused busy (nothing waits),
+// while an admin's global_ban still goes through the control log at once; released,
+// the next upload is answered by Redis again.
+func TestClusterKPQueueApart(t *testing.T) {
+	rs := redistest.Start(t)
+	files := newClusterFiles(t)
+	n1 := startServer(t, func(c *Config) {
+		generousLimits(c)
+		c.Admins = []string{"dev:root"}
+		c.RedisURL, c.ClusterKeyFile, c.SessionKeyFile, c.RedisWait = rs.URL(), files.clusterKey, files.sessionKey, 5*time.Second
+	})
+	alice, id := n1.user(t, "alice"), newTestIdentity("dev:alice", "alice-device")
+	alice.mustAck(id.registration(id.user))
+	root := n1.user(t, "root")
+	up := func() map[string]any {
+		return alice.keep(map[string]any{"type": "kp_upload", "device": id.device, "kps": []string{}})
+	}
+	if ev := up(); ev["type"] != "ack" || ev["count"] != float64(0) {
+		t.Fatalf("an empty upload: %v", ev)
+	}
+	cc, release := n1.App.ctl, make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	defer free()
+	hold := ctlJob{run: func(context.Context, *cluster.Ctl) error { <-release; return nil }, done: func(error) {}}
+	full := false
+	for range kpQueue + 2 {
+		if !cc.submitKP(hold) {
+			full = true
+			break
+		}
+	}
+	if !full {
+		t.Fatalf("the directory's queue took %d calls", kpQueue+2)
+	}
+	if ev := up(); ev["code"] != codeBusy {
+		t.Errorf("an upload with the directory's queue full: %v, want busy", ev)
+	}
+	root.mustAck(map[string]any{"type": "global_ban", "user": "dev:bob"})
+	free()
+	if ev := up(); ev["type"] != "ack" || ev["count"] != float64(0) {
+		t.Errorf("an upload once the queue drained: %v", ev)
 	}
 }

@@ -17,13 +17,18 @@ import (
 // is the cluster's, in Redis (internal/cluster, kp.go): an upload is checked against
 // every stored and used KeyPackage of the device there, and a take pops an entry for
 // exactly one caller whichever node asks. The readPump checks each KeyPackage as on
-// one node; the hub never waits on Redis: every call goes through the control writer
-// (bounded, busy when full) and comes back through h.completions. A take that leaves
-// a device low is told to its connections on every node: here at once, elsewhere
-// through the control log (cluster.OpKPLow, no state).
+// one node; the hub never waits on Redis: every call goes through the directory's own
+// queue and goroutine (bounded, busy when full; apart from the control writer's, so a
+// flood of uploads cannot delay a ban) and comes back through h.completions. A take
+// that leaves a device low is told to its connections on every node: here at once,
+// elsewhere through the control log (cluster.OpKPLow, no state).
 
-// errKPQueueFull says a directory call was not made: the control writer's queue was full.
-var errKPQueueFull = errors.New("control queue full")
+// kpQueue bounds the directory calls waiting for Redis (uploads, takes, counts), one
+// at a time on their own goroutine; beyond it an upload is busy.
+const kpQueue = 1024
+
+// errKPQueueFull says a directory call was not made: its queue was full.
+var errKPQueueFull = errors.New("KeyPackage directory queue full")
 
 // devRef names one device of one user for clusterTakeKPs.
 type devRef struct{ user, device string }
@@ -57,12 +62,12 @@ func (h *Hub) clusterKPUpload(c *Client, cmd command) {
 	}
 	user, device, now := c.user.ID, env.Device, h.now()
 	var n int
-	ok := h.app.ctl.submit(ctlJob{
+	ok := h.app.ctl.submitKP(ctlJob{
 		run: func(ctx context.Context, ctl *cluster.Ctl) (err error) {
 			n, err = ctl.UploadKPs(ctx, user, device, kps, kpPerDevice, now)
 			return err
 		},
-		done: func(err error) { h.completions <- func() { h.kpUploaded(c, env, n, err) } },
+		done: func(err error) { h.complete(func() { h.kpUploaded(c, env, n, err) }) },
 	})
 	if !ok {
 		h.refuse(c, env, codeBusy, "the server is busy; nothing was stored, try again")
@@ -124,16 +129,16 @@ func (h *Hub) clusterTakeKPs(want []devRef, done func(got []*kpEntry, left []int
 	}
 	now := h.now()
 	var taken []cluster.Taken
-	ok := h.app.ctl.submit(ctlJob{
+	ok := h.app.ctl.submitKP(ctlJob{
 		run: func(ctx context.Context, ctl *cluster.Ctl) (err error) {
 			taken, err = ctl.TakeKPs(ctx, refs, now)
 			return err
 		},
 		done: func(err error) {
-			h.completions <- func() {
+			h.complete(func() {
 				got, left := h.kpsTaken(want, taken)
 				done(got, left, err)
-			}
+			})
 		},
 	})
 	if !ok {
@@ -173,12 +178,12 @@ func (h *Hub) kpsTaken(want []devRef, taken []cluster.Taken) ([]*kpEntry, []int)
 // off the hub's loop, and calls done on the hub's goroutine (never before it returns).
 func (h *Hub) clusterKPCount(user, device string, done func(n int, err error)) {
 	var n int
-	ok := h.app.ctl.submit(ctlJob{
+	ok := h.app.ctl.submitKP(ctlJob{
 		run: func(ctx context.Context, ctl *cluster.Ctl) (err error) {
 			n, err = ctl.CountKPs(ctx, user, device)
 			return err
 		},
-		done: func(err error) { h.completions <- func() { done(n, err) } },
+		done: func(err error) { h.complete(func() { done(n, err) }) },
 	})
 	if !ok {
 		h.later(func() { done(0, errKPQueueFull) })
@@ -187,13 +192,36 @@ func (h *Hub) clusterKPCount(user, device string, done func(n int, err error)) {
 
 // later runs f on the hub's goroutine after the current command (a callback the
 // caller expects after its call returns), unless the hub stops first.
-func (h *Hub) later(f func()) {
-	go func() {
+func (h *Hub) later(f func()) { go h.complete(f) }
+
+// complete hands f to the hub's goroutine from another one, unless the hub stopped.
+func (h *Hub) complete(f func()) {
+	select {
+	case h.completions <- f:
+	case <-h.stopped:
+	}
+}
+
+// runKPJobs runs the directory's calls, one at a time, until the control stops.
+func (cc *clusterControl) runKPJobs() {
+	for {
 		select {
-		case h.completions <- f:
-		case <-h.stopped:
+		case <-cc.stop:
+			return
+		case j := <-cc.kpJobs:
+			j.done(j.run(context.Background(), cc.ctl))
 		}
-	}()
+	}
+}
+
+// submitKP queues a directory call; false when the queue is full.
+func (cc *clusterControl) submitKP(j ctlJob) bool {
+	select {
+	case cc.kpJobs <- j:
+		return true
+	default:
+		return false
+	}
 }
 
 // shareKPLow tells the other nodes that a device has n KeyPackages left, so its
