@@ -574,6 +574,10 @@ func (g *mlsGroup) welcomeFor(c *Client) (mlsWelcome, bool) {
 // cmdKPUpload binds the connection to a device of its user and stores the device's
 // KeyPackages (checked in the readPump); then every E2EE room of the user can add it.
 func (h *Hub) cmdKPUpload(c *Client, cmd command, _ *roomInfo) {
+	if h.feed != nil {
+		h.clusterKPUpload(c, cmd) // the cluster's directory, in Redis (clusterkps.go)
+		return
+	}
 	env := cmd.env
 	if h.app.keys.Lookup(c.user.ID, env.Device) == nil {
 		h.refuse(c, env, codeUnknownDevice, "that is not a live device of yours")
