@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -217,5 +219,47 @@ func TestClusterE2EESelfUpdateBudget(t *testing.T) {
 	ev := other.keep(map[string]any{"type": "mls_commit", "room": "vault", "epoch": epoch, "commit": c.Str("commit"), "group_info": c.Str("group_info")})
 	if ev["type"] != "error" || ev["code"] != codeUpdateLimited {
 		t.Fatalf("self-update %d through node 1: %v, want %s", selfUpdateBurst+1, ev, codeUpdateLimited)
+	}
+}
+
+// TestClusterE2EEOfflineDevice: the KeyPackage directory and the Welcomes are the
+// cluster's. bob's laptop uploads KeyPackages through node 1 and goes away; bob's
+// phone joins on node 2, and node 2 proposes both devices (the laptop's KeyPackage
+// taken from Redis); when the laptop comes back on node 1 after alice's commit, node 1
+// hands it the Welcome read from the commit's entry, and it reads the next message.
+func TestClusterE2EEOfflineDevice(t *testing.T) {
+	_, nodes := startPair(t)
+	o := mlsoracle.Start(t)
+	alice, bob := newMLSDevice(t, nodes[0].ts, o, "alice"), newMLSDevice(t, nodes[1].ts, o, "bob")
+	lid := &testIdentity{user: bob.id.user, urk: bob.id.urk, device: "bob-laptop"}
+	_, lid.dik, _ = ed25519.GenerateKey(nil)
+	laptop := &mlsDevice{t: t, c: nodes[0].dialAs(t, "bob"), id: lid, o: o, name: "bob-laptop"}
+	laptop.c.mustAck(lid.registration(lid.user))
+	laptop.leafPub = o.Do(map[string]any{"op": "keygen", "id": laptop.name}).Bytes("pub")
+	for _, d := range []*mlsDevice{alice, bob, laptop} {
+		d.upload(2)
+	}
+	laptop.c.conn.Close()
+
+	alice.e2eeRoom(nodes[0].ts, "vault")
+	alice.c.mustKeep(map[string]any{"type": "invite", "room": "vault", "user": bob.id.user})
+	bob.c.mustKeep(map[string]any{"type": "join", "room": "vault"})
+	got := changesOf(alice.processNext("mls_proposals"))
+	slices.Sort(got)
+	if want := []string{"add dev:bob/bob-device", "add dev:bob/bob-laptop"}; !slices.Equal(got, want) {
+		t.Fatalf("proposals on bob's join on node 2: %v, want %v", got, want)
+	}
+	if ack := alice.commit("vault", 0); ack["type"] != "ack" {
+		t.Fatalf("alice's commit: %v", ack)
+	}
+	bob.processNext("mls_welcome")
+
+	laptop.c = nodes[0].dialAs(t, "bob")
+	laptop.c.mustKeep(map[string]any{"type": "kp_upload", "device": lid.device, "kps": []string{}})
+	laptop.c.mustKeep(map[string]any{"type": "join", "room": "vault"})
+	laptop.processNext("mls_welcome")
+	alice.sendNew("vault", 1, "canary-offline-device")
+	if m := laptop.c.awaitKeep("mls_app"); o.Do(map[string]any{"op": "process", "id": laptop.name, "msg": m["msg"]}).Str("text") != "canary-offline-device" {
+		t.Fatal("the laptop could not read the message after its Welcome")
 	}
 }

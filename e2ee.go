@@ -387,13 +387,33 @@ func (h *Hub) reconcile(ri *roomInfo, g *mlsGroup, extra []uint32) (missing map[
 	return missing
 }
 
-// takeForAdds takes a KeyPackage for every live device of a member that has no leaf
-// (or whose leaf is resynced: in removes and extra) and no Add outstanding; it returns
-// them, the members none of whose devices has a leaf or could be added, and the
-// directory's writes. Devices running low are told kp_low.
+// takeForAdds takes a KeyPackage from this node's directory for every device that
+// needs an Add (devicesToAdd); it returns them, the members none of whose devices has
+// a leaf or could be added, and the directory's writes. Devices running low are told
+// kp_low.
 func (h *Hub) takeForAdds(ri *roomInfo, g *mlsGroup, removes, extra []uint32) (adds []*kpEntry, missing map[string]bool, writes []store.Write) {
-	missing = map[string]bool{}
 	now := h.now()
+	missing = h.devicesToAdd(ri, g, removes, extra, func(user, device string) bool {
+		e, w := h.mls.kps.take(user, device, now)
+		writes = append(writes, w...)
+		if e == nil {
+			return false
+		}
+		adds = append(adds, e)
+		if n := h.mls.kps.count(user, device); n < kpLow {
+			h.tellKPLow(user, device, n)
+		}
+		return true
+	})
+	return adds, missing, writes
+}
+
+// devicesToAdd calls add for every live device of a member (not banned) that has no
+// leaf (or one being resynced: in removes and extra) and no Add outstanding; add
+// reports whether the device will be added. It returns the members none of whose
+// devices has a leaf, an outstanding Add or is added.
+func (h *Hub) devicesToAdd(ri *roomInfo, g *mlsGroup, removes, extra []uint32, add func(user, device string) bool) (missing map[string]bool) {
+	missing = map[string]bool{}
 	for user := range ri.Roles {
 		if _, banned := h.bans[user]; banned {
 			continue
@@ -412,26 +432,15 @@ func (h *Hub) takeForAdds(ri *roomInfo, g *mlsGroup, removes, extra []uint32) (a
 			}
 			leaf := g.leafOf(user, d.ID)
 			resync := leaf >= 0 && containsLeaf(removes, uint32(leaf)) && containsLeaf(extra, uint32(leaf))
-			if (leaf >= 0 && !resync) || g.pendingAdd(user, d.ID) {
+			if (leaf >= 0 && !resync) || g.pendingAdd(user, d.ID) || add(user, d.ID) {
 				found = true
-				continue
-			}
-			e, w := h.mls.kps.take(user, d.ID, now)
-			writes = append(writes, w...)
-			if e == nil {
-				continue
-			}
-			found = true
-			adds = append(adds, e)
-			if n := h.mls.kps.count(user, d.ID); n < kpLow {
-				h.tellKPLow(user, d.ID, n)
 			}
 		}
 		if !found {
 			missing[user] = true
 		}
 	}
-	return adds, missing, writes
+	return missing
 }
 
 // leavesToRemove lists the leaves whose Remove is due and not yet outstanding: their
@@ -840,11 +849,35 @@ func (h *Hub) cmdMLSResync(c *Client, cmd command, ri *roomInfo) {
 		h.refuseMLS(c, env, g, perr, stale)
 		return
 	}
+	if !h.mlsInRedis(ri.Name) {
+		h.resynced(c, env, ri.Name, h.mls.kps.count(c.user.ID, c.device))
+		return
+	}
+	name := ri.Name
+	h.clusterKPCount(c.user.ID, c.device, func(n int, err error) {
+		switch _, live := h.clients[c]; {
+		case !live:
+		case err != nil:
+			h.refuseUnavailable(c, env)
+		default:
+			h.resynced(c, env, name, n)
+		}
+	})
+}
+
+// resynced goes on with an mls_resync once the device's KeyPackages are counted (n):
+// the Remove of its leaf, and the Add of a fresh KeyPackage when it has one.
+func (h *Hub) resynced(c *Client, env *envelope, name string, n int) {
+	ri := h.meta[name]
+	g := h.group(ri)
+	if g == nil {
+		return
+	}
 	var extra []uint32
 	if leaf := g.leafOf(c.user.ID, c.device); leaf >= 0 {
 		extra = append(extra, uint32(leaf))
 	}
-	if h.mls.kps.count(c.user.ID, c.device) == 0 {
+	if n == 0 {
 		h.refuse(c, env, codeNoKeyPackage, "this device has no KeyPackage: upload some first")
 		h.reconcile(ri, g, extra)
 		return

@@ -242,6 +242,9 @@ func (h *Hub) unpark(name string) {
 func (h *Hub) installGroup(seq uint64, e *roomEntry) {
 	if g := groupOfEntry(seq, e); g != nil {
 		h.mls.groups[e.Name] = g
+		if len(h.mlsStash[e.Name]) > 0 {
+			h.unstash(e.Name, g)
+		}
 	}
 }
 
@@ -361,11 +364,26 @@ func (h *Hub) clusterWelcome(c *Client, room string, g *mlsGroup) {
 
 // clusterReconcile is reconcile in cluster mode: the Removes and Adds the room's
 // membership makes due go to the log as one mls_proposals change. While a change of
-// the room is in flight here it waits for it (leaveFlight runs it), so it is always
-// worked out from the newest state this node has. tell, when set, is a member just
-// entered: told no_keypackage when none of their devices could be added.
+// the room is in flight here, or a take from the KeyPackage directory, it waits for it
+// (leaveFlight and the take's answer run it), so it is always worked out from the
+// newest state this node has. tell, when set, is a member just entered: told
+// no_keypackage when none of their devices could be added.
 func (h *Hub) clusterReconcile(name string, extra []uint32, tell *Client) {
-	if h.inflight[roomKey(name)] != nil {
+	h.reconcileStep(name, extra, tell, true)
+}
+
+// maxStashedKPs bounds the KeyPackages taken from the cluster's directory and kept for
+// a proposal not yet in the log (DoS hardening: each is one device's, per room).
+const maxStashedKPs = 4096
+
+// reconcileStep works out a room's proposals. A device to add takes the KeyPackage
+// kept for it in this room (mlsStash) if there is one; otherwise, when mayTake, one is
+// taken from the cluster's directory for every such device in one call, and the step
+// runs again with them (once: a device with none is then missing). A KeyPackage stays
+// kept until the proposal with it is in the log, so a proposal Redis refused as stale
+// is made again with the same ones, and none is ever offered to two groups.
+func (h *Hub) reconcileStep(name string, extra []uint32, tell *Client, mayTake bool) {
+	if h.inflight[roomKey(name)] != nil || h.mlsTaking[name] {
 		p := h.mlsLater[name]
 		if p == nil {
 			p = &pendingReconcile{}
@@ -382,13 +400,41 @@ func (h *Hub) clusterReconcile(name string, extra []uint32, tell *Client) {
 	if g == nil || !g.Ready {
 		return
 	}
+	now := h.now().Unix()
 	removes := h.leavesToRemove(ri, g, extra)
-	adds, missing, writes := h.takeForAdds(ri, g, removes, extra)
+	kept := h.mlsStash[name]
+	var adds []*kpEntry
+	var want []devRef
+	missing := h.devicesToAdd(ri, g, removes, extra, func(user, device string) bool {
+		if e := kept[devKey(user, device)]; e != nil && e.notAfter >= now {
+			adds = append(adds, e)
+			return true
+		}
+		if mayTake {
+			want = append(want, devRef{user: user, device: device})
+			return true
+		}
+		return false
+	})
+	if len(want) > 0 {
+		h.mlsTaking[name] = true
+		h.clusterTakeKPs(want, func(got []*kpEntry, _ []int, err error) {
+			delete(h.mlsTaking, name)
+			if err != nil {
+				h.log.Warn("KeyPackages not taken from the cluster's directory", "room", name, "err", err)
+			}
+			for _, e := range got {
+				if e != nil {
+					h.stashKP(name, e)
+				}
+			}
+			h.reconcileStep(name, extra, tell, false)
+			h.reconcileAfterFlight(roomKey(name))
+		})
+		return
+	}
 	if tell != nil && missing[tell.user.ID] {
 		h.deliver(tell, errorEvent(codeNoKeyPackage, "none of your devices has a KeyPackage: upload some to be added", "", name))
-	}
-	if len(writes) > 0 {
-		h.persist(nil, "", writes, nil)
 	}
 	if len(removes) == 0 && len(adds) == 0 {
 		return
@@ -396,6 +442,40 @@ func (h *Hub) clusterReconcile(name string, extra []uint32, tell *Client) {
 	next := g.clone()
 	body := next.addProposals(h.app.mlsKey, removes, adds)
 	h.mlsChange(nil, command{}, ri, mlsEntryOf(next, "mls_proposals", body), false, nil)
+}
+
+// stashKP keeps a KeyPackage taken for a device of room until a proposal with it is
+// in the log (dropped, and so used up, when the stash is full).
+func (h *Hub) stashKP(room string, e *kpEntry) {
+	if h.mlsStashed >= maxStashedKPs {
+		h.log.Warn("KeyPackage stash full; a taken KeyPackage is dropped", "room", room)
+		return
+	}
+	m := h.mlsStash[room]
+	if m == nil {
+		m = map[string]*kpEntry{}
+		h.mlsStash[room] = m
+	}
+	if _, ok := m[devKey(e.user, e.device)]; !ok {
+		h.mlsStashed++
+	}
+	m[devKey(e.user, e.device)] = e
+}
+
+// unstash forgets the KeyPackages a room's group state no longer waits for: those in
+// its outstanding proposals (they are in the log now) and those of devices that have a
+// leaf or are gone.
+func (h *Hub) unstash(room string, g *mlsGroup) {
+	m := h.mlsStash[room]
+	for k, e := range m {
+		if g.leafOf(e.user, e.device) >= 0 || g.pendingAdd(e.user, e.device) || h.app.keys.Lookup(e.user, e.device) == nil {
+			delete(m, k)
+			h.mlsStashed--
+		}
+	}
+	if len(m) == 0 {
+		delete(h.mlsStash, room)
+	}
 }
 
 // pendingReconcile is a reconcile waiting for the room's change in flight.
@@ -408,7 +488,7 @@ type pendingReconcile struct {
 // room has none in flight.
 func (h *Hub) reconcileAfterFlight(key string) {
 	name, ok := strings.CutPrefix(key, "room/")
-	if !ok || h.inflight[key] != nil {
+	if !ok || h.inflight[key] != nil || h.mlsTaking[name] {
 		return
 	}
 	p := h.mlsLater[name]

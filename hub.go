@@ -132,7 +132,13 @@ type Hub struct {
 	// mlsParked are the commands to dispatch again once the room's next entry is
 	// applied here (mlsRetry).
 	mlsParked map[string][]command
-	creating  map[string]string
+	// mlsTaking are the rooms waiting for KeyPackages from the cluster's directory,
+	// mlsStash the ones taken and not yet in a proposal in the log, by room and
+	// device (mlsStashed counts them).
+	mlsTaking  map[string]bool
+	mlsStash   map[string]map[string]*kpEntry
+	mlsStashed int
+	creating   map[string]string
 	// creatingPeer is the other member of each conversation being created (dm.go).
 	creatingPeer map[string]string
 	// dmPrefs is whom each user takes direct messages from; dmLimiters their
@@ -212,6 +218,8 @@ func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 		inflight:     make(map[string]*flight),
 		mlsLater:     make(map[string]*pendingReconcile),
 		mlsParked:    make(map[string][]command),
+		mlsTaking:    make(map[string]bool),
+		mlsStash:     make(map[string]map[string]*kpEntry),
 		creating:     make(map[string]string),
 		pages:        make(map[pageKey]*sharedPage),
 		creatingPeer: make(map[string]string),
