@@ -220,6 +220,43 @@ func (h *Hub) mlsRetry(name string, rev uint64, cmd command) {
 	h.mlsParked[name] = append(h.mlsParked[name], cmd)
 }
 
+// recheckRoom, in cluster mode, looks again before a command about a room followed
+// here is refused no_such_room: this node may not have applied yet an invitation
+// another node acked a moment ago (the invitee hears of it through the control log,
+// this node applies it from the room's log). It reads the room's revision from Redis
+// off the hub's loop; when Redis is ahead, the command runs again (once) after the next
+// room entry is applied here, else it is refused. It reports whether it took the
+// command.
+func (h *Hub) recheckRoom(cmd command) bool {
+	name := cmd.env.Room
+	if h.feed == nil || cmd.fresh || cmd.client == nil || validRoom(name) != nil || !h.roomsInRedis(name) {
+		return false
+	}
+	if lf := h.feeds[name]; lf == nil || !lf.ready || h.rechecks >= maxRefreshing {
+		return false // not followed: staleRoom read the record just now
+	}
+	feed := h.feed
+	h.rechecks++
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), historyReadTimeout)
+		st, err := feed.RoomState(ctx, name)
+		cancel()
+		h.completions <- func() {
+			h.rechecks--
+			if _, live := h.clients[cmd.client]; !live {
+				return
+			}
+			if err != nil || st.Rev <= h.roomRev[name] {
+				cmd.fresh = true
+				h.dispatch(cmd) // refused now, or taken on what changed meanwhile
+				return
+			}
+			h.mlsRetry(name, st.Rev-1, cmd)
+		}
+	}()
+	return true
+}
+
 // unpark dispatches the commands that waited for a room entry to be applied here.
 func (h *Hub) unpark(name string) {
 	cmds := h.mlsParked[name]

@@ -138,7 +138,10 @@ type Hub struct {
 	mlsTaking  map[string]bool
 	mlsStash   map[string]map[string]*kpEntry
 	mlsStashed int
-	creating   map[string]string
+	// rechecks counts the room revisions being read for recheckRoom (bounded like
+	// refreshes).
+	rechecks int
+	creating map[string]string
 	// creatingPeer is the other member of each conversation being created (dm.go).
 	creatingPeer map[string]string
 	// dmPrefs is whom each user takes direct messages from; dmLimiters their
