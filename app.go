@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
@@ -172,6 +173,14 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 	}
 	if app.mlsKey, err = loadExternalSender(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("MLS external-sender key: %w", err)
+	}
+	if cn := app.cluster; cn != nil {
+		// Every node signs the groups' proposals as one external sender.
+		seed, err := cluster.ExternalSenderSeed(context.Background(), cn.client, cn.keys, cn.ring, app.mlsKey.Seed())
+		if err != nil {
+			return nil, fmt.Errorf("MLS external-sender key: %w", err)
+		}
+		app.mlsKey = ed25519.NewKeyFromSeed(seed)
 	}
 	app.sessions, err = newSessions(key, app.tls, func() time.Duration { return app.settings().SessionTTL }, app.now)
 	if err != nil {

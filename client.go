@@ -131,6 +131,10 @@ type Client struct {
 	// device is the key-directory device this connection speaks for in E2EE rooms,
 	// set by kp_upload.
 	device string
+	// sid numbers the connection on its node, in cluster mode, once it sends an MLS
+	// message: other nodes see "<node>:<sid>" on the entry, and this node leaves the
+	// sender out of the event (e2eecluster.go).
+	sid    uint64
 	doomed bool // already queued for eviction
 	// backlog holds events that did not fit in send (see Hub.enqueue).
 	backlog []*[]byte

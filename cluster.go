@@ -22,6 +22,9 @@ type clusterNode struct {
 	keys   cluster.Keys
 	sealer *cluster.Sealer
 	epoch  string
+	// ring is the cluster key file's keys, for what is encrypted rather than sealed
+	// (the MLS external-sender seed).
+	ring [][]byte
 }
 
 // epochCheckTimeout bounds the start-up epoch check once Redis answers.
@@ -56,7 +59,7 @@ func connectCluster(cfg *Config, log *slog.Logger, now func() time.Time) (*clust
 		return nil, fmt.Errorf("%w; restore Redis's data, or re-initialise the cluster by removing <data-dir>/cluster.epoch on every node", err)
 	}
 	log.Info("cluster mode", "node", node, "prefix", cfg.RedisPrefix)
-	return &clusterNode{client: client, keys: keys, sealer: sealer, epoch: epoch}, nil
+	return &clusterNode{client: client, keys: keys, sealer: sealer, epoch: epoch, ring: ring}, nil
 }
 
 // close ends the link at shutdown.

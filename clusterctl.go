@@ -49,6 +49,10 @@ type clusterControl struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
+	// kpJobs are the KeyPackage directory's calls (clusterkps.go), apart from jobs so
+	// that a flood of uploads cannot delay a ban or a logout.
+	kpJobs chan ctlJob
+
 	// outbox holds logouts Redis did not take, oldest first, for the writer to retry:
 	// a logout during an outage reaches the other nodes once Redis is back.
 	outboxMu sync.Mutex
@@ -69,11 +73,12 @@ type ctlJob struct {
 func newClusterControl(app *App, state *hubState) (*clusterControl, *cluster.CtlState, error) {
 	cn := app.cluster
 	cc := &clusterControl{
-		app:  app,
-		ctl:  cluster.NewCtl(cn.client, cn.keys, cn.sealer),
-		node: cn.sealer.Node(),
-		jobs: make(chan ctlJob, ctlQueue),
-		stop: make(chan struct{}),
+		app:    app,
+		ctl:    cluster.NewCtl(cn.client, cn.keys, cn.sealer),
+		node:   cn.sealer.Node(),
+		jobs:   make(chan ctlJob, ctlQueue),
+		kpJobs: make(chan ctlJob, kpQueue),
+		stop:   make(chan struct{}),
 	}
 	var err error
 	if cc.limits, err = cluster.NewLimits(cn.client, cn.keys, cc.node); err != nil {
@@ -138,7 +143,7 @@ func (cc *clusterControl) start(top string) {
 		}))
 	}
 	cc.feed = cc.ctl.NewCtlFeed(top, cc.app.now, cc.app.log, cc.apply)
-	cc.wg.Add(3)
+	cc.wg.Add(4)
 	// A panic in the control writer ends the process, as one in the feeds does
 	// (crash.OnPanic): a node whose changes never reach the log must not run on.
 	go func() {
@@ -146,6 +151,11 @@ func (cc *clusterControl) start(top string) {
 		defer crash.OnPanic(cc.app.log, "control writer")
 		crash.Hook("control writer")
 		cc.write()
+	}()
+	go func() {
+		defer cc.wg.Done()
+		defer crash.OnPanic(cc.app.log, "KeyPackage directory")
+		cc.runKPJobs()
 	}()
 	go func() { defer cc.wg.Done(); cc.feed.Run(cc.stop) }()
 	go func() {
@@ -165,6 +175,8 @@ func (cc *clusterControl) close() {
 	for {
 		select {
 		case j := <-cc.jobs:
+			j.done(errors.New("shutting down"))
+		case j := <-cc.kpJobs:
 			j.done(errors.New("shutting down"))
 		default:
 			return
@@ -324,6 +336,9 @@ func (cc *clusterControl) apply(_, node string, e cluster.CtlEntry) {
 	case cluster.OpLink:
 		// A link request taken on another node (clusterkeys.go).
 		h.post(command{fn: func() { h.applyLinkEntry(e) }})
+	case cluster.OpKPLow:
+		// A take on another node left a device of the user's low (clusterkps.go).
+		h.post(command{fn: func() { h.applyKPLowEntry(e) }})
 	case cluster.OpRevoke, cluster.OpCutoff:
 		if e.Op == cluster.OpRevoke {
 			app.sessions.remember(e.SID, e.User, e.Exp)

@@ -113,6 +113,7 @@ func (h *Hub) reservedRoom(c *Client, env *envelope, ch change, err error) {
 // node knows.
 func (h *Hub) writeRoomChange(c *Client, env *envelope, ch change) {
 	name := ch.room.Name
+	h.withGroup(ch.room)
 	tok := &roomToken{c: c, env: env, ch: ch}
 	if !h.feed.Change(name, roomBody(h.now().UnixMilli(), ch.room), h.roomRev[name], tok) {
 		h.refuseLater(c, env, codeBusy, "the server is busy; nothing changed, try again")
@@ -141,6 +142,7 @@ func (h *Hub) applyRoomAt(seq uint64, e *roomEntry) {
 	}
 	applied := *e
 	applied.Invite = nil // told by the acting node, to every node (announceInvite)
+	h.installGroup(seq, e)
 	h.applyRoom(&applied)
 	h.evictRefused(e.Name)
 }
@@ -156,6 +158,9 @@ func (h *Hub) finishRoom(t *roomToken, seq uint64) {
 		h.listRoomInRedis(t.ch.room)
 		h.announceInvite(t.ch.room)
 	}
+	if t.ch.onSeq != nil {
+		t.ch.onSeq(seq)
+	}
 	ch := t.ch
 	ch.erase = nil // applied from the log
 	writes := ch.writes
@@ -169,6 +174,11 @@ func (h *Hub) finishRoom(t *roomToken, seq uint64) {
 
 // failRoom answers a room change Redis did not take: nothing changed anywhere.
 func (h *Hub) failRoom(t *roomToken, err error) {
+	if errors.Is(err, cluster.ErrStale) && t.ch.stale != nil {
+		h.leaveFlight(t.ch)
+		t.ch.stale()
+		return
+	}
 	if errors.Is(err, cluster.ErrStale) {
 		h.refuseLater(t.c, t.env, codeBusy, "the room was changed on another node; nothing changed, try again")
 	} else {
@@ -205,6 +215,7 @@ func (h *Hub) installRoomState(name string, rev uint64, body []byte) {
 		if e.Created {
 			e.Info.FirstID = rev
 		}
+		h.installGroup(rev, e)
 		h.putRoom(e.Info)
 		h.evictRefused(name)
 	}
@@ -348,6 +359,11 @@ func loadClusterRooms(ctx context.Context, cn *clusterNode, cc *clusterControl, 
 			delete(state.rooms, name)
 		}
 	}
+	for name := range state.mlsGroups {
+		if !isDMName(name) {
+			delete(state.mlsGroups, name) // the records carry the groups
+		}
+	}
 	revs := map[string]uint64{}
 	for _, name := range append(names, lobby) {
 		rctx, cancel := context.WithTimeout(ctx, historyReadTimeout)
@@ -369,6 +385,9 @@ func loadClusterRooms(ctx context.Context, cn *clusterNode, cc *clusterControl, 
 			e.Info.FirstID = st.Rev
 		}
 		state.rooms[name] = e.Info
+		if g := groupOfEntry(st.Rev, e); g != nil {
+			state.mlsGroups[name] = g
+		}
 	}
 	return revs, nil
 }

@@ -169,7 +169,7 @@ var (
 	codeCommitInvalid = defineError("commit_invalid",
 		"a commit breaking the DS rules (see Commits)")
 	codeCommitRequired = defineError("commit_required",
-		"`mls_app` while proposals are outstanding: a member must commit first")
+		"`mls_app` while proposals are outstanding (in cluster mode also while a membership change made on another node waits for its Remove to be proposed): a member must commit first")
 	codeNoKeyPackage = defineError("no_keypackage",
 		"you (on `join`) or the device (on `mls_resync`) has no KeyPackage: nothing can be added until one is uploaded")
 	codeUnknownDevice = defineError("unknown_device",
@@ -181,5 +181,5 @@ var (
 	codeUpdateLimited = defineError("update_limited",
 		"an `mls_commit` with no proposals outstanding (a self-update) beyond the device's budget in this room: 3 at once, then one every 10 minutes (nothing was applied; commit later)")
 	codeUnavailable = defineError("unavailable",
-		"cluster mode only: Redis cannot be reached, so the `say` (or file) was neither stored nor delivered and gets no `ack`; `retry_after_ms` says when to try again. The socket stays open. The same answers `global_ban`, `global_unban`, `set_role`, `set_settings`, device changes and `dm_prefs` changes that Redis did not take: nothing changed on any node; and a signed `say` or file whose device counter Redis could not check")
+		"cluster mode only: Redis cannot be reached, so the `say` (or file) was neither stored nor delivered and gets no `ack`; `retry_after_ms` says when to try again. The socket stays open. The same answers `global_ban`, `global_unban`, `set_role`, `set_settings`, device changes and `dm_prefs` changes that Redis did not take: nothing changed on any node; a `kp_upload` Redis did not take (nothing stored); and a signed `say` or file whose device counter Redis could not check")
 )

@@ -125,7 +125,9 @@ func (h *Hub) dispatch(cmd command) {
 	var ri *roomInfo
 	if spec.room {
 		if ri = h.visible(c.user, env.Room); ri == nil {
-			h.refuseCmd(cmd, newProtoError(codeNoSuchRoom, "no such room"))
+			if !h.recheckRoom(cmd) {
+				h.refuseCmd(cmd, newProtoError(codeNoSuchRoom, "no such room"))
+			}
 			return
 		}
 	}
@@ -135,7 +137,9 @@ func (h *Hub) dispatch(cmd command) {
 	}
 	if spec.allow != nil {
 		if perr := spec.allow(h, c, env, ri); perr != nil {
-			h.refuseCmd(cmd, perr)
+			if perr.Code != codeNoSuchRoom || !h.recheckRoom(cmd) {
+				h.refuseCmd(cmd, perr)
+			}
 			return
 		}
 	}

@@ -59,6 +59,11 @@ type change struct {
 	// erase, for a message deletion, is applied like room: before apply, in cluster
 	// mode as an entry of the room's log.
 	erase *erasure
+	// onSeq, in cluster mode, runs with the id Redis gave the room's entry, once it is
+	// applied here; stale, when set, runs instead of answering busy when Redis refused
+	// the change as computed from an old revision (e2eecluster.go).
+	onSeq func(seq uint64)
+	stale func()
 }
 
 // Record keys for changes in flight, one namespace per kind of record.
@@ -179,14 +184,16 @@ func (h *Hub) leaveFlight(ch change) {
 	if ch.release != nil {
 		ch.release()
 	}
-	if f == nil {
-		return
-	}
-	h.waiting -= len(f.waiting)
-	for _, cmd := range f.waiting {
-		if _, ok := h.clients[cmd.client]; ok {
-			h.dispatch(cmd)
+	if f != nil {
+		h.waiting -= len(f.waiting)
+		for _, cmd := range f.waiting {
+			if _, ok := h.clients[cmd.client]; ok {
+				h.dispatch(cmd)
+			}
 		}
+	}
+	if len(h.mlsLater) > 0 {
+		h.reconcileAfterFlight(ch.key)
 	}
 }
 

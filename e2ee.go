@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"strconv"
 
-	"golang.org/x/time/rate"
-
 	"modified-chat/internal/mls"
 	"modified-chat/internal/store"
 )
@@ -53,6 +51,12 @@ type mlsGroup struct {
 	Leaves      []mlsLeaf             `json:"leaves"`
 	Outstanding []mlsProposal         `json:"outstanding,omitempty"`
 	Welcomes    map[string]mlsWelcome `json:"welcomes,omitempty"`
+	// WelcomeAt, in cluster mode, is where each added device's Welcome is kept instead:
+	// the id of the commit's entry in the room's log (e2eecluster.go).
+	WelcomeAt map[string]uint64 `json:"welcome_at,omitempty"`
+	// Updates are the self-update budgets of the devices that self-updated lately, by
+	// devKey (e2ee_updates.go).
+	Updates map[string]mlsBudget `json:"updates,omitempty"`
 }
 
 // mlsState is everything of the DS the hub owns: the groups, the KeyPackage
@@ -60,8 +64,6 @@ type mlsGroup struct {
 type mlsState struct {
 	groups map[string]*mlsGroup
 	kps    *kpDirectory
-	// updates are the self-update buckets, by room and device (e2ee_updates.go).
-	updates map[string]*rate.Limiter
 }
 
 // loadMLSGroups reads the groups at start-up.
@@ -273,6 +275,11 @@ func (h *Hub) mlsCheck(c *Client, env *envelope, ri *roomInfo) (g *mlsGroup, per
 		return g, newProtoError(codeStaleEpoch, "stale epoch"), true
 	case env.Type == "mls_app" && len(g.Outstanding) > 0:
 		return nil, newProtoError(codeCommitRequired, "a member must commit the outstanding proposals first"), false
+	case env.Type == "mls_app" && h.mlsInRedis(ri.Name) && len(h.leavesToRemove(ri, g, nil)) > 0:
+		// A membership change made on another node whose Remove is not proposed yet:
+		// nothing is encrypted under keys a removed member holds, on any node.
+		h.clusterReconcile(ri.Name, nil, nil)
+		return nil, newProtoError(codeCommitRequired, "a member must commit the outstanding proposals first"), false
 	}
 	return g, nil, false
 }
@@ -364,21 +371,49 @@ func (h *Hub) reconcile(ri *roomInfo, g *mlsGroup, extra []uint32) (missing map[
 	if !g.Ready {
 		return nil
 	}
-	var removes []uint32
-	for i, l := range g.Leaves {
-		leaf := uint32(i)
-		if l.User == "" || g.pendingRemove(leaf) {
-			continue
-		}
-		_, banned := h.bans[l.User]
-		if !ri.isMember(l.User) || banned || h.app.keys.Lookup(l.User, l.Device) == nil || containsLeaf(extra, leaf) {
-			removes = append(removes, leaf)
-		}
+	if h.mlsInRedis(ri.Name) {
+		h.clusterReconcile(ri.Name, extra, nil)
+		return nil
 	}
-	var adds []*kpEntry
-	var writes []store.Write
-	missing = map[string]bool{}
+	removes := h.leavesToRemove(ri, g, extra)
+	adds, missing, writes := h.takeForAdds(ri, g, removes, extra)
+	if len(removes) == 0 && len(adds) == 0 {
+		if len(writes) > 0 {
+			h.persist(nil, "", writes, nil)
+		}
+		return missing
+	}
+	h.propose(ri.Name, g, removes, adds, writes)
+	return missing
+}
+
+// takeForAdds takes a KeyPackage from this node's directory for every device that
+// needs an Add (devicesToAdd); it returns them, the members none of whose devices has
+// a leaf or could be added, and the directory's writes. Devices running low are told
+// kp_low.
+func (h *Hub) takeForAdds(ri *roomInfo, g *mlsGroup, removes, extra []uint32) (adds []*kpEntry, missing map[string]bool, writes []store.Write) {
 	now := h.now()
+	missing = h.devicesToAdd(ri, g, removes, extra, func(user, device string) bool {
+		e, w := h.mls.kps.take(user, device, now)
+		writes = append(writes, w...)
+		if e == nil {
+			return false
+		}
+		adds = append(adds, e)
+		if n := h.mls.kps.count(user, device); n < kpLow {
+			h.tellKPLow(user, device, n)
+		}
+		return true
+	})
+	return adds, missing, writes
+}
+
+// devicesToAdd calls add for every live device of a member (not banned) that has no
+// leaf (or one being resynced: in removes and extra) and no Add outstanding; add
+// reports whether the device will be added. It returns the members none of whose
+// devices has a leaf, an outstanding Add or is added.
+func (h *Hub) devicesToAdd(ri *roomInfo, g *mlsGroup, removes, extra []uint32, add func(user, device string) bool) (missing map[string]bool) {
+	missing = map[string]bool{}
 	for user := range ri.Roles {
 		if _, banned := h.bans[user]; banned {
 			continue
@@ -397,33 +432,33 @@ func (h *Hub) reconcile(ri *roomInfo, g *mlsGroup, extra []uint32) (missing map[
 			}
 			leaf := g.leafOf(user, d.ID)
 			resync := leaf >= 0 && containsLeaf(removes, uint32(leaf)) && containsLeaf(extra, uint32(leaf))
-			if (leaf >= 0 && !resync) || g.pendingAdd(user, d.ID) {
+			if (leaf >= 0 && !resync) || g.pendingAdd(user, d.ID) || add(user, d.ID) {
 				found = true
-				continue
-			}
-			e, w := h.mls.kps.take(user, d.ID, now)
-			writes = append(writes, w...)
-			if e == nil {
-				continue
-			}
-			found = true
-			adds = append(adds, e)
-			if n := h.mls.kps.count(user, d.ID); n < kpLow {
-				h.tellKPLow(user, d.ID, n)
 			}
 		}
 		if !found {
 			missing[user] = true
 		}
 	}
-	if len(removes) == 0 && len(adds) == 0 {
-		if len(writes) > 0 {
-			h.persist(nil, "", writes, nil)
-		}
-		return missing
-	}
-	h.propose(ri.Name, g, removes, adds, writes)
 	return missing
+}
+
+// leavesToRemove lists the leaves whose Remove is due and not yet outstanding: their
+// user is no longer a member of the room or is banned, their device is no longer
+// live, or they are in extra (mls_resync).
+func (h *Hub) leavesToRemove(ri *roomInfo, g *mlsGroup, extra []uint32) []uint32 {
+	var removes []uint32
+	for i, l := range g.Leaves {
+		leaf := uint32(i)
+		if l.User == "" || g.pendingRemove(leaf) {
+			continue
+		}
+		_, banned := h.bans[l.User]
+		if !ri.isMember(l.User) || banned || h.app.keys.Lookup(l.User, l.Device) == nil || containsLeaf(extra, leaf) {
+			removes = append(removes, leaf)
+		}
+	}
+	return removes
 }
 
 // containsLeaf reports whether leaf is in list.
@@ -440,6 +475,13 @@ func containsLeaf(list []uint32, leaf uint32) bool {
 // them outstanding and sends them to the room as one mls_proposals event, stored in
 // history with the group's new state.
 func (h *Hub) propose(room string, g *mlsGroup, removes []uint32, adds []*kpEntry, writes []store.Write) {
+	body := g.addProposals(h.app.mlsKey, removes, adds)
+	h.stampMLS(nil, "", room, "mls_proposals", body, nil, append(writes, groupWrite(room, g)), nil)
+}
+
+// addProposals signs Removes and Adds as the external sender for the group's epoch and
+// makes them outstanding in g; it returns the body of their mls_proposals event.
+func (g *mlsGroup) addProposals(key ed25519.PrivateKey, removes []uint32, adds []*kpEntry) []byte {
 	body := []byte(`,"epoch":`)
 	body = strconv.AppendUint(body, g.Epoch, 10)
 	var msgs, refs, changes []byte
@@ -452,15 +494,17 @@ func (h *Hub) propose(room string, g *mlsGroup, removes []uint32, adds []*kpEntr
 		changes = append(changes, change...)
 	}
 	for _, leaf := range removes {
-		p := mls.SignExternalProposal(h.app.mlsKey, g.GroupID, g.Epoch, mls.RemoveProposal(leaf))
+		p := mls.SignExternalProposal(key, g.GroupID, g.Epoch, mls.RemoveProposal(leaf))
 		l := g.Leaves[leaf]
 		g.Outstanding = append(g.Outstanding, mlsProposal{Ref: p.Ref, Leaf: leaf})
 		ch, _ := json.Marshal(map[string]any{"op": "remove", "user": l.User, "device": l.Device, "leaf": leaf})
 		add(p, ch)
 		delete(g.Welcomes, devKey(l.User, l.Device))
+		delete(g.WelcomeAt, devKey(l.User, l.Device))
+		delete(g.Updates, devKey(l.User, l.Device))
 	}
 	for _, e := range adds {
-		p := mls.SignExternalProposal(h.app.mlsKey, g.GroupID, g.Epoch, mls.AddProposal(e.kp))
+		p := mls.SignExternalProposal(key, g.GroupID, g.Epoch, mls.AddProposal(e.kp))
 		g.Outstanding = append(g.Outstanding, mlsProposal{Ref: p.Ref, Add: true, New: leafFromKP(e), KPRef: e.ref})
 		ch, _ := json.Marshal(map[string]any{"op": "add", "user": e.user, "device": e.device})
 		add(p, ch)
@@ -471,8 +515,7 @@ func (h *Hub) propose(room string, g *mlsGroup, removes []uint32, adds []*kpEntr
 	body = append(body, refs...)
 	body = append(body, `],"changes":[`...)
 	body = append(body, changes...)
-	body = append(body, ']')
-	h.stampMLS(nil, "", room, "mls_proposals", body, nil, append(writes, groupWrite(room, g)), nil)
+	return append(body, ']')
 }
 
 // tellKPLow tells a device's connections it is running out of KeyPackages.
@@ -516,12 +559,15 @@ func (h *Hub) mlsEntered(c *Client, ri *roomInfo) {
 	if g == nil {
 		return
 	}
-	if missing := h.reconcile(ri, g, nil); missing[c.user.ID] {
+	if h.mlsInRedis(ri.Name) {
+		h.clusterReconcile(ri.Name, nil, c)
+	} else if missing := h.reconcile(ri, g, nil); missing[c.user.ID] {
 		h.deliver(c, errorEvent(codeNoKeyPackage, "none of your devices has a KeyPackage: upload some to be added", "", ri.Name))
 	}
 	if w, ok := g.welcomeFor(c); ok {
 		h.deliver(c, w.Event)
 	}
+	h.clusterWelcome(c, ri.Name, g)
 }
 
 // welcomeFor is the Welcome kept for a connection's device, if any (none without a
@@ -537,6 +583,10 @@ func (g *mlsGroup) welcomeFor(c *Client) (mlsWelcome, bool) {
 // cmdKPUpload binds the connection to a device of its user and stores the device's
 // KeyPackages (checked in the readPump); then every E2EE room of the user can add it.
 func (h *Hub) cmdKPUpload(c *Client, cmd command, _ *roomInfo) {
+	if h.feed != nil {
+		h.clusterKPUpload(c, cmd) // the cluster's directory, in Redis (clusterkps.go)
+		return
+	}
 	env := cmd.env
 	if h.app.keys.Lookup(c.user.ID, env.Device) == nil {
 		h.refuse(c, env, codeUnknownDevice, "that is not a live device of yours")
@@ -583,6 +633,7 @@ func (h *Hub) cmdKPUpload(c *Client, cmd command, _ *roomInfo) {
 			if w, ok := g.Welcomes[devKey(c.user.ID, c.device)]; ok {
 				h.deliver(c, w.Event)
 			}
+			h.clusterWelcome(c, name, g)
 		}
 	}
 }
@@ -605,15 +656,22 @@ func (h *Hub) cmdGroupInit(c *Client, cmd command, ri *roomInfo) {
 		h.refuse(c, env, codeBadMLS, "group_info: "+err.Error())
 		return
 	}
-	g.Ready, g.Epoch, g.Leaves, g.Outstanding = true, 0, []mlsLeaf{leafFromKP(e)}, nil
 	body := []byte(`,"epoch":0`)
 	body = appendB64Field(body, "group_info", env.mls.groupInfo)
-	h.stampMLS(c, env.Ref, ri.Name, "mls_group_info", body, nil, []store.Write{groupWrite(ri.Name, g)}, func(id uint64) []byte {
+	ack := func(id uint64) []byte {
 		if env.Ref == "" {
 			return nil
 		}
 		return ackEvent(env.Ref, ri.Name, id)
-	})
+	}
+	if h.mlsInRedis(ri.Name) {
+		next := g.clone()
+		next.Ready, next.Epoch, next.Leaves, next.Outstanding = true, 0, []mlsLeaf{leafFromKP(e)}, nil
+		h.mlsChange(c, cmd, ri, mlsEntryOf(next, "mls_group_info", body), false, ack)
+		return
+	}
+	g.Ready, g.Epoch, g.Leaves, g.Outstanding = true, 0, []mlsLeaf{leafFromKP(e)}, nil
+	h.stampMLS(c, env.Ref, ri.Name, "mls_group_info", body, nil, []store.Write{groupWrite(ri.Name, g)}, ack)
 	h.reconcile(ri, g, nil)
 }
 
@@ -637,7 +695,7 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 		return
 	}
 	selfUpdate := len(g.Outstanding) == 0
-	if selfUpdate && !h.selfUpdateAllowed(c, ri.Name) {
+	if selfUpdate && !h.selfUpdateAllowed(c, g) {
 		h.metrics.rejected.WithLabelValues(codeUpdateLimited).Inc()
 		h.deliver(c, errorEvent(codeUpdateLimited, "this device updated its keys in this room too often: wait before the next commit", env.Ref, env.Room))
 		return
@@ -672,39 +730,22 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 			return
 		}
 	}
+	if h.mlsInRedis(ri.Name) {
+		h.clusterCommit(c, cmd, ri, g, selfUpdate)
+		return
+	}
 	if selfUpdate {
-		h.selfUpdated(c, ri.Name)
+		g.spendSelfUpdate(devKey(c.user.ID, c.device), h.now())
 	}
 	from := g.Epoch
 	added := g.apply()
-	body := []byte(`,"from":`)
-	body = append(body, fromDev(c)...)
-	body = append(body, `,"epoch":`...)
-	body = strconv.AppendUint(body, from, 10)
-	body = appendB64Field(body, "commit", env.mls.commit)
+	body := commitBody(c, from, env.mls.commit)
 	epoch := g.Epoch
-	var id uint64
-	id = h.stampMLS(c, env.Ref, ri.Name, "mls_commit", body, c, nil, func(id uint64) []byte {
-		if env.Ref == "" {
-			return nil
-		}
-		return appendObject(nil, "ack", ri.Name, func(b []byte) []byte {
-			b = append(b, `,"ref":`...)
-			b = appendJSONString(b, env.Ref)
-			b = append(b, `,"id":`...)
-			b = strconv.AppendUint(b, id, 10)
-			b = append(b, `,"epoch":`...)
-			return strconv.AppendUint(b, epoch, 10)
-		})
+	id := h.stampMLS(c, env.Ref, ri.Name, "mls_commit", body, c, nil, func(id uint64) []byte {
+		return commitAck(env.Ref, ri.Name, id, epoch)
 	})
 	if len(added) > 0 {
-		ev := appendObject(nil, "mls_welcome", ri.Name, func(b []byte) []byte {
-			b = append(b, `,"id":`...)
-			b = strconv.AppendUint(b, id, 10)
-			b = append(b, `,"epoch":`...)
-			b = strconv.AppendUint(b, epoch, 10)
-			return appendB64Field(b, "welcome", env.mls.welcome)
-		})
+		ev := welcomeEvent(ri.Name, id, epoch, env.mls.welcome)
 		if g.Welcomes == nil {
 			g.Welcomes = map[string]mlsWelcome{}
 		}
@@ -723,6 +764,44 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 	}
 	h.persist(nil, "", []store.Write{groupWrite(ri.Name, g)}, nil)
 	h.reconcile(ri, g, nil)
+}
+
+// commitBody is the body of an accepted commit's mls_commit event: who committed, the
+// epoch it was made in, the commit.
+func commitBody(c *Client, from uint64, commit []byte) []byte {
+	body := []byte(`,"from":`)
+	body = append(body, fromDev(c)...)
+	body = append(body, `,"epoch":`...)
+	body = strconv.AppendUint(body, from, 10)
+	return appendB64Field(body, "commit", commit)
+}
+
+// commitAck is the committer's ack: the commit's id and the epoch it leads to (nil
+// without a ref).
+func commitAck(ref, room string, id, epoch uint64) []byte {
+	if ref == "" {
+		return nil
+	}
+	return appendObject(nil, "ack", room, func(b []byte) []byte {
+		b = append(b, `,"ref":`...)
+		b = appendJSONString(b, ref)
+		b = append(b, `,"id":`...)
+		b = strconv.AppendUint(b, id, 10)
+		b = append(b, `,"epoch":`...)
+		return strconv.AppendUint(b, epoch, 10)
+	})
+}
+
+// welcomeEvent is the mls_welcome an added device gets: the commit's id, the epoch it
+// joins at, the Welcome.
+func welcomeEvent(room string, id, epoch uint64, welcome []byte) []byte {
+	return appendObject(nil, "mls_welcome", room, func(b []byte) []byte {
+		b = append(b, `,"id":`...)
+		b = strconv.AppendUint(b, id, 10)
+		b = append(b, `,"epoch":`...)
+		b = strconv.AppendUint(b, epoch, 10)
+		return appendB64Field(b, "welcome", welcome)
+	})
 }
 
 // cmdMLSApp relays an application message (ciphertext) to the room. The sender,
@@ -749,6 +828,10 @@ func (h *Hub) cmdMLSApp(c *Client, cmd command, ri *roomInfo) {
 	body = append(body, `,"epoch":`...)
 	body = strconv.AppendUint(body, g.Epoch, 10)
 	body = appendB64Field(body, "msg", env.mls.msg)
+	if h.mlsInRedis(ri.Name) {
+		h.clusterMLSApp(c, cmd, body)
+		return
+	}
 	h.stampMLS(c, env.Ref, ri.Name, "mls_app", body, c, nil, func(id uint64) []byte {
 		if env.Ref == "" {
 			return nil
@@ -766,11 +849,35 @@ func (h *Hub) cmdMLSResync(c *Client, cmd command, ri *roomInfo) {
 		h.refuseMLS(c, env, g, perr, stale)
 		return
 	}
+	if !h.mlsInRedis(ri.Name) {
+		h.resynced(c, env, ri.Name, h.mls.kps.count(c.user.ID, c.device))
+		return
+	}
+	name := ri.Name
+	h.clusterKPCount(c.user.ID, c.device, func(n int, err error) {
+		switch _, live := h.clients[c]; {
+		case !live:
+		case err != nil:
+			h.refuseUnavailable(c, env)
+		default:
+			h.resynced(c, env, name, n)
+		}
+	})
+}
+
+// resynced goes on with an mls_resync once the device's KeyPackages are counted (n):
+// the Remove of its leaf, and the Add of a fresh KeyPackage when it has one.
+func (h *Hub) resynced(c *Client, env *envelope, name string, n int) {
+	ri := h.meta[name]
+	g := h.group(ri)
+	if g == nil {
+		return
+	}
 	var extra []uint32
 	if leaf := g.leafOf(c.user.ID, c.device); leaf >= 0 {
 		extra = append(extra, uint32(leaf))
 	}
-	if h.mls.kps.count(c.user.ID, c.device) == 0 {
+	if n == 0 {
 		h.refuse(c, env, codeNoKeyPackage, "this device has no KeyPackage: upload some first")
 		h.reconcile(ri, g, extra)
 		return

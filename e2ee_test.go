@@ -122,9 +122,23 @@ func (d *mlsDevice) upload(n int) {
 	d.c.mustKeep(map[string]any{"type": "kp_upload", "device": d.id.device, "kps": d.keyPackages(n)})
 }
 
-// ext is the hub's external sender from the welcome event the test server sends.
+// ext is the hub's external sender of the test server.
 func ext(ts *testServer) (pub, identity string) {
 	return base64.StdEncoding.EncodeToString(ts.App.mlsKey.Public().(ed25519.PublicKey)), base64.StdEncoding.EncodeToString([]byte(mls.ExternalSenderIdentity))
+}
+
+// extSender is the external sender the device's server announced in its welcome
+// event (a server in another process, such as a cluster node, has no App here).
+func (d *mlsDevice) extSender(ts *testServer) (pub, identity string) {
+	if ts.App != nil {
+		return ext(ts)
+	}
+	e2ee, _ := d.c.hello["e2ee"].(map[string]any)
+	es, _ := e2ee["external_sender"].(map[string]any)
+	if es == nil {
+		d.t.Fatalf("welcome without an external sender: %v", d.c.hello)
+	}
+	return es["signature_key"].(string), es["identity"].(string)
 }
 
 // e2eeRoom has d create an E2EE room and its group; it returns the group_id.
@@ -139,7 +153,7 @@ func (d *mlsDevice) e2eeRoom(ts *testServer, room string) string {
 		d.t.Fatalf("joined of a new E2EE room: %v", j)
 	}
 	gid := info["group_id"].(string)
-	pub, identity := ext(ts)
+	pub, identity := d.extSender(ts)
 	g := d.o.Do(map[string]any{"op": "create", "id": d.name, "group_id": gid, "ext_pub": pub, "ext_identity": identity})
 	d.c.mustKeep(map[string]any{"type": "mls_group_init", "room": room, "group_info": g.Str("group_info"), "key_package": g.Str("key_package")})
 	return gid

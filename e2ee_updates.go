@@ -2,8 +2,6 @@ package main
 
 import (
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // How often a device may commit a room's group with no proposals outstanding (a
@@ -16,48 +14,46 @@ const (
 	// reload), then one every selfUpdateEvery, per device and room.
 	selfUpdateBurst = 3
 	selfUpdateEvery = 10 * time.Minute
-	// maxSelfUpdateBuckets bounds the buckets kept; beyond it, full ones (a device
-	// that has not self-updated lately) are dropped, which forgets nothing.
-	maxSelfUpdateBuckets = 4096
 )
 
-// selfUpdateKey names a device's bucket in a room.
-func selfUpdateKey(room, user, device string) string {
-	return room + "\n" + user + "\n" + device
+// mlsBudget is a device's self-update budget in one group: Tokens as of At (Unix
+// milliseconds), refilled at one per selfUpdateEvery up to selfUpdateBurst. It is part
+// of the group's state (mlsGroup.Updates), so it survives a restart and, in cluster
+// mode, is one budget on every node: it changes only with an accepted commit, which
+// the room's revision check orders.
+type mlsBudget struct {
+	Tokens float64 `json:"t"`
+	At     int64   `json:"at"`
 }
 
-// selfUpdateBucket returns the device's bucket in a room, made on first use.
-func (h *Hub) selfUpdateBucket(room, user, device string) *rate.Limiter {
-	m := h.mls.updates
-	if m == nil {
-		m = map[string]*rate.Limiter{}
-		h.mls.updates = m
+// selfUpdateTokens is what is left of a device's budget in g at now.
+func (g *mlsGroup) selfUpdateTokens(dev string, now time.Time) float64 {
+	b, ok := g.Updates[dev]
+	if !ok {
+		return selfUpdateBurst
 	}
-	k := selfUpdateKey(room, user, device)
-	if l := m[k]; l != nil {
-		return l
+	t := b.Tokens + float64(now.UnixMilli()-b.At)/float64(selfUpdateEvery.Milliseconds())
+	return min(t, selfUpdateBurst)
+}
+
+// selfUpdateAllowed reports whether c's device may self-update the group now; it
+// spends nothing (spendSelfUpdate does, once the commit is accepted), so that stale or
+// invalid commits cost no budget.
+func (h *Hub) selfUpdateAllowed(c *Client, g *mlsGroup) bool {
+	return g.selfUpdateTokens(devKey(c.user.ID, c.device), h.now()) >= 1
+}
+
+// spendSelfUpdate spends one self-update of a device in g (the group's next state).
+// A budget that has refilled is forgotten, so the map holds only devices that
+// self-updated lately, at most one per leaf.
+func (g *mlsGroup) spendSelfUpdate(dev string, now time.Time) {
+	if g.Updates == nil {
+		g.Updates = map[string]mlsBudget{}
 	}
-	if len(m) >= maxSelfUpdateBuckets {
-		now := h.now()
-		for key, l := range m {
-			if l.TokensAt(now) >= selfUpdateBurst {
-				delete(m, key)
-			}
+	for k := range g.Updates {
+		if g.selfUpdateTokens(k, now) >= selfUpdateBurst {
+			delete(g.Updates, k)
 		}
 	}
-	l := rate.NewLimiter(rate.Every(selfUpdateEvery), selfUpdateBurst)
-	m[k] = l
-	return l
-}
-
-// selfUpdateAllowed reports whether c's device may self-update the room's group now;
-// it spends nothing (selfUpdated does, once the commit is accepted), so that stale or
-// invalid commits cost no budget.
-func (h *Hub) selfUpdateAllowed(c *Client, room string) bool {
-	return h.selfUpdateBucket(room, c.user.ID, c.device).TokensAt(h.now()) >= 1
-}
-
-// selfUpdated spends one self-update of c's device in the room.
-func (h *Hub) selfUpdated(c *Client, room string) {
-	h.selfUpdateBucket(room, c.user.ID, c.device).AllowN(h.now(), 1)
+	g.Updates[dev] = mlsBudget{Tokens: g.selfUpdateTokens(dev, now) - 1, At: now.UnixMilli()}
 }

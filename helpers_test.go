@@ -143,6 +143,8 @@ type wsClient struct {
 	pendingLen []int
 	lastLen    int
 	read       int
+	// hello is the welcome event the server greeted the connection with.
+	hello map[string]any
 }
 
 // tryDial opens a WebSocket with the given cookie (nil for none) and extra headers;
@@ -173,7 +175,7 @@ func (ts *testServer) dial(t *testing.T, cookie *http.Cookie) *wsClient {
 	}
 	c := &wsClient{t: t, conn: conn}
 	t.Cleanup(func() { conn.Close() })
-	c.expect("welcome")
+	c.hello = c.expect("welcome")
 	if j := c.expect("joined"); j["room"] != lobby {
 		t.Fatalf("first join was %v, want lobby", j["room"])
 	}

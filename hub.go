@@ -125,6 +125,22 @@ type Hub struct {
 	// (see durable.go).
 	inflight map[string]*flight
 	waiting  int
+	// mlsLater are the E2EE rooms whose reconcile waits for the room's change in
+	// flight, in cluster mode (e2eecluster.go); sids numbers connections for it.
+	mlsLater map[string]*pendingReconcile
+	sids     uint64
+	// mlsParked are the commands to dispatch again once the room's next entry is
+	// applied here (mlsRetry).
+	mlsParked map[string][]command
+	// mlsTaking are the rooms waiting for KeyPackages from the cluster's directory,
+	// mlsStash the ones taken and not yet in a proposal in the log, by room and
+	// device (mlsStashed counts them).
+	mlsTaking  map[string]bool
+	mlsStash   map[string]map[string]*kpEntry
+	mlsStashed int
+	// rechecks counts the room revisions being read for recheckRoom (bounded like
+	// refreshes).
+	rechecks int
 	creating map[string]string
 	// creatingPeer is the other member of each conversation being created (dm.go).
 	creatingPeer map[string]string
@@ -203,6 +219,10 @@ func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 		privateAll:   make(nameSet),
 		known:        newUserDirectory(st.users, maxKnownUsers),
 		inflight:     make(map[string]*flight),
+		mlsLater:     make(map[string]*pendingReconcile),
+		mlsParked:    make(map[string][]command),
+		mlsTaking:    make(map[string]bool),
+		mlsStash:     make(map[string]map[string]*kpEntry),
 		creating:     make(map[string]string),
 		pages:        make(map[pageKey]*sharedPage),
 		creatingPeer: make(map[string]string),

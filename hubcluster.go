@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -58,10 +59,13 @@ func clusterBody(typ string, ts int64, tail []byte) []byte {
 // body is not one (the MAC held, so only a bug writes such a body; it is dropped).
 func clusterEvent(room string, seq uint64, body []byte) []byte {
 	typ, rest, ok := bytes.Cut(body, []byte{' '})
-	if !ok || (string(typ) != "message" && string(typ) != "file") {
+	if !ok || (string(typ) != "message" && string(typ) != "file" && string(typ) != "mls_app") {
 		return nil
 	}
 	ts, tail, ok := bytes.Cut(rest, []byte{' '})
+	if ok && string(typ) == "mls_app" {
+		_, tail, ok = bytes.Cut(tail, []byte{' '}) // the sender's mark (e2eecluster.go)
+	}
 	if !ok || len(tail) == 0 {
 		return nil
 	}
@@ -146,6 +150,9 @@ func (h *Hub) onFeed(ev cluster.Event) {
 				h.deliver(t.c, unavailableEvent(t.ref, ev.Room))
 			}
 		}
+		if t, ok := ev.Token.(*mlsAppToken); ok {
+			h.mlsAppFailed(t, ev.Room, errors.Is(ev.Err, cluster.ErrStale))
+		}
 	case cluster.Opened:
 		if ev.State {
 			h.installRoomState(ev.Room, ev.Rev, ev.Body)
@@ -187,12 +194,18 @@ func (h *Hub) onFeed(ev cluster.Event) {
 func (h *Hub) feedEntry(ev cluster.Event) {
 	lf, r := h.feeds[ev.Room], h.rooms[ev.Room]
 	if e, ok := parseRoomBody(ev.Body); ok {
-		// A room change: applied here at its position (clusterrooms.go).
-		if lf != nil && lf.ready && ev.Seq > lf.applied {
+		// A room change: applied here at its position (clusterrooms.go), its MLS
+		// event, if any, delivered there (e2eecluster.go).
+		live := lf != nil && lf.ready && ev.Seq > lf.applied
+		if live {
 			lf.applied = ev.Seq
 		}
 		if e.Name == ev.Room {
 			h.applyRoomAt(ev.Seq, e)
+			if r := h.rooms[ev.Room]; live && r != nil && e.MLSType != "" {
+				h.deliverMLSEntry(r, ev.Seq, ev.Body, e)
+			}
+			h.unpark(ev.Room)
 		}
 		if t, ok := ev.Token.(*roomToken); ok {
 			h.finishRoom(t, ev.Seq)
@@ -216,8 +229,11 @@ func (h *Hub) feedEntry(ev cluster.Event) {
 		lf.applied = ev.Seq
 		if msg := clusterEvent(ev.Room, ev.Seq, ev.Body); msg != nil {
 			shared := &msg
+			skip := h.mlsAppSender(r, ev.Body)
 			for m := range r.clients {
-				h.enqueue(m, shared)
+				if m != skip {
+					h.enqueue(m, shared)
+				}
 			}
 			h.metrics.deliveries.Add(float64(len(r.clients)))
 		}
@@ -230,12 +246,19 @@ func (h *Hub) feedEntry(ev cluster.Event) {
 
 // ackSay acknowledges a say of this node once Redis has it (and it was delivered here).
 func (h *Hub) ackSay(token any, room string, seq uint64) {
-	t, ok := token.(*sayToken)
-	if !ok || t.ref == "" {
+	var c *Client
+	var ref string
+	switch t := token.(type) {
+	case *sayToken:
+		c, ref = t.c, t.ref
+	case *mlsAppToken:
+		c, ref = t.c, t.cmd.env.Ref
+	}
+	if c == nil || ref == "" {
 		return
 	}
-	if _, live := h.clients[t.c]; live {
-		h.deliver(t.c, ackEvent(t.ref, room, seq))
+	if _, live := h.clients[c]; live {
+		h.deliver(c, ackEvent(ref, room, seq))
 	}
 }
 
@@ -324,6 +347,9 @@ func loadClusterHistory(feed *cluster.Feed, l historyLoad, first, boundary uint6
 			continue
 		}
 		m := clusterEvent(l.room, it.Seq, it.Body)
+		if e, ok := parseRoomBody(it.Body); m == nil && ok && e.Name == l.room && e.MLSType != "" {
+			m = mlsEventAt(l.room, it.Seq, it.TS, e.MLSType, e.MLSEvent) // a group change's event
+		}
 		if m == nil {
 			continue
 		}

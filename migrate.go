@@ -95,6 +95,15 @@ func migrateRedisCommand(args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	// The E2EE groups moved above list this node's external sender: it becomes the
+	// cluster's.
+	key, err := loadExternalSender(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("MLS external-sender key: %w", err)
+	}
+	if err := cluster.PutExternalSenderSeed(ctx, cn.client, cn.keys, cn.ring, key.Seed()); err != nil {
+		return fmt.Errorf("MLS external-sender key: %w", err)
+	}
 	log.Info("state moved", "bans", len(state.bans), "roles", len(state.grants),
 		"settings", state.settings != nil, "revoked_sessions", revoked,
 		"key_directory_users", users, "dm_prefs", prefs, "device_counters", counters)
@@ -129,7 +138,7 @@ func migrateRooms(ctx context.Context, cn *clusterNode, ctl *cluster.Ctl, state 
 		}
 		next := ri.clone()
 		next.FirstID = 0 // the cluster's ids start afresh: the first record's id
-		e := &roomEntry{Name: name, Info: next, Created: true}
+		e := &roomEntry{Name: name, Info: next, Created: true, MLS: migratedGroup(state, next)}
 		if !withHistory[name] {
 			if _, err := cluster.WriteRoomRecord(ctx, cn.client, cn.keys, cn.sealer, name, roomBody(time.Now().UnixMilli(), e), maxLen); err != nil {
 				if errors.Is(err, cluster.ErrStale) {

@@ -48,7 +48,7 @@ func migrateHistory(ctx context.Context, cn *clusterNode, st store.Store, state 
 		}
 		next := ri.clone()
 		next.FirstID = 0 // the record's id is where the room's history begins
-		e := &roomEntry{Name: name, Info: next, Created: true}
+		e := &roomEntry{Name: name, Info: next, Created: true, MLS: migratedGroup(state, next)}
 		if _, err := cluster.WriteHistory(ctx, cn.client, cn.keys, cn.sealer, name, entries[0].Seq-1, roomBody(time.Now().UnixMilli(), e), entries, cfg.HistoryMax); err != nil {
 			return nil, done, fmt.Errorf("history of %q: %w", name, err)
 		}

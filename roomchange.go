@@ -31,6 +31,23 @@ type roomEntry struct {
 	Notify bool `json:"notify,omitempty"`
 	// Invite tells the invitee's connections (by id, or by verified email) `invited`.
 	Invite *invitation `json:"invite,omitempty"`
+
+	// The fields of an end-to-end encrypted room in cluster mode (e2eecluster.go).
+	// MLS is the group's Delivery Service state after this change: every change of
+	// such a room carries it, so the room's record holds the state of its revision.
+	MLS *mlsGroup `json:"mls,omitempty"`
+	// MLSType and MLSEvent are the MLS event (mls_group_info, mls_proposals or
+	// mls_commit) every node delivers to its members at this entry's position, and
+	// history replays: its fields as a JSON object, without type, room, id and ts.
+	MLSType  string          `json:"mls_type,omitempty"`
+	MLSEvent json.RawMessage `json:"mls_event,omitempty"`
+	// Welcome, with a commit that adds, is the Welcome for the added devices
+	// (WelcomeFor, by devKey); the group remembers this entry's id for each of them.
+	Welcome    []byte   `json:"welcome,omitempty"`
+	WelcomeFor []string `json:"welcome_for,omitempty"`
+	// Skip names the connection that made the change ("<node>:<sid>"), left out of
+	// the event: a committer does not get its own commit.
+	Skip string `json:"skip,omitempty"`
 }
 
 // invitation is whom an invite names and who invited them (their user JSON).

@@ -16,9 +16,10 @@ import (
 // TestACLConfinesTheApp runs the app's control log, feed and limits on a real
 // redis-server as a user restricted by ACLRules, and attacks the restriction: a key
 // outside the prefix, a channel outside it, a script touching a foreign key, FLUSHALL,
-// KEYS and CONFIG are all refused with NOPERM. It also checks acceptance 16 on what the
-// app really wrote: the keys of the users "a{b}*c" and "a{b}*d" are distinct, all under
-// "mc:", and none holds a raw user id.
+// KEYS and CONFIG are all refused with NOPERM. The KeyPackage directory works under it
+// too (kpACLCheck). It also checks acceptance 16 on what the app really wrote: the keys
+// of the users "a{b}*c" and "a{b}*d" are distinct, all under "mc:", and none holds a
+// raw user id (nor a raw device id).
 func TestACLConfinesTheApp(t *testing.T) {
 	rs := redistest.Start(t)
 	ctx := context.Background()
@@ -33,6 +34,9 @@ func TestACLConfinesTheApp(t *testing.T) {
 	// The app works under the restricted user: epoch, control log, feed, limits.
 	if _, err := CheckEpoch(ctx, app, keys, t.TempDir()); err != nil {
 		t.Fatalf("epoch as the app user: %v", err)
+	}
+	if _, err := ExternalSenderSeed(ctx, app, keys, [][]byte{ctlTestKey}, make([]byte, 32)); err != nil {
+		t.Fatalf("MLS external-sender seed as the app user: %v", err)
 	}
 	s, _ := NewSealer([][]byte{ctlTestKey}, "a1", time.Now)
 	ctl := NewCtl(app, keys, s)
@@ -65,7 +69,8 @@ func TestACLConfinesTheApp(t *testing.T) {
 			t.Fatalf("renew as the app user: %v", err)
 		}
 	}
-	for range 2 * len(users) {
+	kpKeys := kpACLCheck(t, ctx, app, ctl, keys, users)
+	for range 3 * len(users) {
 		select {
 		case <-applied:
 		case <-time.After(3 * time.Second):
@@ -120,6 +125,12 @@ func TestACLConfinesTheApp(t *testing.T) {
 			}
 			delete(userKeys, k)
 		}
+	}
+	for _, k := range kpKeys {
+		if !userKeys[k] {
+			t.Errorf("KeyPackage key %q not in Redis (keys: %v)", k, all)
+		}
+		delete(userKeys, k)
 	}
 	if len(userKeys) != 0 {
 		t.Errorf("unexpected user keys %v: the two users' keys are not distinct", userKeys)

@@ -68,6 +68,11 @@ const (
 // revision than Redis has is refused (STALE), so two nodes changing one room at once
 // cannot lose either change.
 //
+// A message sent "at" a revision (an E2EE room's application message, which is
+// encrypted under the group state that revision holds) is refused STALE the same way
+// when the room changed since, but changes no revision itself: messages sent at one
+// revision do not refuse each other.
+//
 // A deletion is an entry too (every node tells its members at the same position); it
 // removes the message's entry from the Stream (XDEL: its text or file is gone from
 // Redis, not just hidden) and records the id as deleted, so readers of the Stream
@@ -76,7 +81,7 @@ const (
 // entry are forgotten once there are more than MAXLEN of them.
 const sayScript = `
 local mode = ARGV[5]
-if mode == 'room' then
+if mode == 'room' or mode == 'at' then
   local rev = redis.call('HGET', KEYS[1], 'rev')
   if not rev then rev = '0' end
   if rev ~= ARGV[6] then return redis.error_reply('STALE ' .. rev) end
@@ -217,6 +222,8 @@ type sayReq struct {
 	change bool
 	rev    uint64
 	del    uint64
+	// at marks a message checked against revision rev (SayAt).
+	at bool
 }
 
 // reply is a script's answer, on its way to the orderer.
@@ -312,6 +319,19 @@ func (f *Feed) Change(room string, body []byte, rev uint64, token any) bool {
 	}
 }
 
+// SayAt is Say for a message that is valid only at revision rev of the room: when the
+// room changed since (another node's or this node's change got there first), Redis
+// refuses it and the token comes back Failed with ErrStale; nothing was stored. It
+// changes no revision, so messages sent at one revision never refuse each other.
+func (f *Feed) SayAt(room string, stored []byte, rev uint64, token any) bool {
+	select {
+	case f.says <- sayReq{room: room, stored: stored, token: token, at: true, rev: rev}:
+		return true
+	default:
+		return false
+	}
+}
+
 // Delete queues the deletion of message id of room; body is the deletion's entry.
 // Like Say: false means the queue is full; otherwise exactly one event comes back with
 // the token: Entry, Stored, or Failed (Err ErrGone when the Stream has no such
@@ -397,6 +417,8 @@ func (f *Feed) write(batch []sayReq) {
 			rec, _ := k.RoomInfo(r.room)
 			ex.Keys = append(ex.Keys, rec)
 			ex.Args = append(ex.Args, "room", strconv.FormatUint(r.rev, 10))
+		case r.at:
+			ex.Args = append(ex.Args, "at", strconv.FormatUint(r.rev, 10))
 		case r.del != 0:
 			gone, _ := k.RoomDeleted(r.room)
 			ex.Keys = append(ex.Keys, gone)
