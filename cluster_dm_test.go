@@ -422,3 +422,30 @@ func TestMigrateRedisDM(t *testing.T) {
 		t.Fatalf("bob on node 2 was shown id %d, want %d", got, next)
 	}
 }
+
+// TestClusterDMListedAfterRestart: a conversation opened on node 1 is loaded from the
+// rooms index by node 2 when it starts again (nothing of it in node 2's own store):
+// bob's `rooms` there lists it as a conversation with alice before he opens it.
+func TestClusterDMListedAfterRestart(t *testing.T) {
+	_, nodes := startPair(t)
+	alice := ready(nodes[0].ts.user(t, "alice"))
+	ready(nodes[1].ts.user(t, "bob")) // connected: a user of the cluster for node 1
+	room := alice.openDM("dev:bob")["room"].(string)
+	nd := nodes[1]
+	nd.Process.Kill()
+	nd.Wait()
+	nd.restart(t)
+	bob := ready(nd.ts.user(t, "bob"))
+	bob.send(map[string]any{"type": "rooms"})
+	found := false
+	for _, r := range bob.expect("rooms")["rooms"].([]any) {
+		r := r.(map[string]any)
+		if r["room"] == room {
+			p, _ := r["peer"].(map[string]any)
+			found = r["kind"] == "dm" && p["id"] == "dev:alice"
+		}
+	}
+	if !found {
+		t.Fatalf("node 2 after its restart does not list %s as bob's conversation with alice", room)
+	}
+}

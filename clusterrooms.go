@@ -360,13 +360,13 @@ func loadClusterRooms(ctx context.Context, cn *clusterNode, cc *clusterControl, 
 	}
 	left := 0
 	for name := range state.rooms {
-		if _, listed := slices.BinarySearch(names, name); !listed && name != lobby {
-			left++ // a conversation an older version kept on this node only
+		if _, listed := slices.BinarySearch(names, name); !listed && isDMName(name) {
+			left++ // one an older version kept on this node only: its record is not Redis's
 		}
 		delete(state.rooms, name)
 	}
 	if left > 0 {
-		cc.app.log.Warn("rooms of the local store not in the cluster's index left out", "rooms", left)
+		cc.app.log.Warn("conversations of the local store not in the cluster's index left out", "conversations", left)
 	}
 	revs := map[string]uint64{}
 	for _, name := range append(names, lobby) {
