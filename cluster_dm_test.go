@@ -170,12 +170,15 @@ func TestClusterDMAcrossNodes(t *testing.T) {
 	}
 }
 
-// createdEntries counts the first records in a conversation's log in Redis: one
-// conversation is made once, whichever nodes open it.
+// createdEntries counts the first records in a room's or conversation's log in Redis:
+// one is made once, whichever nodes make it.
 func createdEntries(t *testing.T, rs *redistest.Server, room string) int {
 	t.Helper()
 	rc := newAdminRedis(t, rs)
-	key := "mc:{d:" + strings.TrimPrefix(room, dmPrefix) + "}:log"
+	key := "mc:{r:" + room + "}:log"
+	if isDMName(room) {
+		key = "mc:{d:" + strings.TrimPrefix(room, dmPrefix) + "}:log"
+	}
 	es, err := rc.Do(context.Background(), rc.B().Xrange().Key(key).Start("-").End("+").Build()).AsXRange()
 	if err != nil {
 		t.Fatal(err)

@@ -84,22 +84,25 @@ func (h *Hub) commitRoomLog(c *Client, env *envelope, ch change) {
 	if cc := h.app.ctl; ch.room.Created && ch.room.Info != nil && name != lobby && cc != nil {
 		// A new room or conversation takes its place in the rooms index first, against
 		// the cluster-wide cap (the index holds every room but the lobby, hence one less).
-		ctl, max := cc.ctl, h.settings().MaxRooms-1
+		// The change is written from the revision known now, when the room was found
+		// missing: a record another node made meanwhile (this node may even have read it
+		// while the place was reserved) makes it stale, never a second first record.
+		ctl, max, rev := cc.ctl, h.settings().MaxRooms-1, h.roomRev[name]
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), historyReadTimeout)
 			err := ctl.ReserveRoom(ctx, name, max)
 			cancel()
-			h.completions <- func() { h.reservedRoom(c, env, ch, err) }
+			h.completions <- func() { h.reservedRoom(c, env, ch, rev, err) }
 		}()
 		return
 	}
-	h.writeRoomChange(c, env, ch)
+	h.writeRoomChange(c, env, ch, h.roomRev[name])
 }
 
 // reservedRoom goes on with a new room once the rooms index has (or has refused) a
 // place for it: room_limit when the cluster has -max-rooms rooms, unavailable when
 // Redis did not answer; nothing was made either way.
-func (h *Hub) reservedRoom(c *Client, env *envelope, ch change, err error) {
+func (h *Hub) reservedRoom(c *Client, env *envelope, ch change, rev uint64, err error) {
 	switch {
 	case errors.Is(err, cluster.ErrRoomsFull):
 		h.refuseLater(c, env, codeRoomLimit, "the server has as many rooms as it may keep")
@@ -109,16 +112,16 @@ func (h *Hub) reservedRoom(c *Client, env *envelope, ch change, err error) {
 		h.unavailableLater(c, env)
 		h.leaveFlight(ch)
 	default:
-		h.writeRoomChange(c, env, ch)
+		h.writeRoomChange(c, env, ch, rev)
 	}
 }
 
-// writeRoomChange hands a room change to the feed, checked against the revision this
-// node knows.
-func (h *Hub) writeRoomChange(c *Client, env *envelope, ch change) {
+// writeRoomChange hands a room change to the feed, checked against rev, the revision
+// this node knew when it computed the change.
+func (h *Hub) writeRoomChange(c *Client, env *envelope, ch change, rev uint64) {
 	name := ch.room.Name
 	tok := &roomToken{c: c, env: env, ch: ch}
-	if !h.feed.Change(name, roomBody(h.now().UnixMilli(), ch.room), h.roomRev[name], tok) {
+	if !h.feed.Change(name, roomBody(h.now().UnixMilli(), ch.room), rev, tok) {
 		h.refuseLater(c, env, codeBusy, "the server is busy; nothing changed, try again")
 		h.leaveFlight(ch)
 	}
