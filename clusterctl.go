@@ -324,6 +324,9 @@ func (cc *clusterControl) apply(_, node string, e cluster.CtlEntry) {
 		}})
 	case cluster.OpInvite:
 		h.post(command{fn: func() { h.invitedElsewhere(e.Room, e.Value) }})
+	case cluster.OpDM:
+		// A message in a conversation on another node: its members here come in (clusterdm.go).
+		h.post(command{fn: func() { h.dmElsewhere(e.Room) }})
 	case cluster.OpRoom:
 		// A room made or deleted on another node: read its record (clusterrooms.go).
 		h.post(command{fn: func() { h.refreshRoom(e.Room, command{}) }})

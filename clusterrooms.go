@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 
 	"modified-chat/internal/cluster"
 )
@@ -23,8 +24,11 @@ import (
 // refused by Redis (another node changed the room first): nothing changed, the actor
 // is told busy and tries again.
 //
-// Conversations (dm:<hash>) cannot be Redis keys yet and keep the single-node path on
-// each node.
+// Conversations (dm:<hash>) are rooms here too: their records and messages go through
+// their own keys ({d:<hash>}), they are listed in the rooms index and count toward
+// -max-rooms, and a conversation opened on two nodes at once is made once (the loser's
+// first record is stale and it joins the winner's). The peer's node is told of a
+// message through the control log (announceDM), as on one node the peer is pulled in.
 
 // Room-record tunables (DoS hardening: reads of records waiting on Redis are bounded).
 const (
@@ -35,8 +39,8 @@ const (
 )
 
 // roomsInRedis reports whether a room's record goes through Redis: in cluster mode,
-// every room but conversations.
-func (h *Hub) roomsInRedis(name string) bool { return h.feed != nil && !isDMName(name) }
+// every room and conversation.
+func (h *Hub) roomsInRedis(string) bool { return h.feed != nil }
 
 // roomToken rides with a room change through the feed, so its result finds the
 // change and the actor.
@@ -77,25 +81,28 @@ func (h *Hub) commitRoomLog(c *Client, env *envelope, ch change) {
 		h.leaveFlight(ch)
 		return
 	}
-	if cc := h.app.ctl; ch.room.Created && ch.room.Info != nil && name != lobby && !isDMName(name) && cc != nil {
-		// A new room takes its place in the rooms index first, against the cluster-wide
-		// cap (the index holds every room but the lobby, hence one less).
-		ctl, max := cc.ctl, h.settings().MaxRooms-1
+	if cc := h.app.ctl; ch.room.Created && ch.room.Info != nil && name != lobby && cc != nil {
+		// A new room or conversation takes its place in the rooms index first, against
+		// the cluster-wide cap (the index holds every room but the lobby, hence one less).
+		// The change is written from the revision known now, when the room was found
+		// missing: a record another node made meanwhile (this node may even have read it
+		// while the place was reserved) makes it stale, never a second first record.
+		ctl, max, rev := cc.ctl, h.settings().MaxRooms-1, h.roomRev[name]
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), historyReadTimeout)
 			err := ctl.ReserveRoom(ctx, name, max)
 			cancel()
-			h.completions <- func() { h.reservedRoom(c, env, ch, err) }
+			h.completions <- func() { h.reservedRoom(c, env, ch, rev, err) }
 		}()
 		return
 	}
-	h.writeRoomChange(c, env, ch)
+	h.writeRoomChange(c, env, ch, h.roomRev[name])
 }
 
 // reservedRoom goes on with a new room once the rooms index has (or has refused) a
 // place for it: room_limit when the cluster has -max-rooms rooms, unavailable when
 // Redis did not answer; nothing was made either way.
-func (h *Hub) reservedRoom(c *Client, env *envelope, ch change, err error) {
+func (h *Hub) reservedRoom(c *Client, env *envelope, ch change, rev uint64, err error) {
 	switch {
 	case errors.Is(err, cluster.ErrRoomsFull):
 		h.refuseLater(c, env, codeRoomLimit, "the server has as many rooms as it may keep")
@@ -105,17 +112,17 @@ func (h *Hub) reservedRoom(c *Client, env *envelope, ch change, err error) {
 		h.unavailableLater(c, env)
 		h.leaveFlight(ch)
 	default:
-		h.writeRoomChange(c, env, ch)
+		h.writeRoomChange(c, env, ch, rev)
 	}
 }
 
-// writeRoomChange hands a room change to the feed, checked against the revision this
-// node knows.
-func (h *Hub) writeRoomChange(c *Client, env *envelope, ch change) {
+// writeRoomChange hands a room change to the feed, checked against rev, the revision
+// this node knew when it computed the change.
+func (h *Hub) writeRoomChange(c *Client, env *envelope, ch change, rev uint64) {
 	name := ch.room.Name
 	h.withGroup(ch.room)
 	tok := &roomToken{c: c, env: env, ch: ch}
-	if !h.feed.Change(name, roomBody(h.now().UnixMilli(), ch.room), h.roomRev[name], tok) {
+	if !h.feed.Change(name, roomBody(h.now().UnixMilli(), ch.room), rev, tok) {
 		h.refuseLater(c, env, codeBusy, "the server is busy; nothing changed, try again")
 		h.leaveFlight(ch)
 	}
@@ -172,11 +179,21 @@ func (h *Hub) finishRoom(t *roomToken, seq uint64) {
 	h.settle(t.c, t.env, ch, nil)
 }
 
-// failRoom answers a room change Redis did not take: nothing changed anywhere.
+// failRoom answers a room change Redis did not take: nothing changed anywhere. A
+// conversation whose first record lost to another node's (both opened it at once) is
+// read again and the open_dm dispatched on it: it joins the one conversation there is.
 func (h *Hub) failRoom(t *roomToken, err error) {
 	if errors.Is(err, cluster.ErrStale) && t.ch.stale != nil {
 		h.leaveFlight(t.ch)
 		t.ch.stale()
+		return
+	}
+	if e := t.ch.room; errors.Is(err, cluster.ErrStale) && e != nil && e.Created && isDMName(e.Name) &&
+		t.env != nil && t.env.Type == "open_dm" {
+		h.leaveFlight(t.ch)
+		if _, ok := h.clients[t.c]; ok {
+			h.refreshRoom(e.Name, command{client: t.c, env: t.env})
+		}
 		return
 	}
 	if errors.Is(err, cluster.ErrStale) {
@@ -268,7 +285,7 @@ func (h *Hub) staleRoom(cmd command) (string, bool) {
 	if !commandTable[env.Type].room && env.Type != "join" && env.Type != "create" {
 		return "", false
 	}
-	if validRoom(env.Room) != nil || !h.roomsInRedis(env.Room) {
+	if validRoomRef(env.Room) != nil || !h.roomsInRedis(env.Room) {
 		return "", false
 	}
 	if lf := h.feeds[env.Room]; lf != nil && lf.ready {
@@ -343,21 +360,27 @@ func (h *Hub) refreshed(name string, st cluster.RoomState, err error) {
 
 // loadClusterRooms puts the rooms of the cluster's index, with their records read from
 // Redis, in place of the local store's copy (Redis is the source of truth), at start-up
-// before the hub runs; conversations stay the local store's. It returns each room's
-// revision, for the hub.
+// before the hub runs, conversations included. It returns each room's revision, for
+// the hub.
 func loadClusterRooms(ctx context.Context, cn *clusterNode, cc *clusterControl, state *hubState, max int) (map[string]uint64, error) {
 	names, err := cc.ctl.LoadRooms(ctx, cc.app.log)
 	if err != nil {
 		return nil, err
 	}
+	slices.Sort(names)
 	if len(names) > max {
 		cc.app.log.Warn("rooms index holds more rooms than -max-rooms; loading the first", "rooms", len(names), "max", max)
 		names = names[:max]
 	}
+	left := 0
 	for name := range state.rooms {
-		if !isDMName(name) {
-			delete(state.rooms, name)
+		if _, listed := slices.BinarySearch(names, name); !listed && isDMName(name) {
+			left++ // one an older version kept on this node only: its record is not Redis's
 		}
+		delete(state.rooms, name)
+	}
+	if left > 0 {
+		cc.app.log.Warn("conversations of the local store not in the cluster's index left out", "conversations", left)
 	}
 	for name := range state.mlsGroups {
 		if !isDMName(name) {

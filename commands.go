@@ -437,6 +437,7 @@ func (h *Hub) stamp(c *Client, r *room, cmd command, keep bool) {
 	env := cmd.env
 	if r.info.DM {
 		h.pullIntoDM(r.info)
+		h.announceDM(r.info) // the peer's connections on other nodes (clusterdm.go)
 	}
 	typ := "message"
 	if env.Type == "file_data" {

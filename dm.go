@@ -195,7 +195,8 @@ func (h *Hub) allowOpen(userID string) bool {
 // the email of a user the server knows), creating it when it does not exist, and
 // joins c to it: answered like a join (`joined`, then `history`). Refused with
 // dm_refused, and nothing else said, when there is no such user or they do not take
-// direct messages from c's user.
+// direct messages from c's user. In cluster mode the conversation's record is read
+// from Redis first, so one opened on another node is joined, not made again.
 func (h *Hub) cmdOpenDM(c *Client, cmd command, _ *roomInfo) {
 	env := cmd.env
 	peer := env.User
@@ -209,13 +210,11 @@ func (h *Hub) cmdOpenDM(c *Client, cmd command, _ *roomInfo) {
 		}
 	}
 	name := dmName(c.user.ID, peer)
-	if ri := h.meta[name]; ri != nil && ri.DM && ri.isMember(c.user.ID) && peer != c.user.ID {
-		// It exists: opening it is a join, and free.
-		if h.dmRefuses(peer, c.user.ID) {
-			h.refuse(c, env, codeDMRefused, "that user does not take direct messages from you")
-			return
-		}
-		h.join(c, &envelope{Type: "join", Room: name, Ref: env.Ref})
+	if lf := h.feeds[name]; h.feed != nil && !cmd.fresh && (lf == nil || !lf.ready) {
+		h.refreshRoom(name, cmd) // dispatched again once the record is in place
+		return
+	}
+	if h.openExisting(c, env, peer, name) {
 		return
 	}
 	if h.waitTurn(roomKey(name), c, env) {
@@ -227,7 +226,36 @@ func (h *Hub) cmdOpenDM(c *Client, cmd command, _ *roomInfo) {
 	}
 	_, connected := h.byUser[peer]
 	_, known := h.known.lookup(peer)
-	if peer == "" || peer == c.user.ID || (!connected && !known) || h.dmRefuses(peer, c.user.ID) ||
+	if peer != "" && peer != c.user.ID && !connected && !known && h.app.ctl != nil {
+		h.peerElsewhere(c, env, peer, name) // a user of another node? (clusterdm.go)
+		return
+	}
+	h.createDM(c, env, peer, name, connected || known)
+}
+
+// openExisting opens the conversation name with peer when it exists: a join, and free
+// (dm_refused when peer no longer takes direct messages from c's user). It reports
+// whether it answered.
+func (h *Hub) openExisting(c *Client, env *envelope, peer, name string) bool {
+	ri := h.meta[name]
+	if ri == nil || !ri.DM || !ri.isMember(c.user.ID) || peer == c.user.ID {
+		return false
+	}
+	if h.dmRefuses(peer, c.user.ID) {
+		h.refuse(c, env, codeDMRefused, "that user does not take direct messages from you")
+		return true
+	}
+	h.join(c, &envelope{Type: "join", Room: name, Ref: env.Ref})
+	return true
+}
+
+// createDM makes the conversation name between c's user and peer (exists: peer is a
+// user this server knows), or refuses, once c's user may open one now.
+func (h *Hub) createDM(c *Client, env *envelope, peer, name string, exists bool) {
+	if h.openExisting(c, env, peer, name) {
+		return // made meanwhile (on another node)
+	}
+	if peer == "" || peer == c.user.ID || !exists || h.dmRefuses(peer, c.user.ID) ||
 		h.dmsOf(peer) >= maxDMsPerUser {
 		h.refuse(c, env, codeDMRefused, "that user does not take direct messages from you")
 		return

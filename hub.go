@@ -148,6 +148,9 @@ type Hub struct {
 	// buckets for opening conversations (dm.go).
 	dmPrefs    map[string]*dmPrefs
 	dmLimiters map[string]*rate.Limiter
+	// dmAnnounced is when this node last told the other nodes of a message in each
+	// conversation (clusterdm.go).
+	dmAnnounced map[string]time.Time
 	// rooms holds the live rooms; meta every durable room, live or not.
 	rooms  map[string]*room
 	meta   map[string]*roomInfo
@@ -228,6 +231,7 @@ func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 		creatingPeer: make(map[string]string),
 		dmPrefs:      st.dmPrefs,
 		dmLimiters:   make(map[string]*rate.Limiter),
+		dmAnnounced:  make(map[string]time.Time),
 		writeWait:    writeWait,
 		meta:         st.rooms,
 		grants:       st.grants,

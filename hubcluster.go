@@ -226,6 +226,7 @@ func (h *Hub) feedEntry(ev cluster.Event) {
 		return
 	}
 	if lf != nil && lf.ready && r != nil && ev.Seq > lf.applied {
+		h.pullOnEntry(ev.Room) // a conversation's members here come in first (clusterdm.go)
 		lf.applied = ev.Seq
 		if msg := clusterEvent(ev.Room, ev.Seq, ev.Body); msg != nil {
 			shared := &msg

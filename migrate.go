@@ -20,8 +20,8 @@ import (
 // cluster. It takes the server's own flags (-data-dir, -redis-url, -cluster-key-file,
 // -redis-prefix, ...) and runs with the server stopped (the data file is locked
 // otherwise). Each room's history goes too, with its ids (migrate_history.go).
-// Conversations (dm:<hash>) are not moved, as a node keeps them in its own store in
-// cluster mode.
+// Conversations (dm:<hash>) are moved like rooms, records, index and history: in
+// cluster mode they are the cluster's too.
 
 // migrateTimeout bounds the whole migration's Redis work.
 const migrateTimeout = 5 * time.Minute
@@ -126,16 +126,13 @@ func migrateCheckEmpty(ctx context.Context, ctl *cluster.Ctl, log *slog.Logger) 
 	return nil
 }
 
-// migrateRooms writes every room but conversations as the first change of its log, and
+// migrateRooms writes every room and conversation as the first change of its log, and
 // lists it in the rooms index; the lobby's record goes too when it differs from a new
 // lobby's (locked, a topic), so nothing it was given is lost. Rooms in withHistory
 // have their record written already, with their history (migrateHistory).
 func migrateRooms(ctx context.Context, cn *clusterNode, ctl *cluster.Ctl, state *hubState, maxLen int, withHistory map[string]bool) (int, error) {
 	n := 0
 	for name, ri := range state.rooms {
-		if isDMName(name) {
-			continue
-		}
 		next := ri.clone()
 		next.FirstID = 0 // the cluster's ids start afresh: the first record's id
 		e := &roomEntry{Name: name, Info: next, Created: true, MLS: migratedGroup(state, next)}

@@ -25,7 +25,7 @@ type migratedHistory struct {
 	rooms, messages, skipped int
 }
 
-// migrateHistory writes, for every room but conversations that has history to keep,
+// migrateHistory writes, for every room and conversation that has history to keep,
 // its first record and that history in one step (cluster.WriteHistory), and returns the
 // rooms it wrote, which migrateRooms must then not write again. A room whose Stream
 // already holds entries is refused (cluster.ErrLive); one written by an earlier run of
@@ -35,9 +35,6 @@ func migrateHistory(ctx context.Context, cn *clusterNode, st store.Store, state 
 	written := map[string]bool{}
 	cutoff := time.Now().Add(-cfg.HistoryMaxAge).UnixMilli()
 	for name, ri := range state.rooms {
-		if isDMName(name) {
-			continue
-		}
 		entries, skipped, err := roomHistoryEntries(st, name, ri.FirstID, cutoff, cfg.HistoryMax)
 		if err != nil {
 			return nil, done, fmt.Errorf("history of %q: %w", name, err)

@@ -167,6 +167,24 @@ func (s *Slot) Release() {
 	})
 }
 
+// Connected reports whether userID holds a connection slot on any node whose lease
+// has not run out by now (now is this node's clock; a slot of a killed node counts
+// until its lease ends). It is how a node learns that a user it has never seen is a
+// user of the cluster (a conversation may be opened with them).
+func (l *Limits) Connected(ctx context.Context, userID string, now time.Time) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, limitTimeout)
+	defer cancel()
+	key, err := l.keys.UserConns(userID)
+	if err != nil {
+		return false, err
+	}
+	n, err := l.client.Do(ctx, l.client.B().Zcount().Key(key).Min("("+strconv.FormatInt(now.UnixMilli(), 10)).Max("+inf").Build()).AsInt64()
+	if err != nil {
+		return false, fmt.Errorf("cluster: connection slots: %w", err)
+	}
+	return n > 0, nil
+}
+
 // Held reports how many slots this process holds, for tests and metrics.
 func (l *Limits) Held() int {
 	l.mu.Lock()

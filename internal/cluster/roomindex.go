@@ -7,12 +7,13 @@ import (
 	"log/slog"
 )
 
-// The rooms index: which rooms exist, for every node (its `rooms` list, and the rooms
-// a node starting up knows). Each room's record is in the room's own keys and changes
+// The rooms index: which rooms and conversations exist, for every node (its `rooms`
+// list, and the rooms a node starting up knows). Each room's record is in the room's own keys and changes
 // only through the room's log (feed.go); what the index adds is the set of names, kept
 // in <prefix>:{g}:rooms and announced through the control log, so a room made or
 // deleted on one node is known to every node within about a second, whether or not
-// anyone there is in it.
+// anyone there is in it. A conversation (dm:<hash>) is listed like a room: it is a
+// room record like any other, and counts toward -max-rooms as it does on one node.
 
 // OpRoom says a room was made or deleted: Room names it, and every node reads the
 // room's record again.
@@ -21,7 +22,7 @@ const OpRoom = "room"
 // IndexRoom records that room exists (or, with exists false, no longer does) and tells
 // every node through the control log.
 func (c *Ctl) IndexRoom(ctx context.Context, room string, exists bool) (string, error) {
-	if !roomName.MatchString(room) {
+	if !ValidRoomKey(room) {
 		return "", fmt.Errorf("%w: %q", ErrBadRoom, room)
 	}
 	op := stateOp{"hset", c.keys.Rooms(), room}
@@ -41,7 +42,7 @@ var ErrRoomsFull = errors.New("cluster: the rooms index is at -max-rooms")
 // name already listed (a room made again, or one another node made first) takes no
 // new place.
 func (c *Ctl) ReserveRoom(ctx context.Context, room string, max int) error {
-	if !roomName.MatchString(room) {
+	if !ValidRoomKey(room) {
 		return fmt.Errorf("%w: %q", ErrBadRoom, room)
 	}
 	_, err := c.appendCapped(ctx, max, ErrRoomsFull, CtlEntry{Op: OpRoom, Room: room}, stateOp{"hsetcap", c.keys.Rooms(), room})
@@ -77,9 +78,14 @@ func (c *Ctl) LoadRooms(ctx context.Context, log *slog.Logger) ([]string, error)
 // connections on every node are told, wherever the room's log is followed.
 const OpInvite = "invite"
 
+// OpDM says a message is on its way into conversation Room: every node brings the
+// connections of its two members there into it, as one node does (dm.go pullIntoDM),
+// though nobody there follows its log yet.
+const OpDM = "dm"
+
 // Announce appends an entry about room that changes no state: every node hears of it.
 func (c *Ctl) Announce(ctx context.Context, op, room string, value []byte) (string, error) {
-	if !roomName.MatchString(room) {
+	if !ValidRoomKey(room) {
 		return "", fmt.Errorf("%w: %q", ErrBadRoom, room)
 	}
 	return c.append(ctx, CtlEntry{Op: op, Room: room, Value: value})
