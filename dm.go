@@ -279,11 +279,10 @@ func (h *Hub) createDM(c *Client, env *envelope, peer, name string, exists bool)
 	ri.Roles[c.user.ID] = roomMember
 	ri.Roles[peer] = roomMember
 	ri.Names = map[string]string{c.user.ID: c.user.Name, peer: other.Name}
-	if (env.E2EE == nil || *env.E2EE) && h.feed == nil && h.hasLiveDevice(c.user.ID) && h.hasLiveDevice(peer) {
+	if (env.E2EE == nil || *env.E2EE) && h.hasLiveDevice(c.user.ID) && h.hasLiveDevice(peer) {
 		// End-to-end encrypted by default when both can be: its own group, as create
-		// with e2ee makes, whose first device to join creates it (e2ee.go). Not in a
-		// cluster: the Delivery Service's state is per process, and the two members
-		// may be on different nodes.
+		// with e2ee makes, whose first device to join creates it (e2ee.go; across
+		// cluster nodes, e2eecluster.go).
 		ri.E2EE, ri.MLSGroup = true, newGroupID()
 	}
 	h.creating[name] = c.user.ID
@@ -321,6 +320,7 @@ func (h *Hub) pullIntoDM(ri *roomInfo) {
 				if w, ok := g.welcomeFor(o); ok {
 					h.deliver(o, w.Event)
 				}
+				h.clusterWelcome(o, ri.Name, g)
 			}
 		}
 	}

@@ -821,6 +821,7 @@ func (h *Hub) cmdMLSApp(c *Client, cmd command, ri *roomInfo) {
 	}
 	if ri.DM {
 		h.pullIntoDM(ri) // the peer sees it without having opened the conversation
+		h.announceDM(ri) // and on other nodes (clusterdm.go)
 	}
 	body := make([]byte, 0, 96+len(c.userJSON)+len(c.device)+base64.StdEncoding.EncodedLen(len(env.mls.msg)))
 	body = append(body, `,"from":`...)
