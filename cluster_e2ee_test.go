@@ -226,7 +226,8 @@ func TestClusterE2EESelfUpdateBudget(t *testing.T) {
 // cluster's. bob's laptop uploads KeyPackages through node 1 and goes away; bob's
 // phone joins on node 2, and node 2 proposes both devices (the laptop's KeyPackage
 // taken from Redis); when the laptop comes back on node 1 after alice's commit, node 1
-// hands it the Welcome read from the commit's entry, and it reads the next message.
+// hands it the Welcome read from the commit's entry once it says which device it is,
+// and it reads the next message.
 func TestClusterE2EEOfflineDevice(t *testing.T) {
 	_, nodes := startPair(t)
 	o := mlsoracle.Start(t)
@@ -254,9 +255,11 @@ func TestClusterE2EEOfflineDevice(t *testing.T) {
 	}
 	bob.processNext("mls_welcome")
 
+	// The connection joins before it says which device it is: its kp_upload is what
+	// brings the Welcome.
 	laptop.c = nodes[0].dialAs(t, "bob")
-	laptop.c.mustKeep(map[string]any{"type": "kp_upload", "device": lid.device, "kps": []string{}})
 	laptop.c.mustKeep(map[string]any{"type": "join", "room": "vault"})
+	laptop.c.mustKeep(map[string]any{"type": "kp_upload", "device": lid.device, "kps": []string{}})
 	laptop.processNext("mls_welcome")
 	alice.sendNew("vault", 1, "canary-offline-device")
 	if m := laptop.c.awaitKeep("mls_app"); o.Do(map[string]any{"op": "process", "id": laptop.name, "msg": m["msg"]}).Str("text") != "canary-offline-device" {

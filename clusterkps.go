@@ -33,18 +33,14 @@ var errKPQueueFull = errors.New("KeyPackage directory queue full")
 // devRef names one device of one user for clusterTakeKPs.
 type devRef struct{ user, device string }
 
-// clusterKPUpload is cmdKPUpload in cluster mode: the same checks and answers (a
-// repeated KeyPackage is bad_mls with its index, over kpPerDevice is kp_full, the ack
-// carries the count, kp_low below kpLow) against the directory in Redis, and
-// unavailable when Redis does not answer; then, as on one node, the user's E2EE rooms
-// may add the device and the Welcomes kept for it are delivered.
+// clusterKPUpload is cmdKPUpload in cluster mode, once the connection is bound to its
+// device: the same checks and answers (a repeated KeyPackage is bad_mls with its
+// index, over kpPerDevice is kp_full, the ack carries the count, kp_low below kpLow)
+// against the directory in Redis, and unavailable when Redis does not answer; then, as
+// on one node, the user's E2EE rooms may add the device and the Welcomes kept for it
+// are delivered.
 func (h *Hub) clusterKPUpload(c *Client, cmd command) {
 	env := cmd.env
-	if h.app.keys.Lookup(c.user.ID, env.Device) == nil {
-		h.refuse(c, env, codeUnknownDevice, "that is not a live device of yours")
-		return
-	}
-	c.device = env.Device
 	entries := env.mls.entries
 	kps := make([]cluster.KP, len(entries))
 	for i, e := range entries {
@@ -109,9 +105,11 @@ func (h *Hub) kpUploaded(c *Client, env *envelope, n int, err error) {
 		return
 	}
 	for name := range c.rooms {
-		if w, ok := h.group(h.meta[name]).welcomeFor(c); ok {
-			h.deliver(c, w.Event)
+		g := h.group(h.meta[name])
+		if w, ok := g.welcomeFor(c); ok {
+			h.deliver(c, w.Event) // kept by a single node before migrate-redis
 		}
+		h.clusterWelcome(c, name, g)
 	}
 }
 

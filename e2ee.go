@@ -321,15 +321,7 @@ func (h *Hub) announceCheck(c *Client, env *envelope) []byte {
 // writes, and acks the sender with ack (built from the id) once stored.
 func (h *Hub) stampMLS(c *Client, ref, room, typ string, body []byte, skip *Client, extra []store.Write, ack func(id uint64) []byte) uint64 {
 	id := h.bp.Next(room)
-	msg := make([]byte, 0, 64+len(room)+len(body))
-	msg = append(msg, `{"type":"`...)
-	msg = append(msg, typ...)
-	msg = append(msg, `","room":`...)
-	msg = appendJSONString(msg, room)
-	msg = append(msg, `,"id":`...)
-	msg = strconv.AppendUint(msg, id, 10)
-	msg = append(msg, `,"ts":`...)
-	msg = strconv.AppendInt(msg, h.now().UnixMilli(), 10)
+	msg := appendMLSHead(make([]byte, 0, 64+len(room)+len(body)), typ, room, id, h.now().UnixMilli())
 	msg = append(msg, body...)
 	msg = append(msg, '}')
 	if r := h.rooms[room]; r != nil {
@@ -350,6 +342,19 @@ func (h *Hub) stampMLS(c *Client, ref, room, typ string, body []byte, skip *Clie
 	}
 	h.persistAck(c, ref, a, writes, nil)
 	return id
+}
+
+// appendMLSHead appends the start of an E2EE event, up to its time:
+// `{"type":T,"room":R,"id":N,"ts":TS`; its own fields follow, each after a comma.
+func appendMLSHead(b []byte, typ, room string, id uint64, ts int64) []byte {
+	b = append(b, `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, `","room":`...)
+	b = appendJSONString(b, room)
+	b = append(b, `,"id":`...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, `,"ts":`...)
+	return strconv.AppendInt(b, ts, 10)
 }
 
 // appendB64Field appends `,"name":"<base64>"`.
@@ -583,16 +588,16 @@ func (g *mlsGroup) welcomeFor(c *Client) (mlsWelcome, bool) {
 // cmdKPUpload binds the connection to a device of its user and stores the device's
 // KeyPackages (checked in the readPump); then every E2EE room of the user can add it.
 func (h *Hub) cmdKPUpload(c *Client, cmd command, _ *roomInfo) {
-	if h.feed != nil {
-		h.clusterKPUpload(c, cmd) // the cluster's directory, in Redis (clusterkps.go)
-		return
-	}
 	env := cmd.env
 	if h.app.keys.Lookup(c.user.ID, env.Device) == nil {
 		h.refuse(c, env, codeUnknownDevice, "that is not a live device of yours")
 		return
 	}
 	c.device = env.Device
+	if h.feed != nil {
+		h.clusterKPUpload(c, cmd) // the cluster's directory, in Redis (clusterkps.go)
+		return
+	}
 	entries := env.mls.entries
 	for i, e := range entries {
 		if h.mls.kps.known(e) {

@@ -320,15 +320,7 @@ func mlsEventAt(room string, seq uint64, ts int64, typ string, fields json.RawMe
 	if len(fields) < 3 || fields[0] != '{' {
 		return nil
 	}
-	b := make([]byte, 0, 64+len(room)+len(fields))
-	b = append(b, `{"type":"`...)
-	b = append(b, typ...)
-	b = append(b, `","room":`...)
-	b = appendJSONString(b, room)
-	b = append(b, `,"id":`...)
-	b = strconv.AppendUint(b, seq, 10)
-	b = append(b, `,"ts":`...)
-	b = strconv.AppendInt(b, ts, 10)
+	b := appendMLSHead(make([]byte, 0, 64+len(room)+len(fields)), typ, room, seq, ts)
 	b = append(b, ',')
 	return append(b, fields[1:]...)
 }
