@@ -39,7 +39,7 @@ type devRef struct{ user, device string }
 // against the directory in Redis, and unavailable when Redis does not answer; then, as
 // on one node, the user's E2EE rooms may add the device and the Welcomes kept for it
 // are delivered.
-func (h *Hub) clusterKPUpload(c *Client, cmd command) {
+func (h *Hub) clusterKPUpload(c *Client, cmd command, first bool) {
 	env := cmd.env
 	entries := env.mls.entries
 	kps := make([]cluster.KP, len(entries))
@@ -63,7 +63,7 @@ func (h *Hub) clusterKPUpload(c *Client, cmd command) {
 			n, err = ctl.UploadKPs(ctx, user, device, kps, kpPerDevice, now)
 			return err
 		},
-		done: func(err error) { h.complete(func() { h.kpUploaded(c, env, n, err) }) },
+		done: func(err error) { h.complete(func() { h.kpUploaded(c, env, n, err, first) }) },
 	})
 	if !ok {
 		h.refuse(c, env, codeBusy, "the server is busy; nothing was stored, try again")
@@ -71,8 +71,9 @@ func (h *Hub) clusterKPUpload(c *Client, cmd command) {
 }
 
 // kpUploaded answers an upload once Redis did (or did not): refused, nothing was
-// stored; stored, it goes on as cmdKPUpload does after storing.
-func (h *Hub) kpUploaded(c *Client, env *envelope, n int, err error) {
+// stored; stored, it goes on as cmdKPUpload does after storing (first: the
+// connection's first upload for this device hands over its kept Welcomes).
+func (h *Hub) kpUploaded(c *Client, env *envelope, n int, err error, first bool) {
 	var known *cluster.KPKnownError
 	switch {
 	case errors.As(err, &known):
@@ -101,15 +102,8 @@ func (h *Hub) kpUploaded(c *Client, env *envelope, n int, err error) {
 	if len(env.mls.entries) > 0 {
 		h.reconcileUser(user) // may use some, telling kp_low again
 	}
-	if _, live := h.clients[c]; !live {
-		return
-	}
-	for name := range c.rooms {
-		g := h.group(h.meta[name])
-		if w, ok := g.welcomeFor(c); ok {
-			h.deliver(c, w.Event) // kept by a single node before migrate-redis
-		}
-		h.clusterWelcome(c, name, g)
+	if _, live := h.clients[c]; live && first {
+		h.handOverWelcomes(c)
 	}
 }
 

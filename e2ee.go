@@ -593,9 +593,14 @@ func (h *Hub) cmdKPUpload(c *Client, cmd command, _ *roomInfo) {
 		h.refuse(c, env, codeUnknownDevice, "that is not a live device of yours")
 		return
 	}
+	// A connection hands over the Welcomes kept for its device when it first speaks
+	// for it; a kp_upload repeated for the same device hands over nothing again
+	// (DoS hardening: each would re-send every kept Welcome, tens of kB each, for a
+	// few bytes; one that comes later reaches the connection live).
+	first := c.device != env.Device
 	c.device = env.Device
 	if h.feed != nil {
-		h.clusterKPUpload(c, cmd) // the cluster's directory, in Redis (clusterkps.go)
+		h.clusterKPUpload(c, cmd, first) // the cluster's directory, in Redis (clusterkps.go)
 		return
 	}
 	entries := env.mls.entries
@@ -633,13 +638,20 @@ func (h *Hub) cmdKPUpload(c *Client, cmd command, _ *roomInfo) {
 	if len(entries) > 0 {
 		h.reconcileUser(c.user.ID) // may use some, telling kp_low again
 	}
+	if first {
+		h.handOverWelcomes(c)
+	}
+}
+
+// handOverWelcomes delivers to c the Welcomes kept for its device in the rooms it is
+// in: the single node's from memory, the cluster's read from their commits' entries.
+func (h *Hub) handOverWelcomes(c *Client) {
 	for name := range c.rooms {
-		if g := h.group(h.meta[name]); g != nil {
-			if w, ok := g.Welcomes[devKey(c.user.ID, c.device)]; ok {
-				h.deliver(c, w.Event)
-			}
-			h.clusterWelcome(c, name, g)
+		g := h.group(h.meta[name])
+		if w, ok := g.welcomeFor(c); ok {
+			h.deliver(c, w.Event)
 		}
+		h.clusterWelcome(c, name, g)
 	}
 }
 

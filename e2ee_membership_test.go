@@ -136,3 +136,23 @@ func TestE2EESelfUpdateLimited(t *testing.T) {
 		t.Fatalf("alice's commit of the hub's Remove: %v", ack)
 	}
 }
+
+// TestKPUploadHandsOverWelcomesOnce: a connection gets the Welcome kept for its device
+// when its kp_upload first binds it, and repeating kp_upload for the same device hands
+// over nothing again (each would re-send every kept Welcome, tens of kB, for a few
+// bytes). bob's second connection joins the room before it binds the device.
+func TestKPUploadHandsOverWelcomesOnce(t *testing.T) {
+	ts := startServer(t, generousLimits)
+	o := mlsoracle.Start(t)
+	_, bob, _ := twoInRoom(t, ts, o, "vault")
+	second := ts.user(t, "bob")
+	second.mustKeep(map[string]any{"type": "join", "room": "vault"})
+	second.mustKeep(map[string]any{"type": "kp_upload", "device": bob.id.device, "kps": []string{}})
+	if w := second.awaitKeep("mls_welcome"); w["room"] != "vault" {
+		t.Fatalf("the Welcome handed over: %v", w)
+	}
+	for range 3 {
+		second.mustKeep(map[string]any{"type": "kp_upload", "device": bob.id.device, "kps": []string{}})
+	}
+	noneOfType(t, second.barrier(), "mls_welcome")
+}
