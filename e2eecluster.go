@@ -65,8 +65,9 @@ func mlsEntryOf(next *mlsGroup, typ string, body []byte) *roomEntry {
 // mlsChange writes a group change made by c's command cmd (c nil: the server's own)
 // to the room's log. ack builds c's answer from the entry's id; skip leaves c's
 // connection out of the event (a committer does not get its own commit). When Redis
-// refuses it as computed from an old revision, a client's command is dispatched again
-// once, on the record read afresh; the server's proposals are worked out again.
+// refuses it as computed from an old revision, a client's command is dispatched again,
+// once, when this node has the newer state (mlsRetry); the server's proposals are
+// worked out again then.
 func (h *Hub) mlsChange(c *Client, cmd command, ri *roomInfo, e *roomEntry, skip bool, ack func(id uint64) []byte) {
 	e.Name, e.Info = ri.Name, ri.clone()
 	name := ri.Name
