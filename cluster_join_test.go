@@ -46,8 +46,9 @@ func TestClusterJoinRightAfterInvite(t *testing.T) {
 }
 
 // redisCommand sends one command to the Redis at addr (RESP, as an admin would with
-// redis-cli) and fails unless it is answered without an error.
-func redisCommand(t *testing.T, addr string, args ...string) {
+// redis-cli), fails unless it is answered without an error, and returns the answer's
+// first line (":1", "+OK", ...).
+func redisCommand(t *testing.T, addr string, args ...string) string {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
@@ -66,4 +67,27 @@ func redisCommand(t *testing.T, addr string, args ...string) {
 	if err != nil || strings.HasPrefix(line, "-") {
 		t.Fatalf("redis %v: %q %v", args, line, err)
 	}
+	return strings.TrimSpace(line)
+}
+
+// TestClusterFailedCreateUnlisted: a room whose first record never reaches Redis gives
+// its place in the rooms index back. A rogue client has put a string where the room's
+// Stream goes, so the say script fails on it after the place was reserved (reading the
+// record works): alice's create is unavailable, and the
+// index (which counts against -max-rooms) does not keep "ghost"; a room made next is
+// listed as usual.
+func TestClusterFailedCreateUnlisted(t *testing.T) {
+	rs, nodes := startPair(t)
+	alice := ready(nodes[0].dialAs(t, "alice"))
+	redisCommand(t, rs.Addr(), "SET", "mc:{r:ghost}:log", "not a stream")
+	if ev := alice.keep(map[string]any{"type": "create", "room": "ghost"}); ev["code"] != codeUnavailable {
+		t.Fatalf("create on a broken Stream key: %v", ev)
+	}
+	waitFor(t, "ghost out of the rooms index", func() bool {
+		return redisCommand(t, rs.Addr(), "HEXISTS", "mc:{g}:rooms", "ghost") == ":0"
+	})
+	alice.mustKeep(map[string]any{"type": "create", "room": "real"})
+	waitFor(t, "real in the rooms index", func() bool {
+		return redisCommand(t, rs.Addr(), "HEXISTS", "mc:{g}:rooms", "real") == ":1"
+	})
 }

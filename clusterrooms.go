@@ -111,6 +111,7 @@ func (h *Hub) reservedRoom(c *Client, env *envelope, ch change, rev uint64, err 
 		h.log.Error("room not listed in redis; not made", "err", err)
 		h.unavailableLater(c, env)
 		h.leaveFlight(ch)
+		h.unlistUnmade(ch.room.Name) // the place may have been taken all the same
 	default:
 		h.writeRoomChange(c, env, ch, rev)
 	}
@@ -125,6 +126,41 @@ func (h *Hub) writeRoomChange(c *Client, env *envelope, ch change, rev uint64) {
 	if !h.feed.Change(name, roomBody(h.now().UnixMilli(), ch.room), rev, tok) {
 		h.refuseLater(c, env, codeBusy, "the server is busy; nothing changed, try again")
 		h.leaveFlight(ch)
+		if ch.room.Created {
+			h.unlistUnmade(name)
+		}
+	}
+}
+
+// unlistUnmade takes a room out of the rooms index when its first record, whose place
+// there was reserved, never reached Redis (the write failed, or the reservation's
+// answer did not come back): a room that was never made must not hold a place against
+// -max-rooms for ever. Off the hub's loop it reads the room's record first and leaves
+// the index alone when there is one (the write got there after all, or another node
+// made the room). The lobby has no place in the index.
+func (h *Hub) unlistUnmade(name string) {
+	cc, cn := h.app.ctl, h.app.cluster
+	if cc == nil || cn == nil || name == lobby {
+		return
+	}
+	log := h.log
+	ok := cc.submit(ctlJob{
+		run: func(ctx context.Context, l *cluster.Ctl) error {
+			st, forged, err := cluster.ReadRoomState(ctx, cn.client, cn.keys, cn.sealer, name)
+			if err != nil || forged || st.Body != nil {
+				return err
+			}
+			_, err = l.IndexRoom(ctx, name, false)
+			return err
+		},
+		done: func(err error) {
+			if err != nil {
+				log.Warn("a room never made may be left in the rooms index", "room", name, "err", err)
+			}
+		},
+	})
+	if !ok {
+		log.Warn("a room never made may be left in the rooms index: control queue full", "room", name)
 	}
 }
 
@@ -201,6 +237,9 @@ func (h *Hub) failRoom(t *roomToken, err error) {
 	} else {
 		h.log.Error("room change not written to redis; not applied", "err", err)
 		h.unavailableLater(t.c, t.env)
+		if e := t.ch.room; e != nil && e.Created {
+			h.unlistUnmade(e.Name)
+		}
 	}
 	h.leaveFlight(t.ch)
 }
