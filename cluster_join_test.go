@@ -73,9 +73,8 @@ func redisCommand(t *testing.T, addr string, args ...string) string {
 // TestClusterFailedCreateUnlisted: a room whose first record never reaches Redis gives
 // its place in the rooms index back. A rogue client has put a string where the room's
 // Stream goes, so the say script fails on it after the place was reserved (reading the
-// record works): alice's create is unavailable, and the
-// index (which counts against -max-rooms) does not keep "ghost"; a room made next is
-// listed as usual.
+// record works): alice's create is unavailable, and the index (which counts against
+// -max-rooms) does not keep "ghost"; a room made next is listed as usual.
 func TestClusterFailedCreateUnlisted(t *testing.T) {
 	rs, nodes := startPair(t)
 	alice := ready(nodes[0].dialAs(t, "alice"))
