@@ -325,13 +325,7 @@ func (h *Hub) stampMLS(c *Client, ref, room, typ string, body []byte, skip *Clie
 	msg = append(msg, body...)
 	msg = append(msg, '}')
 	if r := h.rooms[room]; r != nil {
-		shared := &msg
-		for m := range r.clients {
-			if m != skip {
-				h.enqueue(m, shared)
-			}
-		}
-		h.metrics.deliveries.Add(float64(len(r.clients)))
+		h.fanOut(r, msg, skip)
 	}
 	h.metrics.messages.Inc()
 	writes := append(historyWrites(room, id, msg), store.Write{Bucket: bucketMeta, Key: []byte(keyLastID), Value: store.SeqKey(id)})
@@ -342,6 +336,18 @@ func (h *Hub) stampMLS(c *Client, ref, room, typ string, body []byte, skip *Clie
 	}
 	h.persistAck(c, ref, a, writes, nil)
 	return id
+}
+
+// fanOut queues one event for every connection of r but skip (nil: all), sharing its
+// bytes, and counts the room's deliveries as a broadcast does.
+func (h *Hub) fanOut(r *room, msg []byte, skip *Client) {
+	shared := &msg
+	for m := range r.clients {
+		if m != skip {
+			h.enqueue(m, shared)
+		}
+	}
+	h.metrics.deliveries.Add(float64(len(r.clients)))
 }
 
 // appendMLSHead appends the start of an E2EE event, up to its time:

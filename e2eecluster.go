@@ -342,14 +342,7 @@ func (h *Hub) deliverMLSEntry(r *room, seq uint64, body []byte, e *roomEntry) {
 	if msg == nil {
 		return
 	}
-	skip := h.markedConn(r, e.Skip)
-	shared := &msg
-	for m := range r.clients {
-		if m != skip {
-			h.enqueue(m, shared)
-		}
-	}
-	h.metrics.deliveries.Add(float64(len(r.clients)))
+	h.fanOut(r, msg, h.markedConn(r, e.Skip))
 	h.metrics.messages.Inc()
 	if e.Welcome == nil || e.MLS == nil {
 		return

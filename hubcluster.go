@@ -229,14 +229,7 @@ func (h *Hub) feedEntry(ev cluster.Event) {
 		h.pullOnEntry(ev.Room) // a conversation's members here come in first (clusterdm.go)
 		lf.applied = ev.Seq
 		if msg := clusterEvent(ev.Room, ev.Seq, ev.Body); msg != nil {
-			shared := &msg
-			skip := h.mlsAppSender(r, ev.Body)
-			for m := range r.clients {
-				if m != skip {
-					h.enqueue(m, shared)
-				}
-			}
-			h.metrics.deliveries.Add(float64(len(r.clients)))
+			h.fanOut(r, msg, h.mlsAppSender(r, ev.Body))
 		}
 	}
 	if ev.Token != nil {
