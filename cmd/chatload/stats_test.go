@@ -355,7 +355,8 @@ func TestSummarize(t *testing.T) {
 	}
 	s := out.String()
 	for _, want := range []string{"deliveries/s", " 200 ", " 60 ", "0.30", "rss/conn kB", "2.50", "rounds 3/3",
-		"server cpu µs/deliv", "chatload cpu µs/deliv", " 2000 ", " 1000 "} {
+		"server cpu µs/deliv", "chatload cpu µs/deliv", " 2000 ", " 1000 ",
+		"100..300", "50..70", "0.30 (0.23..0.50)"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
 		}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 )
 
 // metric is one table row: how to read it from a report and whether it
@@ -123,7 +124,8 @@ func Summarize(reps []*Report, w io.Writer) error {
 			left, right, ratioName = protoModified, sideSigned, "sig/mod"
 		}
 	}
-	fmt.Fprintf(w, "%-6s %-20s %14s %14s %10s\n", "work", "metric (median)", left, right, ratioName)
+	fmt.Fprintf(w, "%-6s %-20s %14s %14s %10s %16s %16s %18s\n", "work", "metric (median)", left, right, ratioName,
+		left+" range", right+" range", "paired (range)")
 	for _, tag := range order {
 		g := groups[tag]
 		idle := false
@@ -144,7 +146,8 @@ func Summarize(reps []*Report, w io.Writer) error {
 			if okO && okN && o != 0 {
 				ratio = fmt.Sprintf("%.2f", n/o)
 			}
-			fmt.Fprintf(w, "%-6s %-20s %14s %14s %10s\n", "", m.name, fmtNum(o, okO), fmtNum(n, okN), ratio)
+			fmt.Fprintf(w, "%-6s %-20s %14s %14s %10s %16s %16s %18s\n", "", m.name, fmtNum(o, okO), fmtNum(n, okN), ratio,
+				spreadOf(g[left], m.get), spreadOf(g[right], m.get), pairedRatio(g[left], g[right], m.get))
 		}
 	}
 	return nil
@@ -186,6 +189,42 @@ func medianOf(rs []*Report, get func(*Report) (float64, bool)) (float64, bool) {
 		return 0, false
 	}
 	return Median(vals), true
+}
+
+// spreadOf is the lowest and highest value of one metric over a side's rounds, "-"
+// when no round has it, so a table shows how far the rounds apart the median lies.
+func spreadOf(rs []*Report, get func(*Report) (float64, bool)) string {
+	lo, hi, ok := math.Inf(1), math.Inf(-1), false
+	for _, r := range rs {
+		if v, has := get(r); has {
+			lo, hi, ok = math.Min(lo, v), math.Max(hi, v), true
+		}
+	}
+	if !ok {
+		return "-"
+	}
+	return fmtNum(lo, true) + ".." + fmtNum(hi, true)
+}
+
+// pairedRatio is the median, with its range, of the per-round ratios right/left,
+// pairing the k-th round of one side with the k-th of the other. bench.sh runs the
+// sides alternately (A B A B ...), so each pair ran minutes apart on the same machine:
+// a slow spell of the machine then moves both halves of a pair, which the ratio of the
+// two sides' medians does not cancel. "-" when no pair has the figure on both sides.
+func pairedRatio(left, right []*Report, get func(*Report) (float64, bool)) string {
+	var ratios []float64
+	for k := 0; k < len(left) && k < len(right); k++ {
+		o, okO := get(left[k])
+		n, okN := get(right[k])
+		if okO && okN && o != 0 {
+			ratios = append(ratios, n/o)
+		}
+	}
+	if len(ratios) == 0 {
+		return "-"
+	}
+	lo, hi := slices.Min(ratios), slices.Max(ratios)
+	return fmt.Sprintf("%.2f (%.2f..%.2f)", Median(ratios), lo, hi)
 }
 
 // fmtNum prints a table cell with sensible precision for its size.
