@@ -837,7 +837,7 @@ func (app *App) serveWs(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	conn, err := app.upgrader.Upgrade(w, r, nil)
+	conn, err := app.upgrader.Upgrade(steadyHijacker{w}, r, nil)
 	if err != nil {
 		// The upgrader has already answered with an HTTP error.
 		tk.release()
