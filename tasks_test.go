@@ -1,0 +1,201 @@
+package main
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"modified-chat/internal/cluster/redistest"
+)
+
+// armTask makes the next run of task panic, once (testHookTask); the hook is taken
+// away after the server has stopped. Call it before the server starts.
+func armTask(t *testing.T) func(task string) {
+	t.Helper()
+	var armed atomic.Value // the task name that panics next; "" none
+	armed.Store("")
+	testHookTask = func(task string) {
+		if task != "" && armed.CompareAndSwap(task, "") {
+			panic("injected panic in task " + task)
+		}
+	}
+	t.Cleanup(func() { testHookTask = nil })
+	return func(task string) { armed.Store(task) }
+}
+
+// taskPanics reads chat_task_panics_total for task.
+func taskPanics(ts *testServer, task string) float64 {
+	return testutil.ToFloat64(ts.App.metrics.taskPanics.WithLabelValues(task))
+}
+
+// answerWith sends v with ref and returns the first event naming ref whose type is
+// one of types (an error always answers).
+func (c *wsClient) answerWith(v map[string]any, ref string, types ...string) map[string]any {
+	c.t.Helper()
+	return c.sendAwait(v, ref, func(ev map[string]any) bool {
+		if ev["type"] == "error" {
+			return true
+		}
+		for _, typ := range types {
+			if ev["type"] == typ {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// expectInternal fails unless ev is the `internal` error for ref in room.
+func expectInternal(t *testing.T, ev map[string]any, ref, room string) {
+	t.Helper()
+	var want any = ref
+	if ref == "" {
+		want = nil // an answer without a ref has no ref field
+	}
+	if ev["type"] != "error" || ev["code"] != codeInternal || ev["ref"] != want || ev["room"] != room {
+		t.Fatalf("answer %v, want error %s with ref %q and room %q", ev, codeInternal, ref, room)
+	}
+}
+
+// TestTaskPanicHistory: a history read that panics answers its requester `internal`
+// with the request's ref and room, counts one history task panic, and the server goes
+// on: the same connection's next history request is answered with its page (histBusy
+// was given back), another user's history and messages are served. A join's page,
+// shared by the joiners of a room, that panics answers the joiner `internal` (no ref)
+// and is forgotten: the next joiner reads it afresh instead of waiting for ever.
+func TestTaskPanicHistory(t *testing.T) {
+	arm := armTask(t)
+	ts := startServer(t, generousLimits)
+	bob, carol := ts.user(t, "bob"), ts.user(t, "carol")
+	bob.expectHistory(lobby)
+	carol.expectHistory(lobby)
+	bob.mustAck(map[string]any{"type": "say", "room": lobby, "text": "kept"})
+
+	arm(taskHistory)
+	expectInternal(t, bob.answerWith(map[string]any{"type": "history", "room": lobby}, "h1", "history"), "h1", lobby)
+	if n := taskPanics(ts, taskHistory); n != 1 {
+		t.Fatalf("history task panics %v, want 1", n)
+	}
+	if ev := bob.answerWith(map[string]any{"type": "history", "room": lobby}, "h2", "history"); ev["type"] != "history" {
+		t.Fatalf("the next history request: %v", ev)
+	} else if _, texts := historyIDs(ev); len(texts) != 1 || texts[0] != "kept" {
+		t.Fatalf("the next history page holds %q", texts)
+	}
+	if ev := carol.answerWith(map[string]any{"type": "history", "room": lobby}, "c1", "history"); ev["type"] != "history" {
+		t.Fatalf("another user's history: %v", ev)
+	}
+	carol.mustAck(map[string]any{"type": "say", "room": lobby, "text": "still served"})
+
+	arm(taskHistory)
+	bob.mustAck(map[string]any{"type": "join", "room": "quiet"})
+	ev := bob.expect("error")
+	expectInternal(t, ev, "", "quiet")
+	carol.mustAck(map[string]any{"type": "join", "room": "quiet"})
+	if ev := carol.expectHistory("quiet"); ev["ref"] != nil {
+		t.Fatalf("the next joiner's page: %v", ev)
+	}
+	if n := taskPanics(ts, taskHistory); n != 2 {
+		t.Fatalf("history task panics %v, want 2", n)
+	}
+	if n := testutil.ToFloat64(ts.App.metrics.panics); n != 0 {
+		t.Errorf("command panics %v, want 0", n)
+	}
+}
+
+// TestTaskPanicFetchFile: a fetch_file whose read panics answers `internal` with its
+// ref and room and counts one; the connection's next fetch_file is answered with the
+// file (not fetch_pending: c.fetching was given back), and another user fetches it.
+func TestTaskPanicFetchFile(t *testing.T) {
+	arm := armTask(t)
+	ts := fileServer(t, nil)
+	mod := ts.user(t, "mod")
+	mod.sendFile(lobby, "a.png", "image/png", testPNG(t), "f1")
+	mod.expect("ack")
+	bob, carol := ts.user(t, "bob"), ts.user(t, "carol")
+	id := historyFile(t, bob.expectHistory(lobby))["id"]
+	carol.expectHistory(lobby)
+
+	arm(taskFetchFile)
+	fetch := map[string]any{"type": "fetch_file", "room": lobby, "id": id}
+	expectInternal(t, bob.answerWith(fetch, "g1", "file"), "g1", lobby)
+	if n := taskPanics(ts, taskFetchFile); n != 1 {
+		t.Fatalf("fetch_file task panics %v, want 1", n)
+	}
+	if f := bob.answerWith(fetch, "g2", "file"); f["type"] != "file" || f["data"] == nil || f["id"] != id {
+		t.Fatalf("the next fetch_file: %v", f)
+	}
+	if f := carol.answerWith(fetch, "c1", "file"); f["type"] != "file" || f["data"] == nil {
+		t.Fatalf("another user's fetch_file: %v", f)
+	}
+	if n := taskPanics(ts, taskFetchFile); n != 1 {
+		t.Fatalf("fetch_file task panics %v after, want 1", n)
+	}
+}
+
+// TestTaskPanicDelete: a delete whose read of the message's sender panics answers
+// `internal` with its ref and room, deletes nothing (the message is still in history),
+// and the same delete sent again deletes it.
+func TestTaskPanicDelete(t *testing.T) {
+	arm := armTask(t)
+	ts := startServer(t, generousLimits)
+	bob := ts.user(t, "bob")
+	bob.expectHistory(lobby)
+	said := bob.answerWith(map[string]any{"type": "say", "room": lobby, "text": "oops"}, "s1", "ack")
+	id := said["id"]
+
+	arm(taskDeleteRead)
+	del := map[string]any{"type": "delete", "room": lobby, "id": id}
+	expectInternal(t, bob.answerWith(del, "d1", "ack"), "d1", lobby)
+	if n := taskPanics(ts, taskDeleteRead); n != 1 {
+		t.Fatalf("delete task panics %v, want 1", n)
+	}
+	if _, texts := historyIDs(bob.answerWith(map[string]any{"type": "history", "room": lobby}, "h1", "history")); len(texts) != 1 {
+		t.Fatalf("history after the failed delete holds %q, want the message", texts)
+	}
+	if ev := bob.answerWith(del, "d2", "ack"); ev["type"] != "ack" {
+		t.Fatalf("the delete sent again: %v", ev)
+	}
+}
+
+// TestTaskPanicClusterRecordRead: on a cluster node (in this process, a real Redis),
+// a join of a room this node does not follow waits for the room's record read from
+// Redis; when that read panics the joiner is answered `internal` with its ref and room
+// and one room_read panic is counted, and the same join sent again reads the record
+// afresh and joins. A create whose place in the rooms index is reserved by a task that
+// panics is answered `internal`, leaves no flight behind: the same create again makes
+// the room.
+func TestTaskPanicClusterRecordRead(t *testing.T) {
+	arm := armTask(t)
+	rs := redistest.Start(t)
+	files := newClusterFiles(t)
+	ts := startServer(t, func(c *Config) {
+		generousLimits(c)
+		c.RedisURL, c.ClusterKeyFile, c.SessionKeyFile, c.RedisWait = rs.URL(), files.clusterKey, files.sessionKey, 5*time.Second
+	})
+	alice, bob := ts.user(t, "alice"), ts.user(t, "bob")
+	alice.mustAck(map[string]any{"type": "create", "room": "far", "private": false})
+	alice.mustAck(map[string]any{"type": "leave", "room": "far"})
+
+	arm(taskRoomRead)
+	join := map[string]any{"type": "join", "room": "far"}
+	expectInternal(t, bob.answerWith(join, "j1", "joined"), "j1", "far")
+	if n := taskPanics(ts, taskRoomRead); n != 1 {
+		t.Fatalf("room_read task panics %v, want 1", n)
+	}
+	if ev := bob.answerWith(join, "j2", "joined"); ev["type"] != "joined" {
+		t.Fatalf("the join sent again: %v", ev)
+	}
+
+	arm(taskReserveRoom)
+	create := map[string]any{"type": "create", "room": "made", "private": false}
+	expectInternal(t, alice.answerWith(create, "c1", "joined", "ack"), "c1", "made")
+	if n := taskPanics(ts, taskReserveRoom); n != 1 {
+		t.Fatalf("reserve_room task panics %v, want 1", n)
+	}
+	if ev := alice.answerWith(create, "c2", "joined", "ack"); ev["type"] == "error" {
+		t.Fatalf("the create sent again: %v", ev)
+	}
+	bob.mustAck(map[string]any{"type": "say", "room": "far", "text": "still served"})
+}
