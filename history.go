@@ -448,12 +448,20 @@ func (app *App) runJanitor(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			if err := app.pruneHistory(app.now()); err != nil {
-				app.log.Error("pruning history", "err", err)
-			}
-			app.sessions.sweep(app.now())
+			app.janitorRound()
 		}
 	}
+}
+
+// janitorRound prunes history and sweeps expired revocations once. It runs as a task
+// (runTask): a round that panics is logged and counted, and the next goes on.
+func (app *App) janitorRound() {
+	app.hub.runTask(taskJanitor, func() {
+		if err := app.pruneHistory(app.now()); err != nil {
+			app.log.Error("pruning history", "err", err)
+		}
+		app.sessions.sweep(app.now())
+	})
 }
 
 // pruneHistory deletes, per room, messages beyond HistoryMax, older than HistoryMaxAge,

@@ -19,9 +19,9 @@ import (
 // connection goes on and its next request is served.
 //
 // The goroutines that own state nothing else can rebuild (the hub's loop, the store
-// writer, the cluster feeds, the control writer) are not tasks: a panic there ends the
-// process with crash.ExitCode (internal/crash). Hub.later is not one either: it only
-// hands a function to the loop.
+// writer, the cluster feeds, the control writer and its jobs, the connection slot
+// renewals) are not tasks: a panic there ends the process with crash.ExitCode
+// (internal/crash). Hub.later is not one either: it only hands a function to the loop.
 
 // The tasks, by name: the task label of chat_task_panics_total and the task field of
 // the log line.
@@ -36,6 +36,8 @@ const (
 	taskPeerRead       = "peer_read"       // whether an open_dm's peer is on another node
 	taskWelcomeRead    = "welcome_read"    // the Welcome kept for a device, from a Stream
 	taskAuditRead      = "audit_read"      // the cluster's audit log
+	taskJanitor        = "janitor"         // one round of the janitor (pruning, sweeping)
+	taskPolicyReload   = "policy_reload"   // re-reading the policy file on SIGHUP
 )
 
 // testHookTask, when set (tests only; nil in production), is called by each task as
@@ -43,31 +45,34 @@ const (
 // costs one nil check per task, nothing per message.
 var testHookTask func(task string)
 
-// goTask runs work on a goroutine of its own. When work panics (a bug), the panic is
-// logged and counted (taskPanicked) and failed, when set, runs on the hub's loop to
-// finish the request work would have finished: answer its requester and give back
-// what the request held. work sends its completion last, so after a panic none was
-// sent and failed is the only one. failed is never run once the hub has stopped.
+// goTask runs work on a goroutine of its own (runTask). When work panics, failed, when
+// set, runs on the hub's loop to finish the request work would have finished: answer
+// its requester and give back what the request held. work sends its completion last,
+// so after a panic none was sent and failed is the only one. failed is never run once
+// the hub has stopped.
 func (h *Hub) goTask(task string, work, failed func()) {
 	go func() {
-		defer h.taskRecover(task, failed)
-		if testHookTask != nil {
-			testHookTask(task)
+		if !h.runTask(task, work) && failed != nil {
+			h.complete(failed)
 		}
-		work()
 	}()
 }
 
-// taskRecover, deferred by goTask, turns a task's panic into taskPanicked and failed.
-func (h *Hub) taskRecover(task string, failed func()) {
-	v := recover()
-	if v == nil {
-		return
+// runTask runs work on the calling goroutine and reports whether it returned: a panic
+// in it (a bug) is recovered, logged and counted (taskPanicked), and runTask reports
+// false. The janitor's rounds and the policy reloads run through it too: each is one
+// piece of work that holds nothing the next needs, so the next goes on.
+func (h *Hub) runTask(task string, work func()) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			h.taskPanicked(task, v)
+		}
+	}()
+	if testHookTask != nil {
+		testHookTask(task)
 	}
-	h.taskPanicked(task, v)
-	if failed != nil {
-		h.complete(failed)
-	}
+	work()
+	return true
 }
 
 // taskPanicked logs a task's panic with its stack and counts it: the task's name and

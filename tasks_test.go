@@ -199,3 +199,36 @@ func TestTaskPanicClusterRecordRead(t *testing.T) {
 	}
 	bob.mustAck(map[string]any{"type": "say", "room": "far", "text": "still served"})
 }
+
+// TestTaskPanicJanitorAndReload: a janitor round that panics is counted once under
+// janitor and the next round runs; a policy reload that panics returns
+// errReloadFailed, keeps the old policy (the same one) and counts once under
+// policy_reload, and the next reload succeeds. The server serves throughout.
+func TestTaskPanicJanitorAndReload(t *testing.T) {
+	arm := armTask(t)
+	ts := startServer(t, generousLimits)
+	bob := ts.user(t, "bob")
+
+	arm(taskJanitor)
+	ts.App.janitorRound()
+	ts.App.janitorRound()
+	if n := taskPanics(ts, taskJanitor); n != 1 {
+		t.Fatalf("janitor task panics %v, want 1", n)
+	}
+
+	old := ts.App.policy()
+	arm(taskPolicyReload)
+	if err := ts.App.reloadPolicy(); err != errReloadFailed {
+		t.Fatalf("reload that panicked: %v, want errReloadFailed", err)
+	}
+	if ts.App.policy() != old {
+		t.Fatal("a reload that panicked replaced the policy")
+	}
+	if n := taskPanics(ts, taskPolicyReload); n != 1 {
+		t.Fatalf("policy_reload task panics %v, want 1", n)
+	}
+	if err := ts.App.reloadPolicy(); err != nil {
+		t.Fatalf("the next reload: %v", err)
+	}
+	bob.mustAck(map[string]any{"type": "say", "room": lobby, "text": "still served"})
+}
