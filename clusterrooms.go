@@ -370,14 +370,7 @@ func (h *Hub) refreshFailed(name string) {
 	cmds := h.refreshes[name]
 	delete(h.refreshes, name)
 	for _, cmd := range cmds {
-		if _, ok := h.clients[cmd.client]; !ok || cmd.client == nil {
-			continue
-		}
-		if cmd.reply != nil {
-			h.refuseCmd(cmd, newProtoError(codeInternal, "the server failed on this request; nothing was done, try again"))
-			continue
-		}
-		h.taskFailed(cmd.client, cmd.env)
+		h.cmdFailed(cmd)
 	}
 }
 

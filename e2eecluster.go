@@ -256,7 +256,7 @@ func (h *Hub) recheckRoom(cmd command) bool {
 		}
 	}, func() {
 		h.rechecks--
-		h.taskFailed(cmd.client, cmd.env)
+		h.cmdFailed(cmd)
 	})
 	return true
 }

@@ -83,20 +83,26 @@ func (h *Hub) taskPanicked(task string, v any) {
 	h.log.Error("request task failed", "task", task, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 }
 
+// taskFailedMessage is the message of the `internal` a failed task answers.
+const taskFailedMessage = "the server failed on this request; nothing was done, try again"
+
 // taskFailedEvent is the answer to a request whose task panicked: `internal`, with the
 // request's ref and room (either may be empty).
 func taskFailedEvent(ref, room string) []byte {
-	return errorEvent(codeInternal, "the server failed on this request; nothing was done, try again", ref, room)
+	return errorEvent(codeInternal, taskFailedMessage, ref, room)
 }
 
 // taskFailed answers `internal` to a command whose task panicked, if its connection is
-// still there.
+// still there, and counts it as a refusal.
 func (h *Hub) taskFailed(c *Client, env *envelope) {
-	if _, ok := h.clients[c]; ok && env != nil {
-		room := ""
-		if validRoomRef(env.Room) == nil {
-			room = env.Room
-		}
-		h.deliver(c, taskFailedEvent(env.Ref, room))
+	h.refuseLater(c, env, codeInternal, taskFailedMessage)
+}
+
+// cmdFailed is taskFailed for a command that waited on the task: on the readPump's
+// reply channel when the readPump waits for the answer (a file announcement).
+func (h *Hub) cmdFailed(cmd command) {
+	if _, ok := h.clients[cmd.client]; !ok || cmd.client == nil || (cmd.env == nil && cmd.reply == nil) {
+		return // gone, or the server's own need of the record
 	}
+	h.refuseCmd(cmd, newProtoError(codeInternal, taskFailedMessage))
 }

@@ -50,11 +50,13 @@ func (c *wsClient) answerWith(v map[string]any, ref string, types ...string) map
 // expectInternal fails unless ev is the `internal` error for ref in room.
 func expectInternal(t *testing.T, ev map[string]any, ref, room string) {
 	t.Helper()
-	var want any = ref
-	if ref == "" {
-		want = nil // an answer without a ref has no ref field
+	field := func(v string) any {
+		if v == "" {
+			return nil // an answer without a ref or room has no such field
+		}
+		return v
 	}
-	if ev["type"] != "error" || ev["code"] != codeInternal || ev["ref"] != want || ev["room"] != room {
+	if ev["type"] != "error" || ev["code"] != codeInternal || ev["ref"] != field(ref) || ev["room"] != field(room) {
 		t.Fatalf("answer %v, want error %s with ref %q and room %q", ev, codeInternal, ref, room)
 	}
 }
@@ -165,13 +167,16 @@ func TestTaskPanicDelete(t *testing.T) {
 // and one room_read panic is counted, and the same join sent again reads the record
 // afresh and joins. A create whose place in the rooms index is reserved by a task that
 // panics is answered `internal`, leaves no flight behind: the same create again makes
-// the room.
+// the room. So for a history page read from a Stream, the cluster audit log read, and
+// an open_dm's read of whether its unknown peer is on another node: each answers
+// `internal` once, then as usual.
 func TestTaskPanicClusterRecordRead(t *testing.T) {
 	arm := armTask(t)
 	rs := redistest.Start(t)
 	files := newClusterFiles(t)
 	ts := startServer(t, func(c *Config) {
 		generousLimits(c)
+		c.Admins = []string{"dev:root"}
 		c.RedisURL, c.ClusterKeyFile, c.SessionKeyFile, c.RedisWait = rs.URL(), files.clusterKey, files.sessionKey, 5*time.Second
 	})
 	alice, bob := ts.user(t, "alice"), ts.user(t, "bob")
@@ -198,6 +203,32 @@ func TestTaskPanicClusterRecordRead(t *testing.T) {
 		t.Fatalf("the create sent again: %v", ev)
 	}
 	bob.mustAck(map[string]any{"type": "say", "room": "far", "text": "still served"})
+
+	// The other cluster reads: a history page from the room's Stream, the cluster's
+	// audit log, and whether an open_dm's unknown peer is on another node.
+	arm(taskClusterHistory)
+	hist := map[string]any{"type": "history", "room": "far"}
+	expectInternal(t, bob.answerWith(hist, "h1", "history"), "h1", "far")
+	if _, texts := historyIDs(bob.answerWith(hist, "h2", "history")); len(texts) != 1 || texts[0] != "still served" {
+		t.Fatalf("the next cluster history page holds %q", texts)
+	}
+	root := ts.user(t, "root")
+	arm(taskAuditRead)
+	expectInternal(t, root.answerWith(map[string]any{"type": "audit"}, "a1", "audit"), "a1", "")
+	if ev := root.answerWith(map[string]any{"type": "audit"}, "a2", "audit"); ev["type"] != "audit" {
+		t.Fatalf("the next audit: %v", ev)
+	}
+	arm(taskPeerRead)
+	dm := map[string]any{"type": "open_dm", "user": "dev:nobody"}
+	expectInternal(t, alice.answerWith(dm, "o1", "joined"), "o1", "")
+	if ev := alice.answerWith(dm, "o2", "joined"); ev["code"] != codeDMRefused {
+		t.Fatalf("the next open_dm of an unknown user: %v, want %s", ev, codeDMRefused)
+	}
+	for _, task := range []string{taskRoomRead, taskReserveRoom, taskClusterHistory, taskAuditRead, taskPeerRead} {
+		if n := taskPanics(ts, task); n != 1 {
+			t.Errorf("%s task panics %v, want 1", task, n)
+		}
+	}
 }
 
 // TestTaskPanicJanitorAndReload: a janitor round that panics is counted once under
