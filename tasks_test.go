@@ -263,3 +263,47 @@ func TestTaskPanicJanitorAndReload(t *testing.T) {
 	}
 	bob.mustAck(map[string]any{"type": "say", "room": lobby, "text": "still served"})
 }
+
+// TestRoomReadFailedReleasesWaiters: when the record read that commands wait for
+// panics (refreshFailed), every waiting command is answered `internal`: a file
+// announcement on its readPump's reply channel (which blocks until it gets one), a
+// join with an error event carrying its ref and room; the server's own need of the
+// record is dropped, and the room has no pending read left, so the next command reads
+// it afresh.
+func TestRoomReadFailedReleasesWaiters(t *testing.T) {
+	h := newTestHub(t, nil)
+	c := fakeClient("bob", 16)
+	h.register <- c
+	reply := make(chan *protoError, 1)
+	ran := false
+	h.do(func() {
+		h.refreshes["far"] = []command{
+			{client: c, env: &envelope{Type: "file", Room: "far", Ref: "f1"}, reply: reply},
+			{client: c, env: &envelope{Type: "join", Room: "far", Ref: "j1"}},
+			{fn: func() { ran = true }},
+		}
+		h.refreshFailed("far")
+	})
+	select {
+	case perr := <-reply:
+		if perr.Code != codeInternal {
+			t.Fatalf("the file announcement got %v, want %s", perr, codeInternal)
+		}
+	default:
+		t.Fatal("the file announcement's readPump got no answer")
+	}
+	var errs []map[string]any
+	for _, ev := range drain(t, h, c) {
+		if ev["type"] == "error" {
+			errs = append(errs, ev)
+		}
+	}
+	if len(errs) != 1 || errs[0]["code"] != codeInternal || errs[0]["ref"] != "j1" || errs[0]["room"] != "far" {
+		t.Fatalf("errors queued %v, want one internal for j1 in far", errs)
+	}
+	h.do(func() {
+		if _, pending := h.refreshes["far"]; pending || ran {
+			t.Errorf("after the failed read: pending %v, the server's own need ran %v", pending, ran)
+		}
+	})
+}
