@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -252,15 +253,21 @@ func (app *App) settings() *Config { return app.cfg.Load() }
 // policy returns the live role policy.
 func (app *App) policy() *policy { return app.policyPtr.Load() }
 
-// reloadPolicy re-reads the policy file (SIGHUP). A broken file keeps the old policy.
+// reloadPolicy re-reads the policy file (SIGHUP). A broken file keeps the old policy,
+// and so does a reload that panics (a task: logged and counted, the server goes on).
 func (app *App) reloadPolicy() error {
-	pol, err := loadPolicy(app.settings())
-	if err != nil {
-		return err
-	}
-	app.policyPtr.Store(pol)
-	return nil
+	err := errReloadFailed
+	app.hub.runTask(taskPolicyReload, func() {
+		var pol *policy
+		if pol, err = loadPolicy(app.settings()); err == nil {
+			app.policyPtr.Store(pol)
+		}
+	})
+	return err
 }
+
+// errReloadFailed: the policy reload panicked (a bug, logged); the old policy stays.
+var errReloadFailed = errors.New("policy reload failed on a bug; see the log")
 
 // trackConn counts a new connection's two pumps for shutdown, unless shutdown has begun.
 func (app *App) trackConn() bool {

@@ -44,7 +44,7 @@ func (h *Hub) clusterAudit(c *Client, env *envelope) bool {
 		return false
 	}
 	ctl, limit, ref := h.app.ctl.ctl, max(env.Limit, 1), env.Ref
-	go func() {
+	h.goTask(taskAuditRead, func() {
 		raw, err := ctl.ReadAudit(context.Background(), limit)
 		h.completions <- func() {
 			if _, ok := h.clients[c]; !ok {
@@ -64,6 +64,6 @@ func (h *Hub) clusterAudit(c *Client, env *envelope) bool {
 			}
 			h.deliverReply(c, auditEvent(entries, ref))
 		}
-	}()
+	}, func() { h.taskFailed(c, env) })
 	return true
 }

@@ -159,7 +159,11 @@ func (cc *clusterControl) start(top string) {
 	}()
 	go func() { defer cc.wg.Done(); cc.feed.Run(cc.stop) }()
 	go func() {
+		// This node's connection slots lapse in Redis unless renewed: a node whose
+		// renewals stopped would go on with its users' connections uncounted.
 		defer cc.wg.Done()
+		defer crash.OnPanic(cc.app.log, "connection slot renewals")
+		crash.Hook("connection slot renewals")
 		cc.limits.RunRenewals(cc.stop, func(err error) { cc.app.log.Warn("renewing connection slots", "err", err) })
 	}()
 }

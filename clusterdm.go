@@ -124,7 +124,7 @@ func (h *Hub) peerElsewhere(c *Client, env *envelope, peer, name string) {
 		return
 	}
 	limits, now := h.app.ctl.limits, h.now()
-	go func() {
+	h.goTask(taskPeerRead, func() {
 		seen, err := limits.Connected(context.Background(), peer, now)
 		h.completions <- func() {
 			if _, ok := h.clients[c]; !ok {
@@ -140,5 +140,5 @@ func (h *Hub) peerElsewhere(c *Client, env *envelope, peer, name string) {
 			}
 			h.createDM(c, env, peer, name, seen)
 		}
-	}()
+	}, func() { h.taskFailed(c, env) })
 }

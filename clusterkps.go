@@ -183,7 +183,8 @@ func (h *Hub) clusterKPCount(user, device string, done func(n int, err error)) {
 }
 
 // later runs f on the hub's goroutine after the current command (a callback the
-// caller expects after its call returns), unless the hub stops first.
+// caller expects after its call returns), unless the hub stops first. Its goroutine
+// only hands f over, so it is no task (tasks.go): f runs on the loop.
 func (h *Hub) later(f func()) { go h.complete(f) }
 
 // complete hands f to the hub's goroutine from another one, unless the hub stopped.

@@ -88,12 +88,17 @@ func (h *Hub) commitRoomLog(c *Client, env *envelope, ch change) {
 		// missing: a record another node made meanwhile (this node may even have read it
 		// while the place was reserved) makes it stale, never a second first record.
 		ctl, max, rev := cc.ctl, h.settings().MaxRooms-1, h.roomRev[name]
-		go func() {
+		h.goTask(taskReserveRoom, func() {
 			ctx, cancel := context.WithTimeout(context.Background(), historyReadTimeout)
 			err := ctl.ReserveRoom(ctx, name, max)
 			cancel()
 			h.completions <- func() { h.reservedRoom(c, env, ch, rev, err) }
-		}()
+		}, func() {
+			// As for an unanswered reservation: nothing was made, the place may be taken.
+			h.taskFailed(c, env)
+			h.leaveFlight(ch)
+			h.unlistUnmade(name)
+		})
 		return
 	}
 	h.writeRoomChange(c, env, ch, h.roomRev[name])
@@ -350,12 +355,23 @@ func (h *Hub) refreshRoom(name string, cmd command) {
 	}
 	h.refreshes[name] = []command{cmd}
 	feed := h.feed
-	go func() {
+	h.goTask(taskRoomRead, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), historyReadTimeout)
 		st, err := feed.RoomState(ctx, name)
 		cancel()
 		h.completions <- func() { h.refreshed(name, st, err) }
-	}()
+	}, func() { h.refreshFailed(name) })
+}
+
+// refreshFailed gives up the commands that waited for a record read that panicked
+// (tasks.go): each is answered `internal` (on the reply channel of one whose readPump
+// waits), and the room's next command reads the record afresh.
+func (h *Hub) refreshFailed(name string) {
+	cmds := h.refreshes[name]
+	delete(h.refreshes, name)
+	for _, cmd := range cmds {
+		h.cmdFailed(cmd)
+	}
 }
 
 // refuseRefresh answers busy to a command that cannot wait for a record read; a read

@@ -157,6 +157,10 @@ var (
 		"`fetch_file` names no file in the room's history")
 	codeFetchPending = defineError("fetch_pending",
 		"`fetch_file` while this connection's previous one is still unanswered")
+	// codeInternal: a request's read off the hub's loop failed (tasks.go); the request
+	// is given up, the connection goes on.
+	codeInternal = defineError("internal",
+		"the server failed while answering this request (a bug, which it logs): it was not done and nothing changed (after a `join` of an E2EE room: its Welcome was not sent, see `mls_resync`); the connection stays open and the next request is answered as usual")
 )
 
 // The error codes of end-to-end encrypted rooms (PROTOCOL.md, "Errors (E2EE)") and of

@@ -50,14 +50,14 @@ func (h *Hub) cmdDelete(c *Client, cmd command, ri *roomInfo) {
 		read = func() (string, bool) { return readClusterSender(feed, room, id) }
 	}
 	ok := h.bp.Submit(nil, func(error) {
-		go func() {
+		h.goTask(taskDeleteRead, func() {
 			sender, found := read()
 			h.completions <- func() {
 				if _, ok := h.clients[c]; ok {
 					h.deleteMessage(c, env, sender, found)
 				}
 			}
-		}()
+		}, func() { h.taskFailed(c, env) })
 	})
 	if !ok {
 		h.refuse(c, env, codeBusy, "the server is busy; nothing changed, try again")

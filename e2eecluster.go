@@ -238,7 +238,7 @@ func (h *Hub) recheckRoom(cmd command) bool {
 	}
 	feed := h.feed
 	h.rechecks++
-	go func() {
+	h.goTask(taskRoomRecheck, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), historyReadTimeout)
 		st, err := feed.RoomState(ctx, name)
 		cancel()
@@ -254,7 +254,10 @@ func (h *Hub) recheckRoom(cmd command) bool {
 			}
 			h.mlsRetry(name, st.Rev-1, cmd)
 		}
-	}()
+	}, func() {
+		h.rechecks--
+		h.cmdFailed(cmd)
+	})
 	return true
 }
 
@@ -368,7 +371,7 @@ func (h *Hub) clusterWelcome(c *Client, room string, g *mlsGroup) {
 		return
 	}
 	feed := h.feed
-	go func() {
+	h.goTask(taskWelcomeRead, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), historyReadTimeout)
 		it, found, err := feed.Entry(ctx, room, id)
 		cancel()
@@ -382,7 +385,12 @@ func (h *Hub) clusterWelcome(c *Client, room string, g *mlsGroup) {
 			}
 			h.deliver(c, welcomeEvent(room, id, e.MLS.Epoch, e.Welcome))
 		}
-	}()
+	}, func() {
+		// The join was answered already: c hears that its Welcome is not coming.
+		if _, live := h.clients[c]; live && c.rooms[room] != nil {
+			h.deliver(c, taskFailedEvent("", room))
+		}
+	})
 }
 
 // clusterReconcile is reconcile in cluster mode: the Removes and Adds the room's

@@ -220,10 +220,10 @@ func (h *Hub) startHistory(c *Client, l historyLoad) {
 	cfg, st, now := h.settings(), h.app.store, h.now()
 	c.histBusy = true
 	ok := h.bp.Submit(nil, func(error) {
-		go func() {
+		h.goTask(taskHistory, func() {
 			ev := loadHistory(st, l, key.first, key.boundary, cfg, now)
 			h.completions <- func() { h.finishPage(c, l.room, shared, ev) }
-		}()
+		}, func() { h.pageFailed(c, l, shared) })
 	})
 	if !ok {
 		c.histBusy = false
@@ -248,6 +248,34 @@ func (h *Hub) finishPage(c *Client, room string, shared *sharedPage, ev []byte) 
 		if _, ok := h.clients[w]; ok && w.rooms[room] != nil {
 			w.limiter.chargeReply(len(ev))
 			h.enqueue(w, ptr)
+		}
+		h.nextHistory(w)
+	}
+}
+
+// pageFailed finishes a page whose read panicked (tasks.go): c and every connection
+// that waited for the same page are answered `internal` (with c's ref; a shared page
+// answers joins, which have none), the page is forgotten so that the next ask reads
+// it afresh, and each goes on to its next request.
+func (h *Hub) pageFailed(c *Client, l historyLoad, shared *sharedPage) {
+	waiters := []*Client{c}
+	if shared != nil {
+		waiters = append(waiters, shared.waiters...)
+		shared.waiters = nil
+		for k, p := range h.pages {
+			if p == shared {
+				delete(h.pages, k)
+			}
+		}
+	}
+	for _, w := range waiters {
+		w.histBusy = false
+		ref := ""
+		if w == c {
+			ref = l.ref
+		}
+		if _, ok := h.clients[w]; ok && w.rooms[l.room] != nil {
+			h.deliver(w, taskFailedEvent(ref, l.room))
 		}
 		h.nextHistory(w)
 	}
@@ -326,7 +354,7 @@ func (h *Hub) fetchFile(c *Client, room string, id uint64, ref string) {
 		load = func() []byte { return loadClusterFile(feed, c.limiter, room, id, first, cutoff, ref) }
 	}
 	ok := h.bp.Submit(nil, func(error) {
-		go func() {
+		h.goTask(taskFetchFile, func() {
 			ev := load()
 			h.completions <- func() {
 				c.fetching = false
@@ -341,7 +369,12 @@ func (h *Hub) fetchFile(c *Client, room string, id uint64, ref string) {
 				}
 				h.deliver(c, ev)
 			}
-		}()
+		}, func() {
+			c.fetching = false
+			if _, ok := h.clients[c]; ok && c.rooms[room] != nil {
+				h.deliver(c, taskFailedEvent(ref, room))
+			}
+		})
 	})
 	if !ok {
 		c.fetching = false
@@ -415,12 +448,20 @@ func (app *App) runJanitor(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			if err := app.pruneHistory(app.now()); err != nil {
-				app.log.Error("pruning history", "err", err)
-			}
-			app.sessions.sweep(app.now())
+			app.janitorRound()
 		}
 	}
+}
+
+// janitorRound prunes history and sweeps expired revocations once. It runs as a task
+// (runTask): a round that panics is logged and counted, and the next goes on.
+func (app *App) janitorRound() {
+	app.hub.runTask(taskJanitor, func() {
+		if err := app.pruneHistory(app.now()); err != nil {
+			app.log.Error("pruning history", "err", err)
+		}
+		app.sessions.sweep(app.now())
+	})
 }
 
 // pruneHistory deletes, per room, messages beyond HistoryMax, older than HistoryMaxAge,

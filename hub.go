@@ -14,6 +14,7 @@ import (
 
 	"modified-chat/internal/backplane"
 	"modified-chat/internal/cluster"
+	"modified-chat/internal/crash"
 	"modified-chat/internal/store"
 )
 
@@ -268,6 +269,11 @@ func (h *Hub) settings() *Config { return h.app.settings() }
 // no timer waking it fifty times a second.
 func (h *Hub) run() {
 	defer close(h.stopped)
+	// The loop owns the hub's state, which nothing else can rebuild: a panic outside a
+	// command's handler (which dispatchGuarded recovers), in a completion or a cluster
+	// delivery, ends the process for the supervisor to restart (internal/crash).
+	defer crash.OnPanic(h.log, "hub loop")
+	crash.Hook("hub loop")
 	var tick *time.Ticker
 	var tickC <-chan time.Time // nil while nobody is backlogged: never fires
 	defer func() {

@@ -301,10 +301,10 @@ func (h *Hub) clusterHistory(c *Client, l historyLoad, first uint64, shared *sha
 	}
 	cfg, now, feed, boundary := h.settings(), h.now(), h.feed, lf.applied
 	c.histBusy = true
-	go func() {
+	h.goTask(taskClusterHistory, func() {
 		ev := loadClusterHistory(feed, l, first, boundary, cfg, now)
 		h.completions <- func() { h.finishPage(c, l.room, shared, ev) }
-	}()
+	}, func() { h.pageFailed(c, l, shared) })
 	return true
 }
 

@@ -92,14 +92,21 @@ func TestStoreWriterPanicExits(t *testing.T) {
 	expectPanicExit(t, "store writer", nil)
 }
 
+// TestHubPanicExits: the same for the hub's loop, which owns every room and
+// connection's state: a panic outside a command's handler ends the server with
+// crash.ExitCode and the log line, not Go's exit 2 without one.
+func TestHubPanicExits(t *testing.T) {
+	expectPanicExit(t, "hub loop", nil)
+}
+
 // TestClusterFeedPanicExits: the same for each cluster goroutine (room feed, control
-// log feed, control writer), on a node with a real Redis.
+// log feed, control writer, connection slot renewals), on a node with a real Redis.
 func TestClusterFeedPanicExits(t *testing.T) {
 	rs := redistest.Start(t)
 	f := newClusterFiles(t)
 	env := []string{"CHAT_REDIS_URL=" + rs.URL(), "CHAT_REDIS_WAIT=5s",
 		"CHAT_SESSION_KEY_FILE=" + f.sessionKey, "CHAT_CLUSTER_KEY_FILE=" + f.clusterKey}
-	for _, g := range []string{"cluster feed writer", "cluster feed subscriber", "cluster feed orderer", "control log feed", "control writer"} {
+	for _, g := range []string{"cluster feed writer", "cluster feed subscriber", "cluster feed orderer", "control log feed", "control writer", "connection slot renewals"} {
 		t.Run(strings.ReplaceAll(g, " ", "_"), func(t *testing.T) { expectPanicExit(t, g, env) })
 	}
 }
