@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"modified-chat/internal/cluster/redistest"
 	"modified-chat/internal/mlsoracle"
 	"modified-chat/internal/store"
 )
@@ -81,12 +82,22 @@ func (d *mlsDevice) rejoin(ts *testServer, room string) {
 	d.c.mustKeep(map[string]any{"type": "join", "room": room})
 }
 
-// offlineJoiner has alice make "vault" on st and add bob, whose connection is gone
-// before alice's commit: his Welcome is kept for him.
+// offlineJoiner has alice make "vault" on a server on st and add bob, whose
+// connection is gone before alice's commit: his Welcome is kept for him.
 func offlineJoiner(t *testing.T, st store.Store) (ts *testServer, o *mlsoracle.Oracle, alice, bob *mlsDevice) {
 	t.Helper()
 	ts = startServerOn(t, st, generousLimits)
 	o = mlsoracle.Start(t)
+	alice, bob = addOffline(t, ts, o)
+	settleHub(t, ts.App.hub)
+	return ts, o, alice, bob
+}
+
+// addOffline has alice make "vault" on ts and add bob while he is offline (see
+// offlineJoiner); alice's mls_app after the commit is acked once the commit's writes
+// before it are durable too.
+func addOffline(t *testing.T, ts *testServer, o *mlsoracle.Oracle) (alice, bob *mlsDevice) {
+	t.Helper()
 	alice, bob = newMLSDevice(t, ts, o, "alice"), newMLSDevice(t, ts, o, "bob")
 	alice.upload(2)
 	bob.upload(2)
@@ -98,8 +109,10 @@ func offlineJoiner(t *testing.T, st store.Store) (ts *testServer, o *mlsoracle.O
 	if ack := alice.commit("vault", 0); ack["type"] != "ack" || ack["epoch"] != float64(1) {
 		t.Fatalf("alice's commit adding bob: %v", ack)
 	}
-	settleHub(t, ts.App.hub)
-	return ts, o, alice, bob
+	if ack := alice.send("vault", 1, "canary-before-bob"); ack["type"] != "ack" {
+		t.Fatalf("alice's mls_app after the commit: %v", ack)
+	}
+	return alice, bob
 }
 
 // TestE2EEWelcomesOutOfGroupRecord: the Welcomes of devices added and not yet joined
@@ -166,13 +179,7 @@ func TestE2EEWelcomeKeptUntilJoined(t *testing.T) {
 		t.Fatalf("bob's Welcome after the restart: %v", w)
 	}
 	alice.rejoin(ts, "vault")
-	if ack := bob.send("vault", 1, "canary-welcome-restart"); ack["type"] != "ack" {
-		t.Fatalf("bob's first mls_app: %v", ack)
-	}
-	m := alice.c.awaitKeep("mls_app")
-	if got := o.Do(map[string]any{"op": "process", "id": "alice", "msg": m["msg"]}); got.Str("text") != "canary-welcome-restart" {
-		t.Fatalf("alice read %q", got.Str("text"))
-	}
+	bobSpeaks(t, o, alice, bob, "canary-welcome-restart")
 	settleHub(t, ts.App.hub)
 	if events, devs := welcomeRows(t, st, "vault"); len(events) != 0 || len(devs) != 0 {
 		t.Fatalf("after bob joined, still kept: %d events, %d pointers", len(events), len(devs))
@@ -254,4 +261,51 @@ func TestE2EEWelcomesUpgradeOldRecord(t *testing.T) {
 	if ack := bob.send("vault", 1, "canary-welcome-upgrade"); ack["type"] != "ack" {
 		t.Fatalf("bob's first mls_app after the upgrade: %v", ack)
 	}
+}
+
+// bobSpeaks has bob, just joined, send text to "vault" and fails unless alice, in the
+// room, reads it.
+func bobSpeaks(t *testing.T, o *mlsoracle.Oracle, alice, bob *mlsDevice, text string) {
+	t.Helper()
+	if ack := bob.send("vault", 1, text); ack["type"] != "ack" {
+		t.Fatalf("bob's first mls_app: %v", ack)
+	}
+	for {
+		m := alice.c.awaitKeep("mls_app")
+		if from := m["from"].(map[string]any); from["id"] != bob.id.user {
+			continue // alice's own, from the history of her join
+		}
+		if got := o.Do(map[string]any{"op": "process", "id": "alice", "msg": m["msg"]}); got.Str("text") != text {
+			t.Fatalf("alice read %q", got.Str("text"))
+		}
+		return
+	}
+}
+
+// TestMigrateRedisE2EEPendingWelcome: migrate-redis takes along the Welcome a single
+// node keeps out of the group's record: bob, added while offline, gets it on node 2
+// after the move, joins, and alice on node 1 reads him.
+func TestMigrateRedisE2EEPendingWelcome(t *testing.T) {
+	files := newClusterFiles(t)
+	single, ts, dir := singleForMigration(t, files)
+	o := mlsoracle.Start(t)
+	alice, bob := addOffline(t, ts, o)
+	single.Process.Kill()
+	single.Wait()
+
+	rs := redistest.Start(t)
+	if err := migrateRedisCommand(nil, migrationEnv(dir, rs, files)); err != nil {
+		t.Fatalf("migrate-redis: %v", err)
+	}
+	nodes := startNodes(t, 2, rs, files)
+	alice.c = nodes[0].dialAs(t, alice.name)
+	alice.c.mustKeep(map[string]any{"type": "kp_upload", "device": alice.id.device, "kps": []string{}})
+	alice.c.mustKeep(map[string]any{"type": "join", "room": "vault"})
+	bob.c = nodes[1].dialAs(t, bob.name)
+	bob.c.mustKeep(map[string]any{"type": "kp_upload", "device": bob.id.device, "kps": []string{}})
+	bob.c.mustKeep(map[string]any{"type": "join", "room": "vault"})
+	if w := bob.processNext("mls_welcome"); w["epoch"] != float64(1) {
+		t.Fatalf("bob's Welcome on node 2 after the move: %v", w)
+	}
+	bobSpeaks(t, o, alice, bob, "canary-welcome-migrated")
 }
