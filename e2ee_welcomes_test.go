@@ -309,3 +309,33 @@ func TestMigrateRedisE2EEPendingWelcome(t *testing.T) {
 	}
 	bobSpeaks(t, o, alice, bob, "canary-welcome-migrated")
 }
+
+// TestE2EEWelcomeGoesOnCommitOrRemove: a Welcome also goes when its device's first
+// word in the group is a commit (bob's self-update), and when the device loses its
+// leaf before it joined (bob kicked while offline: the hub's Remove drops it).
+func TestE2EEWelcomeGoesOnCommitOrRemove(t *testing.T) {
+	st := newGroupSizeStore()
+	ts := startServerOn(t, st, generousLimits)
+	o := mlsoracle.Start(t)
+	_, bob, _ := twoInRoom(t, ts, o, "vault")
+	settleHub(t, ts.App.hub)
+	if events, devs := welcomeRows(t, st, "vault"); len(events) != 1 || len(devs) != 1 {
+		t.Fatalf("kept for bob: %d events, %d pointers", len(events), len(devs))
+	}
+	if ack := bob.commit("vault", 1); ack["type"] != "ack" || ack["epoch"] != float64(2) {
+		t.Fatalf("bob's self-update: %v", ack)
+	}
+	settleHub(t, ts.App.hub)
+	if events, devs := welcomeRows(t, st, "vault"); len(events) != 0 || len(devs) != 0 {
+		t.Fatalf("after bob's commit, still kept: %d events, %d pointers", len(events), len(devs))
+	}
+
+	st = newGroupSizeStore()
+	ts, _, alice, _ := offlineJoiner(t, st)
+	alice.c.mustKeep(map[string]any{"type": "kick", "room": "vault", "user": "dev:bob"})
+	alice.processNext("mls_proposals")
+	settleHub(t, ts.App.hub)
+	if events, devs := welcomeRows(t, st, "vault"); len(events) != 0 || len(devs) != 0 {
+		t.Fatalf("after bob's Remove, still kept: %d events, %d pointers", len(events), len(devs))
+	}
+}
