@@ -38,8 +38,8 @@ type roomWelcomes struct {
 // (the hub reads them without waiting on the disk). What bounds it: a room keeps at
 // most one Welcome per device holding a leaf of its group and not yet joined (a newer
 // Add replaces it; joining, losing the leaf or the room's deletion drop it), each at
-// most a commit's size, which -read-limit bounds; and a Welcome several devices wait
-// for is held once. The hub owns it.
+// most one MLS frame (mlsMaxFrame, paid from the committer's file-bytes budget); a
+// Welcome several devices wait for is held once. The hub owns it.
 type welcomeStore struct {
 	rooms map[string]*roomWelcomes
 }
