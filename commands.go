@@ -686,9 +686,14 @@ func (h *Hub) cmdDeleteRoom(c *Client, cmd command, ri *roomInfo) {
 		audit: &audit,
 		room:  &roomEntry{Name: name},
 		apply: func() {
+			// The Welcomes kept for devices not yet joined go with the room.
+			writes := h.mls.welcomes.dropRoom(name)
 			if last := h.bp.Last(); last > mark {
 				// Messages said while the deletion was in flight go with the rest.
-				h.persist(nil, "", []store.Write{{Bucket: bucketPurge, Key: []byte(name), Value: store.SeqKey(last)}}, nil)
+				writes = append(writes, store.Write{Bucket: bucketPurge, Key: []byte(name), Value: store.SeqKey(last)})
+			}
+			if len(writes) > 0 {
+				h.persist(nil, "", writes, nil)
 			}
 		},
 	})

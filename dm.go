@@ -317,10 +317,7 @@ func (h *Hub) pullIntoDM(ri *roomInfo) {
 			if o.rooms[ri.Name] == nil && len(o.rooms) < h.settings().MaxRoomsPerClient {
 				h.enter(o, ri, "")
 				h.sendHistory(o, ri.Name, nil, "")
-				if w, ok := g.welcomeFor(o); ok {
-					h.deliver(o, w.Event)
-				}
-				h.clusterWelcome(o, ri.Name, g)
+				h.handWelcome(o, ri.Name, g)
 			}
 		}
 	}

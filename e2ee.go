@@ -38,19 +38,24 @@ type mlsProposal struct {
 	KPRef []byte  `json:"kp_ref,omitempty"`
 }
 
-// mlsWelcome is a Welcome kept for a device until it joins the group.
+// mlsWelcome is a Welcome kept for a device until it joins the group, in the form a
+// group record carries it (Welcomes).
 type mlsWelcome struct {
 	Event []byte `json:"event"`
 }
 
 // mlsGroup is the Delivery Service state of one E2EE room (E2EE.md §3.3).
 type mlsGroup struct {
-	GroupID     []byte                `json:"group_id"`
-	Ready       bool                  `json:"ready"`
-	Epoch       uint64                `json:"epoch"`
-	Leaves      []mlsLeaf             `json:"leaves"`
-	Outstanding []mlsProposal         `json:"outstanding,omitempty"`
-	Welcomes    map[string]mlsWelcome `json:"welcomes,omitempty"`
+	GroupID     []byte        `json:"group_id"`
+	Ready       bool          `json:"ready"`
+	Epoch       uint64        `json:"epoch"`
+	Leaves      []mlsLeaf     `json:"leaves"`
+	Outstanding []mlsProposal `json:"outstanding,omitempty"`
+	// Welcomes, by devKey, are only in a record written by an older version (the load
+	// moves them into their own buckets, e2ee_welcomes.go) or migrated into Redis with
+	// its group (migratedGroup): a single node keeps them out of the record, which is
+	// rewritten at every change of the group.
+	Welcomes map[string]mlsWelcome `json:"welcomes,omitempty"`
 	// WelcomeAt, in cluster mode, is where each added device's Welcome is kept instead:
 	// the id of the commit's entry in the room's log (e2eecluster.go).
 	WelcomeAt map[string]uint64 `json:"welcome_at,omitempty"`
@@ -60,10 +65,11 @@ type mlsGroup struct {
 }
 
 // mlsState is everything of the DS the hub owns: the groups, the KeyPackage
-// directory and the external-sender key.
+// directory and the Welcomes kept for devices not yet joined.
 type mlsState struct {
-	groups map[string]*mlsGroup
-	kps    *kpDirectory
+	groups   map[string]*mlsGroup
+	kps      *kpDirectory
+	welcomes *welcomeStore
 }
 
 // loadMLSGroups reads the groups at start-up.
@@ -96,6 +102,9 @@ func (h *Hub) group(ri *roomInfo) *mlsGroup {
 	if g == nil || !bytes.Equal(g.GroupID, ri.MLSGroup) {
 		g = &mlsGroup{GroupID: ri.MLSGroup}
 		h.mls.groups[ri.Name] = g
+		if w := h.mls.welcomes.dropRoom(ri.Name); len(w) > 0 {
+			h.persist(nil, "", w, nil) // the earlier room's, for its group
+		}
 	}
 	return g
 }
@@ -486,6 +495,10 @@ func containsLeaf(list []uint32, leaf uint32) bool {
 // them outstanding and sends them to the room as one mls_proposals event, stored in
 // history with the group's new state.
 func (h *Hub) propose(room string, g *mlsGroup, removes []uint32, adds []*kpEntry, writes []store.Write) {
+	for _, leaf := range removes {
+		l := g.Leaves[leaf]
+		writes = append(writes, h.mls.welcomes.drop(room, devKey(l.User, l.Device))...)
+	}
 	body := g.addProposals(h.app.mlsKey, removes, adds)
 	h.stampMLS(nil, "", room, "mls_proposals", body, nil, append(writes, groupWrite(room, g)), nil)
 }
@@ -575,20 +588,7 @@ func (h *Hub) mlsEntered(c *Client, ri *roomInfo) {
 	} else if missing := h.reconcile(ri, g, nil); missing[c.user.ID] {
 		h.deliver(c, errorEvent(codeNoKeyPackage, "none of your devices has a KeyPackage: upload some to be added", "", ri.Name))
 	}
-	if w, ok := g.welcomeFor(c); ok {
-		h.deliver(c, w.Event)
-	}
-	h.clusterWelcome(c, ri.Name, g)
-}
-
-// welcomeFor is the Welcome kept for a connection's device, if any (none without a
-// device, or for a plain room's nil group).
-func (g *mlsGroup) welcomeFor(c *Client) (mlsWelcome, bool) {
-	if g == nil || c.device == "" {
-		return mlsWelcome{}, false
-	}
-	w, ok := g.Welcomes[devKey(c.user.ID, c.device)]
-	return w, ok
+	h.handWelcome(c, ri.Name, g)
 }
 
 // cmdKPUpload binds the connection to a device of its user and stores the device's
@@ -653,11 +653,7 @@ func (h *Hub) cmdKPUpload(c *Client, cmd command, _ *roomInfo) {
 // in: the single node's from memory, the cluster's read from their commits' entries.
 func (h *Hub) handOverWelcomes(c *Client) {
 	for name := range c.rooms {
-		g := h.group(h.meta[name])
-		if w, ok := g.welcomeFor(c); ok {
-			h.deliver(c, w.Event)
-		}
-		h.clusterWelcome(c, name, g)
+		h.handWelcome(c, name, h.group(h.meta[name]))
 	}
 }
 
@@ -767,14 +763,15 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 	id := h.stampMLS(c, env.Ref, ri.Name, "mls_commit", body, c, nil, func(id uint64) []byte {
 		return commitAck(env.Ref, ri.Name, id, epoch)
 	})
+	// The committer has joined, if its Welcome was still kept; the added devices'
+	// Welcome is written once, beside the group's record, not in it.
+	writes := append(h.welcomeJoined(ri.Name, c), groupWrite(ri.Name, g))
 	if len(added) > 0 {
 		ev := welcomeEvent(ri.Name, id, epoch, env.mls.welcome)
-		if g.Welcomes == nil {
-			g.Welcomes = map[string]mlsWelcome{}
-		}
+		devs := make([]string, 0, len(added))
 		r := h.rooms[ri.Name]
 		for _, p := range added {
-			g.Welcomes[devKey(p.New.User, p.New.Device)] = mlsWelcome{Event: ev}
+			devs = append(devs, devKey(p.New.User, p.New.Device))
 			if r == nil {
 				continue
 			}
@@ -784,8 +781,9 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 				}
 			}
 		}
+		writes = append(writes, h.mls.welcomes.keep(ri.Name, id, ev, devs)...)
 	}
-	h.persist(nil, "", []store.Write{groupWrite(ri.Name, g)}, nil)
+	h.persist(nil, "", writes, nil)
 	h.reconcile(ri, g, nil)
 }
 
@@ -856,7 +854,9 @@ func (h *Hub) cmdMLSApp(c *Client, cmd command, ri *roomInfo) {
 		h.clusterMLSApp(c, cmd, body)
 		return
 	}
-	h.stampMLS(c, env.Ref, ri.Name, "mls_app", body, c, nil, func(id uint64) []byte {
+	// A device that sends in the group has joined it: its Welcome, if still kept,
+	// goes with the message.
+	h.stampMLS(c, env.Ref, ri.Name, "mls_app", body, c, h.welcomeJoined(ri.Name, c), func(id uint64) []byte {
 		if env.Ref == "" {
 			return nil
 		}

@@ -543,5 +543,9 @@ func migratedGroup(state *hubState, ri *roomInfo) *mlsGroup {
 	if !ri.E2EE || g == nil || !bytes.Equal(g.GroupID, ri.MLSGroup) {
 		return nil
 	}
+	if w := state.welcomes.inRecord(ri.Name); len(w) > 0 {
+		g = g.clone()
+		g.Welcomes = w // a single node keeps them out of the record; Redis's carries them
+	}
 	return g
 }

@@ -247,7 +247,7 @@ func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 		metrics:      app.metrics,
 		log:          app.log,
 		now:          app.now,
-		mls:          &mlsState{groups: st.mlsGroups, kps: st.kps},
+		mls:          &mlsState{groups: st.mlsGroups, kps: st.kps, welcomes: st.welcomes},
 	}
 	for _, ri := range h.meta {
 		h.indexRoom(ri)

@@ -32,6 +32,11 @@ type hubState struct {
 	// mlsGroups and kps are the E2EE Delivery Service's groups and KeyPackages.
 	mlsGroups map[string]*mlsGroup
 	kps       *kpDirectory
+	// welcomes are the single node's kept Welcomes (e2ee_welcomes.go); welcomeUpgrade
+	// the writes that move those older group records still carry into their own
+	// buckets, which the server applies before its hub runs.
+	welcomes       *welcomeStore
+	welcomeUpgrade []store.Write
 }
 
 // openStore opens the configured store.
@@ -137,6 +142,9 @@ func loadHubState(s store.Store) (*hubState, error) {
 		return nil, err
 	}
 	if st.mlsGroups, err = loadMLSGroups(s); err != nil {
+		return nil, err
+	}
+	if st.welcomes, st.welcomeUpgrade, err = loadWelcomes(s, st.mlsGroups); err != nil {
 		return nil, err
 	}
 	st.kps, err = loadKPDirectory(s)
