@@ -514,6 +514,76 @@ func TestStalledWriteClosed(t *testing.T) {
 	<-drained
 }
 
+// TestEvictedStalledWriterClosed: a peer that stops reading fills its socket and its
+// queue, and is evicted as too slow while its writePump is blocked inside a write. The
+// eviction closes the queue, which that write never looks at, and takes the connection
+// off the hub's clients, where the write watchdog looked: without the watchdog's pass
+// over dropped connections the write, both goroutines and the connection slot would
+// stay for as long as the peer keeps the socket open. The eviction is counted once.
+func TestEvictedStalledWriterClosed(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.MsgRate, c.MsgBurst, c.UserMsgRate, c.UserMsgBurst = 1e6, 1e6, 1e6, 1e6
+		c.ByteRate, c.ByteBurst = 1e9, 1e9
+		c.TextMaxChars = 4000
+		c.ReadLimit = 64 << 10
+		// Small enough that the queue eviction comes long before the watchdog.
+		c.SendQueue, c.SendBacklog = 256, 256
+	})
+	h := ts.App.hub
+	h.do(func() { h.writeWait = time.Second })
+	victim := ts.user(t, "victim")
+	victim.conn.UnderlyingConn().(*net.TCPConn).SetReadBuffer(4096)
+	sender := ts.user(t, "sender")
+	go func() {
+		for {
+			sender.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if _, _, err := sender.conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	var stuck *Client
+	h.do(func() {
+		for c := range h.clients {
+			if c.user.Name == "victim" {
+				stuck = c
+			}
+		}
+	})
+	text := strings.Repeat("x", 4000)
+	evicted := func() (gone bool) {
+		h.do(func() { _, in := h.clients[stuck]; gone = !in })
+		return gone
+	}
+	for i := 0; i < 20000 && !evicted(); i++ {
+		sender.send(map[string]any{"type": "say", "room": lobby, "text": text})
+	}
+	if !evicted() {
+		t.Fatal("the stalled reader was never evicted")
+	}
+	var code int
+	h.do(func() { code = stuck.hubClose.code })
+	if code != closeTooSlow.code {
+		t.Fatalf("dropped with close code %d, want the queue eviction's %d", code, closeTooSlow.code)
+	}
+	if stuck.writingSince.Load() == 0 {
+		t.Fatal("the writer was not inside a write when the queue evicted it; the test shows nothing")
+	}
+	select {
+	case <-stuck.closeSent:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the evicted connection's write was never ended")
+	}
+	waitFor(t, "the hub to forget the dropped connection", func() (empty bool) {
+		h.do(func() { empty = len(h.leaving) == 0 })
+		return empty
+	})
+	if n := testutil.ToFloat64(ts.App.metrics.evictions); n != 1 {
+		t.Fatalf("%v evictions, want 1", n)
+	}
+	sender.conn.Close()
+}
+
 // TestWriteFrameAllocatesNothing: writing an event allocates nothing, and coalescing
 // adds nothing of ours. At a hundred thousand frames a second an allocation per frame is
 // garbage-collector work that shows in the latency of everyone (see writeBufferSize).

@@ -166,6 +166,10 @@ type Hub struct {
 	closing bool
 	// backlogged holds the clients with a backlog (see enqueue).
 	backlogged map[*Client]struct{}
+	// leaving holds the connections dropped from clients whose writePump may still be
+	// inside a write: a slow consumer is evicted while its writer is blocked on a peer
+	// that stopped reading, and only the watchdog can end that write (see checkWrites).
+	leaving map[*Client]struct{}
 	// backlogTicking says the backlog ticker runs (tests read it through do).
 	backlogTicking bool
 	// writeWait is how long one write may take before the watchdog ends the
@@ -217,6 +221,7 @@ func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 		clients:      make(map[*Client]struct{}),
 		rooms:        make(map[string]*room),
 		backlogged:   make(map[*Client]struct{}),
+		leaving:      make(map[*Client]struct{}),
 		byUser:       make(map[string]clientSet),
 		byEmail:      make(map[string]clientSet),
 		privateOf:    make(map[string]nameSet),
@@ -480,6 +485,7 @@ func (h *Hub) dropClient(c *Client, f closeFrame) {
 		return
 	}
 	delete(h.clients, c)
+	h.leaving[c] = struct{}{}
 	h.unindexClient(c)
 	delete(h.backlogged, c)
 	c.backlog = nil
@@ -610,6 +616,23 @@ func (h *Hub) checkWrites() {
 			c.writingSince.Store(0) // once is enough
 			h.metrics.evictions.Inc()
 			h.log.Info("closing connection stuck in a write", "conn", c.id)
+			c.conn.Close()
+		}
+	}
+	// A dropped connection's queue is closed, but a write it was already in has no
+	// deadline: without this its peer could hold the socket, both goroutines and its
+	// connection slot for ever by never reading again. Its eviction was counted when
+	// it was dropped.
+	for c := range h.leaving {
+		select {
+		case <-c.closeSent: // writePump writes nothing more
+			delete(h.leaving, c)
+			continue
+		default:
+		}
+		if since := c.writingSince.Load(); since != 0 && since < limit {
+			c.writingSince.Store(0)
+			h.log.Info("closing dropped connection stuck in a write", "conn", c.id)
 			c.conn.Close()
 		}
 	}
