@@ -13,6 +13,10 @@
 #                     duration idle, separated by ';'), e.g. for the ceiling sweep
 #   BENCH_OUT=dir     where the JSON reports and logs go (default bin/bench-<time>)
 #   BENCH_PORT=N      first of six loopback ports used (default 18080)
+#   BENCH_SETTLE=10s  how long chatload waits for in-flight deliveries after the senders
+#                     stop (default chatload's 2s); a message still in flight then is
+#                     counted as not delivered, so an overload whose tail is longer than
+#                     the settle shows as loss. Both sides get the same settle
 #   BENCH_NODES=2     compare one node with two nodes on Redis instead of the original
 #                     with one node: each cluster run starts a fresh redis-server
 #                     (AOF, appendfsync always) and two nodes on loopback, chatload
@@ -268,6 +272,7 @@ run_one() {
 		args+=(-idle -settle 3s)
 	else
 		args+=(-senders "$senders" -rate "$rate" -size "$size" -duration "$dur")
+		[[ -n ${BENCH_SETTLE:-} ]] && args+=(-settle "$BENCH_SETTLE")
 	fi
 	if [[ $side != original ]]; then
 		log "$id: modified-chat ${MOD_ARGS[*]}"
