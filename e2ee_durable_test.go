@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+
+	"modified-chat/internal/backplane"
+	"modified-chat/internal/mlsoracle"
+	"modified-chat/internal/store"
+)
+
+// errKilled is what a batchBackplane answers once its process is "killed".
+var errKilled = errors.New("test: the process was killed before this write")
+
+// batchBackplane wraps a hub's backplane and records the writes of every request it
+// submits: the store writer applies each request atomically (a batch of several is
+// one Apply, and a failed one is retried request by request), so a request is what a
+// SIGKILL cannot split. Once killAfter has matched a request, every later one writes
+// nothing and fails, in order: the disk as a process killed right after that request
+// leaves it.
+type batchBackplane struct {
+	backplane.Backplane
+	mu        sync.Mutex
+	batches   [][]store.Write
+	killAfter func([]store.Write) bool
+	dead      bool
+}
+
+// installBatches puts a batchBackplane in front of ts's hub.
+func installBatches(ts *testServer, killAfter func([]store.Write) bool) *batchBackplane {
+	var b *batchBackplane
+	ts.App.hub.do(func() {
+		b = &batchBackplane{Backplane: ts.App.hub.bp, killAfter: killAfter}
+		ts.App.hub.bp = b
+	})
+	return b
+}
+
+// Submit records writes and passes them on, or, once killed, passes nothing on and
+// fails the request.
+func (b *batchBackplane) Submit(writes []store.Write, done func(error)) bool {
+	b.mu.Lock()
+	dead := b.dead
+	if !dead {
+		b.batches = append(b.batches, writes)
+		b.dead = b.killAfter != nil && b.killAfter(writes)
+	}
+	b.mu.Unlock()
+	if dead {
+		return b.Backplane.Submit(nil, func(error) {
+			if done != nil {
+				done(errKilled)
+			}
+		})
+	}
+	return b.Backplane.Submit(writes, done)
+}
+
+// storesEvent reports whether writes store an event of typ in room's history.
+func storesEvent(writes []store.Write, room, typ string) bool {
+	for _, w := range writes {
+		if w.Bucket == historyBucket(room) && bytes.Contains(w.Value, []byte(`{"type":"`+typ+`"`)) {
+			return true
+		}
+	}
+	return false
+}
+
+// groupIn is the record of room's group that writes store, nil when none.
+func groupIn(t *testing.T, writes []store.Write, room string) *mlsGroup {
+	t.Helper()
+	var g *mlsGroup
+	for _, w := range writes {
+		if w.Bucket == bucketMLSGroups && string(w.Key) == room && w.Value != nil {
+			g = &mlsGroup{}
+			if err := json.Unmarshal(w.Value, g); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return g
+}
+
+// batchOf is the one request that stores an event of typ in room's history.
+func (b *batchBackplane) batchOf(t *testing.T, room, typ string) []store.Write {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var found [][]store.Write
+	for _, w := range b.batches {
+		if storesEvent(w, room, typ) {
+			found = append(found, w)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%d requests store a %s of %q, want 1", len(found), typ, room)
+	}
+	return found[0]
+}
+
+// TestE2EEGroupChangeOneBatch: every MLS event that changes the group is stored in
+// one request with the group's new record: the group's creation (mls_group_info, epoch
+// 0, ready), the hub's proposals (bob's Add outstanding) and alice's commit (epoch 1,
+// two leaves, with bob's Welcome rows), so no crash can keep one without the other.
+func TestE2EEGroupChangeOneBatch(t *testing.T) {
+	ts := startServer(t, generousLimits)
+	b := installBatches(ts, nil)
+	o := mlsoracle.Start(t)
+	alice, bob := newMLSDevice(t, ts, o, "alice"), newMLSDevice(t, ts, o, "bob")
+	alice.upload(2)
+	bob.upload(2)
+	alice.e2eeRoom(ts, "vault")
+	alice.c.mustKeep(map[string]any{"type": "invite", "room": "vault", "user": "dev:bob"})
+	bob.c.mustKeep(map[string]any{"type": "join", "room": "vault"})
+	alice.processNext("mls_proposals")
+	bob.c.conn.Close() // his Welcome is kept for him, in rows of its own
+	if ack := alice.commit("vault", 0); ack["type"] != "ack" || ack["epoch"] != float64(1) {
+		t.Fatalf("alice's commit adding bob: %v", ack)
+	}
+	settleHub(t, ts.App.hub)
+
+	if g := groupIn(t, b.batchOf(t, "vault", "mls_group_info"), "vault"); g == nil || !g.Ready || g.Epoch != 0 || len(g.Leaves) != 1 {
+		t.Fatalf("the group record stored with mls_group_info: %+v", g)
+	}
+	if g := groupIn(t, b.batchOf(t, "vault", "mls_proposals"), "vault"); g == nil || g.Epoch != 0 || len(g.Outstanding) != 1 || !g.Outstanding[0].Add {
+		t.Fatalf("the group record stored with mls_proposals: %+v", g)
+	}
+	commit := b.batchOf(t, "vault", "mls_commit")
+	if g := groupIn(t, commit, "vault"); g == nil || g.Epoch != 1 || len(g.Leaves) != 2 || len(g.Outstanding) != 0 {
+		t.Fatalf("the group record stored with mls_commit: %+v", g)
+	}
+	var events, pointers int
+	for _, w := range commit {
+		switch {
+		case w.Bucket == bucketMLSWelcomes && w.Value != nil:
+			events++
+		case w.Bucket == bucketMLSWelcomeFor && w.Value != nil:
+			pointers++
+		}
+	}
+	if events != 1 || pointers != 1 {
+		t.Fatalf("the commit's request keeps %d Welcome events and %d pointers, want 1 and 1", events, pointers)
+	}
+}
+
+// TestE2EECommitSurvivesKill: the process is killed right after the request that
+// stores alice's acked commit (nothing later reaches the disk). After the restart the
+// hub is at the epoch alice's ack gave her, 1, and takes her message at it; with the
+// group's record in a later request the hub came back at epoch 0 and answered
+// stale_epoch for ever.
+func TestE2EECommitSurvivesKill(t *testing.T) {
+	st := newGroupSizeStore()
+	ts := startServerOn(t, st, generousLimits)
+	installBatches(ts, func(w []store.Write) bool { return storesEvent(w, "vault", "mls_commit") })
+	o := mlsoracle.Start(t)
+	alice, _, _ := twoInRoom(t, ts, o, "vault")
+	ts.stop()
+
+	ts = startServerOn(t, st, generousLimits)
+	alice.c = ts.user(t, "alice")
+	alice.c.mustKeep(map[string]any{"type": "kp_upload", "device": alice.id.device, "kps": []string{}})
+	j := alice.c.mustKeep(map[string]any{"type": "join", "room": "vault"})
+	if j["type"] != "joined" {
+		j = alice.c.expect("joined")
+	}
+	if info, _ := j["mls"].(map[string]any); info == nil || info["epoch"] != float64(1) || info["ready"] != true {
+		t.Fatalf("the group after the kill: %v", j["mls"])
+	}
+	if ack := alice.send("vault", 1, "canary-after-kill"); ack["type"] != "ack" {
+		t.Fatalf("alice's mls_app at the acked epoch after the kill: %v", ack)
+	}
+}
