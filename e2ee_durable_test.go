@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"sync"
@@ -171,5 +172,72 @@ func TestE2EECommitSurvivesKill(t *testing.T) {
 	}
 	if ack := alice.send("vault", 1, "canary-after-kill"); ack["type"] != "ack" {
 		t.Fatalf("alice's mls_app at the acked epoch after the kill: %v", ack)
+	}
+}
+
+// groupRecord is the record of room's group the store holds, nil when none.
+func groupRecord(t *testing.T, st store.Store, room string) *mlsGroup {
+	t.Helper()
+	var g *mlsGroup
+	err := st.Scan(bucketMLSGroups, func(k, v []byte) error {
+		if string(k) == room {
+			g = &mlsGroup{}
+			return json.Unmarshal(v, g)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestE2EEGroupGoesWithRoom: delete_room deletes the room's group record in the same
+// request as the room's record, and the hub forgets the group; a new room of the same
+// name then starts a fresh group (another group_id, not ready, epoch 0), whose record
+// is the only one.
+func TestE2EEGroupGoesWithRoom(t *testing.T) {
+	st := newGroupSizeStore()
+	ts := startServerOn(t, st, generousLimits)
+	b := installBatches(ts, nil)
+	o := mlsoracle.Start(t)
+	alice, _, gid := twoInRoom(t, ts, o, "vault")
+	settleHub(t, ts.App.hub)
+	if g := groupRecord(t, st, "vault"); g == nil || g.Epoch != 1 {
+		t.Fatalf("the group record before delete_room: %+v", g)
+	}
+	alice.c.mustKeep(map[string]any{"type": "delete_room", "room": "vault"})
+	settleHub(t, ts.App.hub)
+	if g := groupRecord(t, st, "vault"); g != nil {
+		t.Fatalf("after delete_room the store still holds the group record (epoch %d)", g.Epoch)
+	}
+	b.mu.Lock()
+	together := false
+	for _, w := range b.batches {
+		var room, group bool
+		for _, x := range w {
+			room = room || x.Bucket == bucketRooms && string(x.Key) == "vault" && x.Value == nil
+			group = group || x.Bucket == bucketMLSGroups && string(x.Key) == "vault" && x.Value == nil
+		}
+		together = together || room && group
+	}
+	b.mu.Unlock()
+	if !together {
+		t.Fatal("no request deletes the room's record and its group's together")
+	}
+	ts.App.hub.do(func() {
+		if g := ts.App.hub.mls.groups["vault"]; g != nil {
+			t.Errorf("the hub still holds the deleted room's group (epoch %d)", g.Epoch)
+		}
+	})
+
+	fresh := alice.e2eeRoom(ts, "vault") // fails unless the new room's group is not ready
+	if fresh == base64.StdEncoding.EncodeToString(gid) {
+		t.Fatalf("the new room has the deleted one's group_id %s", fresh)
+	}
+	settleHub(t, ts.App.hub)
+	g := groupRecord(t, st, "vault")
+	if g == nil || base64.StdEncoding.EncodeToString(g.GroupID) != fresh || g.Epoch != 0 || len(g.Leaves) != 1 {
+		t.Fatalf("the new room's group record: %+v", g)
 	}
 }
