@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
+	"slices"
 	"strconv"
 
 	"modified-chat/internal/mls"
@@ -83,6 +85,26 @@ func loadMLSGroups(s store.Store) (map[string]*mlsGroup, error) {
 		return nil
 	})
 	return groups, err
+}
+
+// dropStaleGroups forgets, at start-up, the group records no room holds: that of a
+// room deleted by a version that left its record behind (delete_room now deletes it
+// in the room's batch), or of an earlier room whose name now holds a plain room or
+// another group (group would replace it on first use). It returns the writes that
+// delete them and the Welcomes kept for them, for the caller to apply before the hub
+// runs, so an older version's leak does not stay on disk for ever.
+func dropStaleGroups(st *hubState) []store.Write {
+	var writes []store.Write
+	for _, name := range slices.Sorted(maps.Keys(st.mlsGroups)) {
+		ri := st.rooms[name]
+		if ri != nil && ri.E2EE && bytes.Equal(ri.MLSGroup, st.mlsGroups[name].GroupID) {
+			continue
+		}
+		delete(st.mlsGroups, name)
+		writes = append(writes, store.Write{Bucket: bucketMLSGroups, Key: []byte(name)})
+		writes = append(writes, st.welcomes.dropRoom(name)...)
+	}
+	return writes
 }
 
 // newGroupID picks the group_id of a new E2EE room.

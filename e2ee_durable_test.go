@@ -241,3 +241,39 @@ func TestE2EEGroupGoesWithRoom(t *testing.T) {
 		t.Fatalf("the new room's group record: %+v", g)
 	}
 }
+
+// TestE2EEStaleGroupsDroppedAtStart: a group record an older version left behind for
+// a deleted room, with a Welcome kept in it, is deleted at start-up, rows and all; a
+// live room's group stays.
+func TestE2EEStaleGroupsDroppedAtStart(t *testing.T) {
+	st := newGroupSizeStore()
+	ts := startServerOn(t, st, generousLimits)
+	o := mlsoracle.Start(t)
+	twoInRoom(t, ts, o, "vault")
+	settleHub(t, ts.App.hub)
+	ts.stop()
+	ghost, _ := json.Marshal(&mlsGroup{GroupID: []byte("0123456789abcdef"), Ready: true, Epoch: 3})
+	if err := st.Apply([]store.Write{
+		{Bucket: bucketMLSGroups, Key: []byte("ghost"), Value: ghost},
+		{Bucket: bucketMLSWelcomes, Key: welcomeEventKey("ghost", 7), Value: []byte(`{"type":"mls_welcome","id":7}`)},
+		{Bucket: bucketMLSWelcomeFor, Key: welcomeForKey("ghost", "dev:bob/bob-device"), Value: store.SeqKey(7)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	ts = startServerOn(t, st, generousLimits)
+	if g := groupRecord(t, st, "ghost"); g != nil {
+		t.Fatalf("the deleted room's group record is still there after a restart (epoch %d)", g.Epoch)
+	}
+	if events, devs := welcomeRows(t, st, "ghost"); len(events) != 0 || len(devs) != 0 {
+		t.Fatalf("the deleted room's Welcomes: %d events, %d pointers", len(events), len(devs))
+	}
+	if g := groupRecord(t, st, "vault"); g == nil || g.Epoch != 1 {
+		t.Fatalf("the live room's group record after a restart: %+v", g)
+	}
+	ts.App.hub.do(func() {
+		if ts.App.hub.mls.groups["ghost"] != nil || ts.App.hub.mls.groups["vault"] == nil {
+			t.Errorf("the hub's groups after a restart: %d", len(ts.App.hub.mls.groups))
+		}
+	})
+}
