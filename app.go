@@ -133,12 +133,13 @@ func newAppWithStore(cfg *Config, log *slog.Logger, now func() time.Time, st sto
 		return nil, fmt.Errorf("loading state: %w", err)
 	}
 	if len(state.welcomeUpgrade) > 0 {
-		// Group records of an older version carried their Welcomes: move them out once,
-		// before the hub runs (it never waits on the disk).
+		// Group records of an older version carried their Welcomes, or outlived their
+		// room: move them out, or delete them, once, before the hub runs (it never
+		// waits on the disk).
 		if err := app.store.Apply(state.welcomeUpgrade); err != nil {
 			return nil, fmt.Errorf("moving Welcomes out of group records: %w", err)
 		}
-		app.log.Info("Welcomes moved out of the group records", "writes", len(state.welcomeUpgrade))
+		app.log.Info("group records upgraded", "writes", len(state.welcomeUpgrade))
 	}
 	var ctlState *cluster.CtlState
 	if app.cluster != nil {

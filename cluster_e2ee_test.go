@@ -266,3 +266,61 @@ func TestClusterE2EEOfflineDevice(t *testing.T) {
 		t.Fatal("the laptop could not read the message after its Welcome")
 	}
 }
+
+// welcomeOnNewConn opens a new connection of d's device on nd, in "vault", and
+// reports whether an mls_welcome reaches it within window. The connection is left
+// unusable (its read timed out) and closed.
+func welcomeOnNewConn(t *testing.T, nd *node, d *mlsDevice, window time.Duration) bool {
+	t.Helper()
+	c := nd.dialAs(t, d.name)
+	defer c.conn.Close()
+	c.mustKeep(map[string]any{"type": "kp_upload", "device": d.id.device, "kps": []string{}})
+	c.mustKeep(map[string]any{"type": "join", "room": "vault"})
+	deadline := time.Now().Add(window)
+	for {
+		ev, err := c.next(time.Until(deadline))
+		if err != nil {
+			return false
+		}
+		if ev["type"] == "mls_welcome" {
+			return true
+		}
+	}
+}
+
+// noWelcomeSoon fails unless, within a few tries (the drop is a group change that
+// reaches every node through the room's log), a new connection of d's device on nd
+// gets no mls_welcome.
+func noWelcomeSoon(t *testing.T, nd *node, d *mlsDevice, what string) {
+	t.Helper()
+	for try := 0; welcomeOnNewConn(t, nd, d, time.Second); try++ {
+		if try == 4 {
+			t.Fatalf("%s: every new connection of %s's device still gets its Welcome", what, d.name)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestClusterE2EEWelcomeGoesOnceJoined: in cluster mode too a Welcome's pointer goes
+// once its device showed it joined. bob (node 2) sends an mls_app: a new connection of
+// his device, on either node, gets no mls_welcome; carol, who has not spoken, still
+// gets hers on a new connection; once her self-update commit is acked, hers goes too,
+// on both nodes.
+func TestClusterE2EEWelcomeGoesOnceJoined(t *testing.T) {
+	nodes, _, _, bob, carol := clusterVault(t)
+	if ack := bob.send("vault", 1, "canary-cluster-joined"); ack["type"] != "ack" {
+		t.Fatalf("bob's first mls_app: %v", ack)
+	}
+	for i, nd := range nodes {
+		noWelcomeSoon(t, nd, bob, "after bob's mls_app, on node "+strconv.Itoa(i+1))
+	}
+	if !welcomeOnNewConn(t, nodes[0], carol, 5*time.Second) {
+		t.Fatal("carol, who has not spoken, gets no Welcome on a new connection")
+	}
+	if ack := carol.commit("vault", 1); ack["type"] != "ack" || ack["epoch"] != float64(2) {
+		t.Fatalf("carol's self-update: %v", ack)
+	}
+	for i, nd := range nodes {
+		noWelcomeSoon(t, nd, carol, "after carol's commit, on node "+strconv.Itoa(i+1))
+	}
+}

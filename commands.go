@@ -676,12 +676,18 @@ func (h *Hub) cmdDeleteRoom(c *Client, cmd command, ri *roomInfo) {
 	name, mark := ri.Name, h.bp.Last()
 	audit := newAudit(h.now(), c.user.ID, "delete_room", name, ri, nil)
 	// The history goes too: the janitor deletes it, and until then a new room of the
-	// same name cannot see it (its FirstID starts after).
+	// same name cannot see it (its FirstID starts after). So does an E2EE room's group
+	// record, in the same batch as the room's: kept, it stayed on disk until a room of
+	// the same name replaced it, a leak anyone allowed to create and delete rooms could
+	// grow (deleting a plain room's, which is none or a leftover, costs nothing). In
+	// cluster mode the group rides in the room's record in Redis, which the deletion
+	// replaces, and these writes are not made.
 	h.commit(c, env, change{
 		key: roomKey(name),
 		writes: []store.Write{
 			{Bucket: bucketRooms, Key: []byte(name)},
 			{Bucket: bucketPurge, Key: []byte(name), Value: store.SeqKey(mark)},
+			{Bucket: bucketMLSGroups, Key: []byte(name)},
 		},
 		audit: &audit,
 		room:  &roomEntry{Name: name},
@@ -689,8 +695,11 @@ func (h *Hub) cmdDeleteRoom(c *Client, cmd command, ri *roomInfo) {
 			// The Welcomes kept for devices not yet joined go with the room.
 			writes := h.mls.welcomes.dropRoom(name)
 			if last := h.bp.Last(); last > mark {
-				// Messages said while the deletion was in flight go with the rest.
-				writes = append(writes, store.Write{Bucket: bucketPurge, Key: []byte(name), Value: store.SeqKey(last)})
+				// Messages said while the deletion was in flight go with the rest, and
+				// so does the group's record if one of them (a commit, proposals)
+				// wrote it again after the deletion's batch.
+				writes = append(writes, store.Write{Bucket: bucketPurge, Key: []byte(name), Value: store.SeqKey(last)},
+					store.Write{Bucket: bucketMLSGroups, Key: []byte(name)})
 			}
 			if len(writes) > 0 {
 				h.persist(nil, "", writes, nil)

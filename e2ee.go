@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
+	"slices"
 	"strconv"
 
 	"modified-chat/internal/mls"
@@ -83,6 +85,26 @@ func loadMLSGroups(s store.Store) (map[string]*mlsGroup, error) {
 		return nil
 	})
 	return groups, err
+}
+
+// dropStaleGroups forgets, at start-up, the group records no room holds: that of a
+// room deleted by a version that left its record behind (delete_room now deletes it
+// in the room's batch), or of an earlier room whose name now holds a plain room or
+// another group (group would replace it on first use). It returns the writes that
+// delete them and the Welcomes kept for them, for the caller to apply before the hub
+// runs, so an older version's leak does not stay on disk for ever.
+func dropStaleGroups(st *hubState) []store.Write {
+	var writes []store.Write
+	for _, name := range slices.Sorted(maps.Keys(st.mlsGroups)) {
+		ri := st.rooms[name]
+		if ri != nil && ri.E2EE && bytes.Equal(ri.MLSGroup, st.mlsGroups[name].GroupID) {
+			continue
+		}
+		delete(st.mlsGroups, name)
+		writes = append(writes, store.Write{Bucket: bucketMLSGroups, Key: []byte(name)})
+		writes = append(writes, st.welcomes.dropRoom(name)...)
+	}
+	return writes
 }
 
 // newGroupID picks the group_id of a new E2EE room.
@@ -329,22 +351,38 @@ func (h *Hub) announceCheck(c *Client, env *envelope) []byte {
 // connections except skip (nil: all), stores it in the room's history with extra
 // writes, and acks the sender with ack (built from the id) once stored.
 func (h *Hub) stampMLS(c *Client, ref, room, typ string, body []byte, skip *Client, extra []store.Write, ack func(id uint64) []byte) uint64 {
-	id := h.bp.Next(room)
-	msg := appendMLSHead(make([]byte, 0, 64+len(room)+len(body)), typ, room, id, h.now().UnixMilli())
+	id, msg := h.announceMLS(room, typ, body, skip)
+	h.storeMLS(c, ref, room, id, msg, extra, ack)
+	return id
+}
+
+// announceMLS is the first half of stampMLS: it gives the event its id and time and
+// delivers it to the room's connections except skip. The caller stores it with
+// storeMLS, with the writes its id decides (a commit's Welcome rows).
+func (h *Hub) announceMLS(room, typ string, body []byte, skip *Client) (id uint64, msg []byte) {
+	id = h.bp.Next(room)
+	msg = appendMLSHead(make([]byte, 0, 64+len(room)+len(body)), typ, room, id, h.now().UnixMilli())
 	msg = append(msg, body...)
 	msg = append(msg, '}')
 	if r := h.rooms[room]; r != nil {
 		h.fanOut(r, msg, skip)
 	}
 	h.metrics.messages.Inc()
-	writes := append(historyWrites(room, id, msg), store.Write{Bucket: bucketMeta, Key: []byte(keyLastID), Value: store.SeqKey(id)})
-	writes = append(writes, extra...)
+	return id, msg
+}
+
+// storeMLS is the second half of stampMLS: the event msg with its id goes into the
+// room's history in one batch with extra, and c gets ack once that batch is durable.
+// An event that changes the group carries the group's new record in extra: an acked
+// commit whose new state could be lost in a crash between two batches would leave the
+// hub's epoch behind every client's, and the room's E2EE stuck.
+func (h *Hub) storeMLS(c *Client, ref, room string, id uint64, msg []byte, extra []store.Write, ack func(id uint64) []byte) {
+	writes := append(historyWrites(room, id, msg), extra...)
 	var a []byte
 	if c != nil && ack != nil {
 		a = ack(id)
 	}
 	h.persistAck(c, ref, a, writes, nil)
-	return id
 }
 
 // fanOut queues one event for every connection of r but skip (nil: all), sharing its
@@ -760,11 +798,11 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 	added := g.apply()
 	body := commitBody(c, from, env.mls.commit)
 	epoch := g.Epoch
-	id := h.stampMLS(c, env.Ref, ri.Name, "mls_commit", body, c, nil, func(id uint64) []byte {
-		return commitAck(env.Ref, ri.Name, id, epoch)
-	})
-	// The committer has joined, if its Welcome was still kept; the added devices'
-	// Welcome is written once, beside the group's record, not in it.
+	id, msg := h.announceMLS(ri.Name, "mls_commit", body, c)
+	// The commit's entry, the group's new state and the Welcome rows are one batch,
+	// acked once it is durable (storeMLS). The committer has joined, if its Welcome
+	// was still kept; the added devices' Welcome is written once, beside the group's
+	// record, not in it.
 	writes := append(h.welcomeJoined(ri.Name, c), groupWrite(ri.Name, g))
 	if len(added) > 0 {
 		ev := welcomeEvent(ri.Name, id, epoch, env.mls.welcome)
@@ -783,7 +821,9 @@ func (h *Hub) cmdMLSCommit(c *Client, cmd command, ri *roomInfo) {
 		}
 		writes = append(writes, h.mls.welcomes.keep(ri.Name, id, ev, devs)...)
 	}
-	h.persist(nil, "", writes, nil)
+	h.storeMLS(c, env.Ref, ri.Name, id, msg, writes, func(id uint64) []byte {
+		return commitAck(env.Ref, ri.Name, id, epoch)
+	})
 	h.reconcile(ri, g, nil)
 }
 

@@ -36,6 +36,9 @@ import (
 //     the Remove itself. Duplicate proposals from two nodes lose the revision check.
 //   - A Welcome stays in its commit's entry; the group keeps the entry's id per added
 //     device (WelcomeAt), and the node the device joins on reads it from the Stream.
+//     The pointer goes, as on one node, once the device showed it joined: its own
+//     commit drops it in the commit's entry, and its first mls_app in the log has the
+//     node that took it drop it in the next group change it writes (clusterJoined).
 
 // mlsInRedis reports whether an E2EE room's group goes through the room's Redis log:
 // in cluster mode, for every room kept in Redis.
@@ -102,6 +105,11 @@ func (h *Hub) clusterCommit(c *Client, cmd command, ri *roomInfo, g *mlsGroup, s
 		next.spendSelfUpdate(devKey(c.user.ID, c.device), h.now())
 	}
 	added := next.apply()
+	// The committer has joined: its Welcome's pointer, if kept, goes with the commit,
+	// and so do those of devices seen joining here since the last change.
+	delete(next.WelcomeAt, devKey(c.user.ID, c.device))
+	delete(next.Welcomes, devKey(c.user.ID, c.device))
+	h.dropJoined(ri.Name, next)
 	e := mlsEntryOf(next, "mls_commit", commitBody(c, g.Epoch, env.mls.commit))
 	if len(added) > 0 {
 		e.Welcome = env.mls.welcome
@@ -286,6 +294,16 @@ func (h *Hub) installGroup(seq uint64, e *roomEntry) {
 		if len(h.mlsStash[e.Name]) > 0 {
 			h.unstash(e.Name, g)
 		}
+		if j := h.mlsJoined[e.Name]; len(j) > 0 {
+			for k := range j {
+				if !g.keepsWelcome(k) {
+					delete(j, k) // dropped in the log, by this node or another
+				}
+			}
+			if len(j) == 0 {
+				delete(h.mlsJoined, e.Name)
+			}
+		}
 	}
 }
 
@@ -467,12 +485,66 @@ func (h *Hub) reconcileStep(name string, extra []uint32, tell *Client, mayTake b
 	if tell != nil && missing[tell.user.ID] {
 		h.deliver(tell, errorEvent(codeNoKeyPackage, "none of your devices has a KeyPackage: upload some to be added", "", name))
 	}
+	next := g.clone()
+	dropped := h.dropJoined(name, next)
 	if len(removes) == 0 && len(adds) == 0 {
+		if dropped {
+			// Only Welcome pointers go: a group change without an event.
+			h.mlsChange(nil, command{}, ri, &roomEntry{MLS: next}, false, nil)
+		}
 		return
 	}
-	next := g.clone()
 	body := next.addProposals(h.app.mlsKey, removes, adds)
 	h.mlsChange(nil, command{}, ri, mlsEntryOf(next, "mls_proposals", body), false, nil)
+}
+
+// clusterJoined runs once this node's mls_app from c is in room's log: c's device has
+// shown it joined the group, so the pointer to its Welcome, if the group keeps one,
+// is to go, as a group change every node applies. The drop rides on the next group
+// change this node writes, worked out at once (clusterReconcile: proposals due, or a
+// change of the pointers alone) or after the room's change in flight; one written
+// elsewhere first leaves it for later. So a device costs the log at most one entry for
+// its joining, whatever it sends afterwards: later messages find no pointer. A drop
+// lost (refused as stale, or the room's line full) stays asked for and is worked out
+// again then, and at the device's next mls_app.
+func (h *Hub) clusterJoined(room string, c *Client) {
+	g := h.group(h.meta[room])
+	if g == nil || c.device == "" || !h.mlsInRedis(room) {
+		return
+	}
+	key := devKey(c.user.ID, c.device)
+	if !g.keepsWelcome(key) {
+		return
+	}
+	j := h.mlsJoined[room]
+	if j == nil {
+		j = map[string]bool{}
+		h.mlsJoined[room] = j
+	}
+	j[key] = true
+	h.clusterReconcile(room, nil, nil)
+}
+
+// dropJoined deletes from next, a group change being made of room, the Welcome
+// pointers of the devices seen joining here (mlsJoined); it reports whether any went.
+func (h *Hub) dropJoined(room string, next *mlsGroup) bool {
+	dropped := false
+	for k := range h.mlsJoined[room] {
+		if next.keepsWelcome(k) {
+			delete(next.WelcomeAt, k)
+			delete(next.Welcomes, k)
+			dropped = true
+		}
+	}
+	return dropped
+}
+
+// keepsWelcome reports whether the group keeps a Welcome for the device: a pointer
+// (WelcomeAt), or the Welcome itself in a group migrated from a single node.
+func (g *mlsGroup) keepsWelcome(dev string) bool {
+	_, at := g.WelcomeAt[dev]
+	_, in := g.Welcomes[dev]
+	return at || in
 }
 
 // stashKP keeps a KeyPackage taken for a device of room until a proposal with it is

@@ -139,6 +139,11 @@ type Hub struct {
 	mlsTaking  map[string]bool
 	mlsStash   map[string]map[string]*kpEntry
 	mlsStashed int
+	// mlsJoined are the devices, by room and devKey, that showed here they joined
+	// the group (an mls_app of theirs is in the log) while the group still keeps
+	// their Welcome's pointer (WelcomeAt): the next group change this node writes
+	// drops it (clusterJoined).
+	mlsJoined map[string]map[string]bool
 	// rechecks counts the room revisions being read for recheckRoom (bounded like
 	// refreshes).
 	rechecks int
@@ -232,6 +237,7 @@ func newHub(app *App, st *hubState, bp backplane.Backplane) *Hub {
 		mlsParked:    make(map[string][]command),
 		mlsTaking:    make(map[string]bool),
 		mlsStash:     make(map[string]map[string]*kpEntry),
+		mlsJoined:    make(map[string]map[string]bool),
 		creating:     make(map[string]string),
 		pages:        make(map[pageKey]*sharedPage),
 		creatingPeer: make(map[string]string),

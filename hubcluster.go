@@ -239,6 +239,7 @@ func (h *Hub) feedEntry(ev cluster.Event) {
 }
 
 // ackSay acknowledges a say of this node once Redis has it (and it was delivered here).
+// An mls_app's sender has shown its device joined the group (clusterJoined).
 func (h *Hub) ackSay(token any, room string, seq uint64) {
 	var c *Client
 	var ref string
@@ -247,6 +248,7 @@ func (h *Hub) ackSay(token any, room string, seq uint64) {
 		c, ref = t.c, t.ref
 	case *mlsAppToken:
 		c, ref = t.c, t.cmd.env.Ref
+		h.clusterJoined(room, c)
 	}
 	if c == nil || ref == "" {
 		return

@@ -69,6 +69,8 @@ func (h *Hub) applyRoom(e *roomEntry) {
 			}
 		}
 		h.dropRoom(e.Name)
+		delete(h.mls.groups, e.Name) // its record went in the deletion's batch (or with the room's in Redis)
+		delete(h.mlsJoined, e.Name)
 		return
 	}
 	h.putRoom(e.Info)

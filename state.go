@@ -34,7 +34,8 @@ type hubState struct {
 	kps       *kpDirectory
 	// welcomes are the single node's kept Welcomes (e2ee_welcomes.go); welcomeUpgrade
 	// the writes that move those older group records still carry into their own
-	// buckets, which the server applies before its hub runs.
+	// buckets and delete the group records no room holds (dropStaleGroups), which the
+	// server applies before its hub runs.
 	welcomes       *welcomeStore
 	welcomeUpgrade []store.Write
 }
@@ -147,6 +148,7 @@ func loadHubState(s store.Store) (*hubState, error) {
 	if st.welcomes, st.welcomeUpgrade, err = loadWelcomes(s, st.mlsGroups); err != nil {
 		return nil, err
 	}
+	st.welcomeUpgrade = append(st.welcomeUpgrade, dropStaleGroups(st)...)
 	st.kps, err = loadKPDirectory(s)
 	return st, err
 }
