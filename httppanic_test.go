@@ -16,13 +16,17 @@ import (
 // with the fixed body and Connection: close, counted once under its mux pattern, and
 // logged once at Error with the route, the panic's type and text and the stack, never
 // the query string; net/http logs nothing of it (its ErrorLog is at Debug here, so a
-// line would show). One that panics after its answer began is cut (the client reads a
+// line would show). A panic with a struct logs its type only, never its fields. One
+// that panics after its answer began is cut (the client reads a
 // broken body, not a whole one) and counted under its own pattern. The same server goes
 // on serving /healthz.
 func TestHTTPPanicRecovered(t *testing.T) {
 	testRoutes = func(mux *http.ServeMux) {
 		mux.HandleFunc("GET /test/panic/{id}", func(http.ResponseWriter, *http.Request) {
 			panic("injected http panic")
+		})
+		mux.HandleFunc("GET /test/value", func(http.ResponseWriter, *http.Request) {
+			panic(struct{ Text string }{"hunter2-in-the-value"})
 		})
 		mux.HandleFunc("GET /test/late", func(w http.ResponseWriter, r *http.Request) {
 			w.Write([]byte("partial"))
@@ -65,6 +69,15 @@ func TestHTTPPanicRecovered(t *testing.T) {
 		t.Errorf("500 Content-Type %q", ct)
 	}
 
+	resp, err = client.Get(base + "/test/value")
+	if err != nil {
+		t.Fatalf("the route panicking with a struct: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("the route panicking with a struct: status %d, want 500", resp.StatusCode)
+	}
+
 	resp, err = client.Get(base + "/test/late")
 	if err != nil {
 		t.Fatalf("the late panic: %v", err)
@@ -85,7 +98,7 @@ func TestHTTPPanicRecovered(t *testing.T) {
 		t.Fatalf("healthz after the panics: %d %q", resp.StatusCode, body)
 	}
 
-	for route, want := range map[string]float64{"GET /test/panic/{id}": 1, "GET /test/late": 1, "GET /healthz": 0, unmatchedRoute: 0} {
+	for route, want := range map[string]float64{"GET /test/panic/{id}": 1, "GET /test/late": 1, "GET /test/value": 1, "GET /healthz": 0, unmatchedRoute: 0} {
 		if n := testutil.ToFloat64(app.metrics.httpPanics.WithLabelValues(route)); n != want {
 			t.Errorf("http panics for %q: %v, want %v", route, n, want)
 		}
@@ -97,8 +110,11 @@ func TestHTTPPanicRecovered(t *testing.T) {
 			lines = append(lines, l)
 		}
 	}
-	if len(lines) != 2 {
-		t.Fatalf("%d `http handler failed` lines, want 2; log:\n%s", len(lines), out)
+	if len(lines) != 3 {
+		t.Fatalf("%d `http handler failed` lines, want 3; log:\n%s", len(lines), out)
+	}
+	if !strings.Contains(lines[1], `route="GET /test/value" panic_type="struct { Text string }" panic=""`) {
+		t.Errorf("the struct panic's line: %s", lines[1])
 	}
 	for _, want := range []string{"level=ERROR", `route="GET /test/panic/{id}"`, "panic_type=string", `panic="injected http panic"`, "stack=", "TestHTTPPanicRecovered"} {
 		if !strings.Contains(lines[0], want) {

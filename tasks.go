@@ -1,8 +1,9 @@
 package main
 
 import (
-	"fmt"
 	"runtime/debug"
+
+	"modified-chat/internal/crash"
 )
 
 // Per-request tasks: the reads the hub starts on a goroutine of their own for one
@@ -80,11 +81,12 @@ func (h *Hub) runTask(task string, work func()) (ok bool) {
 }
 
 // taskPanicked logs a task's panic with its stack and counts it: the task's name and
-// the panic's value only, never what the task read or was asked (message text, file
-// bytes, records).
+// the panic's value as crash.Value gives it (its type; the text of an error or string,
+// capped), never what the task read or was asked (message text, file bytes, records).
 func (h *Hub) taskPanicked(task string, v any) {
 	h.metrics.taskPanics.WithLabelValues(task).Inc()
-	h.log.Error("request task failed", "task", task, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	kind, text := crash.Value(v)
+	h.log.Error("request task failed", "task", task, "panic_type", kind, "panic", text, "stack", string(debug.Stack()))
 }
 
 // taskFailedMessage is the message of the `internal` a failed task answers.
