@@ -299,7 +299,8 @@ func (app *App) nextConnID() string {
 // wrong method gets 405 and an unknown path 404 from the mux itself. In front of the
 // mux, in order: security headers on every answer, the Host check (421, DNS
 // rebinding), the cross-origin check on every unsafe method (403); the login routes
-// also draw from the per-IP login bucket (429).
+// also draw from the per-IP login bucket (429). Around them all, recoverHTTP turns a
+// handler's panic into a log line at Error, a count and a 500 (httppanic.go).
 func (app *App) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", app.handleHome)
@@ -329,7 +330,10 @@ func (app *App) routes() http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
-	return app.securityHeaders(app.hostGuard(app.crossOriginGuard(mux)))
+	if testRoutes != nil {
+		testRoutes(mux)
+	}
+	return app.recoverHTTP(mux, app.securityHeaders(app.hostGuard(app.crossOriginGuard(mux))))
 }
 
 // shutdown refuses new work, closes every connection with 1001 and waits for the

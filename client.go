@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+
+	"modified-chat/internal/crash"
 )
 
 // Connection timing, as in the original example.
@@ -684,11 +685,13 @@ func (c *Client) writePump() {
 // it panic to see the pump's guard work. Nothing is added per frame.
 var testHookPump func(c *Client, pump string)
 
-// pumpPanicked logs and counts a panic in one of c's pumps: the stack and the value,
-// never the frame being handled (it may hold a message).
+// pumpPanicked logs and counts a panic in one of c's pumps: the stack and the value as
+// crash.Value gives it (its type; the text of an error or string, capped), never the
+// frame being handled (it may hold a message).
 func (c *Client) pumpPanicked(pump string, v any) {
 	c.app.metrics.pumpPanics.WithLabelValues(pump).Inc()
-	c.app.log.Error("connection pump failed", "pump", pump, "conn", c.id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	kind, text := crash.Value(v)
+	c.app.log.Error("connection pump failed", "pump", pump, "conn", c.id, "panic_type", kind, "panic", text, "stack", string(debug.Stack()))
 }
 
 // tick runs on the timer's own goroutine: it hands the tick to writePump, in order

@@ -38,7 +38,9 @@ func (cc *clusterControl) appendAudit(a auditEntry) {
 }
 
 // clusterAudit answers `audit` from the cluster's audit log, off the hub's loop; false
-// on a single node.
+// on a single node. ReadAudit bounds its own call (ctlTimeout, 2 s, in
+// internal/cluster; TestStalledRedisReadsBounded): past it the answer is this node's
+// entries, as whenever Redis does not answer.
 func (h *Hub) clusterAudit(c *Client, env *envelope) bool {
 	if h.app.ctl == nil {
 		return false

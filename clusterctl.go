@@ -144,8 +144,10 @@ func (cc *clusterControl) start(top string) {
 	}
 	cc.feed = cc.ctl.NewCtlFeed(top, cc.app.now, cc.app.log, cc.apply)
 	cc.wg.Add(4)
-	// A panic in the control writer ends the process, as one in the feeds does
-	// (crash.OnPanic): a node whose changes never reach the log must not run on.
+	// A panic in the control writer's own loop (the outbox, the ticker) ends the
+	// process, as one in the feeds does (crash.OnPanic): a node whose changes never
+	// reach the log must not run on. A panic in one of its jobs costs that job only
+	// (runJob).
 	go func() {
 		defer cc.wg.Done()
 		defer crash.OnPanic(cc.app.log, "control writer")
@@ -198,11 +200,40 @@ func (cc *clusterControl) write() {
 		case <-cc.stop:
 			return
 		case j := <-cc.jobs:
-			j.done(j.run(context.Background(), cc.ctl))
+			cc.runJob(taskCtlJob, j)
 		case <-t.C:
 			cc.flushOutbox()
 		}
 	}
+}
+
+// errJobFailed is the result a job's done gets when its run panicked (a bug, logged and
+// counted): nothing is known to have reached Redis, and its requester is answered
+// `internal`.
+var errJobFailed = errors.New("cluster: the call failed on a bug; see the log")
+
+// runJob runs one job of a queue (the control writer's, task ctl_job, or the KeyPackage
+// directory's, kp_job) on the queue's goroutine and hands its result to done. A job is
+// one request's call to Redis and holds nothing the next needs: the queue's goroutine
+// holds no lock across it (the outbox lock is taken only inside keep and
+// flushOutbox), Ctl keeps only atomic counters, and the sealer's sequence is atomic
+// (a number skipped by a panic is as harmless as one skipped by a failed write). So a
+// panic in run is a task's panic (runTask: logged, counted under
+// chat_task_panics_total), done gets errJobFailed, and the queue goes on with the
+// next job. A panic in done is recovered and counted the same way, without calling
+// done again. A run that panics after its script returned leaves its change in the
+// log for the other nodes and unapplied here (this node skips its own entries), as an
+// answer lost to a timeout does: the requester's retry sets it right.
+func (cc *clusterControl) runJob(task string, j ctlJob) {
+	h := cc.app.hub
+	err := errJobFailed
+	h.runTask(task, func() { err = j.run(context.Background(), cc.ctl) })
+	defer func() {
+		if v := recover(); v != nil {
+			h.taskPanicked(task, v)
+		}
+	}()
+	j.done(err)
 }
 
 // keep puts a logout Redis did not take in the outbox; false when the outbox is full.
@@ -269,6 +300,10 @@ func (cc *clusterControl) revoke(id identity) (cutoff bool, err error) {
 		return false, errStoreBusy
 	}
 	r := <-res
+	if errors.Is(r.err, errJobFailed) {
+		// A bug, not an outage: kept, the outbox would call it again off any job.
+		return false, r.err
+	}
 	if r.err != nil && !errors.Is(r.err, cluster.ErrRevokedFull) {
 		if !cc.keep(id) {
 			return false, errors.New("cluster: logout outbox full: " + r.err.Error())
@@ -381,6 +416,11 @@ func (h *Hub) commitCtl(c *Client, env *envelope, ch change) {
 	h.inflight[ch.key] = &flight{}
 	ok := h.app.ctl.submit(ctlJob{run: ch.ctl, done: func(err error) {
 		h.completions <- func() {
+			if errors.Is(err, errJobFailed) {
+				h.taskFailed(c, env)
+				h.leaveFlight(ch)
+				return
+			}
 			if err != nil {
 				// Redis did not take it: nothing changed anywhere; like a say, the
 				// answer is unavailable with a retry hint.

@@ -117,7 +117,10 @@ func (h *Hub) pullOnEntry(room string) {
 // to another node, and then goes on opening the conversation with them (createDM): a
 // conversation may be opened with a user of the cluster, not only of this node. It is
 // reached only after the opener's open bucket paid (allowOpen), which bounds these
-// reads. When Redis does not answer, the open is unavailable.
+// reads. When Redis does not answer, the open is unavailable: Connected bounds its own
+// call (limitTimeout, 500 ms, in internal/cluster), so a stuck Redis holds the task at
+// most that long (TestStalledRedisReadsBounded), and context.Background() here adds
+// no wait.
 func (h *Hub) peerElsewhere(c *Client, env *envelope, peer, name string) {
 	if h.app.keys.User(peer) != nil {
 		h.createDM(c, env, peer, name, true) // in the cluster's key directory

@@ -120,6 +120,9 @@ func (h *Hub) commitRecord(c *Client, env *envelope, op, user string, value json
 					}
 					h.refuseLater(c, env, codeBusy, "another node changed this first; nothing changed, try again")
 					h.leaveFlight(ch)
+				case errors.Is(err, errJobFailed):
+					h.taskFailed(c, env)
+					h.leaveFlight(ch)
 				case err != nil:
 					h.log.Error("control log write failed; change not applied", "op", op, "err", err)
 					h.unavailableLater(c, env)

@@ -82,6 +82,9 @@ func (h *Hub) kpUploaded(c *Client, env *envelope, n int, err error, first bool)
 	case errors.Is(err, cluster.ErrKPFull):
 		h.refuseLater(c, env, codeKPFull, "a device keeps at most "+strconv.Itoa(kpPerDevice)+" KeyPackages")
 		return
+	case errors.Is(err, errJobFailed):
+		h.taskFailed(c, env)
+		return
 	case err != nil:
 		h.log.Warn("KeyPackage upload failed in the cluster", "err", err)
 		h.unavailableLater(c, env)
@@ -195,14 +198,15 @@ func (h *Hub) complete(f func()) {
 	}
 }
 
-// runKPJobs runs the directory's calls, one at a time, until the control stops.
+// runKPJobs runs the directory's calls, one at a time, until the control stops; a
+// call that panics costs that call only (runJob).
 func (cc *clusterControl) runKPJobs() {
 	for {
 		select {
 		case <-cc.stop:
 			return
 		case j := <-cc.kpJobs:
-			j.done(j.run(context.Background(), cc.ctl))
+			cc.runJob(taskKPJob, j)
 		}
 	}
 }

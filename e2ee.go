@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 	"strconv"
@@ -921,6 +922,8 @@ func (h *Hub) cmdMLSResync(c *Client, cmd command, ri *roomInfo) {
 	h.clusterKPCount(c.user.ID, c.device, func(n int, err error) {
 		switch _, live := h.clients[c]; {
 		case !live:
+		case errors.Is(err, errJobFailed):
+			h.taskFailed(c, env)
 		case err != nil:
 			h.refuseUnavailable(c, env)
 		default:

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"slices"
@@ -348,7 +347,8 @@ func (h *Hub) dispatchGuarded(cmd command) {
 	defer func() {
 		if v := recover(); v != nil {
 			h.metrics.panics.Inc()
-			h.log.Error("command failed", "type", cmd.env.Type, "conn", cmd.client.id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			kind, text := crash.Value(v)
+			h.log.Error("command failed", "type", cmd.env.Type, "conn", cmd.client.id, "panic_type", kind, "panic", text, "stack", string(debug.Stack()))
 			h.doom(cmd.client, closeInternal)
 		}
 	}()

@@ -227,7 +227,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, started func(boun
 }
 
 // newHTTPServer is an http.Server with the timeouts every listener of this server
-// keeps, so no listener is the slow-client hole.
+// keeps, so no listener is the slow-client hole. Its ErrorLog (net/http's own complaints: bad
+// handshakes, a client's TLS errors) goes to slog at Debug, too noisy for more; a
+// handler's panic never reaches it: recoverHTTP logs that at Error (httppanic.go).
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,

@@ -34,6 +34,7 @@ type metrics struct {
 	panics           prometheus.Counter
 	pumpPanics       *prometheus.CounterVec
 	taskPanics       *prometheus.CounterVec
+	httpPanics       *prometheus.CounterVec
 	rejected         *prometheus.CounterVec
 	repliesDropped   prometheus.Counter
 	closes           *prometheus.CounterVec
@@ -84,6 +85,7 @@ func newMetrics() *metrics {
 	m.panics = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_command_panics_total", Help: "Client commands whose handler panicked (a bug): the sender was closed with 1011, the server went on."})
 	m.pumpPanics = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_pump_panics_total", Help: "Connection pumps that panicked (a bug), by pump (read, write): that connection was closed with 1011, the server went on."}, []string{"pump"})
 	m.taskPanics = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_task_panics_total", Help: "Per-request reads off the hub's loop that panicked (a bug), by task (history, fetch_file, room_read, ...): that request was answered internal, its connection and the server went on."}, []string{"task"})
+	m.httpPanics = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_http_panics_total", Help: "HTTP handlers that panicked (a bug), by route (the mux pattern, or unmatched): answered 500 when nothing was written yet, cut otherwise; the server went on."}, []string{"route"})
 	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_rejected_total", Help: "Client input refused by the filters, by reason."}, []string{"reason"})
 	m.repliesDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "chat_replies_dropped_total", Help: "Error replies dropped because the client did not read them."})
 	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "chat_closes_total", Help: "Close frames sent by the server, by close code."}, []string{"code"})
@@ -96,7 +98,7 @@ func newMetrics() *metrics {
 	for _, c := range []prometheus.Collector{
 		m.connections, m.rooms, m.accepted, m.refused, m.handshakeSeconds, m.messagesIn,
 		m.messages, m.deliveries, m.framesOut, m.evictions, m.rateLimited, m.abuseCloses,
-		m.panics, m.pumpPanics, m.taskPanics, m.rejected, m.repliesDropped, m.closes, m.auth, m.httpRefused, m.storeCommits, m.storeErrors, m.storeSeconds, m.backups,
+		m.panics, m.pumpPanics, m.taskPanics, m.httpPanics, m.rejected, m.repliesDropped, m.closes, m.auth, m.httpRefused, m.storeCommits, m.storeErrors, m.storeSeconds, m.backups,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		f(c)

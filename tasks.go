@@ -1,8 +1,9 @@
 package main
 
 import (
-	"fmt"
 	"runtime/debug"
+
+	"modified-chat/internal/crash"
 )
 
 // Per-request tasks: the reads the hub starts on a goroutine of their own for one
@@ -19,9 +20,11 @@ import (
 // connection goes on and its next request is served.
 //
 // The goroutines that own state nothing else can rebuild (the hub's loop, the store
-// writer, the cluster feeds, the control writer and its jobs, the connection slot
+// writer, the cluster feeds, the control writer's own loop, the connection slot
 // renewals) are not tasks: a panic there ends the process with crash.ExitCode
 // (internal/crash). Hub.later is not one either: it only hands a function to the loop.
+// The jobs the control writer and the KeyPackage directory run one at a time are
+// tasks on their queue's goroutine (clusterControl.runJob): each is one request's call.
 
 // The tasks, by name: the task label of chat_task_panics_total and the task field of
 // the log line.
@@ -38,6 +41,8 @@ const (
 	taskAuditRead      = "audit_read"      // the cluster's audit log
 	taskJanitor        = "janitor"         // one round of the janitor (pruning, sweeping)
 	taskPolicyReload   = "policy_reload"   // re-reading the policy file on SIGHUP
+	taskCtlJob         = "ctl_job"         // one change or announcement on the control writer's queue
+	taskKPJob          = "kp_job"          // one call on the KeyPackage directory's queue
 )
 
 // testHookTask, when set (tests only; nil in production), is called by each task as
@@ -76,11 +81,12 @@ func (h *Hub) runTask(task string, work func()) (ok bool) {
 }
 
 // taskPanicked logs a task's panic with its stack and counts it: the task's name and
-// the panic's value only, never what the task read or was asked (message text, file
-// bytes, records).
+// the panic's value as crash.Value gives it (its type; the text of an error or string,
+// capped), never what the task read or was asked (message text, file bytes, records).
 func (h *Hub) taskPanicked(task string, v any) {
 	h.metrics.taskPanics.WithLabelValues(task).Inc()
-	h.log.Error("request task failed", "task", task, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	kind, text := crash.Value(v)
+	h.log.Error("request task failed", "task", task, "panic_type", kind, "panic", text, "stack", string(debug.Stack()))
 }
 
 // taskFailedMessage is the message of the `internal` a failed task answers.

@@ -11,7 +11,6 @@
 package crash
 
 import (
-	"fmt"
 	"log/slog"
 	"os"
 	"runtime/debug"
@@ -38,7 +37,8 @@ func Hook(goroutine string) {
 }
 
 // OnPanic, deferred first thing in a guarded goroutine, turns a panic into a log line
-// with the stack (never the values the goroutine held, which may be message text) and
+// with the stack and the panic's value as Value gives it (never the values the
+// goroutine held, which may be message text) and
 // an exit with ExitCode. log may be nil (slog's default). Without a panic it does nothing.
 func OnPanic(log *slog.Logger, goroutine string) {
 	v := recover()
@@ -48,6 +48,7 @@ func OnPanic(log *slog.Logger, goroutine string) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log.Error("goroutine panicked; exiting for the supervisor to restart", "goroutine", goroutine, "panic", fmt.Sprint(v), "stack", string(debug.Stack()), "exit", ExitCode)
+	kind, text := Value(v)
+	log.Error("goroutine panicked; exiting for the supervisor to restart", "goroutine", goroutine, "panic_type", kind, "panic", text, "stack", string(debug.Stack()), "exit", ExitCode)
 	exit(ExitCode)
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -89,6 +90,19 @@ func (s *Server) Kill() {
 	s.cmd.Process.Kill()
 	<-s.done
 }
+
+// Pause stops the server with SIGSTOP: its connections stay open and it answers
+// nothing, as a Redis stuck on a slow disk or a full machine would. Resume undoes it;
+// a paused server is still killed at the test's end.
+func (s *Server) Pause() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// Resume lets a paused server run again (SIGCONT); harmless on a running one.
+func (s *Server) Resume() { s.cmd.Process.Signal(syscall.SIGCONT) }
 
 // Restart starts the server again on the same port and directory (its AOF).
 func (s *Server) Restart() { s.t.Helper(); s.start() }
