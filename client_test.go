@@ -432,25 +432,26 @@ func TestBlankFramesCount(t *testing.T) {
 	a.expectClose(websocket.ClosePolicyViolation)
 }
 
-// TestStalledWriteClosed: a peer that stops reading until the network buffers are full
-// leaves its writePump stuck in a write. The hub's watchdog closes that connection after
-// writeWait (shortened here), counts an eviction, and everyone else carries on.
-func TestStalledWriteClosed(t *testing.T) {
-	ts := startServer(t, func(c *Config) {
+// stalledReader starts a server whose write watchdog waits one second and whose
+// per-connection queue and backlog are queue and backlog, with a "victim" that never
+// reads (its receive buffer shrunk to 4 kB) and a "sender" free to flood 4000-character
+// messages, whose frames a goroutine reads and discards until drained is closed. stuck
+// is the victim's server side: its writePump closes closeSent when it ends.
+func stalledReader(t *testing.T, queue, backlog int) (ts *testServer, sender *wsClient, stuck *Client, drained chan struct{}) {
+	t.Helper()
+	ts = startServer(t, func(c *Config) {
 		c.MsgRate, c.MsgBurst, c.UserMsgRate, c.UserMsgBurst = 1e6, 1e6, 1e6, 1e6
 		c.ByteRate, c.ByteBurst = 1e9, 1e9
 		c.TextMaxChars = 4000
 		c.ReadLimit = 64 << 10
-		// Room enough that the queue-length eviction never comes first.
-		c.SendQueue, c.SendBacklog = 1<<16, 1<<16
+		c.SendQueue, c.SendBacklog = queue, backlog
 	})
 	h := ts.App.hub
 	h.do(func() { h.writeWait = time.Second })
 	victim := ts.user(t, "victim")
 	victim.conn.UnderlyingConn().(*net.TCPConn).SetReadBuffer(4096)
-	sender := ts.user(t, "sender")
-	// The sender reads everything it gets back, in the background.
-	drained := make(chan struct{})
+	sender = ts.user(t, "sender")
+	drained = make(chan struct{})
 	go func() {
 		defer close(drained)
 		for {
@@ -460,8 +461,6 @@ func TestStalledWriteClosed(t *testing.T) {
 			}
 		}
 	}()
-	// The victim's server side: its writePump closes closeSent when it ends.
-	var stuck *Client
 	h.do(func() {
 		for c := range h.clients {
 			if c.user.Name == "victim" {
@@ -469,6 +468,16 @@ func TestStalledWriteClosed(t *testing.T) {
 			}
 		}
 	})
+	return ts, sender, stuck, drained
+}
+
+// TestStalledWriteClosed: a peer that stops reading until the network buffers are full
+// leaves its writePump stuck in a write. The hub's watchdog closes that connection after
+// writeWait (shortened here), counts an eviction, and everyone else carries on.
+func TestStalledWriteClosed(t *testing.T) {
+	// Room enough that the queue-length eviction never comes first.
+	ts, sender, stuck, drained := stalledReader(t, 1<<16, 1<<16)
+	h := ts.App.hub
 	text := strings.Repeat("x", 4000)
 	ended := false
 	for i := 0; i < 20000 && !ended; i++ {
@@ -521,35 +530,9 @@ func TestStalledWriteClosed(t *testing.T) {
 // over dropped connections the write, both goroutines and the connection slot would
 // stay for as long as the peer keeps the socket open. The eviction is counted once.
 func TestEvictedStalledWriterClosed(t *testing.T) {
-	ts := startServer(t, func(c *Config) {
-		c.MsgRate, c.MsgBurst, c.UserMsgRate, c.UserMsgBurst = 1e6, 1e6, 1e6, 1e6
-		c.ByteRate, c.ByteBurst = 1e9, 1e9
-		c.TextMaxChars = 4000
-		c.ReadLimit = 64 << 10
-		// Small enough that the queue eviction comes long before the watchdog.
-		c.SendQueue, c.SendBacklog = 256, 256
-	})
+	// Small enough that the queue eviction comes long before the watchdog.
+	ts, sender, stuck, drained := stalledReader(t, 256, 256)
 	h := ts.App.hub
-	h.do(func() { h.writeWait = time.Second })
-	victim := ts.user(t, "victim")
-	victim.conn.UnderlyingConn().(*net.TCPConn).SetReadBuffer(4096)
-	sender := ts.user(t, "sender")
-	go func() {
-		for {
-			sender.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-			if _, _, err := sender.conn.ReadMessage(); err != nil {
-				return
-			}
-		}
-	}()
-	var stuck *Client
-	h.do(func() {
-		for c := range h.clients {
-			if c.user.Name == "victim" {
-				stuck = c
-			}
-		}
-	})
 	text := strings.Repeat("x", 4000)
 	evicted := func() (gone bool) {
 		h.do(func() { _, in := h.clients[stuck]; gone = !in })
@@ -582,6 +565,7 @@ func TestEvictedStalledWriterClosed(t *testing.T) {
 		t.Fatalf("%v evictions, want 1", n)
 	}
 	sender.conn.Close()
+	<-drained
 }
 
 // TestWriteFrameAllocatesNothing: writing an event allocates nothing, and coalescing
