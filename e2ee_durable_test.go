@@ -109,18 +109,7 @@ func (b *batchBackplane) batchOf(t *testing.T, room, typ string) []store.Write {
 func TestE2EEGroupChangeOneBatch(t *testing.T) {
 	ts := startServer(t, generousLimits)
 	b := installBatches(ts, nil)
-	o := mlsoracle.Start(t)
-	alice, bob := newMLSDevice(t, ts, o, "alice"), newMLSDevice(t, ts, o, "bob")
-	alice.upload(2)
-	bob.upload(2)
-	alice.e2eeRoom(ts, "vault")
-	alice.c.mustKeep(map[string]any{"type": "invite", "room": "vault", "user": "dev:bob"})
-	bob.c.mustKeep(map[string]any{"type": "join", "room": "vault"})
-	alice.processNext("mls_proposals")
-	bob.c.conn.Close() // his Welcome is kept for him, in rows of its own
-	if ack := alice.commit("vault", 0); ack["type"] != "ack" || ack["epoch"] != float64(1) {
-		t.Fatalf("alice's commit adding bob: %v", ack)
-	}
+	addOffline(t, ts, mlsoracle.Start(t)) // bob's Welcome is kept for him, in rows of its own
 	settleHub(t, ts.App.hub)
 
 	if g := groupIn(t, b.batchOf(t, "vault", "mls_group_info"), "vault"); g == nil || !g.Ready || g.Epoch != 0 || len(g.Leaves) != 1 {
